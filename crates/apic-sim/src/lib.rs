@@ -1,0 +1,1 @@
+//! apic-sim library.

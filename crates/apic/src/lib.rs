@@ -1,0 +1,1 @@
+//! Typed APIC client.

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Starts the services the tests and the demo need, each only if it is not running:
+# PostgreSQL, the Docker engine (no iptables, no default bridge), and a private
+# userspace Open vSwitch (this kernel has no openvswitch module).
+# Prints the environment the tests read (eval "$(scripts/services.sh)").
+set -euo pipefail
+log() { echo "services: $*" >&2; }
+root=$( [ "$(id -u)" -eq 0 ] && echo yes || echo no )
+
+# PostgreSQL
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  log "starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+fi
+
+if [ "$root" = yes ]; then
+  # Docker engine
+  if command -v dockerd >/dev/null && ! docker info >/dev/null 2>&1; then
+    log "starting dockerd"
+    (dockerd --iptables=false --bridge=none --storage-driver=vfs >/var/log/dockerd.log 2>&1 &)
+    for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  fi
+  # Offline busybox test image
+  if docker info >/dev/null 2>&1 && ! docker image inspect weft-test/busybox:local >/dev/null 2>&1; then
+    log "building weft-test/busybox:local from busybox-static"
+    d=$(mktemp -d); mkdir -p "$d/bin"
+    cp /bin/busybox "$d/bin/busybox"
+    for a in $(/bin/busybox --list); do ln -sf busybox "$d/bin/$a"; done
+    tar -C "$d" -cf "$d.tar" .
+    docker import "$d.tar" weft-test/busybox:local >/dev/null
+    rm -rf "$d" "$d.tar"
+  fi
+  # Open vSwitch, userspace datapath, private run directory
+  ovs_dir=/var/run/weft-ovs
+  if command -v ovsdb-server >/dev/null && ! ovs-vsctl --db="unix:$ovs_dir/db.sock" show >/dev/null 2>&1; then
+    log "starting ovsdb-server and ovs-vswitchd in $ovs_dir"
+    mkdir -p "$ovs_dir"
+    [ -f "$ovs_dir/conf.db" ] || ovsdb-tool create "$ovs_dir/conf.db" /usr/share/openvswitch/vswitch.ovsschema
+    ovsdb-server "$ovs_dir/conf.db" --remote="punix:$ovs_dir/db.sock" --pidfile="$ovs_dir/ovsdb.pid" \
+      --unixctl="$ovs_dir/ovsdb.ctl" --log-file="$ovs_dir/ovsdb.log" --detach
+    ovs-vsctl --db="unix:$ovs_dir/db.sock" --no-wait init
+    ovs-vswitchd "unix:$ovs_dir/db.sock" --pidfile="$ovs_dir/vswitchd.pid" \
+      --unixctl="$ovs_dir/vswitchd.ctl" --log-file="$ovs_dir/vswitchd.log" --detach
+  fi
+  echo "export WEFT_TEST_OVSDB=unix:$ovs_dir/db.sock"
+fi
+echo "export DATABASE_URL=\${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
