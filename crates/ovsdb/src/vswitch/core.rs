@@ -1,0 +1,135 @@
+//! The connection plus what every write needs: a lock serialising this
+//! client's writers, and a monitor of `Open_vSwitch.cur_cfg` so a commit can
+//! wait until ovs-vswitchd has applied it (as `ovs-vsctl` does by default).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch, Mutex};
+
+use super::snapshot::{rows, select, Snapshot, DB};
+use super::VswitchOptions;
+use crate::client::Client;
+use crate::datum;
+use crate::error::{Error, Result};
+use crate::op::{Condition, Mutation, Mutator, Operation};
+use crate::rpc::Notification;
+
+const CFG_MONITOR: &str = "weft-cur-cfg";
+
+pub(crate) struct Core {
+    pub client: Client,
+    /// Held for a whole read-plan-commit cycle so this client's own writes
+    /// never race each other (other clients are caught by `wait` guards).
+    pub write_lock: Mutex<()>,
+    pub opts: VswitchOptions,
+    cur_cfg: watch::Receiver<i64>,
+}
+
+impl Core {
+    pub async fn connect(addr: &str, opts: VswitchOptions) -> Result<Self> {
+        let (client, notes) = Client::connect(addr, opts.request_timeout).await?;
+        let requests = json!({"Open_vSwitch": {"columns": ["cur_cfg"]}});
+        let initial = client.monitor(DB, json!(CFG_MONITOR), requests).await?;
+        let (tx, cur_cfg) = watch::channel(cur_cfg_of(&initial).unwrap_or(0));
+        tokio::spawn(follow_cur_cfg(notes, tx));
+        Ok(Core {
+            client,
+            write_lock: Mutex::new(()),
+            opts,
+            cur_cfg,
+        })
+    }
+
+    pub async fn snapshot(&self) -> Result<Snapshot> {
+        Snapshot::read(&self.client).await
+    }
+
+    /// Commits `ops`. With `wait_applied`, also bumps `next_cfg` in the same
+    /// transaction and returns only once ovs-vswitchd reports it applied.
+    pub async fn commit(&self, mut ops: Vec<Operation>) -> Result<()> {
+        if !self.opts.wait_applied {
+            self.client.transact(DB, &ops).await?;
+            return Ok(());
+        }
+        ops.push(Operation::Mutate {
+            table: "Open_vSwitch".into(),
+            conditions: vec![],
+            mutations: vec![Mutation("next_cfg".into(), Mutator::Add, json!(1))],
+        });
+        ops.push(select("Open_vSwitch", &["next_cfg"]));
+        let results = self.client.transact(DB, &ops).await?;
+        let last = results
+            .get(ops.len() - 1)
+            .ok_or_else(|| Error::Protocol("missing next_cfg select result".into()))?;
+        let Some(next_cfg) = rows(last)?.first().and_then(|r| r["next_cfg"].as_i64()) else {
+            return Err(Error::NoRootRow);
+        };
+        self.wait_applied(next_cfg).await
+    }
+
+    async fn wait_applied(&self, wanted: i64) -> Result<()> {
+        let mut rx = self.cur_cfg.clone();
+        let timeout = self.opts.apply_timeout;
+        let waited = tokio::time::timeout(timeout, rx.wait_for(|c| *c >= wanted))
+            .await
+            .map(|r| r.is_ok());
+        match waited {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::Disconnected("cur_cfg monitor ended".into())),
+            Err(_) => Err(Error::ApplyTimeout {
+                wanted,
+                applied: *self.cur_cfg.borrow(),
+                timeout,
+            }),
+        }
+    }
+
+    /// ovs-vswitchd's error for each of `ifaces` that it could not attach.
+    pub async fn interface_errors(&self, ifaces: &[&str]) -> Result<HashMap<String, String>> {
+        let ops: Vec<Operation> = ifaces
+            .iter()
+            .map(|name| Operation::Select {
+                table: "Interface".into(),
+                conditions: vec![Condition::eq("name", json!(name))],
+                columns: Some(vec!["name".into(), "error".into()]),
+            })
+            .collect();
+        let results = self.client.transact(DB, &ops).await?;
+        let mut errors = HashMap::new();
+        for result in &results {
+            for row in rows(result)? {
+                if let (Some(name), Some(error)) = (
+                    row["name"].as_str(),
+                    datum::read_optional_string(&row["error"])?,
+                ) {
+                    errors.insert(name.to_owned(), error);
+                }
+            }
+        }
+        Ok(errors)
+    }
+}
+
+fn cur_cfg_of(table_updates: &Value) -> Option<i64> {
+    table_updates
+        .get("Open_vSwitch")?
+        .as_object()?
+        .values()
+        .find_map(|row| row.get("new")?.get("cur_cfg")?.as_i64())
+}
+
+async fn follow_cur_cfg(mut notes: mpsc::UnboundedReceiver<Notification>, tx: watch::Sender<i64>) {
+    while let Some(note) = notes.recv().await {
+        let is_ours = note.params.get(0) == Some(&json!(CFG_MONITOR));
+        if note.method == "update" && is_ours {
+            if let Some(cfg) = note.params.get(1).and_then(cur_cfg_of) {
+                tx.send_replace(cfg);
+            }
+        }
+    }
+}
+
+/// Default apply timeout, long enough for a loaded userspace datapath.
+pub(crate) const DEFAULT_APPLY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,140 @@
+//! A consistent read of the Open_vSwitch rows the agent manages (root row,
+//! bridges, ports, interface names), taken in one `transact` of selects.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
+
+use crate::client::Client;
+use crate::datum;
+use crate::error::{Error, Result};
+use crate::op::Operation;
+
+pub(crate) const DB: &str = "Open_vSwitch";
+
+#[derive(Debug, Clone)]
+pub(crate) struct BridgeRow {
+    pub uuid: String,
+    pub ports: Vec<String>,
+    pub datapath_type: String,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PortRow {
+    pub uuid: String,
+    pub tag: Option<i64>,
+    pub trunks: usize,
+    pub interfaces: Vec<String>,
+    pub external_ids: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Snapshot {
+    pub root: Option<String>,
+    pub bridges: HashMap<String, BridgeRow>,
+    /// By port name (port names are unique in the database).
+    pub ports: HashMap<String, PortRow>,
+    /// Interface uuid to name.
+    pub iface_names: HashMap<String, String>,
+}
+
+/// Selects `columns` of every row of `table`.
+pub(crate) fn select(table: &str, columns: &[&str]) -> Operation {
+    Operation::Select {
+        table: table.to_owned(),
+        conditions: vec![],
+        columns: Some(columns.iter().map(|c| (*c).to_owned()).collect()),
+    }
+}
+
+/// The rows of a select result.
+pub(crate) fn rows(result: &Value) -> Result<&Vec<Value>> {
+    result
+        .get("rows")
+        .and_then(Value::as_array)
+        .ok_or_else(|| Error::Protocol(format!("select result without rows: {result}")))
+}
+
+fn column<'a>(row: &'a Value, name: &str) -> Result<&'a Value> {
+    row.get(name)
+        .ok_or_else(|| Error::Protocol(format!("row without column {name}: {row}")))
+}
+
+fn string_column(row: &Value, name: &str) -> Result<String> {
+    column(row, name)?
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| Error::Protocol(format!("column {name} is not a string: {row}")))
+}
+
+impl Snapshot {
+    pub async fn read(client: &Client) -> Result<Self> {
+        let ops = [
+            select("Open_vSwitch", &["_uuid"]),
+            select("Bridge", &["_uuid", "name", "ports", "datapath_type"]),
+            select(
+                "Port",
+                &[
+                    "_uuid",
+                    "name",
+                    "tag",
+                    "trunks",
+                    "interfaces",
+                    "external_ids",
+                ],
+            ),
+            select("Interface", &["_uuid", "name"]),
+        ];
+        let results = client.transact(DB, &ops).await?;
+        let mut snap = Snapshot::default();
+        if let Some(root) = rows(&results[0])?.first() {
+            snap.root = Some(datum::read_uuid(column(root, "_uuid")?)?);
+        }
+        for row in rows(&results[1])? {
+            let bridge = BridgeRow {
+                uuid: datum::read_uuid(column(row, "_uuid")?)?,
+                ports: datum::read_uuid_set(column(row, "ports")?)?,
+                datapath_type: string_column(row, "datapath_type")?,
+            };
+            snap.bridges.insert(string_column(row, "name")?, bridge);
+        }
+        for row in rows(&results[2])? {
+            let port = PortRow {
+                uuid: datum::read_uuid(column(row, "_uuid")?)?,
+                tag: datum::read_optional_int(column(row, "tag")?)?,
+                trunks: datum::members(column(row, "trunks")?).len(),
+                interfaces: datum::read_uuid_set(column(row, "interfaces")?)?,
+                external_ids: datum::read_string_map(column(row, "external_ids")?)?,
+            };
+            snap.ports.insert(string_column(row, "name")?, port);
+        }
+        for row in rows(&results[3])? {
+            snap.iface_names.insert(
+                datum::read_uuid(column(row, "_uuid")?)?,
+                string_column(row, "name")?,
+            );
+        }
+        Ok(snap)
+    }
+
+    /// The bridge a port (by uuid) belongs to, if any.
+    pub fn bridge_of(&self, port_uuid: &str) -> Option<&str> {
+        self.bridges
+            .iter()
+            .find(|(_, b)| b.ports.iter().any(|p| p == port_uuid))
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// Names of a port's interfaces.
+    pub fn iface_names_of(&self, port: &PortRow) -> Vec<String> {
+        port.interfaces
+            .iter()
+            .map(|u| {
+                self.iface_names
+                    .get(u)
+                    .cloned()
+                    .unwrap_or_else(|| u.clone())
+            })
+            .collect()
+    }
+}
