@@ -1,1 +1,13 @@
-//! Wire types and typed client of the weft-agent API.
+//! Wire types and typed client of the weft-agent HTTP API.
+//!
+//! The central service drives agents only through [`AgentClient`]; the agent serves the
+//! same types, so both sides agree on the JSON by construction.
+
+mod client;
+mod types;
+
+pub use client::{AgentClient, ClientError, Token};
+pub use types::*;
+
+/// Version of this wire contract, reported by the agent in [`Versions::api`].
+pub const API_VERSION: &str = "1";

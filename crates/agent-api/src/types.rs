@@ -1,0 +1,368 @@
+//! Request, response and error bodies of the agent API.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// An 802.1Q VLAN id, 1..=4094 (0 and 4095 are reserved by the standard).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u16", into = "u16")]
+pub struct Vlan(u16);
+
+impl utoipa::PartialSchema for Vlan {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(4094))
+            .examples([181])
+            .into()
+    }
+}
+
+impl ToSchema for Vlan {}
+
+impl Vlan {
+    /// The numeric id.
+    pub fn get(self) -> u16 {
+        self.0
+    }
+}
+
+impl TryFrom<u16> for Vlan {
+    type Error = String;
+    fn try_from(v: u16) -> Result<Self, String> {
+        if (1..=4094).contains(&v) {
+            Ok(Vlan(v))
+        } else {
+            Err(format!("VLAN id {v} is outside 1..=4094"))
+        }
+    }
+}
+
+impl From<Vlan> for u16 {
+    fn from(v: Vlan) -> u16 {
+        v.0
+    }
+}
+
+impl FromStr for Vlan {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let n: u16 = s.parse().map_err(|_| format!("{s:?} is not a VLAN id"))?;
+        Vlan::try_from(n)
+    }
+}
+
+impl fmt::Display for Vlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// An Ethernet MAC address, written `aa:bb:cc:dd:ee:ff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MacAddr(pub [u8; 6]);
+
+impl utoipa::PartialSchema for MacAddr {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$"))
+            .examples(["02:57:0a:00:00:05"])
+            .into()
+    }
+}
+
+impl ToSchema for MacAddr {}
+
+impl MacAddr {
+    /// A locally administered unicast MAC derived from an IPv4 address (`02:57:` + the
+    /// four address bytes), so a re-created interface gets the same MAC and the fabric's
+    /// endpoint table does not churn.
+    pub fn from_ipv4(addr: Ipv4Addr) -> Self {
+        let [a, b, c, d] = addr.octets();
+        MacAddr([0x02, 0x57, a, b, c, d])
+    }
+}
+
+impl TryFrom<String> for MacAddr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?} is not a MAC address like 02:57:0a:00:00:05");
+        let mut out = [0u8; 6];
+        let mut parts = s.split(':');
+        for byte in &mut out {
+            let part = parts.next().ok_or_else(bad)?;
+            if part.len() != 2 {
+                return Err(bad());
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        if out[0] & 1 == 1 {
+            return Err(format!("{s:?} is a multicast MAC address"));
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+impl From<MacAddr> for String {
+    fn from(m: MacAddr) -> String {
+        m.to_string()
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+/// How a segment reaches the fabric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SegmentMode {
+    /// Frames leave the uplink tagged with the VLAN (`<uplink>.<vlan>` or an OVS access tag).
+    #[default]
+    Regular,
+    /// Frames leave the uplink untagged; the leaf port is bound untagged (native) for the EPG.
+    Untagged,
+}
+
+/// Body of `PUT /v1/segments/{vlan}`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentSpec {
+    #[serde(default)]
+    pub mode: SegmentMode,
+    /// Uplink interface; the agent's first configured uplink when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<String>,
+}
+
+/// A segment as found in the kernel (or OVS database).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Segment {
+    pub vlan: Vlan,
+    pub mode: SegmentMode,
+    pub uplink: String,
+    /// The bridge containers are plugged into (linux-bridge, ovs); absent for macvlan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    /// The 802.1Q sub-interface `<uplink>.<vlan>` in regular mode (linux-bridge, macvlan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_interface: Option<String>,
+    /// Whether every piece of the segment exists and is up.
+    pub ready: bool,
+}
+
+/// Where the container's network namespace is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Target {
+    /// A Docker container, by id or name; re-wired automatically when it restarts.
+    Docker { container: String },
+    /// Any process; its `/proc/<pid>/ns/net` is used.
+    Pid { pid: u32 },
+    /// A bind-mounted namespace such as `/run/netns/<name>` (other runtimes).
+    Netns { path: String },
+}
+
+fn default_ifname() -> String {
+    "eth0".to_owned()
+}
+
+/// Body of `PUT /v1/attachments/{id}`: one container interface on one VLAN segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttachmentSpec {
+    pub target: Target,
+    /// Interface name inside the container (`eth1`... for a second EPG).
+    #[serde(default = "default_ifname")]
+    #[schema(example = "eth0", max_length = 15)]
+    pub ifname: String,
+    pub vlan: Vlan,
+    /// Address with prefix length, e.g. `10.0.0.5/24`.
+    #[schema(value_type = String, example = "10.0.0.5/24")]
+    pub address: Ipv4Net,
+    /// Default gateway; no default route when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "10.0.0.1")]
+    pub gateway: Option<Ipv4Addr>,
+    /// MAC of the container interface; derived from the address (`02:57:` + IPv4) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    /// MTU of the container interface; the agent's configured MTU when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 68, maximum = 65535)]
+    pub mtu: Option<u32>,
+}
+
+impl AttachmentSpec {
+    /// The MAC the interface gets: the requested one or the one derived from the address.
+    pub fn effective_mac(&self) -> MacAddr {
+        self.mac
+            .unwrap_or_else(|| MacAddr::from_ipv4(self.address.addr()))
+    }
+}
+
+/// An attachment: what was asked for and what the kernel shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Attachment {
+    pub id: Uuid,
+    pub spec: AttachmentSpec,
+    /// Host-side interface name (veth end), derived from the id; absent for macvlan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ifname: Option<String>,
+    pub actual: AttachmentActual,
+}
+
+/// The container interface as read from the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AttachmentActual {
+    /// Whether the interface exists in the target namespace with the requested address and MAC.
+    pub wired: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+    #[schema(value_type = Vec<String>)]
+    pub addresses: Vec<Ipv4Net>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    /// Why `wired` is false (namespace gone, interface missing, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// A host uplink as found in the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Uplink {
+    pub name: String,
+    pub present: bool,
+    pub up: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<MacAddr>,
+}
+
+/// Versions of the running agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Versions {
+    pub agent: String,
+    pub api: String,
+    pub kernel: String,
+}
+
+/// Which host-side technology the agent uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendKind {
+    LinuxBridge,
+    Ovs,
+    Macvlan,
+}
+
+/// Response of `GET /v1/state`: the host's actual state, read from the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AgentState {
+    pub backend: BackendKind,
+    pub segments: Vec<Segment>,
+    pub attachments: Vec<Attachment>,
+    pub uplinks: Vec<Uplink>,
+    pub versions: Versions,
+}
+
+/// Response of `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub versions: Versions,
+}
+
+/// Body the agent POSTs to the central service when a wired container stops or is removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ContainerEvent {
+    pub attachment: Uuid,
+    pub container: String,
+    pub kind: ContainerEventKind,
+}
+
+/// What happened to a wired container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerEventKind {
+    /// The container stopped; its interface is gone until it starts again.
+    Died,
+    /// The container was removed; the attachment can be released.
+    Destroyed,
+    /// The container started again and the agent re-wired it.
+    Rewired,
+}
+
+/// An RFC 9457 problem document (`application/problem+json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    /// A URI reference naming the problem kind, e.g. `urn:weft:agent:segment-missing`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Every failure, when an operation kept going after errors (teardown).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vlan_rejects_reserved_ids() {
+        assert!(serde_json::from_str::<Vlan>("0").is_err());
+        assert!(serde_json::from_str::<Vlan>("4095").is_err());
+        assert_eq!(serde_json::from_str::<Vlan>("181").unwrap().get(), 181);
+    }
+
+    #[test]
+    fn mac_round_trips_and_rejects_garbage() {
+        let m: MacAddr = "02:57:0a:00:00:05".parse().unwrap();
+        assert_eq!(m.to_string(), "02:57:0a:00:00:05");
+        assert!("02:57:0a:00:00".parse::<MacAddr>().is_err());
+        assert!("02:57:0a:00:00:05:06".parse::<MacAddr>().is_err());
+        assert!("01:00:5e:00:00:01".parse::<MacAddr>().is_err());
+        assert!("zz:57:0a:00:00:05".parse::<MacAddr>().is_err());
+    }
+
+    #[test]
+    fn attachment_spec_defaults_ifname_and_derives_mac_from_address() {
+        let spec: AttachmentSpec = serde_json::from_value(serde_json::json!({
+            "target": {"kind": "docker", "container": "web1"},
+            "vlan": 181,
+            "address": "10.0.0.5/24",
+        }))
+        .unwrap();
+        assert_eq!(spec.ifname, "eth0");
+        assert_eq!(spec.effective_mac().to_string(), "02:57:0a:00:00:05");
+    }
+}
