@@ -1,1 +1,69 @@
-fn main() {}
+//! `apic-sim --topology deploy/sim/topology.json --port 8443`
+
+use anyhow::Context;
+use apic_sim::{FaultConfig, SimConfig, Topology};
+use clap::Parser;
+use std::time::Duration;
+
+/// An in-memory Cisco APIC speaking the real REST API (plain HTTP).
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Topology file (nodes, ports, vPCs, FEXes, LLDP neighbours, seed config).
+    #[arg(
+        long,
+        env = "APIC_SIM_TOPOLOGY",
+        default_value = "deploy/sim/topology.json"
+    )]
+    topology: std::path::PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "APIC_SIM_BIND", default_value = "127.0.0.1")]
+    bind: String,
+    #[arg(long, env = "APIC_SIM_PORT", default_value_t = 8443)]
+    port: u16,
+    #[arg(long, env = "APIC_SIM_USERNAME", default_value = "admin")]
+    username: String,
+    /// Password of the simulated user.
+    #[arg(
+        long,
+        env = "APIC_SIM_PASSWORD",
+        default_value = "password",
+        hide_env_values = true
+    )]
+    password: String,
+    /// Token lifetime (refreshTimeoutSeconds).
+    #[arg(long, env = "APIC_SIM_TOKEN_LIFETIME", default_value_t = 600)]
+    token_lifetime_secs: u64,
+    /// Logins + refreshes per second before throttling (0 disables).
+    #[arg(long, env = "APIC_SIM_LOGIN_RATE", default_value_t = 2)]
+    login_rate: u32,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let text = std::fs::read_to_string(&args.topology)
+        .with_context(|| format!("reading topology {}", args.topology.display()))?;
+    let topology = Topology::from_json(&text)
+        .with_context(|| format!("parsing {}", args.topology.display()))?;
+    let mut config = SimConfig::new(topology);
+    config.username = args.username;
+    config.password = args.password;
+    config.token_lifetime = Duration::from_secs(args.token_lifetime_secs.max(1));
+    config.faults = FaultConfig {
+        login_rate_per_sec: (args.login_rate > 0).then_some(args.login_rate),
+        ..FaultConfig::default()
+    };
+    let addr = format!("{}:{}", args.bind, args.port);
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    tracing::info!(%addr, "apic-sim listening (plain HTTP); control endpoints under /_sim/");
+    apic_sim::serve(config, listener).await?;
+    Ok(())
+}

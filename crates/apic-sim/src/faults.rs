@@ -1,0 +1,180 @@
+//! F0467 faults on static path bindings, raised after a successful write the way the fabric
+//! raises them (reference §9.1-9.3): `invalid-path`, `invalid-vlan`, `encap-already-in-use`.
+//! The simulator places them as `faultInst` children of the `fvRsPathAtt` itself.
+
+use crate::classes;
+use crate::dn;
+use crate::tree::Mit;
+use crate::validate::parse_vlan;
+use std::collections::{BTreeMap, HashMap};
+
+const RULE: &str = "fv-nw-issues-config-failed";
+
+/// The leaves a path DN lands on (both for a vPC).
+pub fn leaves_of(path: &str) -> Vec<String> {
+    let Ok(chain) = dn::resolve(path) else {
+        return Vec::new();
+    };
+    for (class, props) in &chain {
+        match class.name {
+            "fabricProtPathEpCont" => {
+                return [props.get("nodeAId"), props.get("nodeBId")]
+                    .into_iter()
+                    .flatten()
+                    .cloned()
+                    .collect()
+            }
+            "fabricPathEpCont" => return props.get("nodeId").cloned().into_iter().collect(),
+            _ => {}
+        }
+    }
+    Vec::new()
+}
+
+fn port_name(path: &str) -> String {
+    dn::last_rn(path)
+        .and_then(|rn| rn.strip_prefix("pathep-["))
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or(path)
+        .to_string()
+}
+
+/// Whether the EPG's domains' VLAN pools contain `vlan`.
+fn vlan_allowed(mit: &Mit, epg: &str, vlan: u16) -> bool {
+    mit.children(epg)
+        .filter(|(_, m)| m.class.name == "fvRsDomAtt")
+        .filter_map(|(_, m)| m.attrs.get("tDn"))
+        .filter_map(|dom| mit.get(&format!("{dom}/rsvlanNs")))
+        .filter_map(|rs| rs.attrs.get("tDn"))
+        .filter(|pool| mit.contains(pool))
+        .flat_map(|pool| {
+            mit.children(pool)
+                .map(|(_, m)| m.clone())
+                .collect::<Vec<_>>()
+        })
+        .filter(|m| m.class.name == "fvnsEncapBlk")
+        .any(|blk| {
+            let from = blk.attrs.get("from").and_then(|v| parse_vlan(v));
+            let to = blk.attrs.get("to").and_then(|v| parse_vlan(v));
+            matches!((from, to), (Some(f), Some(t)) if f <= vlan && vlan <= t)
+        })
+}
+
+fn epg_label(epg: &str) -> String {
+    let names: Vec<String> = dn::resolve(epg)
+        .map(|c| {
+            c.iter()
+                .filter_map(|(_, p)| p.get("name").cloned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.join(":")
+}
+
+/// Recomputes all F0467 faults of static bindings; unchanged faults keep their timestamps.
+pub fn recompute(mit: &mut Mit, now: &str) {
+    let mut bindings: Vec<(u64, String, String, String)> = mit
+        .iter()
+        .filter(|(_, m)| m.class.name == "fvRsPathAtt")
+        .map(|(d, m)| {
+            let attr = |k: &str| m.attrs.get(k).cloned().unwrap_or_default();
+            (m.seq, d.clone(), attr("tDn"), attr("encap"))
+        })
+        .collect();
+    bindings.sort();
+    let mut owners: HashMap<(String, u16), String> = HashMap::new();
+    let mut wanted: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for (_, binding, path, encap) in bindings {
+        let Some(epg) = dn::parent(&binding) else {
+            continue;
+        };
+        let leaves = leaves_of(&path);
+        let node = leaves.first().cloned().unwrap_or_else(|| "0".into());
+        let head = format!(
+            "Configuration failed for {epg} node {node} {}",
+            port_name(&path)
+        );
+        let path_ok = mit
+            .get(&path)
+            .is_some_and(|m| m.class.name == "fabricPathEp");
+        let vlan = parse_vlan(&encap);
+        let fault = if !path_ok {
+            Some((
+                "invalid-path",
+                format!("{head} due to Invalid Path Configuration, debug message: invalid-path: {path} :Path does not exist;"),
+            ))
+        } else if !vlan.is_some_and(|v| vlan_allowed(mit, &epg, v)) {
+            Some((
+                "invalid-vlan",
+                format!("{head} due to Invalid VLAN Configuration, debug message: invalid-vlan: {encap} :Either the EpG is not associated with a domain or the domain does not have this vlan assigned to it;"),
+            ))
+        } else {
+            let v = vlan.unwrap_or_default();
+            let other = leaves
+                .iter()
+                .find_map(|l| owners.get(&(l.clone(), v)).filter(|o| **o != epg).cloned());
+            match other {
+                Some(owner) => Some((
+                    "encap-already-in-use",
+                    format!("{head} due to Encap Already Used in Another EPG, debug message: encap-already-in-use: Encap ({encap}) is already in use by {};", epg_label(&owner)),
+                )),
+                None => {
+                    for l in leaves {
+                        owners.entry((l, v)).or_insert_with(|| epg.clone());
+                    }
+                    None
+                }
+            }
+        };
+        if let Some((qual, descr)) = fault {
+            wanted.insert(format!("{binding}/fault-F0467"), (qual.to_string(), descr));
+        }
+    }
+    let stale: Vec<String> = mit
+        .iter()
+        .filter(|(d, m)| {
+            m.class.name == "faultInst"
+                && m.attrs.get("rule").map(String::as_str) == Some(RULE)
+                && wanted
+                    .get(*d)
+                    .is_none_or(|(_, descr)| m.attrs.get("descr") != Some(descr))
+        })
+        .map(|(d, _)| d.clone())
+        .collect();
+    for d in stale {
+        mit.remove_subtree(&d);
+    }
+    let Some(class) = classes::class("faultInst") else {
+        return;
+    };
+    for (fault_dn, (qual, descr)) in wanted {
+        if mit.contains(&fault_dn) {
+            continue;
+        }
+        let debug = descr.split("debug message: ").nth(1).unwrap_or_default();
+        let attrs = [
+            ("code", "F0467".to_string()),
+            ("severity", "minor".into()),
+            ("origSeverity", "minor".into()),
+            ("highestSeverity", "minor".into()),
+            ("lc", "raised".into()),
+            ("cause", "configuration-failed".into()),
+            ("changeSet", format!("configQual:{qual}, configSt:failed-to-apply, debugMessage:{debug}, temporaryError:no")),
+            ("descr", descr.clone()),
+            ("rule", RULE.into()),
+            ("type", "config".into()),
+            ("created", now.into()),
+            ("lastTransition", now.into()),
+            ("ack", "no".into()),
+            ("delegated", "no".into()),
+            ("domain", "tenant".into()),
+            ("subject", "management".into()),
+            ("occur", "1".into()),
+        ];
+        mit.put(
+            fault_dn,
+            class,
+            attrs.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        );
+    }
+}
