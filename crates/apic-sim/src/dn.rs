@@ -130,10 +130,13 @@ pub fn format_rn(class: &Class, props: &BTreeMap<String, String>) -> Result<Stri
     Ok(out)
 }
 
+/// One resolved RN: its class and naming properties.
+pub type Resolved = (&'static Class, BTreeMap<String, String>);
+
 /// Resolves the class of every RN along a DN; `Err(rn)` names the first RN that does not parse.
-pub fn resolve(dn: &str) -> Result<Vec<(&'static Class, BTreeMap<String, String>)>, String> {
+pub fn resolve(dn: &str) -> Result<Vec<Resolved>, String> {
     let rns = split(dn).ok_or_else(|| dn.to_string())?;
-    let mut out: Vec<(&'static Class, BTreeMap<String, String>)> = Vec::new();
+    let mut out: Vec<Resolved> = Vec::new();
     for rn in rns {
         let found = match out.last() {
             None => classes::roots().find_map(|c| match_rn(c, rn).map(|p| (c, p))),

@@ -387,7 +387,7 @@ pub fn run(
         hits.retain(|(d, m)| f.matches(d, m));
     }
     if let Some((prop, desc)) = &o.order_by {
-        hits.sort_by(|a, b| prop_value(a.0, a.1, prop).cmp(&prop_value(b.0, b.1, prop)));
+        hits.sort_by_key(|(d, m)| prop_value(d, m, prop));
         if *desc {
             hits.reverse();
         }
