@@ -32,6 +32,8 @@ pub(crate) async fn run(core: Arc<Core>, mut rx: mpsc::UnboundedReceiver<Job>) {
                 Some(job) => deferred.push_back(job),
                 None => return,
             }
+            // Let callers woken at the same moment queue their requests too.
+            tokio::task::yield_now().await;
         }
         while let Ok(job) = rx.try_recv() {
             deferred.push_back(job);
@@ -92,6 +94,9 @@ async fn execute(core: &Core, jobs: Vec<Job>) {
 /// Read, plan, commit (and wait for ovs-vswitchd) one batch.
 async fn commit_batch(core: &Core, requests: &[&PortRequest]) -> Result<Vec<Result<Outcome>>> {
     let _writer = core.write_lock.lock().await;
+    let opts = &core.opts;
+    let wait =
+        opts.wait_applied && (opts.wait_for_removals || requests.iter().any(|r| r.ensures()));
     let mut attempt = 0;
     let mut plan = loop {
         attempt += 1;
@@ -103,7 +108,7 @@ async fn commit_batch(core: &Core, requests: &[&PortRequest]) -> Result<Vec<Resu
         let guards = plan.guards.len();
         let mut ops = std::mem::take(&mut plan.guards);
         ops.append(&mut plan.ops);
-        match core.commit(ops).await {
+        match core.commit(ops, wait).await {
             Ok(()) => break plan,
             Err(Error::Transaction { index, .. })
                 if index < guards && attempt < CONFLICT_RETRIES =>
@@ -113,7 +118,7 @@ async fn commit_batch(core: &Core, requests: &[&PortRequest]) -> Result<Vec<Resu
             Err(e) => return Err(e),
         }
     };
-    if core.opts.wait_applied && !plan.new_ifaces.is_empty() {
+    if wait && !plan.new_ifaces.is_empty() {
         let names: Vec<&str> = plan.new_ifaces.iter().map(|(_, i)| i.as_str()).collect();
         let errors = core.interface_errors(&names).await?;
         for (index, iface) in &plan.new_ifaces {

@@ -46,10 +46,10 @@ impl Core {
         Snapshot::read(&self.client).await
     }
 
-    /// Commits `ops`. With `wait_applied`, also bumps `next_cfg` in the same
+    /// Commits `ops`. With `wait`, also bumps `next_cfg` in the same
     /// transaction and returns only once ovs-vswitchd reports it applied.
-    pub async fn commit(&self, mut ops: Vec<Operation>) -> Result<()> {
-        if !self.opts.wait_applied {
+    pub async fn commit(&self, mut ops: Vec<Operation>, wait: bool) -> Result<()> {
+        if !wait {
             self.client.transact(DB, &ops).await?;
             return Ok(());
         }

@@ -85,6 +85,11 @@ pub struct VswitchOptions {
     /// Return from writes only after ovs-vswitchd applied them (`cur_cfg`
     /// caught up with the `next_cfg` the write set), like `ovs-vsctl`.
     pub wait_applied: bool,
+    /// Whether a batch that only removes ports also waits for ovs-vswitchd
+    /// (with `wait_applied`). Deleting a port takes ovs-vswitchd's userspace
+    /// datapath ~15 ms per port, so a caller that deletes the device itself
+    /// anyway may prefer not to wait.
+    pub wait_for_removals: bool,
     /// How long to wait for ovs-vswitchd to apply a write.
     pub apply_timeout: Duration,
     /// How long to wait for ovsdb-server to answer one request.
@@ -97,6 +102,7 @@ impl Default for VswitchOptions {
     fn default() -> Self {
         VswitchOptions {
             wait_applied: true,
+            wait_for_removals: true,
             apply_timeout: core::DEFAULT_APPLY_TIMEOUT,
             request_timeout: Duration::from_secs(30),
             max_batch: 256,
@@ -234,7 +240,7 @@ impl Vswitch {
         if ops.is_empty() {
             return Ok(Outcome::Unchanged);
         }
-        self.core.commit(ops).await?;
+        self.core.commit(ops, self.core.opts.wait_applied).await?;
         Ok(Outcome::Changed)
     }
 }

@@ -34,6 +34,13 @@ pub(crate) struct PortRequest {
 }
 
 impl PortRequest {
+    /// Whether the request creates or changes ports (not only removes them).
+    pub fn ensures(&self) -> bool {
+        self.changes
+            .iter()
+            .any(|c| matches!(c, PortChange::Ensure(_)))
+    }
+
     pub fn port_names(&self) -> impl Iterator<Item = &str> {
         self.changes.iter().map(|c| match c {
             PortChange::Ensure(spec) => spec.name.as_str(),
