@@ -1,1 +1,175 @@
-fn main() {}
+//! The `weft` command line: serve, migrate, openapi, token, bench.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sqlx::postgres::PgConnectOptions;
+
+use weft::auth::Role;
+use weft::config::{Config, ProcessEnv, SETTINGS};
+use weft::domain::Ipv4Cidr;
+
+#[derive(Parser)]
+#[command(name = "weft", version, about = "Puts Linux containers into Cisco ACI EPGs", after_help = settings_help())]
+struct Cli {
+    /// TOML configuration file; `WEFT_*` environment variables override it.
+    #[arg(long, global = true, env = "WEFT_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API server (applies migrations first when database.migrate_on_start).
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Write the OpenAPI document, or with --check fail when the committed one is stale.
+    Openapi {
+        #[arg(long)]
+        check: bool,
+        #[arg(long, default_value = weft::openapi::COMMITTED_PATH)]
+        output: PathBuf,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Measure allocation speed.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it once; only its hash is stored.
+    Create {
+        #[arg(long, value_enum)]
+        role: Role,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Leases per second through the HTTP API on a throwaway database.
+    Alloc {
+        #[arg(long, default_value_t = 64)]
+        clients: u64,
+        #[arg(long, default_value = "10.0.0.0/16")]
+        subnet: Ipv4Cidr,
+        #[arg(long, default_value_t = 20000)]
+        leases: u64,
+    },
+}
+
+fn settings_help() -> String {
+    let mut s = String::from("Settings (config file key / environment variable):\n");
+    for (key, env) in SETTINGS {
+        s.push_str(&format!("  {key:<36} {env}\n"));
+    }
+    s
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weft: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let load = || Config::load(cli.config.as_deref(), &ProcessEnv);
+    match cli.command {
+        Command::Openapi { check, output } => openapi(check, &output),
+        Command::Serve => serve(load()?).await,
+        Command::Migrate => {
+            let config = load()?;
+            let db = weft::startup::connect(&config).await.context("connecting to the database (database.url)")?;
+            weft::startup::MIGRATOR.run(&db).await.context("applying migrations")?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Token { command: TokenCommand::Create { role, name } } => {
+            let config = load()?;
+            let db = weft::startup::connect(&config).await.context("connecting to the database (database.url)")?;
+            let token = weft::auth::create_token(&db, &name, role).await?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Bench { command: BenchCommand::Alloc { clients, subnet, leases } } => {
+            let config = load()?;
+            let admin: PgConnectOptions = config.database_url.expose().parse().context("database.url")?;
+            let b = weft::bench::AllocBench { clients, subnet, leases };
+            let r = weft::bench::run_alloc(&admin, &b).await?;
+            println!(
+                "alloc: {} leases, {} clients, subnet {}: {:.2} s, {:.0} leases/s, {} distinct addresses",
+                r.leases,
+                clients,
+                subnet,
+                r.elapsed.as_secs_f64(),
+                r.per_second(),
+                r.distinct
+            );
+            Ok(())
+        }
+    }
+}
+
+fn openapi(check: bool, output: &std::path::Path) -> anyhow::Result<()> {
+    let doc = weft::openapi::document()?;
+    if check {
+        let committed = std::fs::read_to_string(output).with_context(|| format!("reading {}", output.display()))?;
+        if committed != doc {
+            anyhow::bail!("{} is stale: run `weft openapi` and commit the result", output.display());
+        }
+        println!("{} is up to date", output.display());
+    } else {
+        std::fs::write(output, doc).with_context(|| format!("writing {}", output.display()))?;
+        println!("wrote {}", output.display());
+    }
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    weft::telemetry::init(config.log_format, &config.log_filter);
+    let db = weft::startup::connect(&config).await.context("connecting to the database (database.url)")?;
+    if config.migrate_on_start {
+        weft::startup::MIGRATOR.run(&db).await.context("applying migrations")?;
+    }
+    let app = weft::startup::Application::build(&config, db).await.with_context(|| format!("binding server.listen {}", config.listen))?;
+    tracing::info!(address = %app.local_addr()?, "weft listening");
+    app.run_until_stopped(shutdown_signal()).await?;
+    tracing::info!("weft stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM so in-flight requests can finish.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

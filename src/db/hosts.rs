@@ -1,0 +1,100 @@
+//! Hosts running weft-agent and their uplinks.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgConnection;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct HostRow {
+    pub id: i64,
+    pub name: String,
+    pub agent_url: String,
+    pub agent_token_set: bool,
+    pub backend: String,
+    pub mtu: i32,
+    /// `[{"interface": .., "path_dn": .., "learned": ..}]` ordered by interface.
+    pub uplinks: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const SELECT: &str = "
+    SELECT h.id, h.name, h.agent_url, h.agent_token IS NOT NULL AS agent_token_set, h.backend, h.mtu,
+        COALESCE((SELECT json_agg(json_build_object('interface', u.interface, 'path_dn', u.path_dn, 'learned', u.learned)
+                  ORDER BY u.interface) FROM host_uplinks u WHERE u.host_id = h.id), '[]'::json)::jsonb AS uplinks,
+        h.created_at, h.updated_at
+    FROM hosts h";
+
+pub async fn get(conn: &mut PgConnection, name: &str) -> Result<Option<HostRow>, sqlx::Error> {
+    sqlx::query_as(&format!("{SELECT} WHERE h.name = $1")).bind(name).fetch_optional(conn).await
+}
+
+pub async fn list(conn: &mut PgConnection, backend: Option<&str>, after: Option<i64>, limit: i64) -> Result<Vec<HostRow>, sqlx::Error> {
+    sqlx::query_as(&format!("{SELECT} WHERE ($1::text IS NULL OR h.backend = $1) AND h.id > $2 ORDER BY h.id LIMIT $3"))
+        .bind(backend)
+        .bind(after.unwrap_or(0))
+        .bind(limit)
+        .fetch_all(conn)
+        .await
+}
+
+/// The stored columns a client controls. `agent_token: None` keeps the stored token.
+pub struct HostColumns<'a> {
+    pub agent_url: &'a str,
+    pub agent_token: Option<&'a str>,
+    pub backend: &'a str,
+    pub mtu: i32,
+}
+
+/// Inserts or updates the host and replaces its uplinks; returns whether it was created.
+pub async fn upsert(conn: &mut PgConnection, name: &str, c: &HostColumns<'_>, uplinks: &[(String, String)]) -> Result<bool, sqlx::Error> {
+    let (id, created): (i64, bool) = sqlx::query_as(
+        "INSERT INTO hosts (name, agent_url, agent_token, backend, mtu) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (name) DO UPDATE SET agent_url = EXCLUDED.agent_url,
+             agent_token = COALESCE(EXCLUDED.agent_token, hosts.agent_token),
+             backend = EXCLUDED.backend, mtu = EXCLUDED.mtu, updated_at = now()
+         RETURNING id, (xmax = 0)",
+    )
+    .bind(name)
+    .bind(c.agent_url)
+    .bind(c.agent_token)
+    .bind(c.backend)
+    .bind(c.mtu)
+    .fetch_one(&mut *conn)
+    .await?;
+    let (ifaces, paths): (Vec<&str>, Vec<&str>) = uplinks.iter().map(|(i, p)| (i.as_str(), p.as_str())).unzip();
+    sqlx::query("DELETE FROM host_uplinks WHERE host_id = $1 AND NOT (interface = ANY($2))")
+        .bind(id)
+        .bind(&ifaces)
+        .execute(&mut *conn)
+        .await?;
+    // An uplink whose path changed goes back to `configured`; LLDP discovery re-evaluates it.
+    sqlx::query(
+        "INSERT INTO host_uplinks (host_id, interface, path_dn) SELECT $1, i, p FROM unnest($2::text[], $3::text[]) AS t(i, p)
+         ON CONFLICT (host_id, interface) DO UPDATE SET path_dn = EXCLUDED.path_dn,
+             learned = CASE WHEN host_uplinks.path_dn = EXCLUDED.path_dn THEN host_uplinks.learned ELSE 'configured' END",
+    )
+    .bind(id)
+    .bind(&ifaces)
+    .bind(&paths)
+    .execute(conn)
+    .await?;
+    Ok(created)
+}
+
+/// Outcome of a host deletion.
+pub enum Deleted {
+    Missing,
+    InUse(i64),
+    Done,
+}
+
+pub async fn delete(conn: &mut PgConnection, name: &str) -> Result<Deleted, sqlx::Error> {
+    let row: Option<(i64,)> = sqlx::query_as("SELECT id FROM hosts WHERE name = $1 FOR UPDATE").bind(name).fetch_optional(&mut *conn).await?;
+    let Some((id,)) = row else { return Ok(Deleted::Missing) };
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM attachments WHERE host_id = $1").bind(id).fetch_one(&mut *conn).await?;
+    if n > 0 {
+        return Ok(Deleted::InUse(n));
+    }
+    sqlx::query("DELETE FROM hosts WHERE id = $1").bind(id).execute(conn).await?;
+    Ok(Deleted::Done)
+}

@@ -1,0 +1,8 @@
+//! SQL for each aggregate, as free functions over a connection or transaction so handlers
+//! compose them inside one transaction.
+
+pub mod audit;
+pub mod epgs;
+pub mod hosts;
+pub mod pools;
+pub mod subnets;

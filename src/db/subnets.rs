@@ -1,0 +1,98 @@
+//! Subnets of an EPG as stored, with the allocation scan hint.
+
+use std::net::Ipv4Addr;
+
+use sqlx::PgConnection;
+
+use crate::alloc::ip::parse_addr;
+use crate::alloc::AllocError;
+use crate::domain::{AddressRange, Ipv4Cidr, SubnetSpec};
+
+#[derive(Debug, Clone)]
+pub struct StoredSubnet {
+    pub id: i64,
+    pub spec: SubnetSpec,
+    /// Every allocatable address below this one is taken.
+    pub hint: Ipv4Addr,
+}
+
+type Row = (i64, String, String, serde_json::Value, String);
+
+const SELECT: &str = "SELECT id, cidr::text, host(gateway), reserved, host(alloc_hint) FROM subnets WHERE epg_id = $1 ORDER BY position";
+
+fn decode((id, cidr, gateway, reserved, hint): Row) -> Result<StoredSubnet, AllocError> {
+    let bad = |m: String| AllocError::Database(sqlx::Error::Decode(m.into()));
+    let cidr = Ipv4Cidr::parse(&cidr).map_err(|e| bad(e.0))?;
+    let reserved: Vec<AddressRange> = serde_json::from_value(reserved).map_err(|e| bad(e.to_string()))?;
+    let spec = SubnetSpec::new(cidr, parse_addr(&gateway)?, reserved).map_err(|e| bad(e.0))?;
+    Ok(StoredSubnet { id, spec, hint: parse_addr(&hint)? })
+}
+
+/// The EPG's subnets in declaration order.
+pub async fn for_epg(conn: &mut PgConnection, epg_id: i64) -> Result<Vec<StoredSubnet>, AllocError> {
+    let rows: Vec<Row> = sqlx::query_as(SELECT).bind(epg_id).fetch_all(conn).await?;
+    rows.into_iter().map(decode).collect()
+}
+
+/// The EPG's subnets, row-locked (in order, so lockers never deadlock) until the transaction ends.
+pub async fn lock_for_epg(conn: &mut PgConnection, epg_id: i64) -> Result<Vec<StoredSubnet>, AllocError> {
+    let rows: Vec<Row> = sqlx::query_as(&format!("{SELECT} FOR NO KEY UPDATE")).bind(epg_id).fetch_all(conn).await?;
+    rows.into_iter().map(decode).collect()
+}
+
+pub async fn set_hint(conn: &mut PgConnection, subnet_id: i64, hint: Ipv4Addr) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE subnets SET alloc_hint = $2::inet WHERE id = $1")
+        .bind(subnet_id)
+        .bind(hint.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Makes the EPG's stored subnets equal `specs`. Refuses (`InUse`) to drop a subnet
+/// that still has active leases, or to make a leased address unallocatable.
+pub async fn replace(conn: &mut PgConnection, epg_id: i64, specs: &[SubnetSpec]) -> Result<(), AllocError> {
+    let current = lock_for_epg(conn, epg_id).await?;
+    for old in &current {
+        let leased: Vec<(String,)> = sqlx::query_as("SELECT host(address) FROM ip_leases WHERE subnet_id = $1 AND state = 'active'")
+            .bind(old.id)
+            .fetch_all(&mut *conn)
+            .await?;
+        let new = specs.iter().find(|s| s.cidr == old.spec.cidr);
+        for (text,) in &leased {
+            let addr = parse_addr(text)?;
+            match new {
+                None => return Err(AllocError::InUse(format!("subnet {} still has leased addresses", old.spec.cidr))),
+                Some(n) if !n.is_allocatable(addr) => {
+                    return Err(AllocError::InUse(format!("leased address {addr} would become the gateway or reserved")))
+                }
+                Some(_) => {}
+            }
+        }
+        if new.is_none() {
+            sqlx::query("DELETE FROM subnets WHERE id = $1").bind(old.id).execute(&mut *conn).await?;
+        }
+    }
+    // Positions are rewritten in two steps so the UNIQUE (epg_id, position) never collides midway.
+    sqlx::query("UPDATE subnets SET position = -position - 1 WHERE epg_id = $1").bind(epg_id).execute(&mut *conn).await?;
+    for (pos, s) in specs.iter().enumerate() {
+        let (first, _) = s.host_bounds();
+        sqlx::query(
+            "INSERT INTO subnets (epg_id, position, cidr, gateway, reserved, alloc_hint)
+             VALUES ($1, $2, $3::cidr, $4::inet, $5, $6::inet)
+             ON CONFLICT (epg_id, cidr) DO UPDATE SET position = EXCLUDED.position, gateway = EXCLUDED.gateway,
+                 reserved = EXCLUDED.reserved,
+                 alloc_hint = CASE WHEN subnets.gateway = EXCLUDED.gateway AND subnets.reserved = EXCLUDED.reserved
+                                   THEN subnets.alloc_hint ELSE EXCLUDED.alloc_hint END",
+        )
+        .bind(epg_id)
+        .bind(pos as i32)
+        .bind(s.cidr.to_string())
+        .bind(s.gateway.to_string())
+        .bind(serde_json::to_value(&s.reserved).unwrap_or_default())
+        .bind(first.to_string())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}

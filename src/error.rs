@@ -1,0 +1,111 @@
+//! API errors as RFC 9457 `application/problem+json`, each kind with a stable `type` URI.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::alloc::AllocError;
+use crate::domain::ParseError;
+
+/// Prefix of every problem `type`; the suffix is the error kind and never changes meaning.
+pub const PROBLEM_BASE: &str = "https://weft.dev/problems/";
+
+/// The body of every error response.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    /// Stable machine-readable kind, e.g. `https://weft.dev/problems/pool-exhausted`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+}
+
+/// Every way a request can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Malformed(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    #[error("role `{have}` may not do this; it needs `{need}`")]
+    Forbidden { have: &'static str, need: &'static str },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    InUse(String),
+    #[error("{0}")]
+    Exhausted(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed-request", "Malformed request"),
+            Self::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid-input", "Invalid input"),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            Self::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
+            Self::InUse(_) => (StatusCode::CONFLICT, "in-use", "Resource in use"),
+            Self::Exhausted(_) => (StatusCode::CONFLICT, "pool-exhausted", "Pool exhausted"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(anyhow::Error::new(e).context("database query failed"))
+    }
+}
+
+impl From<ParseError> for ApiError {
+    fn from(e: ParseError) -> Self {
+        Self::Invalid(e.0)
+    }
+}
+
+impl From<AllocError> for ApiError {
+    fn from(e: AllocError) -> Self {
+        match e {
+            AllocError::Exhausted(m) => Self::Exhausted(m),
+            AllocError::Unavailable(m) => Self::Conflict(m),
+            AllocError::InUse(m) => Self::InUse(m),
+            AllocError::OutOfRange(m) => Self::Invalid(m),
+            AllocError::Database(e) => e.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, title) = self.parts();
+        if let Self::Internal(e) = &self {
+            // The chain goes to the log only; the client sees a generic message.
+            tracing::error!(error = ?e, "request failed");
+        }
+        let problem = Problem {
+            kind: format!("{PROBLEM_BASE}{kind}"),
+            title: title.into(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+        };
+        let mut resp = (status, axum::Json(problem)).into_response();
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/problem+json"));
+        resp
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

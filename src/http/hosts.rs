@@ -1,0 +1,187 @@
+//! `/api/v1/hosts/{name}`: hosts running weft-agent, their backend, MTU and uplinks.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{ApiJson, ApiPath, ApiQuery, Page, Paging, Put};
+use crate::auth::{Admin, Auth, Viewer};
+use crate::config::Secret;
+use crate::db::hosts::{self, Deleted, HostRow};
+use crate::db::audit;
+use crate::domain::{ApicName, Backend, InterfaceName, Mtu, PathDn};
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::startup::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_hosts))
+        .routes(routes!(get_host, put_host, delete_host))
+}
+
+/// One host interface cabled to the fabric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkSpec {
+    pub interface: InterfaceName,
+    /// The leaf port (or vPC) the interface is cabled to.
+    pub path_dn: PathDn,
+}
+
+fn default_mtu() -> Mtu {
+    Mtu::ETHERNET
+}
+
+/// What a client declares about a host.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostSpec {
+    /// Base URL of the host's weft-agent, `http://` or `https://`.
+    #[schema(example = "https://host1.example:9180")]
+    pub agent_url: String,
+    /// Bearer token Weft presents to the agent. Write-only: never returned; omit to keep the stored one.
+    #[schema(value_type = Option<String>, write_only)]
+    #[serde(default)]
+    pub agent_token: Option<Secret>,
+    pub backend: Backend,
+    #[serde(default = "default_mtu")]
+    pub mtu: Mtu,
+    #[serde(default)]
+    pub uplinks: Vec<UplinkSpec>,
+}
+
+/// How an uplink's path was learned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Uplink {
+    pub interface: InterfaceName,
+    pub path_dn: PathDn,
+    /// `configured`, `lldp`, `agreed` or `conflict`.
+    pub learned: String,
+}
+
+/// A host as stored. The agent token is never shown, only whether one is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Host {
+    pub name: ApicName,
+    pub agent_url: String,
+    pub agent_token_set: bool,
+    pub backend: Backend,
+    pub mtu: Mtu,
+    pub uplinks: Vec<Uplink>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Host {
+    fn from_row(r: HostRow) -> ApiResult<Self> {
+        let uplinks = serde_json::from_value(r.uplinks).map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("stored uplinks")))?;
+        let mtu = u16::try_from(r.mtu).map_err(|e| ApiError::Internal(e.into()))?;
+        Ok(Self {
+            name: ApicName::parse(&r.name)?,
+            agent_url: r.agent_url,
+            agent_token_set: r.agent_token_set,
+            backend: Backend::parse(&r.backend)?,
+            mtu: Mtu::new(mtu)?,
+            uplinks,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HostFilter {
+    /// `linux-bridge`, `ovs` or `macvlan`.
+    pub backend: Option<String>,
+}
+
+fn resource(name: &ApicName) -> String {
+    format!("hosts/{name}")
+}
+
+#[utoipa::path(get, path = "/api/v1/hosts", tag = "hosts", params(Paging, HostFilter),
+    responses((status = 200, body = Page<Host>), (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn list_hosts(
+    _auth: Auth<Viewer>,
+    State(st): State<AppState>,
+    ApiQuery(paging): ApiQuery<Paging>,
+    ApiQuery(f): ApiQuery<HostFilter>,
+) -> ApiResult<Json<Page<Host>>> {
+    let (after, limit) = paging.resolve()?;
+    let backend = f.backend.as_deref().map(Backend::parse).transpose()?;
+    let mut conn = st.db.acquire().await?;
+    let rows = hosts::list(&mut conn, backend.map(Backend::as_str), after, limit + 1).await?;
+    let rows = rows.into_iter().map(|r| Ok((r.id, Host::from_row(r)?))).collect::<ApiResult<Vec<_>>>()?;
+    Ok(Json(Page::from_rows(rows, limit)))
+}
+
+#[utoipa::path(get, path = "/api/v1/hosts/{name}", tag = "hosts", params(("name" = String, Path)),
+    responses((status = 200, body = Host), (status = 404, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn get_host(_auth: Auth<Viewer>, State(st): State<AppState>, ApiPath(name): ApiPath<String>) -> ApiResult<Json<Host>> {
+    let name = ApicName::parse(&name)?;
+    let mut conn = st.db.acquire().await?;
+    let row = hosts::get(&mut conn, name.as_str()).await?.ok_or_else(|| ApiError::NotFound(format!("no host `{name}`")))?;
+    Ok(Json(Host::from_row(row)?))
+}
+
+/// Creates or replaces a host and its uplinks.
+#[utoipa::path(put, path = "/api/v1/hosts/{name}", tag = "hosts", params(("name" = String, Path)), request_body = HostSpec,
+    responses((status = 200, body = Host, description = "replaced"), (status = 201, body = Host, description = "created"),
+        (status = 422, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn put_host(auth: Auth<Admin>, State(st): State<AppState>, ApiPath(name): ApiPath<String>, ApiJson(spec): ApiJson<HostSpec>) -> ApiResult<Put<Host>> {
+    let name = ApicName::parse(&name)?;
+    validate_url(&spec.agent_url)?;
+    let mut uplinks: Vec<(String, String)> = spec.uplinks.iter().map(|u| (u.interface.to_string(), u.path_dn.to_string())).collect();
+    uplinks.sort();
+    if let Some(w) = uplinks.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(ApiError::Invalid(format!("uplink interface `{}` is listed twice", w[0].0)));
+    }
+    let columns = hosts::HostColumns {
+        agent_url: &spec.agent_url,
+        agent_token: spec.agent_token.as_ref().map(Secret::expose),
+        backend: spec.backend.as_str(),
+        mtu: i32::from(spec.mtu.get()),
+    };
+    let mut tx = st.db.begin().await?;
+    let before = hosts::get(&mut tx, name.as_str()).await?.map(Host::from_row).transpose()?;
+    let created = hosts::upsert(&mut tx, name.as_str(), &columns, &uplinks).await?;
+    let after = hosts::get(&mut tx, name.as_str()).await?.map(Host::from_row).transpose()?;
+    let after = after.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("host vanished inside its own transaction")))?;
+    // The audit entry holds the response shape, which has no token.
+    audit::record(&mut tx, auth.actor(), "host.put", &resource(&name), before.as_ref(), Some(&after)).await?;
+    tx.commit().await?;
+    Ok(Put(created, after))
+}
+
+/// Deletes a host; 409 while containers on it are attached. Deleting a missing host is a no-op.
+#[utoipa::path(delete, path = "/api/v1/hosts/{name}", tag = "hosts", params(("name" = String, Path)),
+    responses((status = 204, description = "deleted or absent"), (status = 409, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn delete_host(auth: Auth<Admin>, State(st): State<AppState>, ApiPath(name): ApiPath<String>) -> ApiResult<StatusCode> {
+    let name = ApicName::parse(&name)?;
+    let mut tx = st.db.begin().await?;
+    let before = hosts::get(&mut tx, name.as_str()).await?.map(Host::from_row).transpose()?;
+    match hosts::delete(&mut tx, name.as_str()).await? {
+        Deleted::Missing => return Ok(StatusCode::NO_CONTENT),
+        Deleted::InUse(n) => return Err(ApiError::InUse(format!("host `{name}` has {n} attachment(s)"))),
+        Deleted::Done => {}
+    }
+    audit::record(&mut tx, auth.actor(), "host.delete", &resource(&name), before.as_ref(), None::<&Host>).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn validate_url(s: &str) -> ApiResult<()> {
+    let url = reqwest::Url::parse(s).map_err(|e| ApiError::Invalid(format!("agent_url `{}`: {e}", s.escape_debug())))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ApiError::Invalid(format!("agent_url `{s}` must be an http:// or https:// URL with a host")));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ApiError::Invalid("agent_url must not carry credentials; use agent_token".into()));
+    }
+    Ok(())
+}

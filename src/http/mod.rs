@@ -1,0 +1,128 @@
+//! HTTP resources under `/api/v1`, one module per resource, plus the extractors that turn
+//! every rejected input into a problem+json response.
+
+pub mod audit;
+pub mod epgs;
+pub mod health;
+pub mod hosts;
+pub mod pools;
+pub mod reservations;
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::ApiError;
+
+/// JSON body; syntax errors are 400, values refused by the domain types are 422.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// Path parameters as problem+json on rejection.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// Query parameters as problem+json on rejection.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match r {
+            JsonRejection::JsonDataError(e) => ApiError::Invalid(e.body_text()),
+            other => ApiError::Malformed(other.body_text()),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        ApiError::Malformed(r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::Invalid(r.body_text())
+    }
+}
+
+/// A JSON body that may be absent (empty means `T::default()`), with the same error mapping
+/// as [`ApiJson`].
+pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::Invalid(e.to_string()),
+        _ => ApiError::Malformed(e.to_string()),
+    })
+}
+
+/// Unknown routes get a problem too.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+/// Paging parameters shared by every list endpoint: keyset pagination over an opaque cursor.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct Paging {
+    /// Items per page, 1-1000 (default 100).
+    pub limit: Option<i64>,
+    /// `next_cursor` from the previous page.
+    pub cursor: Option<String>,
+}
+
+impl Paging {
+    /// (id to continue from, page size), both checked.
+    pub fn resolve(&self) -> Result<(Option<i64>, i64), ApiError> {
+        let limit = self.limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(ApiError::Invalid(format!("limit {limit} is outside 1-1000")));
+        }
+        let after = match &self.cursor {
+            None => None,
+            Some(c) => Some(
+                c.parse::<i64>()
+                    .ok()
+                    .filter(|v| *v >= 0)
+                    .ok_or_else(|| ApiError::Invalid("cursor is not one this server handed out".into()))?,
+            ),
+        };
+        Ok((after, limit))
+    }
+}
+
+/// One page of a list; `next_cursor` is absent on the last page.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// Builds a page from rows fetched with `LIMIT limit + 1`, each with its id.
+    pub fn from_rows(mut rows: Vec<(i64, T)>, limit: i64) -> Self {
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let next_cursor = if more { rows.last().map(|(id, _)| id.to_string()) } else { None };
+        Self { items: rows.into_iter().map(|(_, t)| t).collect(), next_cursor }
+    }
+}
+
+/// Result of a declarative PUT: 201 when the resource was created, 200 when replaced.
+pub struct Put<T>(pub bool, pub T);
+
+impl<T: Serialize> IntoResponse for Put<T> {
+    fn into_response(self) -> Response {
+        let status = if self.0 { StatusCode::CREATED } else { StatusCode::OK };
+        (status, axum::Json(self.1)).into_response()
+    }
+}

@@ -1,0 +1,159 @@
+//! `/api/v1/vlan-pools`: VLAN pools, their ranges and usage.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{ApiJson, ApiPath, ApiQuery, Page, Paging, Put};
+use crate::auth::{Admin, Auth, Viewer};
+use crate::db::audit;
+use crate::db::pools::{self, Deleted, PoolRow};
+use crate::domain::{ApicName, VlanRange};
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::startup::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_pools))
+        .routes(routes!(get_pool, put_pool, delete_pool))
+}
+
+/// What a client declares about a pool.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSpec {
+    /// Non-overlapping VLAN ranges, at least one.
+    pub ranges: Vec<VlanRange>,
+}
+
+/// How much of a pool is in use.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct PoolUsage {
+    pub total: i64,
+    /// Held by EPGs.
+    pub allocated: i64,
+    /// Released, not reusable before their quarantine ends.
+    pub quarantined: i64,
+    pub free: i64,
+}
+
+/// A pool as stored, with server-computed usage.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Pool {
+    pub name: ApicName,
+    pub ranges: Vec<VlanRange>,
+    pub usage: PoolUsage,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Pool {
+    fn from_row(r: PoolRow) -> ApiResult<Self> {
+        let total: i64 = r.ranges.iter().map(|r| i64::from(r.len())).sum();
+        Ok(Self {
+            name: ApicName::parse(&r.name)?,
+            usage: PoolUsage { total, allocated: r.allocated, quarantined: r.quarantined, free: total - r.allocated - r.quarantined },
+            ranges: r.ranges,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PoolFilter {
+    /// Only pools whose name starts with this.
+    pub name_prefix: Option<String>,
+}
+
+fn resource(name: &ApicName) -> String {
+    format!("vlan-pools/{name}")
+}
+
+#[utoipa::path(get, path = "/api/v1/vlan-pools", tag = "vlan-pools", params(Paging, PoolFilter),
+    responses((status = 200, body = Page<Pool>), (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn list_pools(
+    _auth: Auth<Viewer>,
+    State(st): State<AppState>,
+    ApiQuery(paging): ApiQuery<Paging>,
+    ApiQuery(filter): ApiQuery<PoolFilter>,
+) -> ApiResult<Json<Page<Pool>>> {
+    let (after, limit) = paging.resolve()?;
+    let mut conn = st.db.acquire().await?;
+    let rows = pools::list(&mut conn, filter.name_prefix.as_deref(), after, limit + 1).await?;
+    let rows = rows.into_iter().map(|r| Ok((r.id, Pool::from_row(r)?))).collect::<ApiResult<Vec<_>>>()?;
+    Ok(Json(Page::from_rows(rows, limit)))
+}
+
+#[utoipa::path(get, path = "/api/v1/vlan-pools/{name}", tag = "vlan-pools", params(("name" = String, Path)),
+    responses((status = 200, body = Pool), (status = 404, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn get_pool(_auth: Auth<Viewer>, State(st): State<AppState>, ApiPath(name): ApiPath<String>) -> ApiResult<Json<Pool>> {
+    let name = ApicName::parse(&name)?;
+    let mut conn = st.db.acquire().await?;
+    let row = pools::get(&mut conn, name.as_str()).await?.ok_or_else(|| ApiError::NotFound(format!("no VLAN pool `{name}`")))?;
+    Ok(Json(Pool::from_row(row)?))
+}
+
+/// Creates or replaces a pool. Shrinking the ranges below a VLAN held by an EPG is a 409.
+#[utoipa::path(put, path = "/api/v1/vlan-pools/{name}", tag = "vlan-pools", params(("name" = String, Path)), request_body = PoolSpec,
+    responses((status = 200, body = Pool, description = "replaced"), (status = 201, body = Pool, description = "created"),
+        (status = 409, body = Problem), (status = 422, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn put_pool(
+    auth: Auth<Admin>,
+    State(st): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(spec): ApiJson<PoolSpec>,
+) -> ApiResult<Put<Pool>> {
+    let name = ApicName::parse(&name)?;
+    validate_ranges(&spec.ranges)?;
+    let mut tx = st.db.begin().await?;
+    let before = pools::get(&mut tx, name.as_str()).await?.map(Pool::from_row).transpose()?;
+    let (id, created) = pools::lock_or_create(&mut tx, name.as_str()).await?;
+    let outside = pools::active_outside(&mut tx, id, &spec.ranges).await?;
+    if !outside.is_empty() {
+        return Err(ApiError::InUse(format!("VLANs {outside:?} are held by EPGs and would fall outside the new ranges")));
+    }
+    pools::set_ranges(&mut tx, id, &spec.ranges).await?;
+    let after = pools::get(&mut tx, name.as_str()).await?.map(Pool::from_row).transpose()?;
+    let after = after.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("pool vanished inside its own transaction")))?;
+    audit::record(&mut tx, auth.actor(), "vlan-pool.put", &resource(&name), before.as_ref(), Some(&after)).await?;
+    tx.commit().await?;
+    Ok(Put(created, after))
+}
+
+/// Deletes a pool; 409 while an EPG uses it. Deleting a missing pool is a no-op.
+#[utoipa::path(delete, path = "/api/v1/vlan-pools/{name}", tag = "vlan-pools", params(("name" = String, Path)),
+    responses((status = 204, description = "deleted or absent"), (status = 409, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn delete_pool(auth: Auth<Admin>, State(st): State<AppState>, ApiPath(name): ApiPath<String>) -> ApiResult<StatusCode> {
+    let name = ApicName::parse(&name)?;
+    let mut tx = st.db.begin().await?;
+    let before = pools::get(&mut tx, name.as_str()).await?.map(Pool::from_row).transpose()?;
+    match pools::delete(&mut tx, name.as_str()).await? {
+        Deleted::Missing => return Ok(StatusCode::NO_CONTENT),
+        Deleted::InUse(n) => return Err(ApiError::InUse(format!("VLAN pool `{name}` is used by {n} EPG(s)"))),
+        Deleted::Done => {}
+    }
+    audit::record(&mut tx, auth.actor(), "vlan-pool.delete", &resource(&name), before.as_ref(), None::<&Pool>).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn validate_ranges(ranges: &[VlanRange]) -> ApiResult<()> {
+    if ranges.is_empty() {
+        return Err(ApiError::Invalid("a pool needs at least one VLAN range".into()));
+    }
+    for (i, a) in ranges.iter().enumerate() {
+        if let Some(b) = ranges[i + 1..].iter().find(|b| a.overlaps(b)) {
+            return Err(ApiError::Invalid(format!(
+                "VLAN ranges {}-{} and {}-{} overlap",
+                a.first, a.last, b.first, b.last
+            )));
+        }
+    }
+    Ok(())
+}

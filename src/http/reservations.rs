@@ -1,0 +1,168 @@
+//! `/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}`: addresses held for a client name,
+//! for pipelines that need an address before a container exists.
+
+use std::net::Ipv4Addr;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::epgs::key;
+use super::{optional_json, ApiPath, ApiQuery, Page, Paging, Put};
+use crate::alloc::ip;
+use crate::auth::{Auth, Operator, Viewer};
+use crate::db::{audit, epgs};
+use crate::domain::{ApicName, EpgKey, Ipv4Cidr};
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::startup::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_reservations))
+        .routes(routes!(get_reservation, put_reservation, delete_reservation))
+}
+
+/// Optional wishes for a reservation.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReservationSpec {
+    /// A specific address; honoured when free, otherwise 409.
+    #[schema(value_type = Option<String>, example = "10.1.2.50")]
+    pub address: Option<Ipv4Addr>,
+}
+
+/// An address held for a name, with what a client needs to configure it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Reservation {
+    pub name: ApicName,
+    #[schema(value_type = String, example = "10.1.2.2")]
+    pub address: Ipv4Addr,
+    pub subnet: Ipv4Cidr,
+    #[schema(value_type = String, example = "10.1.2.1")]
+    pub gateway: Ipv4Addr,
+    pub created_at: DateTime<Utc>,
+}
+
+/// (address as a number for paging, name, address, cidr, gateway, created_at)
+type Row = (i64, String, String, String, String, DateTime<Utc>);
+
+const SELECT: &str = "SELECT l.address - '0.0.0.0'::inet, l.reservation, host(l.address), s.cidr::text, host(s.gateway), l.created_at
+    FROM ip_leases l JOIN subnets s ON s.id = l.subnet_id
+    WHERE l.epg_id = $1 AND l.state = 'active' AND l.reservation IS NOT NULL";
+
+fn decode((_, name, address, cidr, gateway, created_at): Row) -> ApiResult<Reservation> {
+    let addr = |t: &str| t.parse::<Ipv4Addr>().map_err(|e| ApiError::Internal(anyhow::anyhow!("stored address {t}: {e}")));
+    Ok(Reservation {
+        name: ApicName::parse(&name)?,
+        address: addr(&address)?,
+        subnet: Ipv4Cidr::parse(&cidr)?,
+        gateway: addr(&gateway)?,
+        created_at,
+    })
+}
+
+async fn load(conn: &mut PgConnection, epg_id: i64, name: &ApicName) -> ApiResult<Option<Reservation>> {
+    let row: Option<Row> = sqlx::query_as(&format!("{SELECT} AND l.reservation = $2"))
+        .bind(epg_id)
+        .bind(name.as_str())
+        .fetch_optional(conn)
+        .await?;
+    row.map(decode).transpose()
+}
+
+async fn epg_id(conn: &mut PgConnection, key: &EpgKey) -> ApiResult<i64> {
+    let ids = epgs::ids_of(conn, key).await?;
+    ids.map(|(id, _)| id).ok_or_else(|| ApiError::NotFound(format!("no EPG {key}")))
+}
+
+fn resource(key: &EpgKey, name: &ApicName) -> String {
+    format!("epgs/{key}/reservations/{name}")
+}
+
+type EpgPath = (String, String, String);
+type ReservationPath = (String, String, String, String);
+
+fn split((t, a, e, n): ReservationPath) -> ApiResult<(EpgKey, ApicName)> {
+    Ok((key((t, a, e))?, ApicName::parse(&n)?))
+}
+
+#[utoipa::path(get, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations", tag = "reservations",
+    params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path), Paging),
+    responses((status = 200, body = Page<Reservation>), (status = 404, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn list_reservations(
+    _auth: Auth<Viewer>,
+    State(st): State<AppState>,
+    ApiPath(path): ApiPath<EpgPath>,
+    ApiQuery(paging): ApiQuery<Paging>,
+) -> ApiResult<Json<Page<Reservation>>> {
+    let key = key(path)?;
+    let (after, limit) = paging.resolve()?;
+    let mut conn = st.db.acquire().await?;
+    let id = epg_id(&mut conn, &key).await?;
+    // Leases have no serial id; they are paged in address order, the address number as cursor.
+    let rows: Vec<Row> = sqlx::query_as(&format!("{SELECT} AND l.address - '0.0.0.0'::inet > $2 ORDER BY l.address LIMIT $3"))
+        .bind(id)
+        .bind(after.unwrap_or(-1))
+        .bind(limit + 1)
+        .fetch_all(&mut *conn)
+        .await?;
+    let items = rows.into_iter().map(|r| Ok((r.0, decode(r)?))).collect::<ApiResult<Vec<_>>>()?;
+    Ok(Json(Page::from_rows(items, limit)))
+}
+
+#[utoipa::path(get, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", tag = "reservations",
+    params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = Reservation), (status = 404, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn get_reservation(_auth: Auth<Viewer>, State(st): State<AppState>, ApiPath(path): ApiPath<ReservationPath>) -> ApiResult<Json<Reservation>> {
+    let (key, name) = split(path)?;
+    let mut conn = st.db.acquire().await?;
+    let id = epg_id(&mut conn, &key).await?;
+    load(&mut conn, id, &name).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("no reservation `{name}` in EPG {key}")))
+}
+
+/// Reserves an address for `name` (the same name always gets the same address). The body is
+/// optional. 409 `pool-exhausted` when no address is left.
+#[utoipa::path(put, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", tag = "reservations",
+    params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path), ("name" = String, Path)),
+    request_body(content = Option<ReservationSpec>),
+    responses((status = 200, body = Reservation, description = "already held"), (status = 201, body = Reservation, description = "reserved"),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn put_reservation(
+    auth: Auth<Operator>,
+    State(st): State<AppState>,
+    ApiPath(path): ApiPath<ReservationPath>,
+    body: Bytes,
+) -> ApiResult<Put<Reservation>> {
+    let (key, name) = split(path)?;
+    let spec: ReservationSpec = optional_json(&body)?;
+    let mut tx = st.db.begin().await?;
+    let id = epg_id(&mut tx, &key).await?;
+    let before = load(&mut tx, id, &name).await?;
+    ip::reserve(&mut tx, id, name.as_str(), spec.address).await?;
+    let after = load(&mut tx, id, &name).await?.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("reservation vanished")))?;
+    audit::record(&mut tx, auth.actor(), "reservation.put", &resource(&key, &name), before.as_ref(), Some(&after)).await?;
+    tx.commit().await?;
+    Ok(Put(before.is_none(), after))
+}
+
+/// Releases the address into quarantine. Releasing a missing reservation is a no-op.
+#[utoipa::path(delete, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", tag = "reservations",
+    params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path), ("name" = String, Path)),
+    responses((status = 204, description = "released or absent"), (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn delete_reservation(auth: Auth<Operator>, State(st): State<AppState>, ApiPath(path): ApiPath<ReservationPath>) -> ApiResult<StatusCode> {
+    let (key, name) = split(path)?;
+    let mut tx = st.db.begin().await?;
+    let Some((id, _)) = epgs::ids_of(&mut tx, &key).await? else { return Ok(StatusCode::NO_CONTENT) };
+    let before = load(&mut tx, id, &name).await?;
+    if ip::release(&mut tx, id, name.as_str(), st.quarantine.ip).await?.is_some() {
+        audit::record(&mut tx, auth.actor(), "reservation.delete", &resource(&key, &name), before.as_ref(), None::<&Reservation>).await?;
+    }
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
