@@ -59,6 +59,7 @@ async fn bridge_is_created_once_applied_by_vswitchd_and_deleted() {
             interfaces: vec!["brw".into()],
             tag: None,
             external_ids: BTreeMap::new(),
+            error: None,
         }]
     );
     assert_eq!(ovs.vsctl(&["get", "interface", "brw", "type"]), "internal");
@@ -210,6 +211,7 @@ async fn drifted_ports_are_corrected_and_recognised_after_reconnect() {
             interfaces: vec!["c1".into()],
             tag: Some(20),
             external_ids: moved.external_ids,
+            error: None,
         }]
     );
 }
@@ -259,6 +261,71 @@ async fn bad_requests_fail_alone_with_their_reason() {
     );
     assert_eq!(ovs.vsctl(&["get", "port", "good0", "tag"]), "31");
     assert_eq!(ovs.vsctl(&["get", "port", "other0", "tag"]), "7");
+
+    // The port that could not be attached was taken out again; once the
+    // device exists, the same request succeeds.
+    let ports = ovs.vsctl(&["list-ports", "brw"]);
+    assert!(
+        !ports.contains("ghost0"),
+        "failed port left behind: {ports}"
+    );
+    ovs.veth("ghost0", "ghost0p", None);
+    let ghost = [access("ghost0", 30, "g")];
+    assert_eq!(
+        vs.ensure_access_ports("brw", &ghost).await.unwrap(),
+        Outcome::Changed
+    );
+    assert_eq!(ovs.vsctl(&["get", "interface", "ghost0", "error"]), "[]");
+}
+
+#[tokio::test]
+async fn a_port_whose_device_appeared_late_is_repaired() {
+    let Some(ovs) = Ovs::start() else { return };
+    let vs = connect(&ovs).await;
+    vs.ensure_bridge("brw", DatapathType::Netdev).await.unwrap();
+    // Added (as ovs-vsctl allows) before its device existed: vswitchd marks it.
+    ovs.vsctl(&[
+        "add-port",
+        "brw",
+        "late0",
+        "tag=5",
+        "--",
+        "set",
+        "port",
+        "late0",
+        "external_ids:weft-attachment=l",
+    ]);
+    let listed = vs.list_ports("brw").await.unwrap();
+    let late = listed
+        .iter()
+        .find(|p| p.name == "late0")
+        .expect("late0 listed");
+    assert!(
+        late.error.as_deref().is_some_and(|e| e.contains("late0")),
+        "{late:?}"
+    );
+
+    // Ensuring it while the device is still missing asks ovs-vswitchd to try
+    // again and reports its verdict; the port, not ours to drop, stays.
+    let port = access("late0", 5, "l");
+    match vs.ensure_access_ports("brw", &[port]).await {
+        Err(Error::Interface { iface, .. }) => assert_eq!(iface, "late0"),
+        other => panic!("missing device accepted: {other:?}"),
+    }
+    assert!(ovs.vsctl(&["list-ports", "brw"]).contains("late0"));
+
+    // ovs-vswitchd may notice the new device by itself or through the retry
+    // the call asks for; either way the port works when the call returns.
+    ovs.veth("late0", "late0p", None);
+    let port = access("late0", 5, "l");
+    vs.ensure_access_ports("brw", &[port]).await.unwrap();
+    let listed = vs.list_ports("brw").await.unwrap();
+    let late = listed
+        .iter()
+        .find(|p| p.name == "late0")
+        .expect("late0 listed");
+    assert_eq!(late.error, None);
+    assert_ne!(ovs.vsctl(&["get", "interface", "late0", "ofport"]), "-1");
 }
 
 /// tcpdump on the uplink's far end, started and listening (its stderr is

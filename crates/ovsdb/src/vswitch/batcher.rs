@@ -4,16 +4,19 @@
 //! 1 ms each. Callers queue requests on a channel; a single task drains
 //! everything pending, commits it as one transaction and answers each caller.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 
+use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use super::core::Core;
 use super::plan::{plan, PortRequest};
 use super::Outcome;
+use crate::datum;
 use crate::error::{Error, Result};
+use crate::op::{Condition, Mutation, Mutator, Operation};
 
 pub(crate) struct Job {
     pub request: PortRequest,
@@ -98,7 +101,7 @@ async fn commit_batch(core: &Core, requests: &[&PortRequest]) -> Result<Vec<Resu
     let wait =
         opts.wait_applied && (opts.wait_for_removals || requests.iter().any(|r| r.ensures()));
     let mut attempt = 0;
-    let mut plan = loop {
+    let (mut plan, results, guards) = loop {
         attempt += 1;
         let snap = core.snapshot().await?;
         let mut plan = plan(&snap, requests);
@@ -109,7 +112,7 @@ async fn commit_batch(core: &Core, requests: &[&PortRequest]) -> Result<Vec<Resu
         let mut ops = std::mem::take(&mut plan.guards);
         ops.append(&mut plan.ops);
         match core.commit(ops, wait).await {
-            Ok(()) => break plan,
+            Ok(results) => break (plan, results, guards),
             Err(Error::Transaction { index, .. })
                 if index < guards && attempt < CONFLICT_RETRIES =>
             {
@@ -118,17 +121,46 @@ async fn commit_batch(core: &Core, requests: &[&PortRequest]) -> Result<Vec<Resu
             Err(e) => return Err(e),
         }
     };
-    if wait && !plan.new_ifaces.is_empty() {
-        let names: Vec<&str> = plan.new_ifaces.iter().map(|(_, i)| i.as_str()).collect();
+    if wait && !plan.checks.is_empty() {
+        let names: Vec<&str> = plan.checks.iter().map(|c| c.iface.as_str()).collect();
         let errors = core.interface_errors(&names).await?;
-        for (index, iface) in &plan.new_ifaces {
-            if let Some(error) = errors.get(iface) {
-                plan.outcomes[*index] = Err(Error::Interface {
-                    iface: iface.clone(),
-                    error: error.clone(),
-                });
+        let mut failed_new_ports: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+        for check in &plan.checks {
+            let Some(error) = errors.get(&check.iface) else {
+                continue;
+            };
+            plan.outcomes[check.request] = Err(Error::Interface {
+                iface: check.iface.clone(),
+                error: error.clone(),
+            });
+            let uuid = check
+                .insert_op
+                .and_then(|op| results.get(guards + op)?.get("uuid").cloned());
+            if let Some(uuid) = uuid {
+                failed_new_ports
+                    .entry(&check.bridge)
+                    .or_default()
+                    .push(uuid);
             }
         }
+        remove_failed(core, failed_new_ports).await?;
     }
     Ok(plan.outcomes)
+}
+
+/// Takes ports ovs-vswitchd could not attach back out, so a failed request
+/// leaves nothing behind and a retry starts from scratch.
+async fn remove_failed(core: &Core, ports: BTreeMap<&str, Vec<Value>>) -> Result<()> {
+    let ops: Vec<Operation> = ports
+        .into_iter()
+        .map(|(bridge, uuids)| Operation::Mutate {
+            table: "Bridge".into(),
+            conditions: vec![Condition::eq("name", json!(bridge))],
+            mutations: vec![Mutation("ports".into(), Mutator::Delete, datum::set(uuids))],
+        })
+        .collect();
+    if !ops.is_empty() {
+        core.commit(ops, false).await?;
+    }
+    Ok(())
 }

@@ -48,10 +48,11 @@ impl Core {
 
     /// Commits `ops`. With `wait`, also bumps `next_cfg` in the same
     /// transaction and returns only once ovs-vswitchd reports it applied.
-    pub async fn commit(&self, mut ops: Vec<Operation>, wait: bool) -> Result<()> {
+    /// Returns one result per operation in `ops`.
+    pub async fn commit(&self, mut ops: Vec<Operation>, wait: bool) -> Result<Vec<Value>> {
+        let count = ops.len();
         if !wait {
-            self.client.transact(DB, &ops).await?;
-            return Ok(());
+            return self.client.transact(DB, &ops).await;
         }
         ops.push(Operation::Mutate {
             table: "Open_vSwitch".into(),
@@ -59,14 +60,16 @@ impl Core {
             mutations: vec![Mutation("next_cfg".into(), Mutator::Add, json!(1))],
         });
         ops.push(select("Open_vSwitch", &["next_cfg"]));
-        let results = self.client.transact(DB, &ops).await?;
+        let mut results = self.client.transact(DB, &ops).await?;
         let last = results
             .get(ops.len() - 1)
             .ok_or_else(|| Error::Protocol("missing next_cfg select result".into()))?;
         let Some(next_cfg) = rows(last)?.first().and_then(|r| r["next_cfg"].as_i64()) else {
             return Err(Error::NoRootRow);
         };
-        self.wait_applied(next_cfg).await
+        self.wait_applied(next_cfg).await?;
+        results.truncate(count);
+        Ok(results)
     }
 
     async fn wait_applied(&self, wanted: i64) -> Result<()> {

@@ -16,7 +16,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::core::Core;
 use self::plan::{PortChange, PortRequest, PortSpec};
-use self::snapshot::PortRow;
 use crate::client::Client;
 use crate::error::{Error, Result};
 
@@ -66,17 +65,9 @@ pub struct PortInfo {
     /// `None` for a trunk (or the bridge's internal port).
     pub tag: Option<u16>,
     pub external_ids: BTreeMap<String, String>,
-}
-
-impl PortInfo {
-    fn from_row(name: &str, row: &PortRow, interfaces: Vec<String>) -> Self {
-        PortInfo {
-            name: name.to_owned(),
-            interfaces,
-            tag: row.tag.and_then(|t| u16::try_from(t).ok()),
-            external_ids: row.external_ids.clone(),
-        }
-    }
+    /// Why ovs-vswitchd could not attach the port's interface (e.g. the
+    /// device is gone), if it could not.
+    pub error: Option<String>,
 }
 
 /// Tunables; the defaults suit the agent.
@@ -208,7 +199,7 @@ impl Vswitch {
             .ports
             .iter()
             .filter(|(_, p)| row.ports.contains(&p.uuid))
-            .map(|(name, p)| PortInfo::from_row(name, p, snap.iface_names_of(p)))
+            .map(|(name, p)| snap.port_info(name, p))
             .collect();
         ports.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(ports)

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde_json::{json, Value};
 
 use super::snapshot::{BridgeRow, Snapshot};
-use super::{Outcome, PortInfo};
+use super::Outcome;
 use crate::datum;
 use crate::error::{Error, Result};
 use crate::op::{Condition, Mutation, Mutator, Operation, Row, WaitUntil};
@@ -49,6 +49,18 @@ impl PortRequest {
     }
 }
 
+/// An interface whose attachment by ovs-vswitchd is checked after applying.
+#[derive(Debug, Clone)]
+pub(crate) struct IfaceCheck {
+    /// Index of the request that asked for it.
+    pub request: usize,
+    pub bridge: String,
+    pub iface: String,
+    /// For a new port: index in `Plan::ops` of its Port insert (whose result
+    /// holds its uuid), so a port that failed can be taken out again.
+    pub insert_op: Option<usize>,
+}
+
 /// The transaction for a batch and what each request gets if it commits.
 #[derive(Debug, Default)]
 pub(crate) struct Plan {
@@ -57,9 +69,18 @@ pub(crate) struct Plan {
     pub guards: Vec<Operation>,
     pub ops: Vec<Operation>,
     pub outcomes: Vec<Result<Outcome>>,
-    /// (request index, interface name) of every interface the plan creates,
-    /// to check ovs-vswitchd's verdict on each after it applied them.
-    pub new_ifaces: Vec<(usize, String)>,
+    pub checks: Vec<IfaceCheck>,
+}
+
+/// One request's share of the transaction, kept apart until the request is
+/// known to be valid as a whole.
+#[derive(Default)]
+struct RequestPlan {
+    ops: Vec<Operation>,
+    insert: Vec<Value>,
+    delete: Vec<Value>,
+    /// (interface, index in `ops` of its Port insert if the port is new).
+    checks: Vec<(String, Option<usize>)>,
 }
 
 #[derive(Default)]
@@ -73,32 +94,28 @@ pub(crate) fn plan(snap: &Snapshot, requests: &[&PortRequest]) -> Plan {
     let mut edits: BTreeMap<&str, BridgeEdit> = BTreeMap::new();
     let mut next_name = 0usize;
     for (index, request) in requests.iter().enumerate() {
-        let mut ops = Vec::new();
-        let mut edit = BridgeEdit::default();
-        let mut ifaces = Vec::new();
-        let planned = plan_request(
-            snap,
-            request,
-            &mut next_name,
-            &mut ops,
-            &mut edit,
-            &mut ifaces,
-        );
-        plan.outcomes.push(planned.map(|()| {
-            if ops.is_empty() && edit.insert.is_empty() && edit.delete.is_empty() {
-                Outcome::Unchanged
-            } else {
-                Outcome::Changed
-            }
+        let mut part = RequestPlan::default();
+        let planned = plan_request(snap, request, &mut next_name, &mut part);
+        let changes = !(part.ops.is_empty() && part.insert.is_empty() && part.delete.is_empty());
+        plan.outcomes.push(planned.map(|()| match changes {
+            true => Outcome::Changed,
+            false => Outcome::Unchanged,
         }));
-        if plan.outcomes[index].is_ok() {
-            plan.ops.append(&mut ops);
-            plan.new_ifaces
-                .extend(ifaces.into_iter().map(|i| (index, i)));
-            let merged = edits.entry(request.bridge.as_str()).or_default();
-            merged.insert.append(&mut edit.insert);
-            merged.delete.append(&mut edit.delete);
+        if plan.outcomes[index].is_err() {
+            continue;
         }
+        let offset = plan.ops.len();
+        plan.checks
+            .extend(part.checks.into_iter().map(|(iface, op)| IfaceCheck {
+                request: index,
+                bridge: request.bridge.clone(),
+                iface,
+                insert_op: op.map(|op| offset + op),
+            }));
+        plan.ops.append(&mut part.ops);
+        let merged = edits.entry(request.bridge.as_str()).or_default();
+        merged.insert.append(&mut part.insert);
+        merged.delete.append(&mut part.delete);
     }
     for (name, edit) in edits {
         let Some(bridge) = snap.bridges.get(name) else {
@@ -136,9 +153,7 @@ fn plan_request(
     snap: &Snapshot,
     request: &PortRequest,
     next_name: &mut usize,
-    ops: &mut Vec<Operation>,
-    edit: &mut BridgeEdit,
-    ifaces: &mut Vec<String>,
+    part: &mut RequestPlan,
 ) -> Result<()> {
     if !snap.bridges.contains_key(&request.bridge) {
         return Err(Error::NoBridge(request.bridge.clone()));
@@ -153,12 +168,12 @@ fn plan_request(
                 if let Some(tag) = spec.tag.filter(|t| !(1..=4094).contains(t)) {
                     return Err(Error::InvalidVlan(tag));
                 }
-                ensure_port(snap, &request.bridge, spec, next_name, ops, edit, ifaces)?;
+                ensure_port(snap, &request.bridge, spec, next_name, part)?;
             }
             PortChange::Remove(name) => {
                 if let Some(port) = snap.ports.get(name) {
                     if snap.bridge_of(&port.uuid) == Some(request.bridge.as_str()) {
-                        edit.delete.push(datum::uuid(&port.uuid));
+                        part.delete.push(datum::uuid(&port.uuid));
                     }
                 }
             }
@@ -172,9 +187,7 @@ fn ensure_port(
     bridge: &str,
     spec: &PortSpec,
     next_name: &mut usize,
-    ops: &mut Vec<Operation>,
-    edit: &mut BridgeEdit,
-    ifaces: &mut Vec<String>,
+    part: &mut RequestPlan,
 ) -> Result<()> {
     let tag = match spec.tag {
         Some(tag) => json!(tag),
@@ -184,12 +197,13 @@ fn ensure_port(
         let iface_name = format!("iface{next_name}");
         let port_name = format!("port{next_name}");
         *next_name += 1;
-        ops.push(Operation::Insert {
+        part.ops.push(Operation::Insert {
             table: "Interface".into(),
             row: row([("name", json!(spec.iface))]),
             uuid_name: Some(iface_name.clone()),
         });
-        ops.push(Operation::Insert {
+        part.checks.push((spec.iface.clone(), Some(part.ops.len())));
+        part.ops.push(Operation::Insert {
             table: "Port".into(),
             row: row([
                 ("name", json!(spec.name)),
@@ -199,8 +213,7 @@ fn ensure_port(
             ]),
             uuid_name: Some(port_name.clone()),
         });
-        edit.insert.push(datum::named_uuid(&port_name));
-        ifaces.push(spec.iface.clone());
+        part.insert.push(datum::named_uuid(&port_name));
         return Ok(());
     };
     match snap.bridge_of(&existing.uuid) {
@@ -220,10 +233,23 @@ fn ensure_port(
             wanted: spec.iface.clone(),
         });
     }
-    let current = PortInfo::from_row(&spec.name, existing, existing_ifaces);
+    let current = snap.port_info(&spec.name, existing);
+    if current.error.is_some() {
+        // Clearing ovs-vswitchd's error makes it retry the device on the
+        // next reconfiguration (e.g. a veth that has been recreated), and
+        // the post-apply check reports whether it worked this time.
+        for iface in &existing.interfaces {
+            part.ops.push(Operation::Update {
+                table: "Interface".into(),
+                conditions: vec![by_uuid(iface)],
+                row: row([("error", datum::set([]))]),
+            });
+        }
+        part.checks.push((spec.iface.clone(), None));
+    }
     if current.tag != spec.tag || existing.trunks != 0 || current.external_ids != spec.external_ids
     {
-        ops.push(Operation::Update {
+        part.ops.push(Operation::Update {
             table: "Port".into(),
             conditions: vec![by_uuid(&existing.uuid)],
             row: row([

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
+use super::PortInfo;
 use crate::client::Client;
 use crate::datum;
 use crate::error::{Error, Result};
@@ -34,8 +35,15 @@ pub(crate) struct Snapshot {
     pub bridges: HashMap<String, BridgeRow>,
     /// By port name (port names are unique in the database).
     pub ports: HashMap<String, PortRow>,
-    /// Interface uuid to name.
-    pub iface_names: HashMap<String, String>,
+    /// By interface uuid.
+    pub ifaces: HashMap<String, IfaceRow>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct IfaceRow {
+    pub name: String,
+    /// Why ovs-vswitchd could not attach it, if it could not.
+    pub error: Option<String>,
 }
 
 /// Selects `columns` of every row of `table`.
@@ -83,7 +91,7 @@ impl Snapshot {
                     "external_ids",
                 ],
             ),
-            select("Interface", &["_uuid", "name"]),
+            select("Interface", &["_uuid", "name", "error"]),
         ];
         let results = client.transact(DB, &ops).await?;
         let mut snap = Snapshot::default();
@@ -109,10 +117,12 @@ impl Snapshot {
             snap.ports.insert(string_column(row, "name")?, port);
         }
         for row in rows(&results[3])? {
-            snap.iface_names.insert(
-                datum::read_uuid(column(row, "_uuid")?)?,
-                string_column(row, "name")?,
-            );
+            let iface = IfaceRow {
+                name: string_column(row, "name")?,
+                error: datum::read_optional_string(column(row, "error")?)?,
+            };
+            snap.ifaces
+                .insert(datum::read_uuid(column(row, "_uuid")?)?, iface);
         }
         Ok(snap)
     }
@@ -130,11 +140,28 @@ impl Snapshot {
         port.interfaces
             .iter()
             .map(|u| {
-                self.iface_names
+                self.ifaces
                     .get(u)
-                    .cloned()
-                    .unwrap_or_else(|| u.clone())
+                    .map_or_else(|| u.clone(), |i| i.name.clone())
             })
             .collect()
+    }
+
+    /// The first error ovs-vswitchd reported on a port's interfaces.
+    pub fn iface_error_of(&self, port: &PortRow) -> Option<&str> {
+        port.interfaces
+            .iter()
+            .find_map(|u| self.ifaces.get(u)?.error.as_deref())
+    }
+
+    /// The public view of a port row.
+    pub fn port_info(&self, name: &str, row: &PortRow) -> PortInfo {
+        PortInfo {
+            name: name.to_owned(),
+            interfaces: self.iface_names_of(row),
+            tag: row.tag.and_then(|t| u16::try_from(t).ok()),
+            external_ids: row.external_ids.clone(),
+            error: self.iface_error_of(row).map(str::to_owned),
+        }
     }
 }
