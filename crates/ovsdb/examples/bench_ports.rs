@@ -43,29 +43,29 @@ async fn main() {
     );
     for n in [50usize, 200] {
         let ports = make_ports(&ovs, n);
-        let before = vs.client().transact_count();
+        let before = vs.transact_count();
         let (add, wall) = weft_concurrent_add(&vs, &ports).await;
         report(
             "weft batched, concurrent add",
             n,
             &add,
             wall,
-            vs.client().transact_count() - before,
+            vs.transact_count() - before,
         );
-        let before = vs.client().transact_count();
+        let before = vs.transact_count();
         let (del, wall) = weft_concurrent_remove(&vs, &ports).await;
         report(
             "weft batched, concurrent remove",
             n,
             &del,
             wall,
-            vs.client().transact_count() - before,
+            vs.transact_count() - before,
         );
 
         weft_concurrent_add(&vs, &ports).await;
-        let before = vs_no_wait.client().transact_count();
+        let before = vs_no_wait.transact_count();
         let (del, wall) = weft_concurrent_remove(&vs_no_wait, &ports).await;
-        let txns = vs_no_wait.client().transact_count() - before;
+        let txns = vs_no_wait.transact_count() - before;
         report("weft batched, remove, no wait", n, &del, wall, txns);
         // ovs-vsctl waits for ovs-vswitchd after any change: let it catch up.
         ovs.vsctl(&[
@@ -75,23 +75,23 @@ async fn main() {
             &format!("external_ids:weft-bench={n}"),
         ]);
 
-        let before = vs.client().transact_count();
+        let before = vs.transact_count();
         let (add, wall) = weft_sequential(&vs, &ports, true).await;
         report(
             "weft one at a time, add",
             n,
             &add,
             wall,
-            vs.client().transact_count() - before,
+            vs.transact_count() - before,
         );
-        let before = vs.client().transact_count();
+        let before = vs.transact_count();
         let (del, wall) = weft_sequential(&vs, &ports, false).await;
         report(
             "weft one at a time, remove",
             n,
             &del,
             wall,
-            vs.client().transact_count() - before,
+            vs.transact_count() - before,
         );
 
         let (add, wall) = vsctl_each(&ovs, &ports, true);

@@ -90,6 +90,11 @@ impl Client {
             .await
     }
 
+    /// Whether the connection is gone (every call would fail).
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+
     /// How many `transact` requests this client has sent (for batching checks
     /// and benchmarks).
     pub fn transact_count(&self) -> u64 {

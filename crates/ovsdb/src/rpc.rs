@@ -161,6 +161,11 @@ impl Connection {
         }
     }
 
+    /// Whether the connection is gone (every call would fail).
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().is_err()
+    }
+
     fn forget(&self, id: u64) {
         if let Ok(map) = self.shared.lock().as_mut() {
             map.remove(&id);

@@ -96,14 +96,14 @@ async fn concurrent_access_ports_share_transactions_and_carry_their_tags() {
         })
         .collect();
 
-    let before = vs.client().transact_count();
+    let before = vs.transact_count();
     let results = futures::future::join_all(
         ports
             .iter()
             .map(|p| vs.ensure_access_ports("brw", std::slice::from_ref(p))),
     )
     .await;
-    let used = vs.client().transact_count() - before;
+    let used = vs.transact_count() - before;
     for result in results {
         assert_eq!(result.unwrap(), Outcome::Changed);
     }
@@ -326,6 +326,35 @@ async fn a_port_whose_device_appeared_late_is_repaired() {
         .expect("late0 listed");
     assert_eq!(late.error, None);
     assert_ne!(ovs.vsctl(&["get", "interface", "late0", "ofport"]), "-1");
+}
+
+#[tokio::test]
+async fn work_continues_after_ovsdb_server_restarts() {
+    let Some(mut ovs) = Ovs::start() else { return };
+    let vs = connect(&ovs).await;
+    vs.ensure_bridge("brw", DatapathType::Netdev).await.unwrap();
+    ovs.veth("r1", "r1p", None);
+    ovs.veth("r2", "r2p", None);
+    vs.ensure_access_ports("brw", &[access("r1", 11, "r1")])
+        .await
+        .unwrap();
+
+    ovs.restart_ovsdb();
+    assert_eq!(
+        vs.ensure_access_ports("brw", &[access("r2", 12, "r2")])
+            .await
+            .unwrap(),
+        Outcome::Changed
+    );
+    assert_eq!(ovs.vsctl(&["get", "port", "r2", "tag"]), "12");
+    let names: Vec<String> = vs
+        .list_ports("brw")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["brw", "r1", "r2"]);
 }
 
 /// tcpdump on the uplink's far end, started and listening (its stderr is

@@ -69,7 +69,7 @@ fn take_batch(queue: &mut VecDeque<Job>, max: usize) -> Vec<Job> {
 
 async fn execute(core: &Core, jobs: Vec<Job>) {
     let requests: Vec<&PortRequest> = jobs.iter().map(|j| &j.request).collect();
-    match commit_batch(core, &requests).await {
+    match core.reconnecting(|| commit_batch(core, &requests)).await {
         Ok(outcomes) => {
             for (job, outcome) in jobs.into_iter().zip(outcomes) {
                 let _ = job.reply.send(outcome);
@@ -80,7 +80,9 @@ async fn execute(core: &Core, jobs: Vec<Job>) {
         Err(Error::Transaction { .. }) if jobs.len() > 1 => {
             tracing::debug!("batched transaction refused; retrying requests one by one");
             for job in jobs {
-                let outcome = commit_batch(core, &[&job.request])
+                let alone = [&job.request];
+                let outcome = core
+                    .reconnecting(|| commit_batch(core, &alone))
                     .await
                     .and_then(|mut o| o.pop().unwrap_or(Err(Error::BatcherGone)));
                 let _ = job.reply.send(outcome);

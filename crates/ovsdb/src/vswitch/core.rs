@@ -3,6 +3,8 @@
 //! wait until ovs-vswitchd has applied it (as `ovs-vsctl` does by default).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -18,41 +20,98 @@ use crate::rpc::Notification;
 
 const CFG_MONITOR: &str = "weft-cur-cfg";
 
-pub(crate) struct Core {
-    pub client: Client,
-    /// Held for a whole read-plan-commit cycle so this client's own writes
-    /// never race each other (other clients are caught by `wait` guards).
-    pub write_lock: Mutex<()>,
-    pub opts: VswitchOptions,
+/// One connection and its `cur_cfg` monitor; replaced as a whole when the
+/// connection drops (e.g. ovsdb-server restarted during an upgrade).
+struct Session {
+    client: Client,
     cur_cfg: watch::Receiver<i64>,
 }
 
-impl Core {
-    pub async fn connect(addr: &str, opts: VswitchOptions) -> Result<Self> {
+impl Session {
+    async fn open(addr: &str, opts: &VswitchOptions) -> Result<Self> {
         let (client, notes) = Client::connect(addr, opts.request_timeout).await?;
         let requests = json!({"Open_vSwitch": {"columns": ["cur_cfg"]}});
         let initial = client.monitor(DB, json!(CFG_MONITOR), requests).await?;
         let (tx, cur_cfg) = watch::channel(cur_cfg_of(&initial).unwrap_or(0));
         tokio::spawn(follow_cur_cfg(notes, tx));
+        Ok(Session { client, cur_cfg })
+    }
+}
+
+pub(crate) struct Core {
+    addr: String,
+    session: Mutex<Option<Arc<Session>>>,
+    transacts: AtomicU64,
+    /// Held for a whole read-plan-commit cycle so this client's own writes
+    /// never race each other (other clients are caught by `wait` guards).
+    pub write_lock: Mutex<()>,
+    pub opts: VswitchOptions,
+}
+
+impl Core {
+    pub async fn connect(addr: &str, opts: VswitchOptions) -> Result<Self> {
+        let session = Session::open(addr, &opts).await?;
         Ok(Core {
-            client,
+            addr: addr.to_owned(),
+            session: Mutex::new(Some(Arc::new(session))),
+            transacts: AtomicU64::new(0),
             write_lock: Mutex::new(()),
             opts,
-            cur_cfg,
         })
     }
 
+    /// The live session, reconnecting if the previous one was lost.
+    async fn session(&self) -> Result<Arc<Session>> {
+        let mut slot = self.session.lock().await;
+        if let Some(live) = slot.as_ref().filter(|s| !s.client.is_closed()) {
+            return Ok(live.clone());
+        }
+        *slot = None;
+        tracing::info!(addr = %self.addr, "connecting to ovsdb-server again");
+        let session = Arc::new(Session::open(&self.addr, &self.opts).await?);
+        *slot = Some(session.clone());
+        Ok(session)
+    }
+
+    /// Runs `work` again, on a new connection, if the connection dropped
+    /// under it. Safe because every write re-reads and re-plans from scratch.
+    pub async fn reconnecting<T, F, Fut>(&self, mut work: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        match work().await {
+            Err(Error::Disconnected(reason)) => {
+                tracing::warn!(%reason, "OVSDB connection lost; retrying once");
+                work().await
+            }
+            other => other,
+        }
+    }
+
+    /// `transact` requests sent, over all connections.
+    pub fn transact_count(&self) -> u64 {
+        self.transacts.load(Ordering::Relaxed)
+    }
+
+    async fn transact(&self, session: &Session, ops: &[Operation]) -> Result<Vec<Value>> {
+        self.transacts.fetch_add(1, Ordering::Relaxed);
+        session.client.transact(DB, ops).await
+    }
+
     pub async fn snapshot(&self) -> Result<Snapshot> {
-        Snapshot::read(&self.client).await
+        let session = self.session().await?;
+        Snapshot::parse(&self.transact(&session, &Snapshot::query()).await?)
     }
 
     /// Commits `ops`. With `wait`, also bumps `next_cfg` in the same
     /// transaction and returns only once ovs-vswitchd reports it applied.
     /// Returns one result per operation in `ops`.
     pub async fn commit(&self, mut ops: Vec<Operation>, wait: bool) -> Result<Vec<Value>> {
+        let session = self.session().await?;
         let count = ops.len();
         if !wait {
-            return self.client.transact(DB, &ops).await;
+            return self.transact(&session, &ops).await;
         }
         ops.push(Operation::Mutate {
             table: "Open_vSwitch".into(),
@@ -60,20 +119,20 @@ impl Core {
             mutations: vec![Mutation("next_cfg".into(), Mutator::Add, json!(1))],
         });
         ops.push(select("Open_vSwitch", &["next_cfg"]));
-        let mut results = self.client.transact(DB, &ops).await?;
+        let mut results = self.transact(&session, &ops).await?;
         let last = results
             .get(ops.len() - 1)
             .ok_or_else(|| Error::Protocol("missing next_cfg select result".into()))?;
         let Some(next_cfg) = rows(last)?.first().and_then(|r| r["next_cfg"].as_i64()) else {
             return Err(Error::NoRootRow);
         };
-        self.wait_applied(next_cfg).await?;
+        self.wait_applied(&session, next_cfg).await?;
         results.truncate(count);
         Ok(results)
     }
 
-    async fn wait_applied(&self, wanted: i64) -> Result<()> {
-        let mut rx = self.cur_cfg.clone();
+    async fn wait_applied(&self, session: &Session, wanted: i64) -> Result<()> {
+        let mut rx = session.cur_cfg.clone();
         let timeout = self.opts.apply_timeout;
         let waited = tokio::time::timeout(timeout, rx.wait_for(|c| *c >= wanted))
             .await
@@ -83,7 +142,7 @@ impl Core {
             Ok(false) => Err(Error::Disconnected("cur_cfg monitor ended".into())),
             Err(_) => Err(Error::ApplyTimeout {
                 wanted,
-                applied: *self.cur_cfg.borrow(),
+                applied: *session.cur_cfg.borrow(),
                 timeout,
             }),
         }
@@ -99,7 +158,8 @@ impl Core {
                 columns: Some(vec!["name".into(), "error".into()]),
             })
             .collect();
-        let results = self.client.transact(DB, &ops).await?;
+        let session = self.session().await?;
+        let results = self.transact(&session, &ops).await?;
         let mut errors = HashMap::new();
         for result in &results {
             for row in rows(result)? {

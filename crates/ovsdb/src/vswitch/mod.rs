@@ -16,7 +16,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::core::Core;
 use self::plan::{PortChange, PortRequest, PortSpec};
-use crate::client::Client;
 use crate::error::{Error, Result};
 
 /// Which datapath a bridge uses: `system` (kernel module, production) or
@@ -127,9 +126,10 @@ impl Vswitch {
         Ok(Vswitch { core, jobs })
     }
 
-    /// The underlying database client (raw `transact`, counters).
-    pub fn client(&self) -> &Client {
-        &self.core.client
+    /// How many `transact` requests this handle has sent (to see batching
+    /// at work in tests and benchmarks).
+    pub fn transact_count(&self) -> u64 {
+        self.core.transact_count()
     }
 
     /// Makes bridge `name` exist with `datapath`; fixes the datapath type of
@@ -190,7 +190,7 @@ impl Vswitch {
     /// Every port of `bridge`, sorted by name.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn list_ports(&self, bridge: &str) -> Result<Vec<PortInfo>> {
-        let snap = self.core.snapshot().await?;
+        let snap = self.core.reconnecting(|| self.core.snapshot()).await?;
         let row = snap
             .bridges
             .get(bridge)
@@ -223,15 +223,19 @@ impl Vswitch {
     /// Read, plan and commit a non-batched write under the write lock.
     async fn write_alone(
         &self,
-        plan: impl FnOnce(&snapshot::Snapshot) -> Result<Vec<crate::op::Operation>>,
+        plan: impl Fn(&snapshot::Snapshot) -> Result<Vec<crate::op::Operation>>,
     ) -> Result<Outcome> {
         let _writer = self.core.write_lock.lock().await;
-        let snap = self.core.snapshot().await?;
-        let ops = plan(&snap)?;
-        if ops.is_empty() {
-            return Ok(Outcome::Unchanged);
-        }
-        self.core.commit(ops, self.core.opts.wait_applied).await?;
-        Ok(Outcome::Changed)
+        self.core
+            .reconnecting(|| async {
+                let snap = self.core.snapshot().await?;
+                let ops = plan(&snap)?;
+                if ops.is_empty() {
+                    return Ok(Outcome::Unchanged);
+                }
+                self.core.commit(ops, self.core.opts.wait_applied).await?;
+                Ok(Outcome::Changed)
+            })
+            .await
     }
 }

@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value;
 
 use super::PortInfo;
-use crate::client::Client;
 use crate::datum;
 use crate::error::{Error, Result};
 use crate::op::Operation;
@@ -76,8 +75,9 @@ fn string_column(row: &Value, name: &str) -> Result<String> {
 }
 
 impl Snapshot {
-    pub async fn read(client: &Client) -> Result<Self> {
-        let ops = [
+    /// The selects that make up a snapshot, to run as one transaction.
+    pub fn query() -> Vec<Operation> {
+        vec![
             select("Open_vSwitch", &["_uuid"]),
             select("Bridge", &["_uuid", "name", "ports", "datapath_type"]),
             select(
@@ -92,13 +92,22 @@ impl Snapshot {
                 ],
             ),
             select("Interface", &["_uuid", "name", "error"]),
-        ];
-        let results = client.transact(DB, &ops).await?;
+        ]
+    }
+
+    /// Parses the results of [`Snapshot::query`].
+    pub fn parse(results: &[Value]) -> Result<Self> {
+        let [roots, bridges, ports, ifaces] = results else {
+            return Err(Error::Protocol(format!(
+                "snapshot expects 4 results, got {}",
+                results.len()
+            )));
+        };
         let mut snap = Snapshot::default();
-        if let Some(root) = rows(&results[0])?.first() {
+        if let Some(root) = rows(roots)?.first() {
             snap.root = Some(datum::read_uuid(column(root, "_uuid")?)?);
         }
-        for row in rows(&results[1])? {
+        for row in rows(bridges)? {
             let bridge = BridgeRow {
                 uuid: datum::read_uuid(column(row, "_uuid")?)?,
                 ports: datum::read_uuid_set(column(row, "ports")?)?,
@@ -106,7 +115,7 @@ impl Snapshot {
             };
             snap.bridges.insert(string_column(row, "name")?, bridge);
         }
-        for row in rows(&results[2])? {
+        for row in rows(ports)? {
             let port = PortRow {
                 uuid: datum::read_uuid(column(row, "_uuid")?)?,
                 tag: datum::read_optional_int(column(row, "tag")?)?,
@@ -116,7 +125,7 @@ impl Snapshot {
             };
             snap.ports.insert(string_column(row, "name")?, port);
         }
-        for row in rows(&results[3])? {
+        for row in rows(ifaces)? {
             let iface = IfaceRow {
                 name: string_column(row, "name")?,
                 error: datum::read_optional_string(column(row, "error")?)?,

@@ -89,6 +89,32 @@ impl Drop for Netns {
     }
 }
 
+/// Starts ovsdb-server on `dir`/conf.db and waits until it accepts clients.
+fn spawn_ovsdb(dir: &Path) -> Child {
+    let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let child = Command::new("ovsdb-server")
+        .args([
+            file("conf.db"),
+            format!("--remote=punix:{}", file("db.sock")),
+            format!("--unixctl={}", file("ovsdb.ctl")),
+            format!("--log-file={}", file("ovsdb.log")),
+        ])
+        .env("OVS_RUNDIR", dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting ovsdb-server");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::os::unix::net::UnixStream::connect(dir.join("db.sock")).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "ovsdb-server does not accept clients"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child
+}
+
 /// A running private OVS. vswitchd lives in `netns`, so every datapath device
 /// (and every port the tests add) is invisible to the host and other tests.
 pub struct Ovs {
@@ -109,26 +135,7 @@ impl Ovs {
         std::fs::create_dir_all(&dir).expect("creating OVS run directory");
         let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
         run("ovsdb-tool", &["create", &file("conf.db"), SCHEMA]);
-        let ovsdb = Command::new("ovsdb-server")
-            .args([
-                file("conf.db"),
-                format!("--remote=punix:{}", file("db.sock")),
-                format!("--unixctl={}", file("ovsdb.ctl")),
-                format!("--log-file={}", file("ovsdb.log")),
-            ])
-            .env("OVS_RUNDIR", &dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting ovsdb-server");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !dir.join("db.sock").exists() {
-            assert!(
-                Instant::now() < deadline,
-                "ovsdb-server did not create its socket"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let ovsdb = spawn_ovsdb(&dir);
         let db = format!("--db=unix:{}", file("db.sock"));
         run("ovs-vsctl", &[&db, "--no-wait", "init"]);
         let netns = Netns::new("weft-ovs-");
@@ -150,6 +157,14 @@ impl Ovs {
             ovsdb,
             vswitchd,
         })
+    }
+
+    /// Kills ovsdb-server (as a crash or upgrade would) and starts it again
+    /// on the same database; ovs-vswitchd reconnects by itself.
+    pub fn restart_ovsdb(&mut self) {
+        let _ = self.ovsdb.kill();
+        let _ = self.ovsdb.wait();
+        self.ovsdb = spawn_ovsdb(&self.dir);
     }
 
     /// The address for `Vswitch::connect`.
