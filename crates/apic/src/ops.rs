@@ -1,0 +1,132 @@
+//! The operations Weft's workflows need: managed EPGs, bindings, their faults, reconciliation reads.
+
+use crate::client::ApicClient;
+use crate::error::ApicError;
+use crate::mo::Mo;
+use crate::model::{Binding, EpgRef, Fault, ManagedEpg, OwnedBinding, PathDn, OWNER_ANNOTATION};
+
+/// Fails unless `mo` carries Weft's annotation.
+fn require_owned(dn: &str, mo: &Mo) -> Result<(), ApicError> {
+    match mo.get("annotation") {
+        Some(OWNER_ANNOTATION) => Ok(()),
+        other => Err(ApicError::NotOwned {
+            dn: dn.to_string(),
+            annotation: other.unwrap_or_default().to_string(),
+        }),
+    }
+}
+
+impl ApicClient {
+    /// Makes sure a `managed` EPG exists with its BD relation and physical-domain association,
+    /// in one POST. Tenant and AP are created (and marked as Weft's) only if missing; existing
+    /// ones are not modified. An existing EPG must be Weft's.
+    #[tracing::instrument(skip(self), fields(epg = %m.epg))]
+    pub async fn ensure_epg(&self, m: &ManagedEpg) -> Result<(), ApicError> {
+        let epg = &m.epg;
+        let tenant_dn = format!("uni/tn-{}", epg.tenant);
+        let ap_dn = format!("{tenant_dn}/ap-{}", epg.app);
+        let has_tenant = self.get_mo(&tenant_dn, "").await?.is_some();
+        let has_ap = has_tenant && self.get_mo(&ap_dn, "").await?.is_some();
+        let existing = if has_ap {
+            self.get_mo(&epg.dn(), "").await?
+        } else {
+            None
+        };
+        if let Some(mo) = &existing {
+            require_owned(&epg.dn(), mo)?;
+        }
+        let mark = |mo: Mo, create: bool| {
+            if create {
+                mo.attr("annotation", OWNER_ANNOTATION)
+            } else {
+                mo
+            }
+        };
+        let epg_mo = Mo::new("fvAEPg")
+            .attr("name", &epg.epg)
+            .attr("annotation", OWNER_ANNOTATION)
+            .child(
+                Mo::new("fvRsBd")
+                    .attr("tnFvBDName", &m.bridge_domain)
+                    .attr("annotation", OWNER_ANNOTATION),
+            )
+            .child(
+                Mo::new("fvRsDomAtt")
+                    .attr("tDn", format!("uni/phys-{}", m.physical_domain))
+                    .attr("instrImedcy", "immediate")
+                    .attr("resImedcy", "immediate")
+                    .attr("annotation", OWNER_ANNOTATION),
+            );
+        let ap = mark(Mo::new("fvAp").attr("name", &epg.app), !has_ap).child(epg_mo);
+        let tenant = mark(Mo::new("fvTenant").attr("name", &epg.tenant), !has_tenant).child(ap);
+        self.post_mo("uni", &tenant).await
+    }
+
+    /// Creates or updates all `bindings` of one EPG in a single POST. The EPG must exist
+    /// (`status: modified`), so a missing EPG is an error rather than silently created.
+    #[tracing::instrument(skip(self, bindings), fields(epg = %epg, count = bindings.len()))]
+    pub async fn apply_bindings(
+        &self,
+        epg: &EpgRef,
+        bindings: &[Binding],
+    ) -> Result<(), ApicError> {
+        if bindings.is_empty() {
+            return Ok(());
+        }
+        let root = bindings.iter().fold(
+            Mo::new("fvAEPg")
+                .attr("dn", epg.dn())
+                .attr("status", "modified"),
+            |mo, b| mo.child(b.to_mo()),
+        );
+        self.post_mo(&epg.dn(), &root).await
+    }
+
+    /// Removes one binding if it is Weft's; an absent binding is not an error.
+    #[tracing::instrument(skip(self), fields(epg = %epg, path = %path))]
+    pub async fn delete_binding(&self, epg: &EpgRef, path: &PathDn) -> Result<(), ApicError> {
+        let dn = Binding::dn(epg, path);
+        match self.get_mo(&dn, "").await? {
+            None => Ok(()),
+            Some(mo) => {
+                require_owned(&dn, &mo)?;
+                self.delete_mo(&dn).await
+            }
+        }
+    }
+
+    /// Faults raised on one binding (F0467 and friends).
+    pub async fn binding_faults(
+        &self,
+        epg: &EpgRef,
+        path: &PathDn,
+    ) -> Result<Vec<Fault>, ApicError> {
+        let dn = Binding::dn(epg, path);
+        let Some(mo) = self.get_mo(&dn, "rsp-subtree-include=faults").await? else {
+            return Ok(Vec::new());
+        };
+        Ok(mo
+            .children_of("faultInst")
+            .filter_map(|f| Fault::from_mo(f, &dn))
+            .collect())
+    }
+
+    /// Every binding marked `orchestrator:weft`, fabric-wide (paginated class query).
+    pub async fn list_owned_bindings(&self) -> Result<Vec<OwnedBinding>, ApicError> {
+        let filter = format!("eq(fvRsPathAtt.annotation,\"{OWNER_ANNOTATION}\")");
+        let mos = self.class_all("fvRsPathAtt", Some(&filter)).await?;
+        Ok(mos
+            .iter()
+            .filter_map(|mo| {
+                let parsed = OwnedBinding::from_mo(mo);
+                if parsed.is_none() {
+                    tracing::warn!(
+                        dn = mo.get("dn").unwrap_or_default(),
+                        "skipping unparsable fvRsPathAtt"
+                    );
+                }
+                parsed
+            })
+            .collect())
+    }
+}

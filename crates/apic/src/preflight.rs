@@ -1,0 +1,180 @@
+//! Pre-flight: refuse a binding the fabric would reject with F0467, before changing anything.
+//! Checks, in order: the EPG exists; it is associated with the physical domain; the domain has
+//! a VLAN pool that contains the VLAN; every path exists; no other EPG uses the VLAN on any of
+//! the leaves; no other EPG is untagged/native on the port. Only reads.
+
+use crate::client::ApicClient;
+use crate::error::ApicError;
+use crate::model::{BindingMode, EpgRef, PathDn, VlanId};
+
+/// What is about to be bound.
+#[derive(Debug, Clone)]
+pub struct PreflightRequest<'a> {
+    pub epg: &'a EpgRef,
+    pub physical_domain: &'a str,
+    pub encap: VlanId,
+    pub mode: BindingMode,
+    pub paths: &'a [PathDn],
+}
+
+/// Why a binding would fail; each names the APIC object at fault (a 409 for Weft's API).
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    #[error("EPG {epg} does not exist on the APIC")]
+    EpgMissing { epg: String },
+    #[error("EPG {epg} is not associated with physical domain {domain} (no fvRsDomAtt); the fabric would raise F0467 invalid-vlan")]
+    DomainNotAssociated { epg: String, domain: String },
+    #[error("physical domain {domain} does not exist")]
+    DomainMissing { domain: String },
+    #[error("physical domain {domain} has no VLAN pool (infraRsVlanNs)")]
+    NoVlanPool { domain: String },
+    #[error("VLAN pool {pool} used by {domain} does not exist")]
+    VlanPoolMissing { pool: String, domain: String },
+    #[error("{encap} is not in VLAN pool {pool}; the fabric would raise F0467 invalid-vlan")]
+    VlanNotInPool { encap: String, pool: String },
+    #[error("path {path} does not exist in the fabric; the fabric would raise F0467 invalid-path")]
+    PathMissing { path: String },
+    #[error("{encap} is already used on leaf {leaf} by binding {binding}; the fabric would raise F0467 encap-already-in-use")]
+    EncapInUse {
+        encap: String,
+        leaf: u32,
+        binding: String,
+    },
+    #[error("port {path} already has an untagged/native EPG: {binding}")]
+    NativeInUse { path: String, binding: String },
+    #[error(transparent)]
+    Apic(#[from] ApicError),
+}
+
+impl PreflightError {
+    /// DN of the APIC object at fault (`None` for transport errors).
+    pub fn object_dn(&self) -> Option<&str> {
+        use PreflightError::*;
+        match self {
+            EpgMissing { epg } | DomainNotAssociated { epg, .. } => Some(epg),
+            DomainMissing { domain } | NoVlanPool { domain } => Some(domain),
+            VlanPoolMissing { pool, .. } | VlanNotInPool { pool, .. } => Some(pool),
+            PathMissing { path } => Some(path),
+            EncapInUse { binding, .. } | NativeInUse { binding, .. } => Some(binding),
+            Apic(_) => None,
+        }
+    }
+}
+
+fn or_of(class: &str, prop: &str, values: &[String]) -> String {
+    let items: Vec<String> = values
+        .iter()
+        .map(|v| format!("eq({class}.{prop},\"{v}\")"))
+        .collect();
+    format!("or({})", items.join(","))
+}
+
+impl ApicClient {
+    /// Runs every check; `Ok(())` means the binding can be created without an F0467.
+    #[tracing::instrument(skip(self, req), fields(epg = %req.epg, encap = %req.encap))]
+    pub async fn preflight(&self, req: &PreflightRequest<'_>) -> Result<(), PreflightError> {
+        let epg_dn = req.epg.dn();
+        let domain = format!("uni/phys-{}", req.physical_domain);
+        let epg = self
+            .get_mo(&epg_dn, "rsp-subtree=children&rsp-subtree-class=fvRsDomAtt")
+            .await?
+            .ok_or_else(|| PreflightError::EpgMissing {
+                epg: epg_dn.clone(),
+            })?;
+        if !epg
+            .children_of("fvRsDomAtt")
+            .any(|c| c.get("tDn") == Some(&domain))
+        {
+            return Err(PreflightError::DomainNotAssociated {
+                epg: epg_dn,
+                domain,
+            });
+        }
+        let dom = self
+            .get_mo(
+                &domain,
+                "rsp-subtree=children&rsp-subtree-class=infraRsVlanNs",
+            )
+            .await?
+            .ok_or_else(|| PreflightError::DomainMissing {
+                domain: domain.clone(),
+            })?;
+        let pool = dom
+            .children_of("infraRsVlanNs")
+            .find_map(|c| c.get("tDn"))
+            .ok_or_else(|| PreflightError::NoVlanPool {
+                domain: domain.clone(),
+            })?
+            .to_string();
+        let pool_mo = self
+            .get_mo(&pool, "rsp-subtree=children&rsp-subtree-class=fvnsEncapBlk")
+            .await?
+            .ok_or_else(|| PreflightError::VlanPoolMissing {
+                pool: pool.clone(),
+                domain: domain.clone(),
+            })?;
+        let in_pool = pool_mo.children_of("fvnsEncapBlk").any(|b| {
+            let from = b.get("from").and_then(VlanId::from_encap);
+            let to = b.get("to").and_then(VlanId::from_encap);
+            matches!((from, to), (Some(f), Some(t)) if f <= req.encap && req.encap <= t)
+        });
+        if !in_pool {
+            return Err(PreflightError::VlanNotInPool {
+                encap: req.encap.encap(),
+                pool,
+            });
+        }
+        if req.paths.is_empty() {
+            return Ok(());
+        }
+        let dns: Vec<String> = req.paths.iter().map(PathDn::dn).collect();
+        let found = self
+            .class_all("fabricPathEp", Some(&or_of("fabricPathEp", "dn", &dns)))
+            .await?;
+        if let Some(missing) = dns
+            .iter()
+            .find(|d| !found.iter().any(|m| m.get("dn") == Some(d.as_str())))
+        {
+            return Err(PreflightError::PathMissing {
+                path: missing.clone(),
+            });
+        }
+        let filter = format!("eq(fvRsPathAtt.encap,\"{}\")", req.encap.encap());
+        let ours: Vec<u32> = req.paths.iter().flat_map(PathDn::leaves).collect();
+        for other in self.class_all("fvRsPathAtt", Some(&filter)).await? {
+            let dn = other.get("dn").unwrap_or_default();
+            if EpgRef::from_dn(dn).as_ref() == Some(req.epg) {
+                continue;
+            }
+            let leaves = other
+                .get("tDn")
+                .and_then(PathDn::parse)
+                .map(|p| p.leaves())
+                .unwrap_or_default();
+            if let Some(leaf) = leaves.into_iter().find(|l| ours.contains(l)) {
+                return Err(PreflightError::EncapInUse {
+                    encap: req.encap.encap(),
+                    leaf,
+                    binding: dn.to_string(),
+                });
+            }
+        }
+        if req.mode != BindingMode::Regular {
+            let filter = format!(
+                "and({},ne(fvRsPathAtt.mode,\"regular\"))",
+                or_of("fvRsPathAtt", "tDn", &dns)
+            );
+            for other in self.class_all("fvRsPathAtt", Some(&filter)).await? {
+                let dn = other.get("dn").unwrap_or_default();
+                if EpgRef::from_dn(dn).as_ref() != Some(req.epg) {
+                    let path = other.get("tDn").unwrap_or_default().to_string();
+                    return Err(PreflightError::NativeInUse {
+                        path,
+                        binding: dn.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
