@@ -1,0 +1,609 @@
+//! weft-apic against apic-sim over real HTTP.
+
+use apic_sim::{spawn, FaultConfig, SimConfig, SimHandle, Topology};
+use serde_json::json;
+use std::time::Duration;
+use weft_apic::*;
+
+const POOL_VLAN: u16 = 150;
+
+fn config(urls: Vec<String>) -> ApicConfig {
+    let mut c = ApicConfig::new(urls, "admin", "password");
+    c.retry = RetryPolicy {
+        max_attempts: 3,
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(20),
+    };
+    c.rate_limit = None;
+    c
+}
+
+async fn sim_with(f: impl FnOnce(&mut SimConfig)) -> SimHandle {
+    let mut cfg = SimConfig::new(Topology::example().expect("example topology"));
+    f(&mut cfg);
+    spawn(cfg).await.expect("sim starts")
+}
+
+async fn setup() -> (SimHandle, ApicClient) {
+    let sim = sim_with(|_| {}).await;
+    let client = ApicClient::new(config(vec![sim.url.clone()])).unwrap();
+    (sim, client)
+}
+
+fn web() -> EpgRef {
+    EpgRef::new("t1", "ap1", "web")
+}
+
+fn managed(epg: EpgRef) -> ManagedEpg {
+    ManagedEpg {
+        epg,
+        bridge_domain: "bd1".into(),
+        physical_domain: "weft_phys".into(),
+    }
+}
+
+fn vlan(n: u16) -> VlanId {
+    VlanId::new(n).unwrap()
+}
+
+fn binding(path: PathDn, v: u16, mode: BindingMode) -> Binding {
+    Binding {
+        path,
+        encap: vlan(v),
+        mode,
+        immediacy: Immediacy::Immediate,
+    }
+}
+
+fn port(node: u32, p: &str) -> PathDn {
+    PathDn::port(1, node, p)
+}
+
+#[tokio::test]
+async fn discovery_finds_leaves_ports_vpcs_fex_and_lldp_hosts() {
+    let (_sim, client) = setup().await;
+    let fabric = client.discover().await.unwrap();
+    assert_eq!(fabric.nodes.len(), 6);
+    assert_eq!(
+        fabric.leaves().map(|n| n.id).collect::<Vec<_>>(),
+        vec![101, 102, 103, 104]
+    );
+    assert!(fabric.has_path(&port(104, "eth1/8")));
+    let vpcs: Vec<_> = fabric.vpcs().map(|p| p.path.to_string()).collect();
+    assert_eq!(
+        vpcs,
+        vec![
+            "topology/pod-1/protpaths-101-102/pathep-[host-3_vpc]",
+            "topology/pod-1/protpaths-101-102/pathep-[host-6_vpc]"
+        ]
+    );
+    assert!(fabric.vpcs().all(|p| p.lag == "node"));
+    let fex: Vec<_> = fabric.fex_paths().map(|p| p.path.clone()).collect();
+    assert_eq!(fex.len(), 4);
+    assert_eq!(fex[0].leaves(), vec![103]);
+    assert_eq!(fabric.lldp_neighbours.len(), 6);
+    let host3 = match_uplinks("host-3", &[], &fabric.lldp_neighbours);
+    assert_eq!(
+        host3.uplinks.len(),
+        1,
+        "both vPC member links collapse into the vPC path"
+    );
+    assert_eq!(
+        host3.uplinks[0].path,
+        PathDn::vpc(1, 101, 102, "host-3_vpc")
+    );
+    let host4 = match_uplinks("host-4", &[], &fabric.lldp_neighbours);
+    assert_eq!(
+        host4.uplinks[0].path.to_string(),
+        "topology/pod-1/paths-103/extpaths-111/pathep-[eth1/1]"
+    );
+    let conflict = match_uplinks(
+        "host-1",
+        &[("eth0".into(), port(102, "eth1/3"))],
+        &fabric.lldp_neighbours,
+    );
+    assert!(matches!(
+        conflict.agreement,
+        UplinkAgreement::Conflict { .. }
+    ));
+}
+
+#[tokio::test]
+async fn refreshes_the_session_before_the_token_expires() {
+    let sim = sim_with(|c| c.token_lifetime = Duration::from_secs(2)).await;
+    let client = ApicClient::new(config(vec![sim.url.clone()])).unwrap();
+    client.list_owned_bindings().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past half the lifetime
+    client.list_owned_bindings().await.unwrap();
+    assert_eq!(sim.count("login"), 1);
+    assert_eq!(sim.count("refresh"), 1);
+}
+
+#[tokio::test]
+async fn expired_token_mid_work_means_one_relogin_and_a_retry() {
+    let (sim, client) = setup().await;
+    client.ensure_epg(&managed(web())).await.unwrap();
+    sim.expire_tokens();
+    client
+        .apply_bindings(
+            &web(),
+            &[binding(
+                port(101, "eth1/7"),
+                POOL_VLAN,
+                BindingMode::Regular,
+            )],
+        )
+        .await
+        .unwrap();
+    assert_eq!(sim.count("login"), 2);
+    assert_eq!(
+        sim.count("mo_post"),
+        3,
+        "one ensure_epg, then the apply rejected with 403 and retried once"
+    );
+    assert_eq!(client.list_owned_bindings().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn fails_over_when_the_first_controller_is_down() {
+    let sim = sim_with(|_| {}).await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let client = ApicClient::new(config(vec![dead, sim.url.clone()])).unwrap();
+    let fabric = client.discover().await.unwrap();
+    assert_eq!(fabric.leaves().count(), 4);
+    assert_eq!(sim.count("login"), 1);
+}
+
+#[tokio::test]
+async fn overload_pages_are_retried_with_backoff() {
+    let (sim, client) = setup().await;
+    client.login().await.unwrap();
+    sim.set_faults(FaultConfig {
+        overload_next: 2,
+        ..FaultConfig::default()
+    });
+    client.list_owned_bindings().await.unwrap();
+    assert_eq!(
+        sim.count("class_get"),
+        3,
+        "two HTML 503 pages, then success"
+    );
+}
+
+#[tokio::test]
+async fn retries_are_bounded() {
+    let (sim, client) = setup().await;
+    client.login().await.unwrap();
+    sim.set_faults(FaultConfig {
+        overload_next: 100,
+        ..FaultConfig::default()
+    });
+    let err = client.list_owned_bindings().await.unwrap_err();
+    assert!(
+        matches!(err, ApicError::Unavailable { attempts: 3, .. }),
+        "{err}"
+    );
+    assert!(err.is_transient());
+    assert_eq!(sim.count("class_get"), 3);
+}
+
+#[tokio::test]
+async fn client_errors_are_not_retried() {
+    let (sim, client) = setup().await;
+    let err = client
+        .apply_bindings(
+            &web(),
+            &[binding(
+                port(101, "eth1/7"),
+                POOL_VLAN,
+                BindingMode::Regular,
+            )],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("102"), "{err}");
+    assert_eq!(sim.count("mo_post"), 1);
+    assert!(
+        sim.get(&web().dn()).is_none(),
+        "a missing EPG is not silently created"
+    );
+}
+
+#[tokio::test]
+async fn wrong_password_fails_without_retry() {
+    let sim = sim_with(|_| {}).await;
+    let mut cfg = config(vec![sim.url.clone()]);
+    cfg.password = Secret::new("wrong");
+    let client = ApicClient::new(cfg).unwrap();
+    let err = client.discover().await.unwrap_err();
+    assert!(matches!(err, ApicError::Auth { .. }), "{err}");
+    assert!(!err.to_string().contains("wrong"));
+    assert_eq!(sim.count("login"), 1);
+}
+
+#[tokio::test]
+async fn all_bindings_of_an_epg_go_in_one_post() {
+    let (sim, client) = setup().await;
+    client.ensure_epg(&managed(web())).await.unwrap();
+    sim.reset_counts();
+    let bindings = [
+        binding(port(101, "eth1/1"), POOL_VLAN, BindingMode::Regular),
+        binding(
+            PathDn::vpc(1, 101, 102, "host-3_vpc"),
+            POOL_VLAN,
+            BindingMode::Regular,
+        ),
+        binding(
+            PathDn::parse("topology/pod-1/paths-103/extpaths-111/pathep-[eth1/1]").unwrap(),
+            POOL_VLAN,
+            BindingMode::Untagged,
+        ),
+    ];
+    client.apply_bindings(&web(), &bindings).await.unwrap();
+    assert_eq!(sim.count("mo_post"), 1);
+    let owned = client.list_owned_bindings().await.unwrap();
+    assert_eq!(owned.len(), 3);
+    assert!(owned.iter().all(|b| b.epg == web()
+        && b.encap == Some(vlan(POOL_VLAN))
+        && b.immediacy == Some(Immediacy::Immediate)));
+    for b in &bindings {
+        assert!(
+            client
+                .binding_faults(&web(), &b.path)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{}",
+            b.path
+        );
+    }
+}
+
+#[tokio::test]
+async fn attribute_typo_fails_against_the_sim() {
+    let (sim, client) = setup().await;
+    client.ensure_epg(&managed(web())).await.unwrap();
+    let typo = Mo::new("fvRsPathAtt")
+        .attr("tDn", port(101, "eth1/7").dn())
+        .attr("encap", "vlan-150")
+        .attr("instrImmedcy", "immediate");
+    let err = client.post_mo(&web().dn(), &typo).await.unwrap_err();
+    assert_eq!(err.code(), Some("400"));
+    assert!(
+        err.to_string()
+            .contains("unknown attribute 'instrImmedcy' in element 'fvRsPathAtt'"),
+        "{err}"
+    );
+    assert_eq!(sim.count("mo_post"), 2, "not retried");
+}
+
+#[tokio::test]
+async fn ensure_epg_is_idempotent_and_respects_foreign_objects() {
+    let (sim, client) = setup().await;
+    sim.inject(
+        "uni",
+        &json!({"fvTenant":{"attributes":{"name":"t1","descr":"owned by the network team"}}}),
+    )
+    .unwrap();
+    client.ensure_epg(&managed(web())).await.unwrap();
+    client.ensure_epg(&managed(web())).await.unwrap();
+    let tenant = sim.get("uni/tn-t1").unwrap();
+    assert_eq!(
+        tenant["fvTenant"]["attributes"]["annotation"], "",
+        "existing tenant left unmarked"
+    );
+    let epg = sim.get(&web().dn()).unwrap();
+    assert_eq!(epg["fvAEPg"]["attributes"]["annotation"], OWNER_ANNOTATION);
+    let ap = sim.get("uni/tn-t1/ap-ap1").unwrap();
+    assert_eq!(
+        ap["fvAp"]["attributes"]["annotation"], OWNER_ANNOTATION,
+        "created AP is marked"
+    );
+    sim.inject(
+        "uni/tn-t1/ap-ap1",
+        &json!({"fvAEPg":{"attributes":{"name":"handmade"}}}),
+    )
+    .unwrap();
+    let err = client
+        .ensure_epg(&managed(EpgRef::new("t1", "ap1", "handmade")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ApicError::NotOwned { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn list_owned_bindings_pages_and_ignores_foreign_ones() {
+    let sim = sim_with(|_| {}).await;
+    let mut cfg = config(vec![sim.url.clone()]);
+    cfg.page_size = 2;
+    let client = ApicClient::new(cfg).unwrap();
+    client.ensure_epg(&managed(web())).await.unwrap();
+    let bindings: Vec<_> = (1..=5)
+        .map(|i| {
+            binding(
+                port(104, &format!("eth1/{i}")),
+                POOL_VLAN,
+                BindingMode::Regular,
+            )
+        })
+        .collect();
+    client.apply_bindings(&web(), &bindings).await.unwrap();
+    sim.inject(
+        &web().dn(),
+        &json!({"fvRsPathAtt":{"attributes":{"tDn":port(104, "eth1/8").dn(),"encap":"vlan-150"}}}),
+    )
+    .unwrap();
+    sim.reset_counts();
+    let owned = client.list_owned_bindings().await.unwrap();
+    assert_eq!(owned.len(), 5);
+    assert!(owned.iter().all(|b| b.path() != Some(port(104, "eth1/8"))));
+    assert_eq!(sim.count("class_get"), 3, "pages of 2, 2 and 1");
+}
+
+#[tokio::test]
+async fn delete_binding_only_touches_weft_objects() {
+    let (sim, client) = setup().await;
+    client.ensure_epg(&managed(web())).await.unwrap();
+    client
+        .apply_bindings(
+            &web(),
+            &[binding(
+                port(101, "eth1/1"),
+                POOL_VLAN,
+                BindingMode::Regular,
+            )],
+        )
+        .await
+        .unwrap();
+    sim.inject(
+        &web().dn(),
+        &json!({"fvRsPathAtt":{"attributes":{"tDn":port(101, "eth1/2").dn(),"encap":"vlan-150"}}}),
+    )
+    .unwrap();
+    client
+        .delete_binding(&web(), &port(101, "eth1/1"))
+        .await
+        .unwrap();
+    assert!(sim
+        .get(&Binding::dn(&web(), &port(101, "eth1/1")))
+        .is_none());
+    client
+        .delete_binding(&web(), &port(101, "eth1/1"))
+        .await
+        .unwrap();
+    let err = client
+        .delete_binding(&web(), &port(101, "eth1/2"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ApicError::NotOwned { .. }));
+    assert!(sim
+        .get(&Binding::dn(&web(), &port(101, "eth1/2")))
+        .is_some());
+}
+
+/// Runs pre-flight, then binds anyway and returns the F0467 qualifier the sim raised.
+async fn preflight_then_force(
+    client: &ApicClient,
+    epg: &EpgRef,
+    path: PathDn,
+    v: u16,
+    mode: BindingMode,
+) -> (Result<(), PreflightError>, Option<String>) {
+    let paths = [path.clone()];
+    let req = PreflightRequest {
+        epg,
+        physical_domain: "weft_phys",
+        encap: vlan(v),
+        mode,
+        paths: &paths,
+    };
+    let verdict = client.preflight(&req).await;
+    client
+        .apply_bindings(epg, &[binding(path.clone(), v, mode)])
+        .await
+        .unwrap();
+    let faults = client.binding_faults(epg, &path).await.unwrap();
+    (verdict, faults.first().and_then(|f| f.qualifier.clone()))
+}
+
+#[tokio::test]
+async fn preflight_accepts_a_good_binding_without_writing() {
+    let (sim, client) = setup().await;
+    client.ensure_epg(&managed(web())).await.unwrap();
+    sim.reset_counts();
+    let paths = [PathDn::vpc(1, 101, 102, "host-3_vpc"), port(103, "eth1/1")];
+    let req = PreflightRequest {
+        epg: &web(),
+        physical_domain: "weft_phys",
+        encap: vlan(POOL_VLAN),
+        mode: BindingMode::Regular,
+        paths: &paths,
+    };
+    client.preflight(&req).await.unwrap();
+    assert_eq!(
+        sim.count("mo_post") + sim.count("mo_delete"),
+        0,
+        "pre-flight only reads"
+    );
+}
+
+#[tokio::test]
+async fn preflight_missing_epg() {
+    let (_sim, client) = setup().await;
+    let paths = [port(101, "eth1/1")];
+    let req = PreflightRequest {
+        epg: &web(),
+        physical_domain: "weft_phys",
+        encap: vlan(POOL_VLAN),
+        mode: BindingMode::Regular,
+        paths: &paths,
+    };
+    let err = client.preflight(&req).await.unwrap_err();
+    assert!(matches!(err, PreflightError::EpgMissing { .. }));
+    assert_eq!(err.object_dn(), Some("uni/tn-t1/ap-ap1/epg-web"));
+}
+
+#[tokio::test]
+async fn preflight_invalid_vlan_no_domain() {
+    let (sim, client) = setup().await;
+    sim.inject("uni", &json!({"fvTenant":{"attributes":{"name":"t1"},"children":[{"fvAp":{"attributes":{"name":"ap1"},"children":[
+        {"fvAEPg":{"attributes":{"name":"web","annotation":"orchestrator:weft"}}}]}}]}})).unwrap();
+    let (verdict, fault) = preflight_then_force(
+        &client,
+        &web(),
+        port(101, "eth1/7"),
+        POOL_VLAN,
+        BindingMode::Regular,
+    )
+    .await;
+    let err = verdict.unwrap_err();
+    assert!(
+        matches!(err, PreflightError::DomainNotAssociated { .. }),
+        "{err}"
+    );
+    assert_eq!(err.object_dn(), Some("uni/tn-t1/ap-ap1/epg-web"));
+    assert_eq!(
+        fault.as_deref(),
+        Some("invalid-vlan"),
+        "the sim raises what pre-flight predicted"
+    );
+}
+
+#[tokio::test]
+async fn preflight_invalid_vlan_outside_pool() {
+    let (_sim, client) = setup().await;
+    client.ensure_epg(&managed(web())).await.unwrap();
+    let (verdict, fault) = preflight_then_force(
+        &client,
+        &web(),
+        port(101, "eth1/7"),
+        250,
+        BindingMode::Regular,
+    )
+    .await;
+    let err = verdict.unwrap_err();
+    assert!(matches!(err, PreflightError::VlanNotInPool { .. }), "{err}");
+    assert_eq!(err.object_dn(), Some("uni/infra/vlanns-[weft_pool]-static"));
+    assert_eq!(fault.as_deref(), Some("invalid-vlan"));
+}
+
+#[tokio::test]
+async fn preflight_invalid_path() {
+    let (_sim, client) = setup().await;
+    client.ensure_epg(&managed(web())).await.unwrap();
+    let (verdict, fault) = preflight_then_force(
+        &client,
+        &web(),
+        port(101, "eth1/99"),
+        POOL_VLAN,
+        BindingMode::Regular,
+    )
+    .await;
+    let err = verdict.unwrap_err();
+    assert!(matches!(err, PreflightError::PathMissing { .. }), "{err}");
+    assert_eq!(
+        err.object_dn(),
+        Some("topology/pod-1/paths-101/pathep-[eth1/99]")
+    );
+    assert_eq!(fault.as_deref(), Some("invalid-path"));
+}
+
+#[tokio::test]
+async fn preflight_encap_already_in_use_on_the_leaf() {
+    let (_sim, client) = setup().await;
+    let db = EpgRef::new("t1", "ap1", "db");
+    client.ensure_epg(&managed(web())).await.unwrap();
+    client.ensure_epg(&managed(db.clone())).await.unwrap();
+    client
+        .apply_bindings(
+            &db,
+            &[binding(
+                PathDn::vpc(1, 101, 102, "host-3_vpc"),
+                POOL_VLAN,
+                BindingMode::Regular,
+            )],
+        )
+        .await
+        .unwrap();
+    let (verdict, fault) = preflight_then_force(
+        &client,
+        &web(),
+        port(102, "eth1/2"),
+        POOL_VLAN,
+        BindingMode::Regular,
+    )
+    .await;
+    let err = verdict.unwrap_err();
+    assert!(
+        matches!(err, PreflightError::EncapInUse { leaf: 102, .. }),
+        "{err}"
+    );
+    assert_eq!(err.object_dn(), Some("uni/tn-t1/ap-ap1/epg-db/rspathAtt-[topology/pod-1/protpaths-101-102/pathep-[host-3_vpc]]"));
+    assert_eq!(fault.as_deref(), Some("encap-already-in-use"));
+    let other_leaf = [port(104, "eth1/2")];
+    let ok = PreflightRequest {
+        epg: &web(),
+        physical_domain: "weft_phys",
+        encap: vlan(POOL_VLAN),
+        mode: BindingMode::Regular,
+        paths: &other_leaf,
+    };
+    client.preflight(&ok).await.unwrap();
+}
+
+#[tokio::test]
+async fn preflight_second_untagged_epg_on_a_port() {
+    let (_sim, client) = setup().await;
+    let db = EpgRef::new("t1", "ap1", "db");
+    client.ensure_epg(&managed(web())).await.unwrap();
+    client.ensure_epg(&managed(db.clone())).await.unwrap();
+    client
+        .apply_bindings(
+            &db,
+            &[binding(port(103, "eth1/3"), 160, BindingMode::Untagged)],
+        )
+        .await
+        .unwrap();
+    let paths = [port(103, "eth1/3")];
+    let req = PreflightRequest {
+        epg: &web(),
+        physical_domain: "weft_phys",
+        encap: vlan(161),
+        mode: BindingMode::Native,
+        paths: &paths,
+    };
+    let err = client.preflight(&req).await.unwrap_err();
+    assert!(matches!(err, PreflightError::NativeInUse { .. }), "{err}");
+    let tagged = PreflightRequest {
+        mode: BindingMode::Regular,
+        ..req
+    };
+    client.preflight(&tagged).await.unwrap();
+}
+
+#[tokio::test]
+async fn logout_ends_the_session() {
+    let (sim, client) = setup().await;
+    client.login().await.unwrap();
+    client.logout().await.unwrap();
+    assert_eq!(sim.count("logout"), 1);
+    client.discover().await.unwrap();
+    assert_eq!(sim.count("login"), 2, "next call logs in again");
+}
+
+#[test]
+fn tls_settings_are_checked_at_construction() {
+    let mut cfg = config(vec!["https://apic.invalid".into()]);
+    cfg.ca_file = Some("/nonexistent/ca.pem".into());
+    assert!(matches!(ApicClient::new(cfg), Err(ApicError::Config(_))));
+    assert!(matches!(
+        ApicClient::new(config(vec![])),
+        Err(ApicError::Config(_))
+    ));
+    let mut lab = config(vec!["https://apic.invalid".into()]);
+    lab.insecure = true;
+    ApicClient::new(lab).unwrap();
+}
