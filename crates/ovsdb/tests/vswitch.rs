@@ -421,6 +421,9 @@ impl Drop for Capture {
 
 #[tokio::test]
 async fn frames_from_an_access_port_leave_the_uplink_tagged() {
+    if !common::have_tool("tcpdump") {
+        return;
+    }
     let Some(ovs) = Ovs::start() else { return };
     let container = Netns::new("weft-c-");
     let far = Netns::new("weft-far-");

@@ -35,6 +35,15 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
+/// Prints "SKIPPED: ..." and returns false if `tool` is not installed.
+pub fn have_tool(tool: &str) -> bool {
+    let found = which(tool).is_some();
+    if !found {
+        eprintln!("SKIPPED: {tool} not installed");
+    }
+    found
+}
+
 fn which(tool: &str) -> Option<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
     std::env::split_paths(&format!("{path}:/usr/sbin:/sbin"))
