@@ -500,6 +500,9 @@ pub const CLASSES: &[Class] = &[
     },
 ];
 
+/// Containers that exist on every APIC and cannot be deleted.
+pub const UNDELETABLE: &[&str] = &["polUni", "infraInfra"];
+
 /// Looks a class up by name.
 pub fn class(name: &str) -> Option<&'static Class> {
     CLASSES.iter().find(|c| c.name == name)

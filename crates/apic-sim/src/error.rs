@@ -175,6 +175,18 @@ impl ApicError {
         )
     }
 
+    pub fn distributed_transaction() -> Self {
+        Self::new(
+            400,
+            "400",
+            "Failed to update multiple items in a single operation - request requires distributed transaction. Please modify request to process each item individually".into(),
+        )
+    }
+
+    pub fn undeletable(dn: &str) -> Self {
+        Self::new(400, "1", format!("{dn} cannot be deleted."))
+    }
+
     /// The envelope body.
     pub fn body(&self) -> serde_json::Value {
         json!({"totalCount":"1","imdata":[{"error":{"attributes":{"code":self.code,"text":self.text}}}]})

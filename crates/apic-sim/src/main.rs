@@ -63,7 +63,12 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    tracing::info!(%addr, "apic-sim listening (plain HTTP); control endpoints under /_sim/");
+    let local = listener
+        .local_addr()
+        .with_context(|| format!("address of {addr}"))?;
+    // Scripts and tests read this line to find the port (`--port 0` picks a free one).
+    println!("apic-sim listening on http://{local}");
+    tracing::info!(%local, "control endpoints under /_sim/");
     apic_sim::serve(config, listener).await?;
     Ok(())
 }

@@ -224,6 +224,12 @@ fn dispatch(
             if let Some((class, _)) = chain.last().filter(|(c, _)| !c.writable) {
                 return Err(ApicError::read_only(class.name));
             }
+            if chain
+                .last()
+                .is_some_and(|(c, _)| crate::classes::UNDELETABLE.contains(&c.name))
+            {
+                return Err(ApicError::undeletable(target));
+            }
             let mut g = st.lock();
             let existed = g.mit.get(target).map(|m| m.class.name);
             g.mit.remove_subtree(target);

@@ -148,6 +148,11 @@ impl Mit {
             let rn = dn::last_rn(&root_dn).unwrap_or(&root_dn).to_string();
             return Err(ApicError::invalid_rn(&rn));
         }
+        // One POST is one transaction inside one context root (a tenant, `uni/infra`, a
+        // domain...): several children of `uni` at once span context roots (reference §4.2).
+        if class.name == "polUni" && node.children.len() > 1 {
+            return Err(ApicError::distributed_transaction());
+        }
         let mut work = self.clone();
         let mut changes = Vec::new();
         work.apply_node(&root_dn, class, node, writer, &mut changes)?;
@@ -198,6 +203,9 @@ impl Mit {
             }
         }
         if status == Status::Deleted {
+            if classes::UNDELETABLE.contains(&class.name) {
+                return Err(ApicError::undeletable(dn));
+            }
             if self.remove_subtree(dn) {
                 changes.push(Change {
                     dn: dn.to_string(),

@@ -771,3 +771,86 @@ async fn control_endpoints_over_http() {
         .get("topology/pod-1/node-104/sys/lldp/inst/if-[eth1/3]/adj-1")
         .is_none());
 }
+
+#[tokio::test]
+async fn one_post_stays_in_one_context_root_and_uni_is_not_deletable() {
+    let api = sim().await;
+    let (_, v) = api
+        .post(
+            "uni",
+            json!({"polUni":{"attributes":{},"children":[
+            {"fvTenant":{"attributes":{"name":"a"}}},{"physDomP":{"attributes":{"name":"d"}}}]}}),
+        )
+        .await;
+    assert!(error_of(&v).1.starts_with("Failed to update multiple items in a single operation - request requires distributed transaction"));
+    let (s, v) = api.call(Method::DELETE, "/api/mo/uni.json", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(error_of(&v), ("1".into(), "uni cannot be deleted.".into()));
+    assert_eq!(
+        api.get("/api/mo/uni/phys-weft_phys.json").await["totalCount"],
+        "1"
+    );
+}
+
+/// The `apic-sim` binary, killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn binary_serves_the_example_topology() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let topology = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/sim/topology.json"
+    );
+    let mut child = Child(
+        Command::new(env!("CARGO_BIN_EXE_apic-sim"))
+            .args(["--topology", topology, "--port", "0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("apic-sim starts"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout piped");
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("first line");
+    let url = line
+        .trim()
+        .strip_prefix("apic-sim listening on ")
+        .expect("address line")
+        .to_string();
+    let http = reqwest::Client::new();
+    let login: serde_json::Value = http
+        .post(format!("{url}/api/aaaLogin.json"))
+        .body(r#"{"aaaUser":{"attributes":{"name":"admin","pwd":"password"}}}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["imdata"][0]["aaaLogin"]["attributes"]["token"]
+        .as_str()
+        .unwrap();
+    let leaves: serde_json::Value = http
+        .get(format!(
+            "{url}/api/node/class/fabricNode.json?query-target-filter=eq(fabricNode.role,\"leaf\")"
+        ))
+        .header("Cookie", format!("APIC-cookie={token}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(leaves["totalCount"], "4");
+}

@@ -15,7 +15,22 @@ use tracing::Instrument;
 struct Token {
     value: Secret,
     obtained: Instant,
+    /// `refreshTimeoutSeconds`: idle lifetime; refreshed at half of it.
     lifetime: Duration,
+    /// When the login (not the last refresh) happened, and how long refreshes can extend it.
+    session_start: Instant,
+    max_lifetime: Duration,
+}
+
+impl Token {
+    fn needs_refresh(&self) -> bool {
+        self.obtained.elapsed() >= self.lifetime / 2
+    }
+
+    /// Refreshing cannot outlive `maximumLifetimeSeconds`: log in afresh before that.
+    fn needs_login(&self) -> bool {
+        self.session_start.elapsed() >= self.max_lifetime.saturating_sub(self.lifetime)
+    }
 }
 
 struct Session {
@@ -96,15 +111,20 @@ fn parse_session(v: &Value) -> Option<Token> {
         .or_else(|| first.get("aaaRefresh"))?
         .get("attributes")?;
     let token = attrs.get("token")?.as_str()?;
-    let lifetime = attrs
-        .get("refreshTimeoutSeconds")
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(300);
+    let secs = |name: &str, default: u64| {
+        let n = attrs
+            .get(name)
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<u64>().ok());
+        Duration::from_secs(n.unwrap_or(default))
+    };
+    let now = Instant::now();
     Some(Token {
         value: Secret::new(token),
-        obtained: Instant::now(),
-        lifetime: Duration::from_secs(lifetime),
+        obtained: now,
+        lifetime: secs("refreshTimeoutSeconds", 300),
+        session_start: now,
+        max_lifetime: secs("maximumLifetimeSeconds", 86_400),
     })
 }
 
@@ -291,21 +311,28 @@ impl ApicClient {
     /// A valid token, logging in or refreshing (at half its lifetime) as needed.
     async fn token(&self) -> Result<(usize, Secret), ApicError> {
         let mut s = self.session.lock().await;
-        let stale = s
-            .token
-            .as_ref()
-            .map(|t| t.obtained.elapsed() >= t.lifetime / 2);
-        match stale {
-            None => self.login_locked(&mut s).await?,
-            Some(true) => {
-                let old = s.token.as_ref().map(|t| t.value.clone());
+        enum Need {
+            Login,
+            Refresh(Secret, Instant),
+            Nothing,
+        }
+        let need = match s.token.as_ref() {
+            None => Need::Login,
+            Some(t) if t.needs_login() => Need::Login,
+            Some(t) if t.needs_refresh() => Need::Refresh(t.value.clone(), t.session_start),
+            Some(_) => Need::Nothing,
+        };
+        match need {
+            Need::Login => self.login_locked(&mut s).await?,
+            Need::Nothing => {}
+            Need::Refresh(old, started) => {
                 let refreshed = match self
                     .send_once(
                         s.active,
                         &Method::GET,
                         "/api/aaaRefresh.json",
                         None,
-                        old.as_ref(),
+                        Some(&old),
                     )
                     .await
                 {
@@ -315,12 +342,14 @@ impl ApicClient {
                 match refreshed {
                     Some(t) => {
                         tracing::debug!("apic session refreshed");
-                        s.token = Some(t);
+                        s.token = Some(Token {
+                            session_start: started,
+                            ..t
+                        });
                     }
                     None => self.login_locked(&mut s).await?,
                 }
             }
-            Some(false) => {}
         }
         let token =
             s.token
