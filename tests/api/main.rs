@@ -1,0 +1,14 @@
+//! The one integration-test binary of the `weft` package: the app runs in-process on a random
+//! port against a fresh Postgres database per test (`#[sqlx::test]`).
+
+mod audit;
+mod auth_matrix;
+mod bad_input;
+mod concurrency;
+mod epgs;
+mod health;
+mod helpers;
+mod hosts;
+mod openapi;
+mod pools;
+mod reservations;
