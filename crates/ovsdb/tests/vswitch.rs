@@ -357,6 +357,28 @@ async fn work_continues_after_ovsdb_server_restarts() {
     assert_eq!(names, ["brw", "r1", "r2"]);
 }
 
+#[tokio::test]
+async fn tcp_remotes_work_too() {
+    let Some(ovs) = Ovs::start() else { return };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("picking a free port")
+        .port();
+    ovs.appctl_ovsdb(&["ovsdb-server/add-remote", &format!("ptcp:{port}:127.0.0.1")]);
+    let vs = Vswitch::connect(&format!("tcp:127.0.0.1:{port}"), VswitchOptions::default())
+        .await
+        .expect("connecting over TCP");
+    assert_eq!(
+        vs.ensure_bridge("brt", DatapathType::Netdev).await.unwrap(),
+        Outcome::Changed
+    );
+    assert_eq!(ovs.vsctl(&["list-br"]), "brt");
+    assert!(matches!(
+        Vswitch::connect("udp:127.0.0.1:1", VswitchOptions::default()).await,
+        Err(Error::Address(_))
+    ));
+}
+
 /// tcpdump on the uplink's far end, started and listening (its stderr is
 /// kept open so it can report at exit without a broken pipe).
 struct Capture {

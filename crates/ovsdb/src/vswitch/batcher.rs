@@ -166,3 +166,60 @@ async fn remove_failed(core: &Core, ports: BTreeMap<&str, Vec<Value>>) -> Result
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vswitch::plan::{PortChange, PortSpec};
+
+    fn job(change: PortChange) -> Job {
+        let (reply, _) = oneshot::channel();
+        let request = PortRequest {
+            bridge: "br".into(),
+            changes: vec![change],
+        };
+        Job { request, reply }
+    }
+
+    fn add(name: &str) -> PortChange {
+        PortChange::Ensure(PortSpec {
+            name: name.into(),
+            iface: name.into(),
+            tag: Some(10),
+            external_ids: Default::default(),
+        })
+    }
+
+    fn names(jobs: &[Job]) -> Vec<String> {
+        jobs.iter()
+            .map(|j| match &j.request.changes[0] {
+                PortChange::Ensure(s) => format!("+{}", s.name),
+                PortChange::Remove(n) => format!("-{n}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn requests_for_the_same_port_stay_in_arrival_order() {
+        let mut queue: VecDeque<Job> = [
+            job(add("p1")),
+            job(PortChange::Remove("p1".into())),
+            job(add("p2")),
+            job(add("p1")),
+            job(add("p3")),
+        ]
+        .into_iter()
+        .collect();
+        let batch = take_batch(&mut queue, 10);
+        assert_eq!(names(&batch), ["+p1", "+p2", "+p3"]);
+        let rest: Vec<Job> = queue.drain(..).collect();
+        assert_eq!(names(&rest), ["-p1", "+p1"]);
+    }
+
+    #[test]
+    fn batches_are_capped() {
+        let mut queue: VecDeque<Job> = (0..5).map(|i| job(add(&format!("p{i}")))).collect();
+        assert_eq!(take_batch(&mut queue, 2).len(), 2);
+        assert_eq!(queue.len(), 3);
+    }
+}

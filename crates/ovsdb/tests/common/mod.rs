@@ -176,6 +176,14 @@ impl Ovs {
         self.ovsdb = spawn_ovsdb(&self.dir);
     }
 
+    /// `ovs-appctl` against this ovsdb-server.
+    pub fn appctl_ovsdb(&self, args: &[&str]) -> String {
+        let target = self.dir.join("ovsdb.ctl").to_string_lossy().into_owned();
+        let mut all = vec!["-t", target.as_str()];
+        all.extend_from_slice(args);
+        run("ovs-appctl", &all)
+    }
+
     /// The address for `Vswitch::connect`.
     pub fn addr(&self) -> String {
         format!("unix:{}", self.dir.join("db.sock").display())
