@@ -607,3 +607,72 @@ fn tls_settings_are_checked_at_construction() {
     lab.insecure = true;
     ApicClient::new(lab).unwrap();
 }
+
+/// A TLS front for the sim with a fresh self-signed certificate for `localhost`;
+/// returns its port and the certificate (PEM).
+async fn tls_front(backend: std::net::SocketAddr) -> (u16, String) {
+    use std::sync::Arc;
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![ck.cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let (Ok(mut tls), Ok(mut up)) = (
+                    acceptor.accept(tcp).await,
+                    tokio::net::TcpStream::connect(backend).await,
+                ) {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+                }
+            });
+        }
+    });
+    (port, ck.cert.pem())
+}
+
+#[tokio::test]
+async fn tls_is_verified_by_default_and_a_ca_file_or_insecure_opts_out() {
+    let sim = sim_with(|_| {}).await;
+    let (port, ca_pem) = tls_front(sim.addr).await;
+    let url = format!("https://localhost:{port}");
+    let strict = ApicClient::new(config(vec![url.clone()])).unwrap();
+    let err = strict.discover().await.unwrap_err();
+    assert!(matches!(err, ApicError::Unavailable { .. }), "{err}");
+    assert_eq!(
+        sim.count("login"),
+        0,
+        "an unverified server never sees the password"
+    );
+
+    let ca = std::env::temp_dir().join(format!("weft-apic-test-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca, ca_pem).unwrap();
+    let mut with_ca = config(vec![url.clone()]);
+    with_ca.ca_file = Some(ca.clone());
+    let fabric = ApicClient::new(with_ca).unwrap().discover().await;
+    std::fs::remove_file(&ca).ok();
+    assert_eq!(fabric.unwrap().leaves().count(), 4);
+
+    let mut lab = config(vec![url]);
+    lab.insecure = true;
+    assert_eq!(
+        ApicClient::new(lab)
+            .unwrap()
+            .discover()
+            .await
+            .unwrap()
+            .leaves()
+            .count(),
+        4
+    );
+}
