@@ -41,7 +41,7 @@ pub(crate) async fn run(core: Arc<Core>, mut rx: mpsc::UnboundedReceiver<Job>) {
         while let Ok(job) = rx.try_recv() {
             deferred.push_back(job);
         }
-        let batch = take_batch(&mut deferred, core.opts.max_batch);
+        let batch = take_batch(&mut deferred, core.opts.max_batch.max(1));
         let span = tracing::debug_span!("port_batch", requests = batch.len());
         execute(&core, batch).instrument(span).await;
     }
