@@ -224,6 +224,7 @@ pub struct QueryOpts {
     filter: Option<Filter>,
     rsp_subtree: RspSubtree,
     rsp_classes: Option<Vec<String>>,
+    rsp_filter: Option<Filter>,
     faults: bool,
     props: PropInclude,
     order_by: Option<(String, bool)>,
@@ -256,6 +257,7 @@ impl Default for QueryOpts {
             filter: None,
             rsp_subtree: RspSubtree::No,
             rsp_classes: None,
+            rsp_filter: None,
             faults: false,
             props: PropInclude::All,
             order_by: None,
@@ -299,6 +301,7 @@ impl QueryOpts {
                     _ => return Err(bad()),
                 },
                 "rsp-subtree-class" => o.rsp_classes = Some(class_list(k, v)?),
+                "rsp-subtree-filter" => o.rsp_filter = Some(parse_filter(v)?),
                 "rsp-subtree-include" => {
                     for part in v.split(',') {
                         match part {
@@ -367,7 +370,7 @@ pub fn run(
         }
         Scope::Class { class, under } => {
             classes::class(class).ok_or_else(|| ApicError::unknown_class(class))?;
-            match under {
+            let base: Vec<(&String, &Mo)> = match under {
                 Some(scope) => {
                     dn::resolve(scope).map_err(|rn| ApicError::invalid_rn(&rn))?;
                     mit.entry(scope)
@@ -377,6 +380,14 @@ pub fn run(
                         .collect()
                 }
                 None => mit.iter().filter(|(_, m)| m.class.name == class).collect(),
+            };
+            match o.target {
+                Target::SelfOnly => base,
+                Target::Children => base.iter().flat_map(|(d, _)| mit.children(d)).collect(),
+                Target::Subtree => base
+                    .iter()
+                    .flat_map(|&(d, m)| std::iter::once((d, m)).chain(mit.descendants(d)))
+                    .collect(),
             }
         }
     };
@@ -435,12 +446,13 @@ pub fn render(mit: &Mit, dn_: &str, mo: &Mo, o: &QueryOpts, top: bool) -> Value 
     body.insert("attributes".into(), Value::Object(attrs));
     let children: Vec<Value> = mit
         .children(dn_)
-        .filter(|(_, c)| {
+        .filter(|(d, c)| {
             let is_fault = c.class.name == "faultInst";
             let wanted = o.rsp_subtree != RspSubtree::No
                 && o.rsp_classes
                     .as_ref()
-                    .is_none_or(|l| l.iter().any(|x| x == c.class.name));
+                    .is_none_or(|l| l.iter().any(|x| x == c.class.name))
+                && o.rsp_filter.as_ref().is_none_or(|f| f.matches(d, c));
             wanted || (o.faults && is_fault)
         })
         .map(|(d, c)| {
