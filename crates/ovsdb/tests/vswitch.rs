@@ -358,6 +358,44 @@ async fn work_continues_after_ovsdb_server_restarts() {
 }
 
 #[tokio::test]
+async fn a_write_cut_off_while_waiting_for_vswitchd_still_waits_after_reconnecting() {
+    let Some(mut ovs) = Ovs::start() else { return };
+    let vs = connect(&ovs).await;
+    vs.ensure_bridge("brw", DatapathType::Netdev).await.unwrap();
+    ovs.veth("w1", "w1p", None);
+
+    ovs.freeze_vswitchd(true);
+    let call = tokio::spawn({
+        let vs = vs.clone();
+        async move {
+            vs.ensure_access_ports("brw", &[access("w1", 21, "w1")])
+                .await
+        }
+    });
+    // The port is committed; the call waits for the frozen ovs-vswitchd when
+    // ovsdb-server goes away under it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ovs.vsctl(&["list-ports", "brw"]).contains("w1") {
+        assert!(Instant::now() < deadline, "port never committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    ovs.restart_ovsdb();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !call.is_finished(),
+        "returned before ovs-vswitchd applied the port"
+    );
+
+    ovs.freeze_vswitchd(false);
+    call.await.unwrap().unwrap();
+    let ofport: i64 = ovs
+        .vsctl(&["get", "interface", "w1", "ofport"])
+        .parse()
+        .unwrap();
+    assert!(ofport > 0, "port not in the datapath: ofport {ofport}");
+}
+
+#[tokio::test]
 async fn tcp_remotes_work_too() {
     let Some(ovs) = Ovs::start() else { return };
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -69,7 +69,10 @@ fn take_batch(queue: &mut VecDeque<Job>, max: usize) -> Vec<Job> {
 
 async fn execute(core: &Core, jobs: Vec<Job>) {
     let requests: Vec<&PortRequest> = jobs.iter().map(|j| &j.request).collect();
-    match core.reconnecting(|| commit_batch(core, &requests)).await {
+    match core
+        .reconnecting(|retry| commit_batch(core, &requests, retry))
+        .await
+    {
         Ok(outcomes) => {
             for (job, outcome) in jobs.into_iter().zip(outcomes) {
                 let _ = job.reply.send(outcome);
@@ -82,7 +85,7 @@ async fn execute(core: &Core, jobs: Vec<Job>) {
             for job in jobs {
                 let alone = [&job.request];
                 let outcome = core
-                    .reconnecting(|| commit_batch(core, &alone))
+                    .reconnecting(|retry| commit_batch(core, &alone, retry))
                     .await
                     .and_then(|mut o| o.pop().unwrap_or(Err(Error::BatcherGone)));
                 let _ = job.reply.send(outcome);
@@ -96,8 +99,13 @@ async fn execute(core: &Core, jobs: Vec<Job>) {
     }
 }
 
-/// Read, plan, commit (and wait for ovs-vswitchd) one batch.
-async fn commit_batch(core: &Core, requests: &[&PortRequest]) -> Result<Vec<Result<Outcome>>> {
+/// Read, plan, commit (and wait for ovs-vswitchd) one batch; `retry` says a
+/// previous attempt may have committed it before the connection dropped.
+async fn commit_batch(
+    core: &Core,
+    requests: &[&PortRequest],
+    retry: bool,
+) -> Result<Vec<Result<Outcome>>> {
     let _writer = core.write_lock.lock().await;
     let opts = &core.opts;
     let wait =
@@ -108,6 +116,9 @@ async fn commit_batch(core: &Core, requests: &[&PortRequest]) -> Result<Vec<Resu
         let snap = core.snapshot().await?;
         let mut plan = plan(&snap, requests);
         if plan.ops.is_empty() {
+            if retry && wait {
+                core.settle().await?;
+            }
             return Ok(plan.outcomes);
         }
         let guards = plan.guards.len();

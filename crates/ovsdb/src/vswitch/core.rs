@@ -75,18 +75,27 @@ impl Core {
 
     /// Runs `work` again, on a new connection, if the connection dropped
     /// under it. Safe because every write re-reads and re-plans from scratch.
+    /// `work` learns whether it is the retry: the first attempt may have
+    /// committed before the drop, so a retry that finds nothing to change
+    /// must still wait for ovs-vswitchd (see [`Core::settle`]).
     pub async fn reconnecting<T, F, Fut>(&self, mut work: F) -> Result<T>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(bool) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        match work().await {
+        match work(false).await {
             Err(Error::Disconnected(reason)) => {
                 tracing::warn!(%reason, "OVSDB connection lost; retrying once");
-                work().await
+                work(true).await
             }
             other => other,
         }
+    }
+
+    /// Waits until ovs-vswitchd has applied everything committed so far
+    /// (an empty commit that only bumps `next_cfg`).
+    pub async fn settle(&self) -> Result<()> {
+        self.commit(vec![], true).await.map(drop)
     }
 
     /// `transact` requests sent, over all connections.

@@ -190,7 +190,7 @@ impl Vswitch {
     /// Every port of `bridge`, sorted by name.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn list_ports(&self, bridge: &str) -> Result<Vec<PortInfo>> {
-        let snap = self.core.reconnecting(|| self.core.snapshot()).await?;
+        let snap = self.core.reconnecting(|_| self.core.snapshot()).await?;
         let row = snap
             .bridges
             .get(bridge)
@@ -226,11 +226,15 @@ impl Vswitch {
         plan: impl Fn(&snapshot::Snapshot) -> Result<Vec<crate::op::Operation>>,
     ) -> Result<Outcome> {
         let _writer = self.core.write_lock.lock().await;
+        let plan = &plan;
         self.core
-            .reconnecting(|| async {
+            .reconnecting(|retry| async move {
                 let snap = self.core.snapshot().await?;
                 let ops = plan(&snap)?;
                 if ops.is_empty() {
+                    if retry && self.core.opts.wait_applied {
+                        self.core.settle().await?;
+                    }
                     return Ok(Outcome::Unchanged);
                 }
                 self.core.commit(ops, self.core.opts.wait_applied).await?;

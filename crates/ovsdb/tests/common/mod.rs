@@ -176,6 +176,13 @@ impl Ovs {
         self.ovsdb = spawn_ovsdb(&self.dir);
     }
 
+    /// Freezes (SIGSTOP) or resumes (SIGCONT) ovs-vswitchd, to hold a
+    /// configuration change between the database and the datapath.
+    pub fn freeze_vswitchd(&self, frozen: bool) {
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        run("kill", &[signal, &self.vswitchd.id().to_string()]);
+    }
+
     /// `ovs-appctl` against this ovsdb-server.
     pub fn appctl_ovsdb(&self, args: &[&str]) -> String {
         let target = self.dir.join("ovsdb.ctl").to_string_lossy().into_owned();
