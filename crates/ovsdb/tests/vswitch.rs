@@ -396,6 +396,42 @@ async fn a_write_cut_off_while_waiting_for_vswitchd_still_waits_after_reconnecti
 }
 
 #[tokio::test]
+async fn a_stuck_vswitchd_is_reported_after_the_apply_timeout() {
+    let Some(ovs) = Ovs::start() else { return };
+    let vs = connect(&ovs).await;
+    vs.ensure_bridge("brw", DatapathType::Netdev).await.unwrap();
+    ovs.veth("s1", "s1p", None);
+    ovs.veth("s2", "s2p", None);
+    ovs.freeze_vswitchd(true);
+
+    let opts = VswitchOptions {
+        apply_timeout: Duration::from_millis(300),
+        ..VswitchOptions::default()
+    };
+    let waiting = Vswitch::connect(&ovs.addr(), opts).await.unwrap();
+    let result = waiting
+        .ensure_access_ports("brw", &[access("s1", 41, "s1")])
+        .await;
+    assert!(
+        matches!(result, Err(Error::ApplyTimeout { .. })),
+        "{result:?}"
+    );
+
+    // Without waiting, the same call only commits to the database.
+    let opts = VswitchOptions {
+        wait_applied: false,
+        ..VswitchOptions::default()
+    };
+    let fire_and_forget = Vswitch::connect(&ovs.addr(), opts).await.unwrap();
+    let result = fire_and_forget
+        .ensure_access_ports("brw", &[access("s2", 42, "s2")])
+        .await;
+    assert_eq!(result.unwrap(), Outcome::Changed);
+    assert_eq!(ovs.vsctl(&["--no-wait", "get", "port", "s2", "tag"]), "42");
+    ovs.freeze_vswitchd(false);
+}
+
+#[tokio::test]
 async fn tcp_remotes_work_too() {
     let Some(ovs) = Ovs::start() else { return };
     let port = std::net::TcpListener::bind("127.0.0.1:0")
