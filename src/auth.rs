@@ -40,7 +40,9 @@ impl Role {
     }
 
     fn parse(s: &str) -> Option<Self> {
-        [Role::Viewer, Role::Operator, Role::Admin, Role::Agent].into_iter().find(|r| r.as_str() == s)
+        [Role::Viewer, Role::Operator, Role::Admin, Role::Agent]
+            .into_iter()
+            .find(|r| r.as_str() == s)
     }
 
     /// Whether a caller with `self` may do what needs `need`.
@@ -99,9 +101,14 @@ impl<R: Requirement> FromRequestParts<AppState> for Auth<R> {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .ok_or(ApiError::Unauthorized)?;
-        let (actor, role) = lookup(&state.db, token).await?.ok_or(ApiError::Unauthorized)?;
+        let (actor, role) = lookup(&state.db, token)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
         if !role.allows(R::ROLE) {
-            return Err(ApiError::Forbidden { have: role.as_str(), need: R::ROLE.as_str() });
+            return Err(ApiError::Forbidden {
+                have: role.as_str(),
+                need: R::ROLE.as_str(),
+            });
         }
         let request_id = parts
             .headers
@@ -109,14 +116,21 @@ impl<R: Requirement> FromRequestParts<AppState> for Auth<R> {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         tracing::Span::current().record("actor", actor.as_str());
-        Ok(Self { token_name: actor, request_id, _role: PhantomData })
+        Ok(Self {
+            token_name: actor,
+            request_id,
+            _role: PhantomData,
+        })
     }
 }
 
 impl<R> Auth<R> {
     /// The caller as the audit log records it.
     pub fn actor(&self) -> Actor<'_> {
-        Actor { name: &self.token_name, request_id: self.request_id.as_deref() }
+        Actor {
+            name: &self.token_name,
+            request_id: self.request_id.as_deref(),
+        }
     }
 }
 
@@ -125,10 +139,11 @@ fn hash(token: &str) -> String {
 }
 
 async fn lookup(db: &PgPool, token: &str) -> Result<Option<(String, Role)>, ApiError> {
-    let row: Option<(String, String)> = sqlx::query_as("SELECT name, role FROM api_tokens WHERE token_hash = $1")
-        .bind(hash(token))
-        .fetch_optional(db)
-        .await?;
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT name, role FROM api_tokens WHERE token_hash = $1")
+            .bind(hash(token))
+            .fetch_optional(db)
+            .await?;
     Ok(row.and_then(|(name, role)| Role::parse(&role).map(|r| (name, r))))
 }
 

@@ -42,36 +42,68 @@ impl AllocReport {
 /// Runs the benchmark in a fresh database next to the one `admin` points at, then drops it.
 pub async fn run_alloc(admin: &PgConnectOptions, b: &AllocBench) -> anyhow::Result<AllocReport> {
     let db_name = format!("weft_bench_{}", std::process::id());
-    let mut maint = admin.connect().await.context("connecting to the database server")?;
-    sqlx::query(&format!("CREATE DATABASE {db_name}")).execute(&mut maint).await.context("creating the bench database")?;
+    let mut maint = admin
+        .connect()
+        .await
+        .context("connecting to the database server")?;
+    sqlx::query(&format!("CREATE DATABASE {db_name}"))
+        .execute(&mut maint)
+        .await
+        .context("creating the bench database")?;
     let result = run_in(admin.clone().database(&db_name), b).await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)")).execute(&mut maint).await.context("dropping the bench database")?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+        .execute(&mut maint)
+        .await
+        .context("dropping the bench database")?;
     maint.close().await.ok();
     result
 }
 
 async fn run_in(opts: PgConnectOptions, b: &AllocBench) -> anyhow::Result<AllocReport> {
-    let db = PgPoolOptions::new().max_connections(32).connect_with(opts).await?;
+    let db = PgPoolOptions::new()
+        .max_connections(32)
+        .connect_with(opts)
+        .await?;
     MIGRATOR.run(&db).await?;
     let token = create_token(&db, "bench", Role::Admin).await?;
-    let quarantine = Quarantine { vlan: Duration::ZERO, ip: Duration::ZERO };
+    let quarantine = Quarantine {
+        vlan: Duration::ZERO,
+        ip: Duration::ZERO,
+    };
     let app = Application::bind("127.0.0.1:0".parse()?, db.clone(), quarantine).await?;
     let base = format!("http://{}/api/v1", app.local_addr()?);
     let server = tokio::spawn(app.run_until_stopped(std::future::pending()));
 
-    let client = reqwest::Client::builder().pool_max_idle_per_host(b.clients as usize).build()?;
-    let put = |url: String, body: serde_json::Value| client.put(url).bearer_auth(&token).json(&body).send();
-    put(format!("{base}/vlan-pools/bench"), json!({"ranges": [{"first": 100, "last": 199}]})).await?.error_for_status()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(b.clients as usize)
+        .build()?;
+    let put = |url: String, body: serde_json::Value| {
+        client.put(url).bearer_auth(&token).json(&body).send()
+    };
+    put(
+        format!("{base}/vlan-pools/bench"),
+        json!({"ranges": [{"first": 100, "last": 199}]}),
+    )
+    .await?
+    .error_for_status()?;
     let gateway = Ipv4Addr::from(u32::from(b.subnet.network()) + 1);
     let epg = json!({"bridge_domain": "bd", "physical_domain": "phys", "vlan_pool": "bench",
         "subnets": [{"cidr": b.subnet, "gateway": gateway}]});
-    put(format!("{base}/epgs/bench/bench/bench"), epg).await?.error_for_status()?;
+    put(format!("{base}/epgs/bench/bench/bench"), epg)
+        .await?
+        .error_for_status()?;
 
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..b.clients {
-        let (client, token, next, base, total) = (client.clone(), token.clone(), next.clone(), base.clone(), b.leases);
+        let (client, token, next, base, total) = (
+            client.clone(),
+            token.clone(),
+            next.clone(),
+            base.clone(),
+            b.leases,
+        );
         tasks.push(tokio::spawn(async move {
             let mut got = Vec::new();
             loop {
@@ -79,7 +111,11 @@ async fn run_in(opts: PgConnectOptions, b: &AllocBench) -> anyhow::Result<AllocR
                 if i >= total {
                     return Ok::<_, anyhow::Error>(got);
                 }
-                let resp = client.put(format!("{base}/epgs/bench/bench/bench/reservations/r{i}")).bearer_auth(&token).send().await?;
+                let resp = client
+                    .put(format!("{base}/epgs/bench/bench/bench/reservations/r{i}"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await?;
                 let body: serde_json::Value = resp.error_for_status()?.json().await?;
                 got.push(body["address"].as_str().unwrap_or_default().to_owned());
             }
@@ -93,7 +129,15 @@ async fn run_in(opts: PgConnectOptions, b: &AllocBench) -> anyhow::Result<AllocR
     server.abort();
     db.close().await;
     if addresses.len() as u64 != b.leases {
-        bail!("{} leases but only {} distinct addresses", b.leases, addresses.len());
+        bail!(
+            "{} leases but only {} distinct addresses",
+            b.leases,
+            addresses.len()
+        );
     }
-    Ok(AllocReport { leases: b.leases, elapsed, distinct: addresses.len() })
+    Ok(AllocReport {
+        leases: b.leases,
+        elapsed,
+        distinct: addresses.len(),
+    })
 }

@@ -35,13 +35,23 @@ impl fmt::Debug for Secret {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    ReadFile { path: PathBuf, source: std::io::Error },
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     ParseFile { path: PathBuf, message: String },
     #[error("invalid setting `{setting}` (from {origin}): {message}")]
-    Invalid { setting: &'static str, origin: String, message: String },
+    Invalid {
+        setting: &'static str,
+        origin: String,
+        message: String,
+    },
     #[error("missing setting `{setting}`: set it in the config file or in {env} / {env}_FILE")]
-    Missing { setting: &'static str, env: &'static str },
+    Missing {
+        setting: &'static str,
+        env: &'static str,
+    },
 }
 
 /// Log line format.
@@ -135,7 +145,9 @@ impl Env for ProcessEnv {
 
 impl<const N: usize> Env for [(&str, &str); N] {
     fn var(&self, name: &str) -> Option<String> {
-        self.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+        self.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
     }
 }
 
@@ -145,14 +157,38 @@ struct Setting {
     env: &'static str,
 }
 
-const LISTEN: Setting = Setting { name: "server.listen", env: "WEFT_LISTEN" };
-const DB_URL: Setting = Setting { name: "database.url", env: "WEFT_DATABASE_URL" };
-const DB_MAX: Setting = Setting { name: "database.max_connections", env: "WEFT_DATABASE_MAX_CONNECTIONS" };
-const DB_MIGRATE: Setting = Setting { name: "database.migrate_on_start", env: "WEFT_MIGRATE_ON_START" };
-const VLAN_Q: Setting = Setting { name: "allocation.vlan_quarantine_secs", env: "WEFT_VLAN_QUARANTINE_SECS" };
-const IP_Q: Setting = Setting { name: "allocation.ip_quarantine_secs", env: "WEFT_IP_QUARANTINE_SECS" };
-const LOG_FORMAT: Setting = Setting { name: "log.format", env: "WEFT_LOG_FORMAT" };
-const LOG_FILTER: Setting = Setting { name: "log.filter", env: "WEFT_LOG_FILTER" };
+const LISTEN: Setting = Setting {
+    name: "server.listen",
+    env: "WEFT_LISTEN",
+};
+const DB_URL: Setting = Setting {
+    name: "database.url",
+    env: "WEFT_DATABASE_URL",
+};
+const DB_MAX: Setting = Setting {
+    name: "database.max_connections",
+    env: "WEFT_DATABASE_MAX_CONNECTIONS",
+};
+const DB_MIGRATE: Setting = Setting {
+    name: "database.migrate_on_start",
+    env: "WEFT_MIGRATE_ON_START",
+};
+const VLAN_Q: Setting = Setting {
+    name: "allocation.vlan_quarantine_secs",
+    env: "WEFT_VLAN_QUARANTINE_SECS",
+};
+const IP_Q: Setting = Setting {
+    name: "allocation.ip_quarantine_secs",
+    env: "WEFT_IP_QUARANTINE_SECS",
+};
+const LOG_FORMAT: Setting = Setting {
+    name: "log.format",
+    env: "WEFT_LOG_FORMAT",
+};
+const LOG_FILTER: Setting = Setting {
+    name: "log.filter",
+    env: "WEFT_LOG_FILTER",
+};
 
 /// Every setting with its environment variable, for `--help` and the README.
 pub const SETTINGS: &[(&str, &str)] = &[
@@ -173,22 +209,34 @@ where
     T::Err: fmt::Display,
 {
     match env.var(s.env) {
-        Some(raw) => raw.parse().map(Some).map_err(|e: T::Err| ConfigError::Invalid {
-            setting: s.name,
-            origin: format!("environment variable {}", s.env),
-            message: e.to_string(),
-        }),
+        Some(raw) => raw
+            .parse()
+            .map(Some)
+            .map_err(|e: T::Err| ConfigError::Invalid {
+                setting: s.name,
+                origin: format!("environment variable {}", s.env),
+                message: e.to_string(),
+            }),
         None => Ok(file),
     }
 }
 
 /// Reads a secret from `<ENV>`, `<ENV>_FILE`, the file's inline value or its `*_file` path.
-fn secret(env: &dyn Env, s: &Setting, inline: Option<String>, file: Option<PathBuf>) -> Result<Option<Secret>, ConfigError> {
+fn secret(
+    env: &dyn Env,
+    s: &Setting,
+    inline: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<Secret>, ConfigError> {
     let env_file = format!("{}_FILE", s.env);
     let from_file = |path: &Path, origin: String| {
         std::fs::read_to_string(path)
             .map(|v| Some(Secret::new(v.trim_end_matches(['\n', '\r']))))
-            .map_err(|e| ConfigError::Invalid { setting: s.name, origin, message: format!("cannot read {}: {e}", path.display()) })
+            .map_err(|e| ConfigError::Invalid {
+                setting: s.name,
+                origin,
+                message: format!("cannot read {}: {e}", path.display()),
+            })
     };
     if let Some(v) = env.var(s.env) {
         return Ok(Some(Secret::new(v)));
@@ -211,39 +259,61 @@ impl Config {
         let file = match path {
             None => FileConfig::default(),
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::ReadFile { path: p.to_owned(), source })?;
-                toml::from_str(&text).map_err(|e| ConfigError::ParseFile { path: p.to_owned(), message: e.message().to_owned() })?
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::ReadFile {
+                    path: p.to_owned(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| ConfigError::ParseFile {
+                    path: p.to_owned(),
+                    message: e.message().to_owned(),
+                })?
             }
         };
         Self::from_parts(file, env)
     }
 
     fn from_parts(file: FileConfig, env: &dyn Env) -> Result<Self, ConfigError> {
-        let listen_raw = pick::<String>(env, &LISTEN, file.server.listen)?.unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen_raw = pick::<String>(env, &LISTEN, file.server.listen)?
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
         let listen = listen_raw.parse().map_err(|e| ConfigError::Invalid {
             setting: LISTEN.name,
             origin: "config".into(),
             message: format!("`{listen_raw}` is not host:port ({e})"),
         })?;
-        let database_url = secret(env, &DB_URL, file.database.url, file.database.url_file)?
-            .ok_or(ConfigError::Missing { setting: DB_URL.name, env: DB_URL.env })?;
-        if !database_url.expose().starts_with("postgres://") && !database_url.expose().starts_with("postgresql://") {
+        let database_url = secret(env, &DB_URL, file.database.url, file.database.url_file)?.ok_or(
+            ConfigError::Missing {
+                setting: DB_URL.name,
+                env: DB_URL.env,
+            },
+        )?;
+        if !database_url.expose().starts_with("postgres://")
+            && !database_url.expose().starts_with("postgresql://")
+        {
             return Err(ConfigError::Invalid {
                 setting: DB_URL.name,
                 origin: "config".into(),
-                message: "must start with postgres:// (value not shown: it may contain a password)".into(),
+                message: "must start with postgres:// (value not shown: it may contain a password)"
+                    .into(),
             });
         }
-        let database_max_connections = pick(env, &DB_MAX, file.database.max_connections)?.unwrap_or(10);
+        let database_max_connections =
+            pick(env, &DB_MAX, file.database.max_connections)?.unwrap_or(10);
         if database_max_connections == 0 {
-            return Err(ConfigError::Invalid { setting: DB_MAX.name, origin: "config".into(), message: "must be at least 1".into() });
+            return Err(ConfigError::Invalid {
+                setting: DB_MAX.name,
+                origin: "config".into(),
+                message: "must be at least 1".into(),
+            });
         }
-        let secs = |s: &Setting, v: Option<u64>, default: u64| pick(env, s, v).map(|v| Duration::from_secs(v.unwrap_or(default)));
+        let secs = |s: &Setting, v: Option<u64>, default: u64| {
+            pick(env, s, v).map(|v| Duration::from_secs(v.unwrap_or(default)))
+        };
         Ok(Self {
             listen,
             database_url,
             database_max_connections,
-            migrate_on_start: pick(env, &DB_MIGRATE, file.database.migrate_on_start)?.unwrap_or(true),
+            migrate_on_start: pick(env, &DB_MIGRATE, file.database.migrate_on_start)?
+                .unwrap_or(true),
             vlan_quarantine: secs(&VLAN_Q, file.allocation.vlan_quarantine_secs, 3600)?,
             ip_quarantine: secs(&IP_Q, file.allocation.ip_quarantine_secs, 600)?,
             log_format: pick(env, &LOG_FORMAT, file.log.format)?.unwrap_or(LogFormat::Text),
@@ -257,14 +327,24 @@ mod tests {
     use super::*;
 
     fn parse(toml_text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
-        let file: FileConfig = toml::from_str(toml_text).map_err(|e| ConfigError::ParseFile { path: "t".into(), message: e.to_string() })?;
+        let file: FileConfig = toml::from_str(toml_text).map_err(|e| ConfigError::ParseFile {
+            path: "t".into(),
+            message: e.to_string(),
+        })?;
         Config::from_parts(file, env)
     }
 
     #[test]
     fn environment_overrides_the_file() {
-        let env = [("WEFT_LISTEN", "0.0.0.0:9000"), ("WEFT_IP_QUARANTINE_SECS", "5")];
-        let c = parse("[database]\nurl = \"postgres://x@h/db\"\n[server]\nlisten = \"127.0.0.1:1\"", &env).unwrap();
+        let env = [
+            ("WEFT_LISTEN", "0.0.0.0:9000"),
+            ("WEFT_IP_QUARANTINE_SECS", "5"),
+        ];
+        let c = parse(
+            "[database]\nurl = \"postgres://x@h/db\"\n[server]\nlisten = \"127.0.0.1:1\"",
+            &env,
+        )
+        .unwrap();
         assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
         assert_eq!(c.ip_quarantine, Duration::from_secs(5));
         assert_eq!(c.vlan_quarantine, Duration::from_secs(3600));
@@ -276,17 +356,33 @@ mod tests {
         let e = parse("", &env).unwrap_err().to_string();
         assert!(e.contains("database.url"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
-        let e = parse("", &[("WEFT_DATABASE_URL", "postgres://h/db"), ("WEFT_VLAN_QUARANTINE_SECS", "soon")]).unwrap_err();
-        assert!(e.to_string().contains("allocation.vlan_quarantine_secs"), "{e}");
+        let e = parse(
+            "",
+            &[
+                ("WEFT_DATABASE_URL", "postgres://h/db"),
+                ("WEFT_VLAN_QUARANTINE_SECS", "soon"),
+            ],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("allocation.vlan_quarantine_secs"),
+            "{e}"
+        );
         let e = parse("", &[("X", "y")]).unwrap_err();
         assert!(e.to_string().contains("WEFT_DATABASE_URL_FILE"), "{e}");
-        let e = parse("[server]\nlisten = \"nope\"\n[database]\nurl = \"postgres://h/db\"", &[("X", "y")]).unwrap_err();
+        let e = parse(
+            "[server]\nlisten = \"nope\"\n[database]\nurl = \"postgres://h/db\"",
+            &[("X", "y")],
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("server.listen"), "{e}");
     }
 
     #[test]
     fn unknown_keys_in_the_file_are_refused_by_name() {
-        let e = parse("[database]\nurll = \"x\"", &[("X", "y")]).unwrap_err().to_string();
+        let e = parse("[database]\nurll = \"x\"", &[("X", "y")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("urll"), "{e}");
     }
 

@@ -97,22 +97,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(load()?).await,
         Command::Migrate => {
             let config = load()?;
-            let db = weft::startup::connect(&config).await.context("connecting to the database (database.url)")?;
-            weft::startup::MIGRATOR.run(&db).await.context("applying migrations")?;
+            let db = weft::startup::connect(&config)
+                .await
+                .context("connecting to the database (database.url)")?;
+            weft::startup::MIGRATOR
+                .run(&db)
+                .await
+                .context("applying migrations")?;
             println!("migrations applied");
             Ok(())
         }
-        Command::Token { command: TokenCommand::Create { role, name } } => {
+        Command::Token {
+            command: TokenCommand::Create { role, name },
+        } => {
             let config = load()?;
-            let db = weft::startup::connect(&config).await.context("connecting to the database (database.url)")?;
+            let db = weft::startup::connect(&config)
+                .await
+                .context("connecting to the database (database.url)")?;
             let token = weft::auth::create_token(&db, &name, role).await?;
             println!("{token}");
             Ok(())
         }
-        Command::Bench { command: BenchCommand::Alloc { clients, subnet, leases } } => {
+        Command::Bench {
+            command:
+                BenchCommand::Alloc {
+                    clients,
+                    subnet,
+                    leases,
+                },
+        } => {
             let config = load()?;
-            let admin: PgConnectOptions = config.database_url.expose().parse().context("database.url")?;
-            let b = weft::bench::AllocBench { clients, subnet, leases };
+            let admin: PgConnectOptions = config
+                .database_url
+                .expose()
+                .parse()
+                .context("database.url")?;
+            let b = weft::bench::AllocBench {
+                clients,
+                subnet,
+                leases,
+            };
             let r = weft::bench::run_alloc(&admin, &b).await?;
             println!(
                 "alloc: {} leases, {} clients, subnet {}: {:.2} s, {:.0} leases/s, {} distinct addresses",
@@ -131,9 +155,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 fn openapi(check: bool, output: &std::path::Path) -> anyhow::Result<()> {
     let doc = weft::openapi::document()?;
     if check {
-        let committed = std::fs::read_to_string(output).with_context(|| format!("reading {}", output.display()))?;
+        let committed = std::fs::read_to_string(output)
+            .with_context(|| format!("reading {}", output.display()))?;
         if committed != doc {
-            anyhow::bail!("{} is stale: run `weft openapi` and commit the result", output.display());
+            anyhow::bail!(
+                "{} is stale: run `weft openapi` and commit the result",
+                output.display()
+            );
         }
         println!("{} is up to date", output.display());
     } else {
@@ -145,11 +173,18 @@ fn openapi(check: bool, output: &std::path::Path) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     weft::telemetry::init(config.log_format, &config.log_filter);
-    let db = weft::startup::connect(&config).await.context("connecting to the database (database.url)")?;
+    let db = weft::startup::connect(&config)
+        .await
+        .context("connecting to the database (database.url)")?;
     if config.migrate_on_start {
-        weft::startup::MIGRATOR.run(&db).await.context("applying migrations")?;
+        weft::startup::MIGRATOR
+            .run(&db)
+            .await
+            .context("applying migrations")?;
     }
-    let app = weft::startup::Application::build(&config, db).await.with_context(|| format!("binding server.listen {}", config.listen))?;
+    let app = weft::startup::Application::build(&config, db)
+        .await
+        .with_context(|| format!("binding server.listen {}", config.listen))?;
     tracing::info!(address = %app.local_addr()?, "weft listening");
     app.run_until_stopped(shutdown_signal()).await?;
     tracing::info!("weft stopped");

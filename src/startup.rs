@@ -67,14 +67,24 @@ pub struct Application {
 impl Application {
     /// Binds `listen` (port 0 picks a free port) and builds the router on `db`.
     pub async fn build(config: &Config, db: PgPool) -> std::io::Result<Self> {
-        let quarantine = Quarantine { vlan: config.vlan_quarantine, ip: config.ip_quarantine };
+        let quarantine = Quarantine {
+            vlan: config.vlan_quarantine,
+            ip: config.ip_quarantine,
+        };
         Self::bind(config.listen, db, quarantine).await
     }
 
     /// Like [`Application::build`] without a full configuration (tests, benchmarks).
-    pub async fn bind(listen: SocketAddr, db: PgPool, quarantine: Quarantine) -> std::io::Result<Self> {
+    pub async fn bind(
+        listen: SocketAddr,
+        db: PgPool,
+        quarantine: Quarantine,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(listen).await?;
-        Ok(Self { listener, router: router(db, quarantine) })
+        Ok(Self {
+            listener,
+            router: router(db, quarantine),
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -82,7 +92,12 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then finishes in-flight requests.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
     }
 }

@@ -23,7 +23,9 @@ pub async fn reserve(
     // Serializes every allocation in this EPG across replicas.
     let mut subnets = subnets::lock_for_epg(conn, epg_id).await?;
     if subnets.is_empty() {
-        return Err(AllocError::Exhausted("the EPG has no subnet to allocate from".into()));
+        return Err(AllocError::Exhausted(
+            "the EPG has no subnet to allocate from".into(),
+        ));
     }
 
     if let Some(addr) = existing(conn, epg_id, name, requested).await? {
@@ -35,7 +37,9 @@ pub async fn reserve(
         let subnet = subnets
             .iter()
             .find(|s| s.spec.cidr.contains(want))
-            .ok_or_else(|| AllocError::OutOfRange(format!("{want} is in none of the EPG's subnets")))?;
+            .ok_or_else(|| {
+                AllocError::OutOfRange(format!("{want} is in none of the EPG's subnets"))
+            })?;
         if !subnet.spec.is_allocatable(want) {
             return Err(AllocError::Unavailable(format!(
                 "{want} is the network, broadcast, gateway or a reserved address of {}",
@@ -43,7 +47,9 @@ pub async fn reserve(
             )));
         }
         if !insert(conn, subnet.id, epg_id, name, want).await? {
-            return Err(AllocError::Unavailable(format!("{want} is already leased or quarantined")));
+            return Err(AllocError::Unavailable(format!(
+                "{want} is already leased or quarantined"
+            )));
         }
         return Ok(want);
     }
@@ -52,13 +58,17 @@ pub async fn reserve(
         if let Some(addr) = lowest_free(conn, subnet).await? {
             if !insert(conn, subnet.id, epg_id, name, addr).await? {
                 // Unreachable while the subnet lock is held; the primary key still refuses it.
-                return Err(AllocError::Unavailable(format!("{addr} was taken concurrently")));
+                return Err(AllocError::Unavailable(format!(
+                    "{addr} was taken concurrently"
+                )));
             }
             subnets::set_hint(conn, subnet.id, next(addr)).await?;
             return Ok(addr);
         }
     }
-    Err(AllocError::Exhausted("no free address is left in the EPG's subnets".into()))
+    Err(AllocError::Exhausted(
+        "no free address is left in the EPG's subnets".into(),
+    ))
 }
 
 /// The address a reservation already holds; a quarantined one is taken back into use.
@@ -87,7 +97,10 @@ async fn existing(
 }
 
 /// Deletes leases whose quarantine ended and lowers the subnets' scan hints accordingly.
-async fn expire_quarantine(conn: &mut PgConnection, subnets: &mut [StoredSubnet]) -> Result<(), AllocError> {
+async fn expire_quarantine(
+    conn: &mut PgConnection,
+    subnets: &mut [StoredSubnet],
+) -> Result<(), AllocError> {
     let ids: Vec<i64> = subnets.iter().map(|s| s.id).collect();
     let freed: Vec<(i64, String)> = sqlx::query_as(
         "DELETE FROM ip_leases WHERE subnet_id = ANY($1) AND state = 'quarantined' AND quarantined_until <= now()
@@ -109,7 +122,10 @@ async fn expire_quarantine(conn: &mut PgConnection, subnets: &mut [StoredSubnet]
 }
 
 /// The lowest allocatable address at or above the subnet's hint that has no lease.
-async fn lowest_free(conn: &mut PgConnection, subnet: &StoredSubnet) -> Result<Option<Ipv4Addr>, AllocError> {
+async fn lowest_free(
+    conn: &mut PgConnection,
+    subnet: &StoredSubnet,
+) -> Result<Option<Ipv4Addr>, AllocError> {
     let (first, last) = subnet.spec.host_bounds();
     let mut cand = u32::from(subnet.hint.max(first));
     let last = u32::from(last);
@@ -123,7 +139,10 @@ async fn lowest_free(conn: &mut PgConnection, subnet: &StoredSubnet) -> Result<O
         .bind(BATCH)
         .fetch_all(&mut *conn)
         .await?;
-        let taken = taken.iter().map(|(t,)| parse_addr(t).map(u32::from)).collect::<Result<Vec<_>, _>>()?;
+        let taken = taken
+            .iter()
+            .map(|(t,)| parse_addr(t).map(u32::from))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut taken_iter = taken.iter().copied().peekable();
         loop {
             if cand > last {
@@ -143,7 +162,13 @@ async fn lowest_free(conn: &mut PgConnection, subnet: &StoredSubnet) -> Result<O
 }
 
 /// Inserts an active lease; false when the address is already leased.
-async fn insert(conn: &mut PgConnection, subnet_id: i64, epg_id: i64, name: &str, addr: Ipv4Addr) -> Result<bool, sqlx::Error> {
+async fn insert(
+    conn: &mut PgConnection,
+    subnet_id: i64,
+    epg_id: i64,
+    name: &str,
+    addr: Ipv4Addr,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "INSERT INTO ip_leases (subnet_id, address, epg_id, reservation, state)
          VALUES ($1, $2::inet, $3, $4, 'active') ON CONFLICT DO NOTHING",
@@ -181,6 +206,7 @@ fn next(a: Ipv4Addr) -> Ipv4Addr {
 }
 
 pub(crate) fn parse_addr(text: &str) -> Result<Ipv4Addr, AllocError> {
-    text.parse()
-        .map_err(|e: std::net::AddrParseError| AllocError::Database(sqlx::Error::Decode(Box::new(e))))
+    text.parse().map_err(|e: std::net::AddrParseError| {
+        AllocError::Database(sqlx::Error::Decode(Box::new(e)))
+    })
 }

@@ -8,10 +8,11 @@ use crate::domain::VlanId;
 /// Locks the pool row so that allocations in one pool are serialized across all replicas.
 /// Returns false when the pool does not exist.
 pub async fn lock_pool(conn: &mut PgConnection, pool_id: i64) -> Result<bool, sqlx::Error> {
-    let row: Option<(i64,)> = sqlx::query_as("SELECT id FROM vlan_pools WHERE id = $1 FOR NO KEY UPDATE")
-        .bind(pool_id)
-        .fetch_optional(conn)
-        .await?;
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT id FROM vlan_pools WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(pool_id)
+            .fetch_optional(conn)
+            .await?;
     Ok(row.is_some())
 }
 
@@ -52,14 +53,17 @@ pub async fn assign(
     }
 
     if let Some(want) = requested {
-        let in_pool: Option<(i32,)> =
-            sqlx::query_as("SELECT 1 FROM vlan_ranges WHERE pool_id = $1 AND $2 BETWEEN first_vlan AND last_vlan")
-                .bind(pool_id)
-                .bind(i32::from(want.get()))
-                .fetch_optional(&mut *conn)
-                .await?;
+        let in_pool: Option<(i32,)> = sqlx::query_as(
+            "SELECT 1 FROM vlan_ranges WHERE pool_id = $1 AND $2 BETWEEN first_vlan AND last_vlan",
+        )
+        .bind(pool_id)
+        .bind(i32::from(want.get()))
+        .fetch_optional(&mut *conn)
+        .await?;
         if in_pool.is_none() {
-            return Err(AllocError::OutOfRange(format!("requested VLAN {want} is not in the pool's ranges")));
+            return Err(AllocError::OutOfRange(format!(
+                "requested VLAN {want} is not in the pool's ranges"
+            )));
         }
         let taken = sqlx::query(
             "INSERT INTO vlan_assignments (pool_id, vlan, epg_id, epg_key, state)
@@ -93,12 +97,18 @@ pub async fn assign(
     .await?;
     match lowest {
         Some((v,)) => to_vlan(v),
-        None => Err(AllocError::Exhausted("the EPG's VLAN pool has no free VLAN".into())),
+        None => Err(AllocError::Exhausted(
+            "the EPG's VLAN pool has no free VLAN".into(),
+        )),
     }
 }
 
 /// Puts the EPG's VLAN into quarantine; it is not handed to another EPG before it ends.
-pub async fn release(conn: &mut PgConnection, epg_id: i64, quarantine: std::time::Duration) -> Result<(), sqlx::Error> {
+pub async fn release(
+    conn: &mut PgConnection,
+    epg_id: i64,
+    quarantine: std::time::Duration,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE vlan_assignments SET state = 'quarantined', epg_id = NULL,
              quarantined_until = now() + make_interval(secs => $2)

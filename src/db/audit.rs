@@ -60,7 +60,12 @@ pub struct Entry {
 }
 
 /// Newest first, entries older than `before_id`.
-pub async fn list(conn: &mut PgConnection, f: &Filter<'_>, before_id: Option<i64>, limit: i64) -> Result<Vec<Entry>, sqlx::Error> {
+pub async fn list(
+    conn: &mut PgConnection,
+    f: &Filter<'_>,
+    before_id: Option<i64>,
+    limit: i64,
+) -> Result<Vec<Entry>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, at, actor, action, resource, before, after, request_id FROM audit_log
          WHERE ($1::text IS NULL OR actor = $1)

@@ -31,12 +31,14 @@ const SELECT: &str = "
     LEFT JOIN vlan_assignments a ON a.epg_id = e.id";
 
 pub async fn get(conn: &mut PgConnection, key: &EpgKey) -> Result<Option<EpgRow>, sqlx::Error> {
-    sqlx::query_as(&format!("{SELECT} WHERE (e.tenant, e.app, e.name) = ($1, $2, $3)"))
-        .bind(key.tenant.as_str())
-        .bind(key.app.as_str())
-        .bind(key.epg.as_str())
-        .fetch_optional(conn)
-        .await
+    sqlx::query_as(&format!(
+        "{SELECT} WHERE (e.tenant, e.app, e.name) = ($1, $2, $3)"
+    ))
+    .bind(key.tenant.as_str())
+    .bind(key.app.as_str())
+    .bind(key.epg.as_str())
+    .fetch_optional(conn)
+    .await
 }
 
 /// Filters of the EPG listing.
@@ -47,7 +49,12 @@ pub struct Filter<'a> {
     pub pool: Option<&'a str>,
 }
 
-pub async fn list(conn: &mut PgConnection, f: &Filter<'_>, after: Option<i64>, limit: i64) -> Result<Vec<EpgRow>, sqlx::Error> {
+pub async fn list(
+    conn: &mut PgConnection,
+    f: &Filter<'_>,
+    after: Option<i64>,
+    limit: i64,
+) -> Result<Vec<EpgRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "{SELECT} WHERE ($1::text IS NULL OR e.tenant = $1) AND ($2::text IS NULL OR e.app = $2)
            AND ($3::text IS NULL OR p.name = $3) AND e.id > $4 ORDER BY e.id LIMIT $5"
@@ -62,7 +69,10 @@ pub async fn list(conn: &mut PgConnection, f: &Filter<'_>, after: Option<i64>, l
 }
 
 /// The id and pool id of an EPG, if it exists.
-pub async fn ids_of(conn: &mut PgConnection, key: &EpgKey) -> Result<Option<(i64, i64)>, sqlx::Error> {
+pub async fn ids_of(
+    conn: &mut PgConnection,
+    key: &EpgKey,
+) -> Result<Option<(i64, i64)>, sqlx::Error> {
     sqlx::query_as("SELECT id, pool_id FROM epgs WHERE (tenant, app, name) = ($1, $2, $3)")
         .bind(key.tenant.as_str())
         .bind(key.app.as_str())
@@ -83,7 +93,11 @@ pub struct EpgColumns<'a> {
 }
 
 /// Inserts or updates the EPG row; returns (id, created).
-pub async fn upsert(conn: &mut PgConnection, key: &EpgKey, c: &EpgColumns<'_>) -> Result<(i64, bool), sqlx::Error> {
+pub async fn upsert(
+    conn: &mut PgConnection,
+    key: &EpgKey,
+    c: &EpgColumns<'_>,
+) -> Result<(i64, bool), sqlx::Error> {
     sqlx::query_as(
         "INSERT INTO epgs (tenant, app, name, bridge_domain, physical_domain, pool_id, requested_vlan, mode, immediacy, managed)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
@@ -108,8 +122,14 @@ pub async fn upsert(conn: &mut PgConnection, key: &EpgKey, c: &EpgColumns<'_>) -
 }
 
 /// Row-locks the EPG for deletion and counts what still depends on it: (attachments, active reservations).
-pub async fn lock_and_count_users(conn: &mut PgConnection, id: i64) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query("SELECT id FROM epgs WHERE id = $1 FOR UPDATE").bind(id).execute(&mut *conn).await?;
+pub async fn lock_and_count_users(
+    conn: &mut PgConnection,
+    id: i64,
+) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query("SELECT id FROM epgs WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query_as(
         "SELECT (SELECT count(*) FROM attachments WHERE epg_id = $1),
                 (SELECT count(*) FROM ip_leases WHERE epg_id = $1 AND state = 'active')",
@@ -120,6 +140,9 @@ pub async fn lock_and_count_users(conn: &mut PgConnection, id: i64) -> Result<(i
 }
 
 pub async fn delete(conn: &mut PgConnection, id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM epgs WHERE id = $1").bind(id).execute(conn).await?;
+    sqlx::query("DELETE FROM epgs WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
     Ok(())
 }

@@ -25,16 +25,26 @@ const SELECT: &str = "
     FROM hosts h";
 
 pub async fn get(conn: &mut PgConnection, name: &str) -> Result<Option<HostRow>, sqlx::Error> {
-    sqlx::query_as(&format!("{SELECT} WHERE h.name = $1")).bind(name).fetch_optional(conn).await
+    sqlx::query_as(&format!("{SELECT} WHERE h.name = $1"))
+        .bind(name)
+        .fetch_optional(conn)
+        .await
 }
 
-pub async fn list(conn: &mut PgConnection, backend: Option<&str>, after: Option<i64>, limit: i64) -> Result<Vec<HostRow>, sqlx::Error> {
-    sqlx::query_as(&format!("{SELECT} WHERE ($1::text IS NULL OR h.backend = $1) AND h.id > $2 ORDER BY h.id LIMIT $3"))
-        .bind(backend)
-        .bind(after.unwrap_or(0))
-        .bind(limit)
-        .fetch_all(conn)
-        .await
+pub async fn list(
+    conn: &mut PgConnection,
+    backend: Option<&str>,
+    after: Option<i64>,
+    limit: i64,
+) -> Result<Vec<HostRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{SELECT} WHERE ($1::text IS NULL OR h.backend = $1) AND h.id > $2 ORDER BY h.id LIMIT $3"
+    ))
+    .bind(backend)
+    .bind(after.unwrap_or(0))
+    .bind(limit)
+    .fetch_all(conn)
+    .await
 }
 
 /// The stored columns a client controls. `agent_token: None` keeps the stored token.
@@ -46,7 +56,12 @@ pub struct HostColumns<'a> {
 }
 
 /// Inserts or updates the host and replaces its uplinks; returns whether it was created.
-pub async fn upsert(conn: &mut PgConnection, name: &str, c: &HostColumns<'_>, uplinks: &[(String, String)]) -> Result<bool, sqlx::Error> {
+pub async fn upsert(
+    conn: &mut PgConnection,
+    name: &str,
+    c: &HostColumns<'_>,
+    uplinks: &[(String, String)],
+) -> Result<bool, sqlx::Error> {
     let (id, created): (i64, bool) = sqlx::query_as(
         "INSERT INTO hosts (name, agent_url, agent_token, backend, mtu) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (name) DO UPDATE SET agent_url = EXCLUDED.agent_url,
@@ -61,7 +76,10 @@ pub async fn upsert(conn: &mut PgConnection, name: &str, c: &HostColumns<'_>, up
     .bind(c.mtu)
     .fetch_one(&mut *conn)
     .await?;
-    let (ifaces, paths): (Vec<&str>, Vec<&str>) = uplinks.iter().map(|(i, p)| (i.as_str(), p.as_str())).unzip();
+    let (ifaces, paths): (Vec<&str>, Vec<&str>) = uplinks
+        .iter()
+        .map(|(i, p)| (i.as_str(), p.as_str()))
+        .unzip();
     sqlx::query("DELETE FROM host_uplinks WHERE host_id = $1 AND NOT (interface = ANY($2))")
         .bind(id)
         .bind(&ifaces)
@@ -89,12 +107,23 @@ pub enum Deleted {
 }
 
 pub async fn delete(conn: &mut PgConnection, name: &str) -> Result<Deleted, sqlx::Error> {
-    let row: Option<(i64,)> = sqlx::query_as("SELECT id FROM hosts WHERE name = $1 FOR UPDATE").bind(name).fetch_optional(&mut *conn).await?;
-    let Some((id,)) = row else { return Ok(Deleted::Missing) };
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM attachments WHERE host_id = $1").bind(id).fetch_one(&mut *conn).await?;
+    let row: Option<(i64,)> = sqlx::query_as("SELECT id FROM hosts WHERE name = $1 FOR UPDATE")
+        .bind(name)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some((id,)) = row else {
+        return Ok(Deleted::Missing);
+    };
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM attachments WHERE host_id = $1")
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await?;
     if n > 0 {
         return Ok(Deleted::InUse(n));
     }
-    sqlx::query("DELETE FROM hosts WHERE id = $1").bind(id).execute(conn).await?;
+    sqlx::query("DELETE FROM hosts WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
     Ok(Deleted::Done)
 }

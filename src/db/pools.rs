@@ -16,7 +16,15 @@ pub struct PoolRow {
     pub updated_at: DateTime<Utc>,
 }
 
-type Raw = (i64, String, serde_json::Value, i64, i64, DateTime<Utc>, DateTime<Utc>);
+type Raw = (
+    i64,
+    String,
+    serde_json::Value,
+    i64,
+    i64,
+    DateTime<Utc>,
+    DateTime<Utc>,
+);
 
 const SELECT: &str = "
     SELECT p.id, p.name,
@@ -30,15 +38,31 @@ const SELECT: &str = "
 
 fn decode(r: Raw) -> Result<PoolRow, sqlx::Error> {
     let ranges = serde_json::from_value(r.2).map_err(|e| sqlx::Error::Decode(e.into()))?;
-    Ok(PoolRow { id: r.0, name: r.1, ranges, allocated: r.3, quarantined: r.4, created_at: r.5, updated_at: r.6 })
+    Ok(PoolRow {
+        id: r.0,
+        name: r.1,
+        ranges,
+        allocated: r.3,
+        quarantined: r.4,
+        created_at: r.5,
+        updated_at: r.6,
+    })
 }
 
 pub async fn get(conn: &mut PgConnection, name: &str) -> Result<Option<PoolRow>, sqlx::Error> {
-    let raw: Option<Raw> = sqlx::query_as(&format!("{SELECT} WHERE p.name = $1")).bind(name).fetch_optional(conn).await?;
+    let raw: Option<Raw> = sqlx::query_as(&format!("{SELECT} WHERE p.name = $1"))
+        .bind(name)
+        .fetch_optional(conn)
+        .await?;
     raw.map(decode).transpose()
 }
 
-pub async fn list(conn: &mut PgConnection, name_prefix: Option<&str>, after: Option<i64>, limit: i64) -> Result<Vec<PoolRow>, sqlx::Error> {
+pub async fn list(
+    conn: &mut PgConnection,
+    name_prefix: Option<&str>,
+    after: Option<i64>,
+    limit: i64,
+) -> Result<Vec<PoolRow>, sqlx::Error> {
     let raw: Vec<Raw> = sqlx::query_as(&format!(
         "{SELECT} WHERE ($1::text IS NULL OR starts_with(p.name, $1)) AND p.id > $2 ORDER BY p.id LIMIT $3"
     ))
@@ -51,40 +75,60 @@ pub async fn list(conn: &mut PgConnection, name_prefix: Option<&str>, after: Opt
 }
 
 /// Creates the pool if missing and row-locks it; returns (id, created).
-pub async fn lock_or_create(conn: &mut PgConnection, name: &str) -> Result<(i64, bool), sqlx::Error> {
-    let inserted: Option<(i64,)> = sqlx::query_as("INSERT INTO vlan_pools (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id")
-        .bind(name)
-        .fetch_optional(&mut *conn)
-        .await?;
+pub async fn lock_or_create(
+    conn: &mut PgConnection,
+    name: &str,
+) -> Result<(i64, bool), sqlx::Error> {
+    let inserted: Option<(i64,)> = sqlx::query_as(
+        "INSERT INTO vlan_pools (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id",
+    )
+    .bind(name)
+    .fetch_optional(&mut *conn)
+    .await?;
     if let Some((id,)) = inserted {
         return Ok((id, true));
     }
-    let (id,): (i64,) = sqlx::query_as("SELECT id FROM vlan_pools WHERE name = $1 FOR NO KEY UPDATE")
-        .bind(name)
-        .fetch_one(conn)
-        .await?;
+    let (id,): (i64,) =
+        sqlx::query_as("SELECT id FROM vlan_pools WHERE name = $1 FOR NO KEY UPDATE")
+            .bind(name)
+            .fetch_one(conn)
+            .await?;
     Ok((id, false))
 }
 
 /// VLANs held by EPGs that fall outside `ranges`.
-pub async fn active_outside(conn: &mut PgConnection, pool_id: i64, ranges: &[VlanRange]) -> Result<Vec<i32>, sqlx::Error> {
-    let held: Vec<(i32,)> = sqlx::query_as("SELECT vlan FROM vlan_assignments WHERE pool_id = $1 AND state = 'active' ORDER BY vlan")
-        .bind(pool_id)
-        .fetch_all(conn)
-        .await?;
+pub async fn active_outside(
+    conn: &mut PgConnection,
+    pool_id: i64,
+    ranges: &[VlanRange],
+) -> Result<Vec<i32>, sqlx::Error> {
+    let held: Vec<(i32,)> = sqlx::query_as(
+        "SELECT vlan FROM vlan_assignments WHERE pool_id = $1 AND state = 'active' ORDER BY vlan",
+    )
+    .bind(pool_id)
+    .fetch_all(conn)
+    .await?;
     Ok(held
         .into_iter()
         .map(|(v,)| v)
         .filter(|v| {
-            let inside = VlanId::from_i64(i64::from(*v)).map(|v| ranges.iter().any(|r| r.contains(v)));
+            let inside =
+                VlanId::from_i64(i64::from(*v)).map(|v| ranges.iter().any(|r| r.contains(v)));
             !inside.unwrap_or(false)
         })
         .collect())
 }
 
 /// Replaces the ranges; quarantined VLANs that fall outside them are dropped.
-pub async fn set_ranges(conn: &mut PgConnection, pool_id: i64, ranges: &[VlanRange]) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM vlan_ranges WHERE pool_id = $1").bind(pool_id).execute(&mut *conn).await?;
+pub async fn set_ranges(
+    conn: &mut PgConnection,
+    pool_id: i64,
+    ranges: &[VlanRange],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM vlan_ranges WHERE pool_id = $1")
+        .bind(pool_id)
+        .execute(&mut *conn)
+        .await?;
     let firsts: Vec<i32> = ranges.iter().map(|r| i32::from(r.first.get())).collect();
     let lasts: Vec<i32> = ranges.iter().map(|r| i32::from(r.last.get())).collect();
     sqlx::query("INSERT INTO vlan_ranges (pool_id, first_vlan, last_vlan) SELECT $1, f, l FROM unnest($2::int[], $3::int[]) AS t(f, l)")
@@ -100,7 +144,10 @@ pub async fn set_ranges(conn: &mut PgConnection, pool_id: i64, ranges: &[VlanRan
     .bind(pool_id)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("UPDATE vlan_pools SET updated_at = now() WHERE id = $1").bind(pool_id).execute(conn).await?;
+    sqlx::query("UPDATE vlan_pools SET updated_at = now() WHERE id = $1")
+        .bind(pool_id)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -113,16 +160,28 @@ pub enum Deleted {
 
 /// Deletes the pool unless an EPG uses it; its quarantined VLANs go with it.
 pub async fn delete(conn: &mut PgConnection, name: &str) -> Result<Deleted, sqlx::Error> {
-    let row: Option<(i64,)> = sqlx::query_as("SELECT id FROM vlan_pools WHERE name = $1 FOR UPDATE")
-        .bind(name)
-        .fetch_optional(&mut *conn)
+    let row: Option<(i64,)> =
+        sqlx::query_as("SELECT id FROM vlan_pools WHERE name = $1 FOR UPDATE")
+            .bind(name)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((id,)) = row else {
+        return Ok(Deleted::Missing);
+    };
+    let (epgs,): (i64,) = sqlx::query_as("SELECT count(*) FROM epgs WHERE pool_id = $1")
+        .bind(id)
+        .fetch_one(&mut *conn)
         .await?;
-    let Some((id,)) = row else { return Ok(Deleted::Missing) };
-    let (epgs,): (i64,) = sqlx::query_as("SELECT count(*) FROM epgs WHERE pool_id = $1").bind(id).fetch_one(&mut *conn).await?;
     if epgs > 0 {
         return Ok(Deleted::InUse(epgs));
     }
-    sqlx::query("DELETE FROM vlan_assignments WHERE pool_id = $1").bind(id).execute(&mut *conn).await?;
-    sqlx::query("DELETE FROM vlan_pools WHERE id = $1").bind(id).execute(conn).await?;
+    sqlx::query("DELETE FROM vlan_assignments WHERE pool_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("DELETE FROM vlan_pools WHERE id = $1")
+        .bind(id)
+        .execute(conn)
+        .await?;
     Ok(Deleted::Done)
 }

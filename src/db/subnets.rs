@@ -23,24 +23,42 @@ const SELECT: &str = "SELECT id, cidr::text, host(gateway), reserved, host(alloc
 fn decode((id, cidr, gateway, reserved, hint): Row) -> Result<StoredSubnet, AllocError> {
     let bad = |m: String| AllocError::Database(sqlx::Error::Decode(m.into()));
     let cidr = Ipv4Cidr::parse(&cidr).map_err(|e| bad(e.0))?;
-    let reserved: Vec<AddressRange> = serde_json::from_value(reserved).map_err(|e| bad(e.to_string()))?;
+    let reserved: Vec<AddressRange> =
+        serde_json::from_value(reserved).map_err(|e| bad(e.to_string()))?;
     let spec = SubnetSpec::new(cidr, parse_addr(&gateway)?, reserved).map_err(|e| bad(e.0))?;
-    Ok(StoredSubnet { id, spec, hint: parse_addr(&hint)? })
+    Ok(StoredSubnet {
+        id,
+        spec,
+        hint: parse_addr(&hint)?,
+    })
 }
 
 /// The EPG's subnets in declaration order.
-pub async fn for_epg(conn: &mut PgConnection, epg_id: i64) -> Result<Vec<StoredSubnet>, AllocError> {
+pub async fn for_epg(
+    conn: &mut PgConnection,
+    epg_id: i64,
+) -> Result<Vec<StoredSubnet>, AllocError> {
     let rows: Vec<Row> = sqlx::query_as(SELECT).bind(epg_id).fetch_all(conn).await?;
     rows.into_iter().map(decode).collect()
 }
 
 /// The EPG's subnets, row-locked (in order, so lockers never deadlock) until the transaction ends.
-pub async fn lock_for_epg(conn: &mut PgConnection, epg_id: i64) -> Result<Vec<StoredSubnet>, AllocError> {
-    let rows: Vec<Row> = sqlx::query_as(&format!("{SELECT} FOR NO KEY UPDATE")).bind(epg_id).fetch_all(conn).await?;
+pub async fn lock_for_epg(
+    conn: &mut PgConnection,
+    epg_id: i64,
+) -> Result<Vec<StoredSubnet>, AllocError> {
+    let rows: Vec<Row> = sqlx::query_as(&format!("{SELECT} FOR NO KEY UPDATE"))
+        .bind(epg_id)
+        .fetch_all(conn)
+        .await?;
     rows.into_iter().map(decode).collect()
 }
 
-pub async fn set_hint(conn: &mut PgConnection, subnet_id: i64, hint: Ipv4Addr) -> Result<(), sqlx::Error> {
+pub async fn set_hint(
+    conn: &mut PgConnection,
+    subnet_id: i64,
+    hint: Ipv4Addr,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE subnets SET alloc_hint = $2::inet WHERE id = $1")
         .bind(subnet_id)
         .bind(hint.to_string())
@@ -51,30 +69,49 @@ pub async fn set_hint(conn: &mut PgConnection, subnet_id: i64, hint: Ipv4Addr) -
 
 /// Makes the EPG's stored subnets equal `specs`. Refuses (`InUse`) to drop a subnet
 /// that still has active leases, or to make a leased address unallocatable.
-pub async fn replace(conn: &mut PgConnection, epg_id: i64, specs: &[SubnetSpec]) -> Result<(), AllocError> {
+pub async fn replace(
+    conn: &mut PgConnection,
+    epg_id: i64,
+    specs: &[SubnetSpec],
+) -> Result<(), AllocError> {
     let current = lock_for_epg(conn, epg_id).await?;
     for old in &current {
-        let leased: Vec<(String,)> = sqlx::query_as("SELECT host(address) FROM ip_leases WHERE subnet_id = $1 AND state = 'active'")
-            .bind(old.id)
-            .fetch_all(&mut *conn)
-            .await?;
+        let leased: Vec<(String,)> = sqlx::query_as(
+            "SELECT host(address) FROM ip_leases WHERE subnet_id = $1 AND state = 'active'",
+        )
+        .bind(old.id)
+        .fetch_all(&mut *conn)
+        .await?;
         let new = specs.iter().find(|s| s.cidr == old.spec.cidr);
         for (text,) in &leased {
             let addr = parse_addr(text)?;
             match new {
-                None => return Err(AllocError::InUse(format!("subnet {} still has leased addresses", old.spec.cidr))),
+                None => {
+                    return Err(AllocError::InUse(format!(
+                        "subnet {} still has leased addresses",
+                        old.spec.cidr
+                    )))
+                }
                 Some(n) if !n.is_allocatable(addr) => {
-                    return Err(AllocError::InUse(format!("leased address {addr} would become the gateway or reserved")))
+                    return Err(AllocError::InUse(format!(
+                        "leased address {addr} would become the gateway or reserved"
+                    )))
                 }
                 Some(_) => {}
             }
         }
         if new.is_none() {
-            sqlx::query("DELETE FROM subnets WHERE id = $1").bind(old.id).execute(&mut *conn).await?;
+            sqlx::query("DELETE FROM subnets WHERE id = $1")
+                .bind(old.id)
+                .execute(&mut *conn)
+                .await?;
         }
     }
     // Positions are rewritten in two steps so the UNIQUE (epg_id, position) never collides midway.
-    sqlx::query("UPDATE subnets SET position = -position - 1 WHERE epg_id = $1").bind(epg_id).execute(&mut *conn).await?;
+    sqlx::query("UPDATE subnets SET position = -position - 1 WHERE epg_id = $1")
+        .bind(epg_id)
+        .execute(&mut *conn)
+        .await?;
     for (pos, s) in specs.iter().enumerate() {
         let (first, _) = s.host_bounds();
         sqlx::query(

@@ -17,14 +17,22 @@ pub struct Ipv4Cidr(Ipv4Net);
 
 impl Ipv4Cidr {
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        let net: Ipv4Net = s
-            .parse()
-            .map_err(|_| ParseError::new(format!("`{}` is not an IPv4 CIDR like 10.1.2.0/24", s.escape_debug())))?;
+        let net: Ipv4Net = s.parse().map_err(|_| {
+            ParseError::new(format!(
+                "`{}` is not an IPv4 CIDR like 10.1.2.0/24",
+                s.escape_debug()
+            ))
+        })?;
         if net.network() != net.addr() {
-            return Err(ParseError::new(format!("`{s}` has host bits set; did you mean {}?", net.trunc())));
+            return Err(ParseError::new(format!(
+                "`{s}` has host bits set; did you mean {}?",
+                net.trunc()
+            )));
         }
         if !(8..=30).contains(&net.prefix_len()) {
-            return Err(ParseError::new(format!("`{s}`: prefix length must be 8 to 30")));
+            return Err(ParseError::new(format!(
+                "`{s}`: prefix length must be 8 to 30"
+            )));
         }
         Ok(Self(net))
     }
@@ -61,7 +69,11 @@ impl fmt::Display for Ipv4Cidr {
     }
 }
 
-super::string_serde!(Ipv4Cidr, "An IPv4 network in canonical form, prefix length 8-30.", "10.1.2.0/24");
+super::string_serde!(
+    Ipv4Cidr,
+    "An IPv4 network in canonical form, prefix length 8-30.",
+    "10.1.2.0/24"
+);
 
 /// An inclusive address range, `first <= last`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -108,7 +120,11 @@ impl TryFrom<RawSubnet> for SubnetSpec {
 }
 
 impl SubnetSpec {
-    pub fn new(cidr: Ipv4Cidr, gateway: Ipv4Addr, reserved: Vec<AddressRange>) -> Result<Self, ParseError> {
+    pub fn new(
+        cidr: Ipv4Cidr,
+        gateway: Ipv4Addr,
+        reserved: Vec<AddressRange>,
+    ) -> Result<Self, ParseError> {
         if !cidr.is_host(gateway) {
             return Err(ParseError::new(format!(
                 "gateway {gateway} is not a host address of {cidr}"
@@ -122,7 +138,11 @@ impl SubnetSpec {
                 )));
             }
         }
-        Ok(Self { cidr, gateway, reserved })
+        Ok(Self {
+            cidr,
+            gateway,
+            reserved,
+        })
     }
 
     /// Whether `a` may be handed to a client: a host address that is neither the gateway nor reserved.
@@ -149,7 +169,15 @@ mod tests {
     #[test]
     fn cidr_must_be_canonical_and_sized() {
         assert!(Ipv4Cidr::parse("10.0.0.0/24").is_ok());
-        for bad in ["10.0.0.1/24", "10.0.0.0/31", "10.0.0.0/32", "10.0.0.0/7", "10.0.0.0", "x/24", "10.0.0.0/24 "] {
+        for bad in [
+            "10.0.0.1/24",
+            "10.0.0.0/31",
+            "10.0.0.0/32",
+            "10.0.0.0/7",
+            "10.0.0.0",
+            "x/24",
+            "10.0.0.0/24 ",
+        ] {
             assert!(Ipv4Cidr::parse(bad).is_err(), "{bad} accepted");
         }
     }
@@ -166,15 +194,28 @@ mod tests {
     #[test]
     fn network_broadcast_gateway_and_reserved_are_not_allocatable() {
         let c = Ipv4Cidr::parse("10.0.0.0/24").unwrap();
-        let r = AddressRange { first: a("10.0.0.10"), last: a("10.0.0.19") };
+        let r = AddressRange {
+            first: a("10.0.0.10"),
+            last: a("10.0.0.19"),
+        };
         let s = SubnetSpec::new(c, a("10.0.0.1"), vec![r]).unwrap();
-        for no in ["10.0.0.0", "10.0.0.1", "10.0.0.10", "10.0.0.19", "10.0.0.255", "10.0.1.2"] {
+        for no in [
+            "10.0.0.0",
+            "10.0.0.1",
+            "10.0.0.10",
+            "10.0.0.19",
+            "10.0.0.255",
+            "10.0.1.2",
+        ] {
             assert!(!s.is_allocatable(a(no)), "{no}");
         }
         for yes in ["10.0.0.2", "10.0.0.9", "10.0.0.20", "10.0.0.254"] {
             assert!(s.is_allocatable(a(yes)), "{yes}");
         }
-        let bad = AddressRange { first: a("10.0.0.20"), last: a("10.0.0.10") };
+        let bad = AddressRange {
+            first: a("10.0.0.20"),
+            last: a("10.0.0.10"),
+        };
         assert!(SubnetSpec::new(c, a("10.0.0.1"), vec![bad]).is_err());
     }
 }

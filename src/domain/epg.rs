@@ -35,7 +35,11 @@ mod tests {
     #[test]
     fn dn_follows_the_apic_naming() {
         let n = |s| ApicName::parse(s).unwrap();
-        let k = EpgKey { tenant: n("t1"), app: n("ap1"), epg: n("web") };
+        let k = EpgKey {
+            tenant: n("t1"),
+            app: n("ap1"),
+            epg: n("web"),
+        };
         assert_eq!(k.dn(), "uni/tn-t1/ap-ap1/epg-web");
         assert_eq!(k.to_string(), "t1/ap1/web");
     }

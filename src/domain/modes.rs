@@ -110,7 +110,9 @@ pub struct InterfaceName(String);
 
 impl InterfaceName {
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        let bad_char = s.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control() || !c.is_ascii());
+        let bad_char = s
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control() || !c.is_ascii());
         if s.is_empty() || s.len() > 15 || s == "." || s == ".." || bad_char {
             return Err(ParseError::new(format!(
                 "`{}` is not a Linux interface name (1-15 ASCII characters, no `/`, `:` or spaces)",
@@ -127,7 +129,11 @@ impl fmt::Display for InterfaceName {
     }
 }
 
-super::string_serde!(InterfaceName, "A Linux interface name: 1-15 ASCII characters, no `/`, `:` or spaces.", "eth0");
+super::string_serde!(
+    InterfaceName,
+    "A Linux interface name: 1-15 ASCII characters, no `/`, `:` or spaces.",
+    "eth0"
+);
 
 #[cfg(test)]
 mod tests {
@@ -135,7 +141,11 @@ mod tests {
 
     #[test]
     fn text_enums_round_trip() {
-        for m in [BindingMode::Regular, BindingMode::Untagged, BindingMode::Native] {
+        for m in [
+            BindingMode::Regular,
+            BindingMode::Untagged,
+            BindingMode::Native,
+        ] {
             assert_eq!(BindingMode::parse(m.as_str()), Ok(m));
         }
         for b in [Backend::LinuxBridge, Backend::Ovs, Backend::Macvlan] {

@@ -25,7 +25,10 @@ impl ApicName {
                 s.chars().count()
             )));
         }
-        if let Some(bad) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || "_.:-".contains(*c))) {
+        if let Some(bad) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "_.:-".contains(*c)))
+        {
             return Err(ParseError::new(format!(
                 "name `{}` contains `{}`; allowed are letters, digits and `_ . : -`",
                 s.escape_debug(),
@@ -46,7 +49,11 @@ impl fmt::Display for ApicName {
     }
 }
 
-super::string_serde!(ApicName, "An APIC object name: 1-64 of letters, digits and `_ . : -`.", "web");
+super::string_serde!(
+    ApicName,
+    "An APIC object name: 1-64 of letters, digits and `_ . : -`.",
+    "web"
+);
 
 #[cfg(test)]
 mod tests {
@@ -61,7 +68,17 @@ mod tests {
 
     #[test]
     fn refuses_characters_that_could_escape_a_dn() {
-        for bad in ["", "a/b", "a]b", "a[b", "a b", "tn-x\n", "é", "a\"b", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "a/b",
+            "a]b",
+            "a[b",
+            "a b",
+            "tn-x\n",
+            "é",
+            "a\"b",
+            &"a".repeat(65),
+        ] {
             assert!(ApicName::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -42,7 +42,11 @@ pub struct PathDn {
 fn number(s: &str, what: &str) -> Result<u16, ParseError> {
     let ok = !s.is_empty() && !s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit());
     let n = if ok { s.parse::<u16>().ok() } else { None };
-    n.ok_or_else(|| ParseError::new(format!("{what} `{s}` is not a positive number without leading zeros")))
+    n.ok_or_else(|| {
+        ParseError::new(format!(
+            "{what} `{s}` is not a positive number without leading zeros"
+        ))
+    })
 }
 
 fn nodes(s: &str, single: &str, pair: &str) -> Result<Option<Nodes>, ParseError> {
@@ -52,7 +56,9 @@ fn nodes(s: &str, single: &str, pair: &str) -> Result<Option<Nodes>, ParseError>
             .ok_or_else(|| ParseError::new(format!("`{s}` needs two node ids")))?;
         let (a, b) = (number(a, "node id")?, number(b, "node id")?);
         if a >= b {
-            return Err(ParseError::new(format!("`{s}`: the lower node id must come first")));
+            return Err(ParseError::new(format!(
+                "`{s}`: the lower node id must come first"
+            )));
         }
         Ok(Some(Nodes::Pair(a, b)))
     } else if let Some(rest) = s.strip_prefix(single) {
@@ -69,7 +75,9 @@ fn endpoint(s: &str) -> Result<Endpoint, ParseError> {
             .map(|p| number(p, "port number"))
             .collect::<Result<Vec<_>, _>>()?;
         if !(2..=3).contains(&parts.len()) {
-            return Err(ParseError::new(format!("port `{s}` must be eth<module>/<port>[/<sub-port>]")));
+            return Err(ParseError::new(format!(
+                "port `{s}` must be eth<module>/<port>[/<sub-port>]"
+            )));
         }
         return Ok(Endpoint::Port(parts));
     }
@@ -82,12 +90,16 @@ impl PathDn {
         let rest = s
             .strip_prefix("topology/pod-")
             .ok_or_else(|| err("must start with `topology/pod-`"))?;
-        let (pod, rest) = rest.split_once('/').ok_or_else(|| err("has no path after the pod"))?;
+        let (pod, rest) = rest
+            .split_once('/')
+            .ok_or_else(|| err("has no path after the pod"))?;
         let pod = number(pod, "pod id")?;
         let (head, ep) = rest
             .split_once("/pathep-[")
             .ok_or_else(|| err("has no `/pathep-[...]`"))?;
-        let ep = ep.strip_suffix(']').ok_or_else(|| err("must end with `]`"))?;
+        let ep = ep
+            .strip_suffix(']')
+            .ok_or_else(|| err("must end with `]`"))?;
         let (node_part, fex_part) = match head.split_once('/') {
             Some((n, f)) => (n, Some(f)),
             None => (head, None),
@@ -101,13 +113,20 @@ impl PathDn {
                     .ok_or_else(|| err("has an unknown element between the nodes and `pathep`"))?;
                 // A FEX pair only hangs off a leaf pair and a single FEX off a single leaf.
                 match (leaves, fex) {
-                    (Nodes::Single(_), Nodes::Single(_)) | (Nodes::Pair(..), Nodes::Pair(..)) => Some(fex),
+                    (Nodes::Single(_), Nodes::Single(_)) | (Nodes::Pair(..), Nodes::Pair(..)) => {
+                        Some(fex)
+                    }
                     _ => return Err(err("mixes single and paired nodes/FEX")),
                 }
             }
         };
         let endpoint = endpoint(ep)?;
-        let dn = Self { pod, nodes: leaves, fex, endpoint };
+        let dn = Self {
+            pod,
+            nodes: leaves,
+            fex,
+            endpoint,
+        };
         if dn.to_string() != s {
             return Err(err("is not in canonical form"));
         }
@@ -151,7 +170,11 @@ impl fmt::Display for PathDn {
     }
 }
 
-super::string_serde!(PathDn, "An APIC fabric path DN: port, port-channel, vPC (lower node first) or FEX port.", "topology/pod-1/paths-101/pathep-[eth1/1]");
+super::string_serde!(
+    PathDn,
+    "An APIC fabric path DN: port, port-channel, vPC (lower node first) or FEX port.",
+    "topology/pod-1/paths-101/pathep-[eth1/1]"
+);
 
 #[cfg(test)]
 mod tests {

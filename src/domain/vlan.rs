@@ -68,8 +68,13 @@ impl Encap {
             .strip_prefix("vlan-")
             .ok_or_else(|| ParseError::new(format!("encap `{s}` does not start with `vlan-`")))?;
         // Only canonical decimal (no sign, no leading zero) so the string round-trips.
-        if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ParseError::new(format!("encap `{s}` is not `vlan-<1..4094>`")));
+        if digits.is_empty()
+            || digits.starts_with('0')
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(ParseError::new(format!(
+                "encap `{s}` is not `vlan-<1..4094>`"
+            )));
         }
         let n: u16 = digits
             .parse()
@@ -94,7 +99,11 @@ impl fmt::Display for Encap {
     }
 }
 
-super::string_serde!(Encap, "An APIC VLAN encapsulation, `vlan-<1..4094>`.", "vlan-181");
+super::string_serde!(
+    Encap,
+    "An APIC VLAN encapsulation, `vlan-<1..4094>`.",
+    "vlan-181"
+);
 
 /// An inclusive range of VLAN ids with `first <= last`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -120,7 +129,9 @@ impl TryFrom<RawRange> for VlanRange {
 impl VlanRange {
     pub fn new(first: VlanId, last: VlanId) -> Result<Self, ParseError> {
         if first > last {
-            return Err(ParseError::new(format!("VLAN range {first}-{last} has first > last")));
+            return Err(ParseError::new(format!(
+                "VLAN range {first}-{last} has first > last"
+            )));
         }
         Ok(Self { first, last })
     }
@@ -133,7 +144,7 @@ impl VlanRange {
         self.first <= other.last && other.first <= self.last
     }
 
-    pub fn len(&self) -> u32 {
+    pub fn size(&self) -> u32 {
         u32::from(self.last.get()) - u32::from(self.first.get()) + 1
     }
 }
@@ -155,7 +166,16 @@ mod tests {
     fn encap_round_trips_and_refuses_non_canonical_forms() {
         let e = Encap::parse("vlan-181").map(|e| e.to_string());
         assert_eq!(e.as_deref(), Ok("vlan-181"));
-        for bad in ["vlan-0", "vlan-4095", "vlan-0181", "vlan-", "vlan--1", "VLAN-5", "vxlan-5", "vlan-+5"] {
+        for bad in [
+            "vlan-0",
+            "vlan-4095",
+            "vlan-0181",
+            "vlan-",
+            "vlan--1",
+            "VLAN-5",
+            "vxlan-5",
+            "vlan-+5",
+        ] {
             assert!(Encap::parse(bad).is_err(), "{bad} accepted");
         }
     }
@@ -166,7 +186,7 @@ mod tests {
         let b = VlanId::new(20).unwrap();
         assert!(VlanRange::new(b, a).is_err());
         let r = VlanRange::new(a, b).unwrap();
-        assert_eq!(r.len(), 11);
+        assert_eq!(r.size(), 11);
         assert!(r.contains(VlanId::new(15).unwrap()));
         assert!(!r.contains(VlanId::new(21).unwrap()));
     }

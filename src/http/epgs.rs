@@ -70,14 +70,25 @@ pub struct Epg {
 
 /// Reads the full EPG (row + subnets) in the caller's transaction.
 pub(crate) async fn load(conn: &mut PgConnection, key: &EpgKey) -> ApiResult<Option<Epg>> {
-    let Some(row) = epgs::get(conn, key).await? else { return Ok(None) };
+    let Some(row) = epgs::get(conn, key).await? else {
+        return Ok(None);
+    };
     let subnets = subnets::for_epg(conn, row.id).await?;
-    Ok(Some(to_epg(row, subnets.into_iter().map(|s| s.spec).collect())?))
+    Ok(Some(to_epg(
+        row,
+        subnets.into_iter().map(|s| s.spec).collect(),
+    )?))
 }
 
 fn to_epg(r: EpgRow, subnets: Vec<SubnetSpec>) -> ApiResult<Epg> {
-    let key = EpgKey { tenant: ApicName::parse(&r.tenant)?, app: ApicName::parse(&r.app)?, epg: ApicName::parse(&r.name)? };
-    let vlan = r.vlan.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("EPG {key} has no VLAN assignment")))?;
+    let key = EpgKey {
+        tenant: ApicName::parse(&r.tenant)?,
+        app: ApicName::parse(&r.app)?,
+        epg: ApicName::parse(&r.name)?,
+    };
+    let vlan = r
+        .vlan
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("EPG {key} has no VLAN assignment")))?;
     let vlan = VlanId::from_i64(i64::from(vlan))?;
     Ok(Epg {
         dn: key.dn(),
@@ -87,7 +98,10 @@ fn to_epg(r: EpgRow, subnets: Vec<SubnetSpec>) -> ApiResult<Epg> {
         bridge_domain: ApicName::parse(&r.bridge_domain)?,
         physical_domain: ApicName::parse(&r.physical_domain)?,
         vlan_pool: ApicName::parse(&r.pool)?,
-        requested_vlan: r.requested_vlan.map(|v| VlanId::from_i64(i64::from(v))).transpose()?,
+        requested_vlan: r
+            .requested_vlan
+            .map(|v| VlanId::from_i64(i64::from(v)))
+            .transpose()?,
         vlan,
         encap: Encap::from(vlan),
         mode: BindingMode::parse(&r.mode)?,
@@ -101,7 +115,11 @@ fn to_epg(r: EpgRow, subnets: Vec<SubnetSpec>) -> ApiResult<Epg> {
 
 /// Parses the three path segments of an EPG.
 pub(crate) fn key((tenant, app, epg): (String, String, String)) -> ApiResult<EpgKey> {
-    Ok(EpgKey { tenant: ApicName::parse(&tenant)?, app: ApicName::parse(&app)?, epg: ApicName::parse(&epg)? })
+    Ok(EpgKey {
+        tenant: ApicName::parse(&tenant)?,
+        app: ApicName::parse(&app)?,
+        epg: ApicName::parse(&epg)?,
+    })
 }
 
 fn resource(key: &EpgKey) -> String {
@@ -126,12 +144,19 @@ async fn list_epgs(
 ) -> ApiResult<Json<Page<Epg>>> {
     let (after, limit) = paging.resolve()?;
     let mut conn = st.db.acquire().await?;
-    let filter = epgs::Filter { tenant: f.tenant.as_deref(), app: f.app.as_deref(), pool: f.vlan_pool.as_deref() };
+    let filter = epgs::Filter {
+        tenant: f.tenant.as_deref(),
+        app: f.app.as_deref(),
+        pool: f.vlan_pool.as_deref(),
+    };
     let rows = epgs::list(&mut conn, &filter, after, limit + 1).await?;
     let mut items = Vec::with_capacity(rows.len());
     for row in rows {
         let subnets = subnets::for_epg(&mut conn, row.id).await?;
-        items.push((row.id, to_epg(row, subnets.into_iter().map(|s| s.spec).collect())?));
+        items.push((
+            row.id,
+            to_epg(row, subnets.into_iter().map(|s| s.spec).collect())?,
+        ));
     }
     Ok(Json(Page::from_rows(items, limit)))
 }
@@ -139,10 +164,17 @@ async fn list_epgs(
 #[utoipa::path(get, path = "/api/v1/epgs/{tenant}/{app}/{epg}", tag = "epgs",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path)),
     responses((status = 200, body = Epg), (status = 404, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-async fn get_epg(_auth: Auth<Viewer>, State(st): State<AppState>, ApiPath(path): ApiPath<(String, String, String)>) -> ApiResult<Json<Epg>> {
+async fn get_epg(
+    _auth: Auth<Viewer>,
+    State(st): State<AppState>,
+    ApiPath(path): ApiPath<(String, String, String)>,
+) -> ApiResult<Json<Epg>> {
     let key = key(path)?;
     let mut conn = st.db.acquire().await?;
-    load(&mut conn, &key).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("no EPG {key}")))
+    load(&mut conn, &key)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no EPG {key}")))
 }
 
 /// Creates or updates an EPG. On creation it gets one VLAN from its pool (409 when the pool is
@@ -164,7 +196,9 @@ async fn put_epg(
         .bind(spec.vlan_pool.as_str())
         .fetch_optional(&mut *tx)
         .await?
-        .ok_or_else(|| ApiError::Invalid(format!("VLAN pool `{}` does not exist", spec.vlan_pool)))?;
+        .ok_or_else(|| {
+            ApiError::Invalid(format!("VLAN pool `{}` does not exist", spec.vlan_pool))
+        })?;
     // Pool first, then EPG, then subnets: every writer takes locks in this order.
     vlan::lock_pool(&mut tx, pool_id).await?;
     let before = load(&mut tx, &key).await?;
@@ -190,8 +224,18 @@ async fn put_epg(
         vlan::assign(&mut tx, pool_id, id, &key.to_string(), spec.requested_vlan).await?;
     }
     subnets::replace(&mut tx, id, &spec.subnets).await?;
-    let after = load(&mut tx, &key).await?.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("EPG vanished inside its own transaction")))?;
-    audit::record(&mut tx, auth.actor(), "epg.put", &resource(&key), before.as_ref(), Some(&after)).await?;
+    let after = load(&mut tx, &key).await?.ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!("EPG vanished inside its own transaction"))
+    })?;
+    audit::record(
+        &mut tx,
+        auth.actor(),
+        "epg.put",
+        &resource(&key),
+        before.as_ref(),
+        Some(&after),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Put(created, after))
 }
@@ -200,10 +244,16 @@ async fn put_epg(
 #[utoipa::path(delete, path = "/api/v1/epgs/{tenant}/{app}/{epg}", tag = "epgs",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path)),
     responses((status = 204, description = "deleted or absent"), (status = 409, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-async fn delete_epg(auth: Auth<Operator>, State(st): State<AppState>, ApiPath(path): ApiPath<(String, String, String)>) -> ApiResult<StatusCode> {
+async fn delete_epg(
+    auth: Auth<Operator>,
+    State(st): State<AppState>,
+    ApiPath(path): ApiPath<(String, String, String)>,
+) -> ApiResult<StatusCode> {
     let key = key(path)?;
     let mut tx = st.db.begin().await?;
-    let Some((id, pool_id)) = epgs::ids_of(&mut tx, &key).await? else { return Ok(StatusCode::NO_CONTENT) };
+    let Some((id, pool_id)) = epgs::ids_of(&mut tx, &key).await? else {
+        return Ok(StatusCode::NO_CONTENT);
+    };
     // Pool, then subnets, then the EPG row: PUT and reservations never lock in the opposite order.
     vlan::lock_pool(&mut tx, pool_id).await?;
     subnets::lock_for_epg(&mut tx, id).await?;
@@ -216,7 +266,15 @@ async fn delete_epg(auth: Auth<Operator>, State(st): State<AppState>, ApiPath(pa
     let before = load(&mut tx, &key).await?;
     vlan::release(&mut tx, id, st.quarantine.vlan).await?;
     epgs::delete(&mut tx, id).await?;
-    audit::record(&mut tx, auth.actor(), "epg.delete", &resource(&key), before.as_ref(), None::<&Epg>).await?;
+    audit::record(
+        &mut tx,
+        auth.actor(),
+        "epg.delete",
+        &resource(&key),
+        before.as_ref(),
+        None::<&Epg>,
+    )
+    .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -227,7 +285,10 @@ fn validate_subnets(subnets: &[SubnetSpec]) -> ApiResult<()> {
     }
     for (i, a) in subnets.iter().enumerate() {
         if let Some(b) = subnets[i + 1..].iter().find(|b| a.cidr.overlaps(&b.cidr)) {
-            return Err(ApiError::Invalid(format!("subnets {} and {} overlap", a.cidr, b.cidr)));
+            return Err(ApiError::Invalid(format!(
+                "subnets {} and {} overlap",
+                a.cidr, b.cidr
+            )));
         }
     }
     Ok(())

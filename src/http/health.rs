@@ -10,7 +10,10 @@ use crate::error::{ApiError, ApiResult, Problem};
 use crate::startup::{AppState, MIGRATOR};
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(healthz)).routes(routes!(readyz)).routes(routes!(openapi_json))
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(openapi_json))
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -21,7 +24,9 @@ pub struct Health {
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, body = Health)))]
 async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok".into() })
+    Json(Health {
+        status: "ok".into(),
+    })
 }
 
 /// The database answers and every migration this binary knows is applied.
@@ -38,9 +43,13 @@ async fn readyz(State(st): State<AppState>) -> ApiResult<Json<Health>> {
         .filter(|v| !applied.iter().any(|(a,)| a == v))
         .collect();
     if !missing.is_empty() {
-        return Err(ApiError::Unavailable(format!("migrations not applied: {missing:?}; run `weft migrate`")));
+        return Err(ApiError::Unavailable(format!(
+            "migrations not applied: {missing:?}; run `weft migrate`"
+        )));
     }
-    Ok(Json(Health { status: "ready".into() }))
+    Ok(Json(Health {
+        status: "ready".into(),
+    }))
 }
 
 /// A short reason that never includes connection strings.

@@ -11,8 +11,8 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use super::{ApiJson, ApiPath, ApiQuery, Page, Paging, Put};
 use crate::auth::{Admin, Auth, Viewer};
 use crate::config::Secret;
-use crate::db::hosts::{self, Deleted, HostRow};
 use crate::db::audit;
+use crate::db::hosts::{self, Deleted, HostRow};
 use crate::domain::{ApicName, Backend, InterfaceName, Mtu, PathDn};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::startup::AppState;
@@ -78,7 +78,8 @@ pub struct Host {
 
 impl Host {
     fn from_row(r: HostRow) -> ApiResult<Self> {
-        let uplinks = serde_json::from_value(r.uplinks).map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("stored uplinks")))?;
+        let uplinks = serde_json::from_value(r.uplinks)
+            .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("stored uplinks")))?;
         let mtu = u16::try_from(r.mtu).map_err(|e| ApiError::Internal(e.into()))?;
         Ok(Self {
             name: ApicName::parse(&r.name)?,
@@ -116,16 +117,25 @@ async fn list_hosts(
     let backend = f.backend.as_deref().map(Backend::parse).transpose()?;
     let mut conn = st.db.acquire().await?;
     let rows = hosts::list(&mut conn, backend.map(Backend::as_str), after, limit + 1).await?;
-    let rows = rows.into_iter().map(|r| Ok((r.id, Host::from_row(r)?))).collect::<ApiResult<Vec<_>>>()?;
+    let rows = rows
+        .into_iter()
+        .map(|r| Ok((r.id, Host::from_row(r)?)))
+        .collect::<ApiResult<Vec<_>>>()?;
     Ok(Json(Page::from_rows(rows, limit)))
 }
 
 #[utoipa::path(get, path = "/api/v1/hosts/{name}", tag = "hosts", params(("name" = String, Path)),
     responses((status = 200, body = Host), (status = 404, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-async fn get_host(_auth: Auth<Viewer>, State(st): State<AppState>, ApiPath(name): ApiPath<String>) -> ApiResult<Json<Host>> {
+async fn get_host(
+    _auth: Auth<Viewer>,
+    State(st): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<Host>> {
     let name = ApicName::parse(&name)?;
     let mut conn = st.db.acquire().await?;
-    let row = hosts::get(&mut conn, name.as_str()).await?.ok_or_else(|| ApiError::NotFound(format!("no host `{name}`")))?;
+    let row = hosts::get(&mut conn, name.as_str())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no host `{name}`")))?;
     Ok(Json(Host::from_row(row)?))
 }
 
@@ -133,13 +143,25 @@ async fn get_host(_auth: Auth<Viewer>, State(st): State<AppState>, ApiPath(name)
 #[utoipa::path(put, path = "/api/v1/hosts/{name}", tag = "hosts", params(("name" = String, Path)), request_body = HostSpec,
     responses((status = 200, body = Host, description = "replaced"), (status = 201, body = Host, description = "created"),
         (status = 422, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-async fn put_host(auth: Auth<Admin>, State(st): State<AppState>, ApiPath(name): ApiPath<String>, ApiJson(spec): ApiJson<HostSpec>) -> ApiResult<Put<Host>> {
+async fn put_host(
+    auth: Auth<Admin>,
+    State(st): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(spec): ApiJson<HostSpec>,
+) -> ApiResult<Put<Host>> {
     let name = ApicName::parse(&name)?;
     validate_url(&spec.agent_url)?;
-    let mut uplinks: Vec<(String, String)> = spec.uplinks.iter().map(|u| (u.interface.to_string(), u.path_dn.to_string())).collect();
+    let mut uplinks: Vec<(String, String)> = spec
+        .uplinks
+        .iter()
+        .map(|u| (u.interface.to_string(), u.path_dn.to_string()))
+        .collect();
     uplinks.sort();
     if let Some(w) = uplinks.windows(2).find(|w| w[0].0 == w[1].0) {
-        return Err(ApiError::Invalid(format!("uplink interface `{}` is listed twice", w[0].0)));
+        return Err(ApiError::Invalid(format!(
+            "uplink interface `{}` is listed twice",
+            w[0].0
+        )));
     }
     let columns = hosts::HostColumns {
         agent_url: &spec.agent_url,
@@ -148,12 +170,28 @@ async fn put_host(auth: Auth<Admin>, State(st): State<AppState>, ApiPath(name): 
         mtu: i32::from(spec.mtu.get()),
     };
     let mut tx = st.db.begin().await?;
-    let before = hosts::get(&mut tx, name.as_str()).await?.map(Host::from_row).transpose()?;
+    let before = hosts::get(&mut tx, name.as_str())
+        .await?
+        .map(Host::from_row)
+        .transpose()?;
     let created = hosts::upsert(&mut tx, name.as_str(), &columns, &uplinks).await?;
-    let after = hosts::get(&mut tx, name.as_str()).await?.map(Host::from_row).transpose()?;
-    let after = after.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("host vanished inside its own transaction")))?;
+    let after = hosts::get(&mut tx, name.as_str())
+        .await?
+        .map(Host::from_row)
+        .transpose()?;
+    let after = after.ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!("host vanished inside its own transaction"))
+    })?;
     // The audit entry holds the response shape, which has no token.
-    audit::record(&mut tx, auth.actor(), "host.put", &resource(&name), before.as_ref(), Some(&after)).await?;
+    audit::record(
+        &mut tx,
+        auth.actor(),
+        "host.put",
+        &resource(&name),
+        before.as_ref(),
+        Some(&after),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Put(created, after))
 }
@@ -161,27 +199,51 @@ async fn put_host(auth: Auth<Admin>, State(st): State<AppState>, ApiPath(name): 
 /// Deletes a host; 409 while containers on it are attached. Deleting a missing host is a no-op.
 #[utoipa::path(delete, path = "/api/v1/hosts/{name}", tag = "hosts", params(("name" = String, Path)),
     responses((status = 204, description = "deleted or absent"), (status = 409, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-async fn delete_host(auth: Auth<Admin>, State(st): State<AppState>, ApiPath(name): ApiPath<String>) -> ApiResult<StatusCode> {
+async fn delete_host(
+    auth: Auth<Admin>,
+    State(st): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<StatusCode> {
     let name = ApicName::parse(&name)?;
     let mut tx = st.db.begin().await?;
-    let before = hosts::get(&mut tx, name.as_str()).await?.map(Host::from_row).transpose()?;
+    let before = hosts::get(&mut tx, name.as_str())
+        .await?
+        .map(Host::from_row)
+        .transpose()?;
     match hosts::delete(&mut tx, name.as_str()).await? {
         Deleted::Missing => return Ok(StatusCode::NO_CONTENT),
-        Deleted::InUse(n) => return Err(ApiError::InUse(format!("host `{name}` has {n} attachment(s)"))),
+        Deleted::InUse(n) => {
+            return Err(ApiError::InUse(format!(
+                "host `{name}` has {n} attachment(s)"
+            )))
+        }
         Deleted::Done => {}
     }
-    audit::record(&mut tx, auth.actor(), "host.delete", &resource(&name), before.as_ref(), None::<&Host>).await?;
+    audit::record(
+        &mut tx,
+        auth.actor(),
+        "host.delete",
+        &resource(&name),
+        before.as_ref(),
+        None::<&Host>,
+    )
+    .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 fn validate_url(s: &str) -> ApiResult<()> {
-    let url = reqwest::Url::parse(s).map_err(|e| ApiError::Invalid(format!("agent_url `{}`: {e}", s.escape_debug())))?;
+    let url = reqwest::Url::parse(s)
+        .map_err(|e| ApiError::Invalid(format!("agent_url `{}`: {e}", s.escape_debug())))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(ApiError::Invalid(format!("agent_url `{s}` must be an http:// or https:// URL with a host")));
+        return Err(ApiError::Invalid(format!(
+            "agent_url `{s}` must be an http:// or https:// URL with a host"
+        )));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(ApiError::Invalid("agent_url must not carry credentials; use agent_token".into()));
+        return Err(ApiError::Invalid(
+            "agent_url must not carry credentials; use agent_token".into(),
+        ));
     }
     Ok(())
 }

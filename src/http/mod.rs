@@ -85,16 +85,15 @@ impl Paging {
     pub fn resolve(&self) -> Result<(Option<i64>, i64), ApiError> {
         let limit = self.limit.unwrap_or(100);
         if !(1..=1000).contains(&limit) {
-            return Err(ApiError::Invalid(format!("limit {limit} is outside 1-1000")));
+            return Err(ApiError::Invalid(format!(
+                "limit {limit} is outside 1-1000"
+            )));
         }
         let after = match &self.cursor {
             None => None,
-            Some(c) => Some(
-                c.parse::<i64>()
-                    .ok()
-                    .filter(|v| *v >= 0)
-                    .ok_or_else(|| ApiError::Invalid("cursor is not one this server handed out".into()))?,
-            ),
+            Some(c) => Some(c.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
+                ApiError::Invalid("cursor is not one this server handed out".into())
+            })?),
         };
         Ok((after, limit))
     }
@@ -112,8 +111,15 @@ impl<T> Page<T> {
     pub fn from_rows(mut rows: Vec<(i64, T)>, limit: i64) -> Self {
         let more = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
-        let next_cursor = if more { rows.last().map(|(id, _)| id.to_string()) } else { None };
-        Self { items: rows.into_iter().map(|(_, t)| t).collect(), next_cursor }
+        let next_cursor = if more {
+            rows.last().map(|(id, _)| id.to_string())
+        } else {
+            None
+        };
+        Self {
+            items: rows.into_iter().map(|(_, t)| t).collect(),
+            next_cursor,
+        }
     }
 }
 
@@ -122,7 +128,11 @@ pub struct Put<T>(pub bool, pub T);
 
 impl<T: Serialize> IntoResponse for Put<T> {
     fn into_response(self) -> Response {
-        let status = if self.0 { StatusCode::CREATED } else { StatusCode::OK };
+        let status = if self.0 {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
         (status, axum::Json(self.1)).into_response()
     }
 }

@@ -53,10 +53,15 @@ pub struct Pool {
 
 impl Pool {
     fn from_row(r: PoolRow) -> ApiResult<Self> {
-        let total: i64 = r.ranges.iter().map(|r| i64::from(r.len())).sum();
+        let total: i64 = r.ranges.iter().map(|r| i64::from(r.size())).sum();
         Ok(Self {
             name: ApicName::parse(&r.name)?,
-            usage: PoolUsage { total, allocated: r.allocated, quarantined: r.quarantined, free: total - r.allocated - r.quarantined },
+            usage: PoolUsage {
+                total,
+                allocated: r.allocated,
+                quarantined: r.quarantined,
+                free: total - r.allocated - r.quarantined,
+            },
             ranges: r.ranges,
             created_at: r.created_at,
             updated_at: r.updated_at,
@@ -86,16 +91,25 @@ async fn list_pools(
     let (after, limit) = paging.resolve()?;
     let mut conn = st.db.acquire().await?;
     let rows = pools::list(&mut conn, filter.name_prefix.as_deref(), after, limit + 1).await?;
-    let rows = rows.into_iter().map(|r| Ok((r.id, Pool::from_row(r)?))).collect::<ApiResult<Vec<_>>>()?;
+    let rows = rows
+        .into_iter()
+        .map(|r| Ok((r.id, Pool::from_row(r)?)))
+        .collect::<ApiResult<Vec<_>>>()?;
     Ok(Json(Page::from_rows(rows, limit)))
 }
 
 #[utoipa::path(get, path = "/api/v1/vlan-pools/{name}", tag = "vlan-pools", params(("name" = String, Path)),
     responses((status = 200, body = Pool), (status = 404, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-async fn get_pool(_auth: Auth<Viewer>, State(st): State<AppState>, ApiPath(name): ApiPath<String>) -> ApiResult<Json<Pool>> {
+async fn get_pool(
+    _auth: Auth<Viewer>,
+    State(st): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<Json<Pool>> {
     let name = ApicName::parse(&name)?;
     let mut conn = st.db.acquire().await?;
-    let row = pools::get(&mut conn, name.as_str()).await?.ok_or_else(|| ApiError::NotFound(format!("no VLAN pool `{name}`")))?;
+    let row = pools::get(&mut conn, name.as_str())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no VLAN pool `{name}`")))?;
     Ok(Json(Pool::from_row(row)?))
 }
 
@@ -112,16 +126,34 @@ async fn put_pool(
     let name = ApicName::parse(&name)?;
     validate_ranges(&spec.ranges)?;
     let mut tx = st.db.begin().await?;
-    let before = pools::get(&mut tx, name.as_str()).await?.map(Pool::from_row).transpose()?;
+    let before = pools::get(&mut tx, name.as_str())
+        .await?
+        .map(Pool::from_row)
+        .transpose()?;
     let (id, created) = pools::lock_or_create(&mut tx, name.as_str()).await?;
     let outside = pools::active_outside(&mut tx, id, &spec.ranges).await?;
     if !outside.is_empty() {
-        return Err(ApiError::InUse(format!("VLANs {outside:?} are held by EPGs and would fall outside the new ranges")));
+        return Err(ApiError::InUse(format!(
+            "VLANs {outside:?} are held by EPGs and would fall outside the new ranges"
+        )));
     }
     pools::set_ranges(&mut tx, id, &spec.ranges).await?;
-    let after = pools::get(&mut tx, name.as_str()).await?.map(Pool::from_row).transpose()?;
-    let after = after.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("pool vanished inside its own transaction")))?;
-    audit::record(&mut tx, auth.actor(), "vlan-pool.put", &resource(&name), before.as_ref(), Some(&after)).await?;
+    let after = pools::get(&mut tx, name.as_str())
+        .await?
+        .map(Pool::from_row)
+        .transpose()?;
+    let after = after.ok_or_else(|| {
+        ApiError::Internal(anyhow::anyhow!("pool vanished inside its own transaction"))
+    })?;
+    audit::record(
+        &mut tx,
+        auth.actor(),
+        "vlan-pool.put",
+        &resource(&name),
+        before.as_ref(),
+        Some(&after),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Put(created, after))
 }
@@ -129,23 +161,44 @@ async fn put_pool(
 /// Deletes a pool; 409 while an EPG uses it. Deleting a missing pool is a no-op.
 #[utoipa::path(delete, path = "/api/v1/vlan-pools/{name}", tag = "vlan-pools", params(("name" = String, Path)),
     responses((status = 204, description = "deleted or absent"), (status = 409, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-async fn delete_pool(auth: Auth<Admin>, State(st): State<AppState>, ApiPath(name): ApiPath<String>) -> ApiResult<StatusCode> {
+async fn delete_pool(
+    auth: Auth<Admin>,
+    State(st): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<StatusCode> {
     let name = ApicName::parse(&name)?;
     let mut tx = st.db.begin().await?;
-    let before = pools::get(&mut tx, name.as_str()).await?.map(Pool::from_row).transpose()?;
+    let before = pools::get(&mut tx, name.as_str())
+        .await?
+        .map(Pool::from_row)
+        .transpose()?;
     match pools::delete(&mut tx, name.as_str()).await? {
         Deleted::Missing => return Ok(StatusCode::NO_CONTENT),
-        Deleted::InUse(n) => return Err(ApiError::InUse(format!("VLAN pool `{name}` is used by {n} EPG(s)"))),
+        Deleted::InUse(n) => {
+            return Err(ApiError::InUse(format!(
+                "VLAN pool `{name}` is used by {n} EPG(s)"
+            )))
+        }
         Deleted::Done => {}
     }
-    audit::record(&mut tx, auth.actor(), "vlan-pool.delete", &resource(&name), before.as_ref(), None::<&Pool>).await?;
+    audit::record(
+        &mut tx,
+        auth.actor(),
+        "vlan-pool.delete",
+        &resource(&name),
+        before.as_ref(),
+        None::<&Pool>,
+    )
+    .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 fn validate_ranges(ranges: &[VlanRange]) -> ApiResult<()> {
     if ranges.is_empty() {
-        return Err(ApiError::Invalid("a pool needs at least one VLAN range".into()));
+        return Err(ApiError::Invalid(
+            "a pool needs at least one VLAN range".into(),
+        ));
     }
     for (i, a) in ranges.iter().enumerate() {
         if let Some(b) = ranges[i + 1..].iter().find(|b| a.overlaps(b)) {

@@ -25,7 +25,11 @@ use crate::startup::AppState;
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_reservations))
-        .routes(routes!(get_reservation, put_reservation, delete_reservation))
+        .routes(routes!(
+            get_reservation,
+            put_reservation,
+            delete_reservation
+        ))
 }
 
 /// Optional wishes for a reservation.
@@ -57,7 +61,10 @@ const SELECT: &str = "SELECT l.address - '0.0.0.0'::inet, l.reservation, host(l.
     WHERE l.epg_id = $1 AND l.state = 'active' AND l.reservation IS NOT NULL";
 
 fn decode((_, name, address, cidr, gateway, created_at): Row) -> ApiResult<Reservation> {
-    let addr = |t: &str| t.parse::<Ipv4Addr>().map_err(|e| ApiError::Internal(anyhow::anyhow!("stored address {t}: {e}")));
+    let addr = |t: &str| {
+        t.parse::<Ipv4Addr>()
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored address {t}: {e}")))
+    };
     Ok(Reservation {
         name: ApicName::parse(&name)?,
         address: addr(&address)?,
@@ -67,7 +74,11 @@ fn decode((_, name, address, cidr, gateway, created_at): Row) -> ApiResult<Reser
     })
 }
 
-async fn load(conn: &mut PgConnection, epg_id: i64, name: &ApicName) -> ApiResult<Option<Reservation>> {
+async fn load(
+    conn: &mut PgConnection,
+    epg_id: i64,
+    name: &ApicName,
+) -> ApiResult<Option<Reservation>> {
     let row: Option<Row> = sqlx::query_as(&format!("{SELECT} AND l.reservation = $2"))
         .bind(epg_id)
         .bind(name.as_str())
@@ -78,7 +89,8 @@ async fn load(conn: &mut PgConnection, epg_id: i64, name: &ApicName) -> ApiResul
 
 async fn epg_id(conn: &mut PgConnection, key: &EpgKey) -> ApiResult<i64> {
     let ids = epgs::ids_of(conn, key).await?;
-    ids.map(|(id, _)| id).ok_or_else(|| ApiError::NotFound(format!("no EPG {key}")))
+    ids.map(|(id, _)| id)
+        .ok_or_else(|| ApiError::NotFound(format!("no EPG {key}")))
 }
 
 fn resource(key: &EpgKey, name: &ApicName) -> String {
@@ -106,24 +118,36 @@ async fn list_reservations(
     let mut conn = st.db.acquire().await?;
     let id = epg_id(&mut conn, &key).await?;
     // Leases have no serial id; they are paged in address order, the address number as cursor.
-    let rows: Vec<Row> = sqlx::query_as(&format!("{SELECT} AND l.address - '0.0.0.0'::inet > $2 ORDER BY l.address LIMIT $3"))
-        .bind(id)
-        .bind(after.unwrap_or(-1))
-        .bind(limit + 1)
-        .fetch_all(&mut *conn)
-        .await?;
-    let items = rows.into_iter().map(|r| Ok((r.0, decode(r)?))).collect::<ApiResult<Vec<_>>>()?;
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "{SELECT} AND l.address - '0.0.0.0'::inet > $2 ORDER BY l.address LIMIT $3"
+    ))
+    .bind(id)
+    .bind(after.unwrap_or(-1))
+    .bind(limit + 1)
+    .fetch_all(&mut *conn)
+    .await?;
+    let items = rows
+        .into_iter()
+        .map(|r| Ok((r.0, decode(r)?)))
+        .collect::<ApiResult<Vec<_>>>()?;
     Ok(Json(Page::from_rows(items, limit)))
 }
 
 #[utoipa::path(get, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", tag = "reservations",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path), ("name" = String, Path)),
     responses((status = 200, body = Reservation), (status = 404, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
-async fn get_reservation(_auth: Auth<Viewer>, State(st): State<AppState>, ApiPath(path): ApiPath<ReservationPath>) -> ApiResult<Json<Reservation>> {
+async fn get_reservation(
+    _auth: Auth<Viewer>,
+    State(st): State<AppState>,
+    ApiPath(path): ApiPath<ReservationPath>,
+) -> ApiResult<Json<Reservation>> {
     let (key, name) = split(path)?;
     let mut conn = st.db.acquire().await?;
     let id = epg_id(&mut conn, &key).await?;
-    load(&mut conn, id, &name).await?.map(Json).ok_or_else(|| ApiError::NotFound(format!("no reservation `{name}` in EPG {key}")))
+    load(&mut conn, id, &name)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no reservation `{name}` in EPG {key}")))
 }
 
 /// Reserves an address for `name` (the same name always gets the same address). The body is
@@ -145,8 +169,18 @@ async fn put_reservation(
     let id = epg_id(&mut tx, &key).await?;
     let before = load(&mut tx, id, &name).await?;
     ip::reserve(&mut tx, id, name.as_str(), spec.address).await?;
-    let after = load(&mut tx, id, &name).await?.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("reservation vanished")))?;
-    audit::record(&mut tx, auth.actor(), "reservation.put", &resource(&key, &name), before.as_ref(), Some(&after)).await?;
+    let after = load(&mut tx, id, &name)
+        .await?
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("reservation vanished")))?;
+    audit::record(
+        &mut tx,
+        auth.actor(),
+        "reservation.put",
+        &resource(&key, &name),
+        before.as_ref(),
+        Some(&after),
+    )
+    .await?;
     tx.commit().await?;
     Ok(Put(before.is_none(), after))
 }
@@ -155,13 +189,30 @@ async fn put_reservation(
 #[utoipa::path(delete, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", tag = "reservations",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path), ("name" = String, Path)),
     responses((status = 204, description = "released or absent"), (status = 401, body = Problem), (status = 403, body = Problem)))]
-async fn delete_reservation(auth: Auth<Operator>, State(st): State<AppState>, ApiPath(path): ApiPath<ReservationPath>) -> ApiResult<StatusCode> {
+async fn delete_reservation(
+    auth: Auth<Operator>,
+    State(st): State<AppState>,
+    ApiPath(path): ApiPath<ReservationPath>,
+) -> ApiResult<StatusCode> {
     let (key, name) = split(path)?;
     let mut tx = st.db.begin().await?;
-    let Some((id, _)) = epgs::ids_of(&mut tx, &key).await? else { return Ok(StatusCode::NO_CONTENT) };
+    let Some((id, _)) = epgs::ids_of(&mut tx, &key).await? else {
+        return Ok(StatusCode::NO_CONTENT);
+    };
     let before = load(&mut tx, id, &name).await?;
-    if ip::release(&mut tx, id, name.as_str(), st.quarantine.ip).await?.is_some() {
-        audit::record(&mut tx, auth.actor(), "reservation.delete", &resource(&key, &name), before.as_ref(), None::<&Reservation>).await?;
+    if ip::release(&mut tx, id, name.as_str(), st.quarantine.ip)
+        .await?
+        .is_some()
+    {
+        audit::record(
+            &mut tx,
+            auth.actor(),
+            "reservation.delete",
+            &resource(&key, &name),
+            before.as_ref(),
+            None::<&Reservation>,
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)

@@ -17,17 +17,53 @@ async fn every_mutation_is_recorded_with_actor_request_id_and_before_after(db: P
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
-    app.put(&app.admin, "/api/v1/vlan-pools/p", &json!({"ranges": [{"first": 10, "last": 30}]})).await;
+    app.put(
+        &app.admin,
+        "/api/v1/vlan-pools/p",
+        &json!({"ranges": [{"first": 10, "last": 30}]}),
+    )
+    .await;
     app.epg("a", "p", "10.0.0.0/24", "10.0.0.1").await;
-    app.put(&app.operator, "/api/v1/epgs/t/ap/a/reservations/r", &json!({})).await;
-    app.delete(&app.operator, "/api/v1/epgs/t/ap/a/reservations/r").await;
-    app.delete(&app.operator, "/api/v1/epgs/t/ap/a/reservations/r").await; // no-op, not recorded
+    app.put(
+        &app.operator,
+        "/api/v1/epgs/t/ap/a/reservations/r",
+        &json!({}),
+    )
+    .await;
+    app.delete(&app.operator, "/api/v1/epgs/t/ap/a/reservations/r")
+        .await;
+    app.delete(&app.operator, "/api/v1/epgs/t/ap/a/reservations/r")
+        .await; // no-op, not recorded
 
-    let page: Value = app.get(&app.viewer, "/api/v1/audit").await.json().await.unwrap();
-    let actions: Vec<&str> = page["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["reservation.delete", "reservation.put", "epg.put", "vlan-pool.put", "vlan-pool.put"]);
+    let page: Value = app
+        .get(&app.viewer, "/api/v1/audit")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "reservation.delete",
+            "reservation.put",
+            "epg.put",
+            "vlan-pool.put",
+            "vlan-pool.put"
+        ]
+    );
 
-    let first: Value = app.get(&app.viewer, "/api/v1/audit?request_id=req-pool-1").await.json().await.unwrap();
+    let first: Value = app
+        .get(&app.viewer, "/api/v1/audit?request_id=req-pool-1")
+        .await
+        .json()
+        .await
+        .unwrap();
     let e = &first["items"][0];
     assert_eq!(first["items"].as_array().unwrap().len(), 1);
     assert_eq!(e["actor"], "t-admin");
@@ -35,17 +71,43 @@ async fn every_mutation_is_recorded_with_actor_request_id_and_before_after(db: P
     assert_eq!(e["before"], Value::Null);
     assert_eq!(e["after"]["ranges"], json!([{"first": 10, "last": 20}]));
 
-    let updates: Value = app.get(&app.viewer, "/api/v1/audit?action=vlan-pool.put&limit=1").await.json().await.unwrap();
+    let updates: Value = app
+        .get(&app.viewer, "/api/v1/audit?action=vlan-pool.put&limit=1")
+        .await
+        .json()
+        .await
+        .unwrap();
     let e = &updates["items"][0];
     assert_eq!(e["before"]["ranges"], json!([{"first": 10, "last": 20}]));
     assert_eq!(e["after"]["ranges"], json!([{"first": 10, "last": 30}]));
     let cursor = updates["next_cursor"].as_str().unwrap();
-    let next: Value = app.get(&app.viewer, &format!("/api/v1/audit?action=vlan-pool.put&limit=1&cursor={cursor}")).await.json().await.unwrap();
+    let next: Value = app
+        .get(
+            &app.viewer,
+            &format!("/api/v1/audit?action=vlan-pool.put&limit=1&cursor={cursor}"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(next["items"][0]["request_id"], "req-pool-1");
     assert_eq!(next["next_cursor"], Value::Null);
 
-    let by_actor: Value = app.get(&app.viewer, "/api/v1/audit?actor=t-operator&resource=epgs/t/ap/a").await.json().await.unwrap();
+    let by_actor: Value = app
+        .get(
+            &app.viewer,
+            "/api/v1/audit?actor=t-operator&resource=epgs/t/ap/a",
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(by_actor["items"].as_array().unwrap().len(), 3);
-    let future: Value = app.get(&app.viewer, "/api/v1/audit?since=2999-01-01T00:00:00Z").await.json().await.unwrap();
+    let future: Value = app
+        .get(&app.viewer, "/api/v1/audit?since=2999-01-01T00:00:00Z")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(future["items"], json!([]));
 }

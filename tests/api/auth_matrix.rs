@@ -19,11 +19,31 @@ const ROUTES: &[(&str, &str, Option<&str>)] = &[
     ("get", "/api/v1/epgs", Some("viewer")),
     ("get", "/api/v1/epgs/{tenant}/{app}/{epg}", Some("viewer")),
     ("put", "/api/v1/epgs/{tenant}/{app}/{epg}", Some("operator")),
-    ("delete", "/api/v1/epgs/{tenant}/{app}/{epg}", Some("operator")),
-    ("get", "/api/v1/epgs/{tenant}/{app}/{epg}/reservations", Some("viewer")),
-    ("get", "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", Some("viewer")),
-    ("put", "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", Some("operator")),
-    ("delete", "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", Some("operator")),
+    (
+        "delete",
+        "/api/v1/epgs/{tenant}/{app}/{epg}",
+        Some("operator"),
+    ),
+    (
+        "get",
+        "/api/v1/epgs/{tenant}/{app}/{epg}/reservations",
+        Some("viewer"),
+    ),
+    (
+        "get",
+        "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}",
+        Some("viewer"),
+    ),
+    (
+        "put",
+        "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}",
+        Some("operator"),
+    ),
+    (
+        "delete",
+        "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}",
+        Some("operator"),
+    ),
     ("get", "/api/v1/hosts", Some("viewer")),
     ("get", "/api/v1/hosts/{name}", Some("viewer")),
     ("put", "/api/v1/hosts/{name}", Some("admin")),
@@ -42,7 +62,10 @@ fn allowed(role: &str, need: &str) -> bool {
 }
 
 fn concrete(path: &str) -> String {
-    path.replace("{tenant}", "t").replace("{app}", "ap").replace("{epg}", "e").replace("{name}", "n")
+    path.replace("{tenant}", "t")
+        .replace("{app}", "ap")
+        .replace("{epg}", "e")
+        .replace("{name}", "n")
 }
 
 #[sqlx::test(migrations = "./migrations")]
@@ -50,7 +73,15 @@ async fn every_route_checks_the_token_and_the_role(db: PgPool) {
     let app = spawn_app(db).await;
 
     // The table covers every documented operation, so a new route cannot skip this test.
-    let doc: Value = app.client.get(app.url("/api/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let doc: Value = app
+        .client
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let mut documented = Vec::new();
     for (path, ops) in doc["paths"].as_object().unwrap() {
         for method in ops.as_object().unwrap().keys() {
@@ -58,11 +89,22 @@ async fn every_route_checks_the_token_and_the_role(db: PgPool) {
         }
     }
     documented.sort();
-    let mut tabled: Vec<(String, String)> = ROUTES.iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
+    let mut tabled: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .collect();
     tabled.sort();
-    assert_eq!(documented, tabled, "auth matrix and OpenAPI document differ");
+    assert_eq!(
+        documented, tabled,
+        "auth matrix and OpenAPI document differ"
+    );
 
-    let tokens = [("viewer", &app.viewer), ("operator", &app.operator), ("admin", &app.admin), ("agent", &app.agent)];
+    let tokens = [
+        ("viewer", &app.viewer),
+        ("operator", &app.operator),
+        ("admin", &app.admin),
+        ("agent", &app.agent),
+    ];
     for (method, path, need) in ROUTES {
         let url = app.url(&concrete(path));
         let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
@@ -74,15 +116,30 @@ async fn every_route_checks_the_token_and_the_role(db: PgPool) {
             req.send()
         };
         let Some(need) = need else {
-            assert_eq!(send(None).await.unwrap().status(), StatusCode::OK, "{method} {path} is public");
+            assert_eq!(
+                send(None).await.unwrap().status(),
+                StatusCode::OK,
+                "{method} {path} is public"
+            );
             continue;
         };
-        assert_eq!(send(None).await.unwrap().status(), StatusCode::UNAUTHORIZED, "{method} {path} without token");
-        assert_eq!(send(Some("weft_not-a-token")).await.unwrap().status(), StatusCode::UNAUTHORIZED, "{method} {path} bad token");
+        assert_eq!(
+            send(None).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} without token"
+        );
+        assert_eq!(
+            send(Some("weft_not-a-token")).await.unwrap().status(),
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} bad token"
+        );
         for (role, token) in tokens {
             let status = send(Some(token)).await.unwrap().status();
             if allowed(role, need) {
-                assert!(status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN, "{method} {path} as {role}: {status}");
+                assert!(
+                    status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+                    "{method} {path} as {role}: {status}"
+                );
             } else {
                 assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path} as {role}");
             }

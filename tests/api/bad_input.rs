@@ -12,7 +12,12 @@ async fn rejected_requests_leave_the_database_untouched(db: PgPool) {
     let app = spawn_app(db.clone()).await;
     app.pool("p", 100, 100).await;
     app.epg("a", "p", "10.0.0.0/30", "10.0.0.1").await;
-    app.put(&app.operator, "/api/v1/epgs/t/ap/a/reservations/r1", &json!({})).await;
+    app.put(
+        &app.operator,
+        "/api/v1/epgs/t/ap/a/reservations/r1",
+        &json!({}),
+    )
+    .await;
 
     let with = |k: &str, v: Value| {
         let mut b = epg_body("p", "10.1.0.0/24", "10.1.0.1");
@@ -20,39 +25,193 @@ async fn rejected_requests_leave_the_database_untouched(db: PgPool) {
         b
     };
     let cases: Vec<(Method, &str, Option<Value>, &str)> = vec![
-        (Method::PUT, "/api/v1/vlan-pools/p", Some(json!({"ranges": []})), "admin"),
-        (Method::PUT, "/api/v1/vlan-pools/p", Some(json!({"ranges": [{"first": 0, "last": 5}]})), "admin"),
-        (Method::PUT, "/api/v1/vlan-pools/p", Some(json!({"ranges": [{"first": 9, "last": 5}]})), "admin"),
-        (Method::PUT, "/api/v1/vlan-pools/q", Some(json!({"ranges": [{"first": 1, "last": 5}, {"first": 5, "last": 6}]})), "admin"),
-        (Method::PUT, "/api/v1/vlan-pools/q", Some(json!({"ranges": [{"first": 1, "last": 4095}]})), "admin"),
-        (Method::PUT, "/api/v1/vlan-pools/p", Some(json!({"ranges": [{"first": 200, "last": 201}]})), "admin"),
-        (Method::PUT, "/api/v1/vlan-pools/bad%20name", Some(json!({"ranges": [{"first": 1, "last": 2}]})), "admin"),
-        (Method::PUT, "/api/v1/vlan-pools/q", Some(json!({"ranges": [{"first": 1, "last": 2}], "extra": 1})), "admin"),
+        (
+            Method::PUT,
+            "/api/v1/vlan-pools/p",
+            Some(json!({"ranges": []})),
+            "admin",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/vlan-pools/p",
+            Some(json!({"ranges": [{"first": 0, "last": 5}]})),
+            "admin",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/vlan-pools/p",
+            Some(json!({"ranges": [{"first": 9, "last": 5}]})),
+            "admin",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/vlan-pools/q",
+            Some(json!({"ranges": [{"first": 1, "last": 5}, {"first": 5, "last": 6}]})),
+            "admin",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/vlan-pools/q",
+            Some(json!({"ranges": [{"first": 1, "last": 4095}]})),
+            "admin",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/vlan-pools/p",
+            Some(json!({"ranges": [{"first": 200, "last": 201}]})),
+            "admin",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/vlan-pools/bad%20name",
+            Some(json!({"ranges": [{"first": 1, "last": 2}]})),
+            "admin",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/vlan-pools/q",
+            Some(json!({"ranges": [{"first": 1, "last": 2}], "extra": 1})),
+            "admin",
+        ),
         (Method::PUT, "/api/v1/vlan-pools/q", None, "admin"),
         (Method::DELETE, "/api/v1/vlan-pools/p", None, "admin"),
-        (Method::PUT, "/api/v1/epgs/t/ap/b", Some(with("vlan_pool", json!("missing"))), "operator"),
-        (Method::PUT, "/api/v1/epgs/t/ap/b", Some(with("mode", json!("trunk"))), "operator"),
-        (Method::PUT, "/api/v1/epgs/t/ap/b", Some(with("immediacy", json!("now"))), "operator"),
-        (Method::PUT, "/api/v1/epgs/t/ap/b", Some(with("requested_vlan", json!(4095))), "operator"),
-        (Method::PUT, "/api/v1/epgs/t/ap/b", Some(with("bridge_domain", json!("bd]x"))), "operator"),
-        (Method::PUT, "/api/v1/epgs/t/ap/b", Some(with("subnets", json!([]))), "operator"),
-        (Method::PUT, "/api/v1/epgs/t/ap/b", Some(with("subnets", json!([{"cidr": "10.1.0.0/24", "gateway": "10.2.0.1"}]))), "operator"),
-        (Method::PUT, "/api/v1/epgs/t/ap/b", Some(with("subnets", json!([{"cidr": "10.1.0.5/24", "gateway": "10.1.0.1"}]))), "operator"),
-        (Method::PUT, "/api/v1/epgs/t/ap/b", Some(with("subnets", json!([{"cidr": "10.1.0.0/24", "gateway": "10.1.0.1"},
-                                                                            {"cidr": "10.1.0.128/25", "gateway": "10.1.0.129"}]))), "operator"),
-        (Method::PUT, "/api/v1/epgs/t/ap/b", Some(epg_body("p", "10.1.0.0/24", "10.1.0.1")), "operator"), // pool exhausted
-        (Method::PUT, "/api/v1/epgs/t/ap/a", Some(epg_body("p", "10.9.0.0/24", "10.9.0.1")), "operator"), // subnet in use
-        (Method::PUT, "/api/v1/epgs/t%5B/ap/b", Some(epg_body("p", "10.1.0.0/24", "10.1.0.1")), "operator"),
+        (
+            Method::PUT,
+            "/api/v1/epgs/t/ap/b",
+            Some(with("vlan_pool", json!("missing"))),
+            "operator",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/epgs/t/ap/b",
+            Some(with("mode", json!("trunk"))),
+            "operator",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/epgs/t/ap/b",
+            Some(with("immediacy", json!("now"))),
+            "operator",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/epgs/t/ap/b",
+            Some(with("requested_vlan", json!(4095))),
+            "operator",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/epgs/t/ap/b",
+            Some(with("bridge_domain", json!("bd]x"))),
+            "operator",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/epgs/t/ap/b",
+            Some(with("subnets", json!([]))),
+            "operator",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/epgs/t/ap/b",
+            Some(with(
+                "subnets",
+                json!([{"cidr": "10.1.0.0/24", "gateway": "10.2.0.1"}]),
+            )),
+            "operator",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/epgs/t/ap/b",
+            Some(with(
+                "subnets",
+                json!([{"cidr": "10.1.0.5/24", "gateway": "10.1.0.1"}]),
+            )),
+            "operator",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/epgs/t/ap/b",
+            Some(with(
+                "subnets",
+                json!([{"cidr": "10.1.0.0/24", "gateway": "10.1.0.1"},
+                                                                            {"cidr": "10.1.0.128/25", "gateway": "10.1.0.129"}]),
+            )),
+            "operator",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/epgs/t/ap/b",
+            Some(epg_body("p", "10.1.0.0/24", "10.1.0.1")),
+            "operator",
+        ), // pool exhausted
+        (
+            Method::PUT,
+            "/api/v1/epgs/t/ap/a",
+            Some(epg_body("p", "10.9.0.0/24", "10.9.0.1")),
+            "operator",
+        ), // subnet in use
+        (
+            Method::PUT,
+            "/api/v1/epgs/t%5B/ap/b",
+            Some(epg_body("p", "10.1.0.0/24", "10.1.0.1")),
+            "operator",
+        ),
         (Method::DELETE, "/api/v1/epgs/t/ap/a", None, "operator"),
-        (Method::PUT, "/api/v1/epgs/t/ap/a/reservations/r2", Some(json!({"address": "10.0.0.1"})), "operator"),
-        (Method::PUT, "/api/v1/epgs/t/ap/a/reservations/r2", Some(json!({"address": "not-an-ip"})), "operator"),
-        (Method::PUT, "/api/v1/epgs/t/ap/a/reservations/r2", None, "operator"), // /30: exhausted
-        (Method::PUT, "/api/v1/epgs/t/ap/zz/reservations/r2", None, "operator"),
-        (Method::PUT, "/api/v1/epgs/t/ap/a/reservations/r2", Some(json!({"addr": "10.0.0.2"})), "operator"),
-        (Method::PUT, "/api/v1/hosts/h", Some(json!({"agent_url": "http://x", "backend": "ovs", "mtu": 0})), "admin"),
-        (Method::PUT, "/api/v1/hosts/h", Some(json!({"agent_url": "http://x"})), "admin"),
-        (Method::PUT, "/api/v1/vlan-pools/q", Some(json!({"ranges": [{"first": 1, "last": 2}]})), "operator"),
-        (Method::PUT, "/api/v1/epgs/t/ap/c", Some(epg_body("p", "10.1.0.0/24", "10.1.0.1")), "viewer"),
+        (
+            Method::PUT,
+            "/api/v1/epgs/t/ap/a/reservations/r2",
+            Some(json!({"address": "10.0.0.1"})),
+            "operator",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/epgs/t/ap/a/reservations/r2",
+            Some(json!({"address": "not-an-ip"})),
+            "operator",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/epgs/t/ap/a/reservations/r2",
+            None,
+            "operator",
+        ), // /30: exhausted
+        (
+            Method::PUT,
+            "/api/v1/epgs/t/ap/zz/reservations/r2",
+            None,
+            "operator",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/epgs/t/ap/a/reservations/r2",
+            Some(json!({"addr": "10.0.0.2"})),
+            "operator",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/hosts/h",
+            Some(json!({"agent_url": "http://x", "backend": "ovs", "mtu": 0})),
+            "admin",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/hosts/h",
+            Some(json!({"agent_url": "http://x"})),
+            "admin",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/vlan-pools/q",
+            Some(json!({"ranges": [{"first": 1, "last": 2}]})),
+            "operator",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/epgs/t/ap/c",
+            Some(epg_body("p", "10.1.0.0/24", "10.1.0.1")),
+            "viewer",
+        ),
     ];
     for (method, path, body, role) in cases {
         let token = match role {
@@ -61,19 +220,38 @@ async fn rejected_requests_leave_the_database_untouched(db: PgPool) {
             _ => &app.viewer,
         };
         let before = db_snapshot(&db).await;
-        let mut req = app.client.request(method.clone(), app.url(path)).bearer_auth(token);
+        let mut req = app
+            .client
+            .request(method.clone(), app.url(path))
+            .bearer_auth(token);
         req = match &body {
             Some(b) => req.json(b),
-            None if method == Method::PUT && path.starts_with("/api/v1/vlan-pools") => req.header("content-type", "application/json").body("{not json"),
+            None if method == Method::PUT && path.starts_with("/api/v1/vlan-pools") => req
+                .header("content-type", "application/json")
+                .body("{not json"),
             None => req,
         };
         let r = req.send().await.unwrap();
         let status = r.status();
         assert!(status.is_client_error(), "{method} {path}: {status}");
-        assert_eq!(r.headers()["content-type"], "application/problem+json", "{method} {path}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{method} {path}"
+        );
         let problem: Value = r.json().await.unwrap();
-        assert!(problem["type"].as_str().unwrap().starts_with("https://weft.dev/problems/"), "{problem}");
+        assert!(
+            problem["type"]
+                .as_str()
+                .unwrap()
+                .starts_with("https://weft.dev/problems/"),
+            "{problem}"
+        );
         assert!(!problem["detail"].as_str().unwrap().is_empty());
-        assert_eq!(db_snapshot(&db).await, before, "{method} {path} changed the database");
+        assert_eq!(
+            db_snapshot(&db).await,
+            before,
+            "{method} {path} changed the database"
+        );
     }
 }

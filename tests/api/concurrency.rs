@@ -12,14 +12,25 @@ use sqlx::PgPool;
 use crate::helpers::{assert_problem, epg_body, spawn_app, spawn_replica, TestApp};
 
 async fn put_epg(app: &TestApp, name: String, pool: &str, i: usize) -> Value {
-    let body = epg_body(pool, &format!("10.{}.{}.0/24", i / 256, i % 256), &format!("10.{}.{}.1", i / 256, i % 256));
-    let r = app.put(&app.operator, &format!("/api/v1/epgs/t/ap/{name}"), &body).await;
+    let body = epg_body(
+        pool,
+        &format!("10.{}.{}.0/24", i / 256, i % 256),
+        &format!("10.{}.{}.1", i / 256, i % 256),
+    );
+    let r = app
+        .put(&app.operator, &format!("/api/v1/epgs/t/ap/{name}"), &body)
+        .await;
     assert_eq!(r.status(), StatusCode::CREATED, "{name}");
     r.json().await.unwrap()
 }
 
 async fn reserve(app: &TestApp, epg: &str, i: usize) -> reqwest::Response {
-    app.put(&app.operator, &format!("/api/v1/epgs/t/ap/{epg}/reservations/r{i}"), &json!({})).await
+    app.put(
+        &app.operator,
+        &format!("/api/v1/epgs/t/ap/{epg}/reservations/r{i}"),
+        &json!({}),
+    )
+    .await
 }
 
 #[sqlx::test(migrations = "./migrations")]
@@ -30,18 +41,31 @@ async fn fifty_parallel_epg_creates_get_fifty_distinct_vlans(db: PgPool) {
     let vlans: HashSet<u64> = epgs.iter().map(|e| e["vlan"].as_u64().unwrap()).collect();
     assert_eq!(vlans.len(), 50);
     assert!(vlans.iter().all(|v| (100..=149).contains(v)));
-    let r = app.put(&app.operator, "/api/v1/epgs/t/ap/one-more", &epg_body("p", "10.99.0.0/24", "10.99.0.1")).await;
+    let r = app
+        .put(
+            &app.operator,
+            "/api/v1/epgs/t/ap/one-more",
+            &epg_body("p", "10.99.0.0/24", "10.99.0.1"),
+        )
+        .await;
     assert_problem(r, StatusCode::CONFLICT, "pool-exhausted").await;
 }
 
 #[sqlx::test(migrations = "./migrations")]
-async fn two_hundred_fifty_parallel_reservations_fill_a_slash_24_and_the_next_is_refused(db: PgPool) {
+async fn two_hundred_fifty_parallel_reservations_fill_a_slash_24_and_the_next_is_refused(
+    db: PgPool,
+) {
     let app = spawn_app(db).await;
     app.pool("p", 100, 101).await;
     // A /24 has 254 host addresses; minus the gateway and three reserved ones leaves 250.
     let mut body = epg_body("p", "192.168.7.0/24", "192.168.7.1");
     body["subnets"][0]["reserved"] = json!([{"first": "192.168.7.100", "last": "192.168.7.102"}]);
-    assert_eq!(app.put(&app.operator, "/api/v1/epgs/t/ap/a", &body).await.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.put(&app.operator, "/api/v1/epgs/t/ap/a", &body)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
 
     let responses = join_all((0..250).map(|i| reserve(&app, "a", i))).await;
     let mut addresses = HashSet::new();
@@ -51,30 +75,55 @@ async fn two_hundred_fifty_parallel_reservations_fill_a_slash_24_and_the_next_is
         let a: Ipv4Addr = v["address"].as_str().unwrap().parse().unwrap();
         let last = a.octets()[3];
         assert_eq!(&a.octets()[..3], &[192, 168, 7]);
-        assert!(last != 0 && last != 1 && last != 255 && !(100..=102).contains(&last), "{a} handed out");
+        assert!(
+            last != 0 && last != 1 && last != 255 && !(100..=102).contains(&last),
+            "{a} handed out"
+        );
         assert!(addresses.insert(a), "{a} handed out twice");
     }
     assert_eq!(addresses.len(), 250);
-    let r = app.put(&app.operator, "/api/v1/epgs/t/ap/a/reservations/r250", &json!({})).await;
+    let r = app
+        .put(
+            &app.operator,
+            "/api/v1/epgs/t/ap/a/reservations/r250",
+            &json!({}),
+        )
+        .await;
     assert_problem(r, StatusCode::CONFLICT, "pool-exhausted").await;
 }
 
 /// Two app instances with their own connection pools (as two replicas would be) on one database.
 #[sqlx::test(migrations = "./migrations")]
-async fn two_replicas_hammering_one_pool_never_collide(opts: PgPoolOptions, connect: PgConnectOptions) {
+async fn two_replicas_hammering_one_pool_never_collide(
+    opts: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
     let db1 = opts.clone().connect_with(connect.clone()).await.unwrap();
-    let db2 = PgPoolOptions::new().max_connections(5).connect_with(connect).await.unwrap();
+    let db2 = PgPoolOptions::new()
+        .max_connections(5)
+        .connect_with(connect)
+        .await
+        .unwrap();
     let a = spawn_app(db1).await;
     let b = spawn_replica(db2, &a).await;
     a.pool("p", 200, 240).await;
     let shared = a.epg("shared", "p", "172.16.0.0/24", "172.16.0.1").await;
 
     // 40 EPGs (the rest of the pool) and 200 reservations, alternating between the replicas.
-    let epgs = join_all((0..40).map(|i| put_epg(if i % 2 == 0 { &a } else { &b }, format!("e{i}"), "p", i + 1))).await;
+    let epgs = join_all((0..40).map(|i| {
+        put_epg(
+            if i % 2 == 0 { &a } else { &b },
+            format!("e{i}"),
+            "p",
+            i + 1,
+        )
+    }))
+    .await;
     let mut vlans: HashSet<u64> = epgs.iter().map(|e| e["vlan"].as_u64().unwrap()).collect();
     assert!(vlans.insert(shared["vlan"].as_u64().unwrap()));
     assert_eq!(vlans.len(), 41);
-    let leases = join_all((0..200).map(|i| reserve(if i % 2 == 0 { &a } else { &b }, "shared", i))).await;
+    let leases =
+        join_all((0..200).map(|i| reserve(if i % 2 == 0 { &a } else { &b }, "shared", i))).await;
     let mut addresses = HashSet::new();
     for r in leases {
         assert_eq!(r.status(), StatusCode::CREATED);

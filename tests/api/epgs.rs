@@ -27,10 +27,29 @@ async fn an_epg_gets_the_lowest_free_vlan_and_keeps_it_across_updates(db: PgPool
     assert_eq!(updated["mode"], "untagged");
     assert_eq!(updated["managed"], true);
 
-    let again: Value = app.put(&app.operator, "/api/v1/epgs/t/ap/a", &body).await.json().await.unwrap();
-    let got: Value = app.get(&app.viewer, "/api/v1/epgs/t/ap/a").await.json().await.unwrap();
+    let again: Value = app
+        .put(&app.operator, "/api/v1/epgs/t/ap/a", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let got: Value = app
+        .get(&app.viewer, "/api/v1/epgs/t/ap/a")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(again, got, "GET returns what the PUT returned");
-    for k in ["bridge_domain", "physical_domain", "vlan_pool", "subnets", "mode", "immediacy", "managed", "requested_vlan"] {
+    for k in [
+        "bridge_domain",
+        "physical_domain",
+        "vlan_pool",
+        "subnets",
+        "mode",
+        "immediacy",
+        "managed",
+        "requested_vlan",
+    ] {
         assert_eq!(got[k], body[k], "{k}");
     }
 }
@@ -41,9 +60,19 @@ async fn a_requested_vlan_is_used_when_free_otherwise_the_lowest_free(db: PgPool
     app.pool("p", 100, 110).await;
     let mut body = epg_body("p", "10.0.0.0/24", "10.0.0.1");
     body["requested_vlan"] = json!(107);
-    let a: Value = app.put(&app.operator, "/api/v1/epgs/t/ap/a", &body).await.json().await.unwrap();
+    let a: Value = app
+        .put(&app.operator, "/api/v1/epgs/t/ap/a", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(a["vlan"], 107);
-    let b: Value = app.put(&app.operator, "/api/v1/epgs/t/ap/b", &body).await.json().await.unwrap();
+    let b: Value = app
+        .put(&app.operator, "/api/v1/epgs/t/ap/b", &body)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(b["vlan"], 100);
     body["requested_vlan"] = json!(500);
     let r = app.put(&app.operator, "/api/v1/epgs/t/ap/c", &body).await;
@@ -56,9 +85,18 @@ async fn an_exhausted_pool_is_a_clean_conflict(db: PgPool) {
     app.pool("p", 100, 101).await;
     app.epg("a", "p", "10.0.0.0/24", "10.0.0.1").await;
     app.epg("b", "p", "10.0.1.0/24", "10.0.1.1").await;
-    let r = app.put(&app.operator, "/api/v1/epgs/t/ap/c", &epg_body("p", "10.0.2.0/24", "10.0.2.1")).await;
+    let r = app
+        .put(
+            &app.operator,
+            "/api/v1/epgs/t/ap/c",
+            &epg_body("p", "10.0.2.0/24", "10.0.2.1"),
+        )
+        .await;
     assert_problem(r, StatusCode::CONFLICT, "pool-exhausted").await;
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM epgs").fetch_one(&db).await.unwrap();
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM epgs")
+        .fetch_one(&db)
+        .await
+        .unwrap();
     assert_eq!(n, 2, "the refused EPG must not be stored");
 }
 
@@ -67,10 +105,21 @@ async fn a_released_vlan_stays_quarantined(db: PgPool) {
     let app = spawn_app(db).await;
     app.pool("p", 100, 101).await;
     app.epg("a", "p", "10.0.0.0/24", "10.0.0.1").await;
-    assert_eq!(app.delete(&app.operator, "/api/v1/epgs/t/ap/a").await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.delete(&app.operator, "/api/v1/epgs/t/ap/a")
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
     let b = app.epg("b", "p", "10.0.1.0/24", "10.0.1.1").await;
     assert_eq!(b["vlan"], 101, "VLAN 100 is quarantined");
-    let r = app.put(&app.operator, "/api/v1/epgs/t/ap/c", &epg_body("p", "10.0.2.0/24", "10.0.2.1")).await;
+    let r = app
+        .put(
+            &app.operator,
+            "/api/v1/epgs/t/ap/c",
+            &epg_body("p", "10.0.2.0/24", "10.0.2.1"),
+        )
+        .await;
     assert_problem(r, StatusCode::CONFLICT, "pool-exhausted").await;
     // The same EPG coming back takes its own VLAN out of quarantine.
     let a = app.epg("a", "p", "10.0.0.0/24", "10.0.0.1").await;
@@ -93,7 +142,12 @@ async fn deleting_an_epg_with_attachments_or_reservations_is_refused(db: PgPool)
     app.pool("p", 100, 101).await;
     app.epg("a", "p", "10.0.0.0/24", "10.0.0.1").await;
     let host = json!({"agent_url": "http://h1:9180", "backend": "ovs"});
-    assert_eq!(app.put(&app.admin, "/api/v1/hosts/h1", &host).await.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.put(&app.admin, "/api/v1/hosts/h1", &host)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
     sqlx::query(
         "INSERT INTO attachments (id, host_id, epg_id, container, state)
          SELECT gen_random_uuid(), h.id, e.id, 'c1', 'attached' FROM hosts h, epgs e",
@@ -103,16 +157,43 @@ async fn deleting_an_epg_with_attachments_or_reservations_is_refused(db: PgPool)
     .unwrap();
     let r = app.delete(&app.operator, "/api/v1/epgs/t/ap/a").await;
     assert_problem(r, StatusCode::CONFLICT, "in-use").await;
-    assert_problem(app.delete(&app.admin, "/api/v1/hosts/h1").await, StatusCode::CONFLICT, "in-use").await;
-    sqlx::query("DELETE FROM attachments").execute(&db).await.unwrap();
+    assert_problem(
+        app.delete(&app.admin, "/api/v1/hosts/h1").await,
+        StatusCode::CONFLICT,
+        "in-use",
+    )
+    .await;
+    sqlx::query("DELETE FROM attachments")
+        .execute(&db)
+        .await
+        .unwrap();
 
-    app.put(&app.operator, "/api/v1/epgs/t/ap/a/reservations/r1", &json!({})).await;
+    app.put(
+        &app.operator,
+        "/api/v1/epgs/t/ap/a/reservations/r1",
+        &json!({}),
+    )
+    .await;
     let r = app.delete(&app.operator, "/api/v1/epgs/t/ap/a").await;
     assert_problem(r, StatusCode::CONFLICT, "in-use").await;
-    app.delete(&app.operator, "/api/v1/epgs/t/ap/a/reservations/r1").await;
-    assert_eq!(app.delete(&app.operator, "/api/v1/epgs/t/ap/a").await.status(), StatusCode::NO_CONTENT);
-    assert_eq!(app.get(&app.viewer, "/api/v1/epgs/t/ap/a").await.status(), StatusCode::NOT_FOUND);
-    assert_eq!(app.delete(&app.operator, "/api/v1/epgs/t/ap/a").await.status(), StatusCode::NO_CONTENT);
+    app.delete(&app.operator, "/api/v1/epgs/t/ap/a/reservations/r1")
+        .await;
+    assert_eq!(
+        app.delete(&app.operator, "/api/v1/epgs/t/ap/a")
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.get(&app.viewer, "/api/v1/epgs/t/ap/a").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.delete(&app.operator, "/api/v1/epgs/t/ap/a")
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
 }
 
 #[sqlx::test(migrations = "./migrations")]
@@ -121,20 +202,55 @@ async fn the_pool_of_an_epg_cannot_change_and_subnets_in_use_cannot_go(db: PgPoo
     app.pool("p", 100, 101).await;
     app.pool("q", 200, 201).await;
     app.epg("a", "p", "10.0.0.0/24", "10.0.0.1").await;
-    let r = app.put(&app.operator, "/api/v1/epgs/t/ap/a", &epg_body("q", "10.0.0.0/24", "10.0.0.1")).await;
+    let r = app
+        .put(
+            &app.operator,
+            "/api/v1/epgs/t/ap/a",
+            &epg_body("q", "10.0.0.0/24", "10.0.0.1"),
+        )
+        .await;
     assert_problem(r, StatusCode::CONFLICT, "conflict").await;
-    let res: Value = app.put(&app.operator, "/api/v1/epgs/t/ap/a/reservations/r1", &json!({})).await.json().await.unwrap();
+    let res: Value = app
+        .put(
+            &app.operator,
+            "/api/v1/epgs/t/ap/a/reservations/r1",
+            &json!({}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(res["address"], "10.0.0.2");
-    let r = app.put(&app.operator, "/api/v1/epgs/t/ap/a", &epg_body("p", "10.0.1.0/24", "10.0.1.1")).await;
+    let r = app
+        .put(
+            &app.operator,
+            "/api/v1/epgs/t/ap/a",
+            &epg_body("p", "10.0.1.0/24", "10.0.1.1"),
+        )
+        .await;
     assert_problem(r, StatusCode::CONFLICT, "in-use").await;
-    let r = app.put(&app.operator, "/api/v1/epgs/t/ap/a", &epg_body("p", "10.0.0.0/24", "10.0.0.2")).await;
+    let r = app
+        .put(
+            &app.operator,
+            "/api/v1/epgs/t/ap/a",
+            &epg_body("p", "10.0.0.0/24", "10.0.0.2"),
+        )
+        .await;
     assert_problem(r, StatusCode::CONFLICT, "in-use").await;
     // Adding a second subnet keeps the first and its lease.
     let mut body = epg_body("p", "10.0.0.0/24", "10.0.0.1");
-    body["subnets"].as_array_mut().unwrap().push(json!({"cidr": "10.0.1.0/24", "gateway": "10.0.1.1"}));
+    body["subnets"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"cidr": "10.0.1.0/24", "gateway": "10.0.1.1"}));
     let r = app.put(&app.operator, "/api/v1/epgs/t/ap/a", &body).await;
     assert_eq!(r.status(), StatusCode::OK);
-    let got: Value = app.get(&app.viewer, "/api/v1/epgs/t/ap/a/reservations/r1").await.json().await.unwrap();
+    let got: Value = app
+        .get(&app.viewer, "/api/v1/epgs/t/ap/a/reservations/r1")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(got["address"], "10.0.0.2");
 }
 
@@ -145,9 +261,48 @@ async fn epgs_list_filters_by_tenant_and_pool(db: PgPool) {
     app.pool("q", 200, 210).await;
     app.epg("a", "p", "10.0.0.0/24", "10.0.0.1").await;
     app.epg("b", "q", "10.0.1.0/24", "10.0.1.1").await;
-    app.put(&app.operator, "/api/v1/epgs/other/ap/c", &epg_body("p", "10.0.2.0/24", "10.0.2.1")).await;
-    let names = |v: Value| v["items"].as_array().unwrap().iter().map(|e| e["epg"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
-    assert_eq!(names(app.get(&app.viewer, "/api/v1/epgs?tenant=t").await.json().await.unwrap()), ["a", "b"]);
-    assert_eq!(names(app.get(&app.viewer, "/api/v1/epgs?vlan_pool=p").await.json().await.unwrap()), ["a", "c"]);
-    assert_eq!(names(app.get(&app.viewer, "/api/v1/epgs?tenant=t&vlan_pool=q").await.json().await.unwrap()), ["b"]);
+    app.put(
+        &app.operator,
+        "/api/v1/epgs/other/ap/c",
+        &epg_body("p", "10.0.2.0/24", "10.0.2.1"),
+    )
+    .await;
+    let names = |v: Value| {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["epg"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(
+            app.get(&app.viewer, "/api/v1/epgs?tenant=t")
+                .await
+                .json()
+                .await
+                .unwrap()
+        ),
+        ["a", "b"]
+    );
+    assert_eq!(
+        names(
+            app.get(&app.viewer, "/api/v1/epgs?vlan_pool=p")
+                .await
+                .json()
+                .await
+                .unwrap()
+        ),
+        ["a", "c"]
+    );
+    assert_eq!(
+        names(
+            app.get(&app.viewer, "/api/v1/epgs?tenant=t&vlan_pool=q")
+                .await
+                .json()
+                .await
+                .unwrap()
+        ),
+        ["b"]
+    );
 }

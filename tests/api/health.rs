@@ -15,20 +15,40 @@ async fn healthz_and_readyz_answer_without_a_token(db: PgPool) {
 #[sqlx::test(migrations = "./migrations")]
 async fn readyz_fails_when_a_migration_is_not_applied(db: PgPool) {
     let app = spawn_app(db.clone()).await;
-    sqlx::query("DELETE FROM _sqlx_migrations").execute(&db).await.unwrap();
+    sqlx::query("DELETE FROM _sqlx_migrations")
+        .execute(&db)
+        .await
+        .unwrap();
     let r = app.client.get(app.url("/readyz")).send().await.unwrap();
     let body = assert_problem(r, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
-    assert!(body["detail"].as_str().unwrap().contains("weft migrate"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("weft migrate"),
+        "{body}"
+    );
 }
 
 #[sqlx::test(migrations = "./migrations")]
 async fn request_ids_are_echoed_or_generated(db: PgPool) {
     let app = spawn_app(db).await;
-    let r = app.client.get(app.url("/healthz")).header("x-request-id", "abc-123").send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/healthz"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["x-request-id"], "abc-123");
-    let r = app.client.get(app.url("/api/v1/epgs")).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/api/v1/epgs"))
+        .send()
+        .await
+        .unwrap();
     let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
-    assert!(uuid::Uuid::parse_str(&id).is_ok(), "generated id {id} is not a UUID");
+    assert!(
+        uuid::Uuid::parse_str(&id).is_ok(),
+        "generated id {id} is not a UUID"
+    );
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 

@@ -10,9 +10,15 @@ use weft::auth::{create_token, Role};
 use weft::startup::Application;
 
 /// Quarantine long enough that no test outlives it.
-pub const LONG: Quarantine = Quarantine { vlan: Duration::from_secs(3600), ip: Duration::from_secs(3600) };
+pub const LONG: Quarantine = Quarantine {
+    vlan: Duration::from_secs(3600),
+    ip: Duration::from_secs(3600),
+};
 /// No quarantine: released values are reusable at once.
-pub const NONE: Quarantine = Quarantine { vlan: Duration::ZERO, ip: Duration::ZERO };
+pub const NONE: Quarantine = Quarantine {
+    vlan: Duration::ZERO,
+    ip: Duration::ZERO,
+};
 
 pub struct TestApp {
     pub base: String,
@@ -31,7 +37,9 @@ pub async fn spawn_app(db: PgPool) -> TestApp {
 pub async fn spawn_with(db: PgPool, quarantine: Quarantine) -> TestApp {
     let mut app = spawn_instance(db.clone(), quarantine).await;
     app.admin = create_token(&db, "t-admin", Role::Admin).await.unwrap();
-    app.operator = create_token(&db, "t-operator", Role::Operator).await.unwrap();
+    app.operator = create_token(&db, "t-operator", Role::Operator)
+        .await
+        .unwrap();
     app.viewer = create_token(&db, "t-viewer", Role::Viewer).await.unwrap();
     app.agent = create_token(&db, "t-agent", Role::Agent).await.unwrap();
     app
@@ -48,7 +56,9 @@ pub async fn spawn_replica(db: PgPool, other: &TestApp) -> TestApp {
 }
 
 async fn spawn_instance(db: PgPool, quarantine: Quarantine) -> TestApp {
-    let app = Application::bind("127.0.0.1:0".parse().unwrap(), db.clone(), quarantine).await.unwrap();
+    let app = Application::bind("127.0.0.1:0".parse().unwrap(), db.clone(), quarantine)
+        .await
+        .unwrap();
     let base = format!("http://{}", app.local_addr().unwrap());
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     TestApp {
@@ -68,26 +78,54 @@ impl TestApp {
     }
 
     pub async fn get(&self, token: &str, path: &str) -> Response {
-        self.client.get(self.url(path)).bearer_auth(token).send().await.unwrap()
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn put(&self, token: &str, path: &str, body: &Value) -> Response {
-        self.client.put(self.url(path)).bearer_auth(token).json(body).send().await.unwrap()
+        self.client
+            .put(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn delete(&self, token: &str, path: &str) -> Response {
-        self.client.delete(self.url(path)).bearer_auth(token).send().await.unwrap()
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Creates pool `name` with one VLAN range.
     pub async fn pool(&self, name: &str, first: u16, last: u16) {
-        let r = self.put(&self.admin, &format!("/api/v1/vlan-pools/{name}"), &json!({"ranges": [{"first": first, "last": last}]})).await;
+        let r = self
+            .put(
+                &self.admin,
+                &format!("/api/v1/vlan-pools/{name}"),
+                &json!({"ranges": [{"first": first, "last": last}]}),
+            )
+            .await;
         assert!(r.status().is_success(), "pool: {}", r.text().await.unwrap());
     }
 
     /// Creates EPG `t/ap/{epg}` in `pool` with one subnet; returns the EPG document.
     pub async fn epg(&self, epg: &str, pool: &str, cidr: &str, gateway: &str) -> Value {
-        let r = self.put(&self.operator, &format!("/api/v1/epgs/t/ap/{epg}"), &epg_body(pool, cidr, gateway)).await;
+        let r = self
+            .put(
+                &self.operator,
+                &format!("/api/v1/epgs/t/ap/{epg}"),
+                &epg_body(pool, cidr, gateway),
+            )
+            .await;
         assert_eq!(r.status(), StatusCode::CREATED, "epg: {:?}", r.text().await);
         r.json().await.unwrap()
     }
@@ -105,10 +143,17 @@ pub fn epg_body(pool: &str, cidr: &str, gateway: &str) -> Value {
 /// Asserts a problem+json response with the given status and kind; returns the body.
 pub async fn assert_problem(r: Response, status: StatusCode, kind: &str) -> Value {
     assert_eq!(r.status(), status);
-    let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
     assert_eq!(ct.as_deref(), Some("application/problem+json"));
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["type"], format!("https://weft.dev/problems/{kind}"), "{body}");
+    assert_eq!(
+        body["type"],
+        format!("https://weft.dev/problems/{kind}"),
+        "{body}"
+    );
     assert_eq!(body["status"], status.as_u16());
     body
 }
@@ -116,11 +161,24 @@ pub async fn assert_problem(r: Response, status: StatusCode, kind: &str) -> Valu
 /// The whole content of every table Weft writes, for "nothing changed" checks.
 pub async fn db_snapshot(db: &PgPool) -> Value {
     let mut out = serde_json::Map::new();
-    for table in ["vlan_pools", "vlan_ranges", "epgs", "vlan_assignments", "subnets", "ip_leases", "hosts", "host_uplinks", "audit_log", "api_tokens"] {
-        let (v,): (Option<Value>,) = sqlx::query_as(&format!("SELECT json_agg(t ORDER BY t::text)::jsonb FROM {table} t"))
-            .fetch_one(db)
-            .await
-            .unwrap();
+    for table in [
+        "vlan_pools",
+        "vlan_ranges",
+        "epgs",
+        "vlan_assignments",
+        "subnets",
+        "ip_leases",
+        "hosts",
+        "host_uplinks",
+        "audit_log",
+        "api_tokens",
+    ] {
+        let (v,): (Option<Value>,) = sqlx::query_as(&format!(
+            "SELECT json_agg(t ORDER BY t::text)::jsonb FROM {table} t"
+        ))
+        .fetch_one(db)
+        .await
+        .unwrap();
         out.insert(table.into(), v.unwrap_or(Value::Null));
     }
     Value::Object(out)

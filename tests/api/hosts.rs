@@ -20,18 +20,31 @@ fn host_body() -> Value {
 #[sqlx::test(migrations = "./migrations")]
 async fn a_host_round_trips_without_ever_showing_its_agent_token(db: PgPool) {
     let app = spawn_app(db.clone()).await;
-    let r = app.put(&app.admin, "/api/v1/hosts/host1", &host_body()).await;
+    let r = app
+        .put(&app.admin, "/api/v1/hosts/host1", &host_body())
+        .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let text = r.text().await.unwrap();
     assert!(!text.contains("s3cret"), "{text}");
-    let got: Value = app.get(&app.viewer, "/api/v1/hosts/host1").await.json().await.unwrap();
+    let got: Value = app
+        .get(&app.viewer, "/api/v1/hosts/host1")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(got["agent_token_set"], true);
     assert_eq!(got["backend"], "linux-bridge");
     assert_eq!(got["mtu"], 9000);
     assert_eq!(got["uplinks"][0]["interface"], "eth0");
-    assert_eq!(got["uplinks"][0]["path_dn"], "topology/pod-1/paths-101/pathep-[eth1/1]");
+    assert_eq!(
+        got["uplinks"][0]["path_dn"],
+        "topology/pod-1/paths-101/pathep-[eth1/1]"
+    );
     assert_eq!(got["uplinks"][0]["learned"], "configured");
-    assert_eq!(got["uplinks"][1]["path_dn"], "topology/pod-1/protpaths-101-102/pathep-[host1-vpc]");
+    assert_eq!(
+        got["uplinks"][1]["path_dn"],
+        "topology/pod-1/protpaths-101-102/pathep-[host1-vpc]"
+    );
 
     // PUT without a token keeps the stored one; the audit log never holds it.
     let mut body = host_body();
@@ -42,14 +55,34 @@ async fn a_host_round_trips_without_ever_showing_its_agent_token(db: PgPool) {
     let got: Value = r.json().await.unwrap();
     assert_eq!(got["agent_token_set"], true);
     assert_eq!(got["uplinks"].as_array().unwrap().len(), 1);
-    let (stored,): (String,) = sqlx::query_as("SELECT agent_token FROM hosts").fetch_one(&db).await.unwrap();
+    let (stored,): (String,) = sqlx::query_as("SELECT agent_token FROM hosts")
+        .fetch_one(&db)
+        .await
+        .unwrap();
     assert_eq!(stored, "s3cret-agent-token");
-    let audit = app.get(&app.admin, "/api/v1/audit").await.text().await.unwrap();
-    assert!(audit.contains("host.put") && !audit.contains("s3cret"), "{audit}");
+    let audit = app
+        .get(&app.admin, "/api/v1/audit")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        audit.contains("host.put") && !audit.contains("s3cret"),
+        "{audit}"
+    );
 
-    assert_eq!(app.delete(&app.admin, "/api/v1/hosts/host1").await.status(), StatusCode::NO_CONTENT);
-    assert_eq!(app.get(&app.viewer, "/api/v1/hosts/host1").await.status(), StatusCode::NOT_FOUND);
-    assert_eq!(app.delete(&app.admin, "/api/v1/hosts/host1").await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.delete(&app.admin, "/api/v1/hosts/host1").await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.get(&app.viewer, "/api/v1/hosts/host1").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.delete(&app.admin, "/api/v1/hosts/host1").await.status(),
+        StatusCode::NO_CONTENT
+    );
 }
 
 #[sqlx::test(migrations = "./migrations")]
@@ -60,10 +93,19 @@ async fn bad_host_input_is_refused_by_field(db: PgPool) {
         ("mtu", json!(10000)),
         ("agent_url", json!("ftp://x")),
         ("agent_url", json!("http://user:pw@x")),
-        ("uplinks", json!([{"interface": "eth0", "path_dn": "topology/pod-1/protpaths-102-101/pathep-[x]"}])),
-        ("uplinks", json!([{"interface": "eth0/1", "path_dn": "topology/pod-1/paths-101/pathep-[eth1/1]"}])),
-        ("uplinks", json!([{"interface": "eth0", "path_dn": "topology/pod-1/paths-101/pathep-[eth1/1]"},
-                           {"interface": "eth0", "path_dn": "topology/pod-1/paths-101/pathep-[eth1/2]"}])),
+        (
+            "uplinks",
+            json!([{"interface": "eth0", "path_dn": "topology/pod-1/protpaths-102-101/pathep-[x]"}]),
+        ),
+        (
+            "uplinks",
+            json!([{"interface": "eth0/1", "path_dn": "topology/pod-1/paths-101/pathep-[eth1/1]"}]),
+        ),
+        (
+            "uplinks",
+            json!([{"interface": "eth0", "path_dn": "topology/pod-1/paths-101/pathep-[eth1/1]"},
+                           {"interface": "eth0", "path_dn": "topology/pod-1/paths-101/pathep-[eth1/2]"}]),
+        ),
     ];
     for (field, value) in cases {
         let mut body = host_body();
@@ -71,18 +113,44 @@ async fn bad_host_input_is_refused_by_field(db: PgPool) {
         let r = app.put(&app.admin, "/api/v1/hosts/h", &body).await;
         assert_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid-input").await;
     }
-    assert_problem(app.put(&app.admin, "/api/v1/hosts/a%2Fb", &host_body()).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid-input").await;
+    assert_problem(
+        app.put(&app.admin, "/api/v1/hosts/a%2Fb", &host_body())
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-input",
+    )
+    .await;
 }
 
 #[sqlx::test(migrations = "./migrations")]
 async fn hosts_list_filters_by_backend(db: PgPool) {
     let app = spawn_app(db).await;
     for (name, backend) in [("h1", "ovs"), ("h2", "macvlan"), ("h3", "ovs")] {
-        app.put(&app.admin, &format!("/api/v1/hosts/{name}"), &json!({"agent_url": "http://x:1", "backend": backend})).await;
+        app.put(
+            &app.admin,
+            &format!("/api/v1/hosts/{name}"),
+            &json!({"agent_url": "http://x:1", "backend": backend}),
+        )
+        .await;
     }
-    let page: Value = app.get(&app.viewer, "/api/v1/hosts?backend=ovs").await.json().await.unwrap();
-    let names: Vec<&str> = page["items"].as_array().unwrap().iter().map(|h| h["name"].as_str().unwrap()).collect();
+    let page: Value = app
+        .get(&app.viewer, "/api/v1/hosts?backend=ovs")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["h1", "h3"]);
     assert_eq!(page["items"][0]["mtu"], 1500);
-    assert_problem(app.get(&app.viewer, "/api/v1/hosts?backend=x").await, StatusCode::UNPROCESSABLE_ENTITY, "invalid-input").await;
+    assert_problem(
+        app.get(&app.viewer, "/api/v1/hosts?backend=x").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-input",
+    )
+    .await;
 }

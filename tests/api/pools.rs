@@ -15,8 +15,16 @@ async fn put_twice_gives_the_same_pool_and_get_returns_it(db: PgPool) {
     assert_eq!(r2.status(), StatusCode::OK);
     let r2: Value = r2.json().await.unwrap();
     assert_eq!(r1["ranges"], r2["ranges"]);
-    assert_eq!(r2["usage"], json!({"total": 15, "allocated": 0, "quarantined": 0, "free": 15}));
-    let got: Value = app.get(&app.viewer, "/api/v1/vlan-pools/p1").await.json().await.unwrap();
+    assert_eq!(
+        r2["usage"],
+        json!({"total": 15, "allocated": 0, "quarantined": 0, "free": 15})
+    );
+    let got: Value = app
+        .get(&app.viewer, "/api/v1/vlan-pools/p1")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(got["ranges"], body["ranges"]);
     assert_eq!(got["name"], "p1");
 }
@@ -27,21 +35,59 @@ async fn usage_counts_allocated_and_quarantined(db: PgPool) {
     app.pool("p", 10, 19).await;
     app.epg("a", "p", "10.0.0.0/24", "10.0.0.1").await;
     app.epg("b", "p", "10.0.1.0/24", "10.0.1.1").await;
-    assert_eq!(app.delete(&app.operator, "/api/v1/epgs/t/ap/b").await.status(), StatusCode::NO_CONTENT);
-    let got: Value = app.get(&app.viewer, "/api/v1/vlan-pools/p").await.json().await.unwrap();
-    assert_eq!(got["usage"], json!({"total": 10, "allocated": 1, "quarantined": 1, "free": 8}));
+    assert_eq!(
+        app.delete(&app.operator, "/api/v1/epgs/t/ap/b")
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    let got: Value = app
+        .get(&app.viewer, "/api/v1/vlan-pools/p")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        got["usage"],
+        json!({"total": 10, "allocated": 1, "quarantined": 1, "free": 8})
+    );
 }
 
 #[sqlx::test(migrations = "./migrations")]
-async fn deleting_a_pool_in_use_is_a_conflict_and_deleting_a_missing_one_is_not_an_error(db: PgPool) {
+async fn deleting_a_pool_in_use_is_a_conflict_and_deleting_a_missing_one_is_not_an_error(
+    db: PgPool,
+) {
     let app = spawn_app(db).await;
     app.pool("p", 10, 19).await;
     app.epg("a", "p", "10.0.0.0/24", "10.0.0.1").await;
-    assert_problem(app.delete(&app.admin, "/api/v1/vlan-pools/p").await, StatusCode::CONFLICT, "in-use").await;
-    assert_eq!(app.delete(&app.operator, "/api/v1/epgs/t/ap/a").await.status(), StatusCode::NO_CONTENT);
-    assert_eq!(app.delete(&app.admin, "/api/v1/vlan-pools/p").await.status(), StatusCode::NO_CONTENT);
-    assert_eq!(app.get(&app.viewer, "/api/v1/vlan-pools/p").await.status(), StatusCode::NOT_FOUND);
-    assert_eq!(app.delete(&app.admin, "/api/v1/vlan-pools/p").await.status(), StatusCode::NO_CONTENT);
+    assert_problem(
+        app.delete(&app.admin, "/api/v1/vlan-pools/p").await,
+        StatusCode::CONFLICT,
+        "in-use",
+    )
+    .await;
+    assert_eq!(
+        app.delete(&app.operator, "/api/v1/epgs/t/ap/a")
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.delete(&app.admin, "/api/v1/vlan-pools/p")
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.get(&app.viewer, "/api/v1/vlan-pools/p").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.delete(&app.admin, "/api/v1/vlan-pools/p")
+            .await
+            .status(),
+        StatusCode::NO_CONTENT
+    );
 }
 
 #[sqlx::test(migrations = "./migrations")]
@@ -50,9 +96,21 @@ async fn shrinking_ranges_below_a_held_vlan_is_refused(db: PgPool) {
     app.pool("p", 10, 19).await;
     let epg = app.epg("a", "p", "10.0.0.0/24", "10.0.0.1").await;
     assert_eq!(epg["vlan"], 10);
-    let r = app.put(&app.admin, "/api/v1/vlan-pools/p", &json!({"ranges": [{"first": 11, "last": 19}]})).await;
+    let r = app
+        .put(
+            &app.admin,
+            "/api/v1/vlan-pools/p",
+            &json!({"ranges": [{"first": 11, "last": 19}]}),
+        )
+        .await;
     assert_problem(r, StatusCode::CONFLICT, "in-use").await;
-    let r = app.put(&app.admin, "/api/v1/vlan-pools/p", &json!({"ranges": [{"first": 5, "last": 10}]})).await;
+    let r = app
+        .put(
+            &app.admin,
+            "/api/v1/vlan-pools/p",
+            &json!({"ranges": [{"first": 5, "last": 10}]}),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::OK);
 }
 
@@ -66,8 +124,19 @@ async fn lists_page_and_filter(db: PgPool) {
     let mut names = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let q = cursor.as_ref().map(|c| format!("&cursor={c}")).unwrap_or_default();
-        let page: Value = app.get(&app.viewer, &format!("/api/v1/vlan-pools?limit=2&name_prefix=pool-{q}")).await.json().await.unwrap();
+        let q = cursor
+            .as_ref()
+            .map(|c| format!("&cursor={c}"))
+            .unwrap_or_default();
+        let page: Value = app
+            .get(
+                &app.viewer,
+                &format!("/api/v1/vlan-pools?limit=2&name_prefix=pool-{q}"),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
         let items = page["items"].as_array().unwrap();
         assert!(items.len() <= 2);
         names.extend(items.iter().map(|p| p["name"].as_str().unwrap().to_owned()));

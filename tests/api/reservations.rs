@@ -28,9 +28,20 @@ async fn the_same_name_always_gets_the_same_address(db: PgPool) {
     let second: Value = r.json().await.unwrap();
     assert_eq!(first, second);
     // An empty body is the same as `{}`.
-    let r = app.client.put(app.url(&format!("{R}/job-1"))).bearer_auth(&app.operator).send().await.unwrap();
+    let r = app
+        .client
+        .put(app.url(&format!("{R}/job-1")))
+        .bearer_auth(&app.operator)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let got: Value = app.get(&app.viewer, &format!("{R}/job-1")).await.json().await.unwrap();
+    let got: Value = app
+        .get(&app.viewer, &format!("{R}/job-1"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(got, first);
 }
 
@@ -41,16 +52,43 @@ async fn a_requested_address_is_honoured_when_free_otherwise_conflict(db: PgPool
     let mut body = crate::helpers::epg_body("p", "10.0.0.0/24", "10.0.0.1");
     body["subnets"][0]["reserved"] = json!([{"first": "10.0.0.2", "last": "10.0.0.9"}]);
     app.put(&app.operator, "/api/v1/epgs/t/ap/a", &body).await;
-    let a: Value = reserve(&app, "a", json!({"address": "10.0.0.50"})).await.json().await.unwrap();
+    let a: Value = reserve(&app, "a", json!({"address": "10.0.0.50"}))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(a["address"], "10.0.0.50");
-    assert_problem(reserve(&app, "b", json!({"address": "10.0.0.50"})).await, StatusCode::CONFLICT, "conflict").await;
+    assert_problem(
+        reserve(&app, "b", json!({"address": "10.0.0.50"})).await,
+        StatusCode::CONFLICT,
+        "conflict",
+    )
+    .await;
     for taboo in ["10.0.0.0", "10.0.0.1", "10.0.0.5", "10.0.0.255"] {
-        assert_problem(reserve(&app, "b", json!({"address": taboo})).await, StatusCode::CONFLICT, "conflict").await;
+        assert_problem(
+            reserve(&app, "b", json!({"address": taboo})).await,
+            StatusCode::CONFLICT,
+            "conflict",
+        )
+        .await;
     }
-    assert_problem(reserve(&app, "b", json!({"address": "10.9.0.5"})).await, StatusCode::UNPROCESSABLE_ENTITY, "invalid-input").await;
-    assert_problem(reserve(&app, "a", json!({"address": "10.0.0.51"})).await, StatusCode::CONFLICT, "conflict").await;
+    assert_problem(
+        reserve(&app, "b", json!({"address": "10.9.0.5"})).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-input",
+    )
+    .await;
+    assert_problem(
+        reserve(&app, "a", json!({"address": "10.0.0.51"})).await,
+        StatusCode::CONFLICT,
+        "conflict",
+    )
+    .await;
     let b: Value = reserve(&app, "b", json!({})).await.json().await.unwrap();
-    assert_eq!(b["address"], "10.0.0.10", "lowest address after gateway and reserved range");
+    assert_eq!(
+        b["address"], "10.0.0.10",
+        "lowest address after gateway and reserved range"
+    );
 }
 
 #[sqlx::test(migrations = "./migrations")]
@@ -70,7 +108,10 @@ async fn network_broadcast_gateway_and_reserved_are_never_handed_out(db: PgPool)
         let v: Value = r.json().await.unwrap();
         got.push(v["address"].as_str().unwrap().to_owned());
     }
-    let want: Vec<String> = [1, 2, 3, 7, 8, 9, 10, 11, 12, 13].iter().map(|i| format!("10.0.0.{i}")).collect();
+    let want: Vec<String> = [1, 2, 3, 7, 8, 9, 10, 11, 12, 13]
+        .iter()
+        .map(|i| format!("10.0.0.{i}"))
+        .collect();
     assert_eq!(got, want);
 }
 
@@ -81,12 +122,26 @@ async fn released_addresses_are_quarantined(db: PgPool) {
     app.epg("a", "p", "10.0.0.0/29", "10.0.0.1").await;
     let first: Value = reserve(&app, "x", json!({})).await.json().await.unwrap();
     assert_eq!(first["address"], "10.0.0.2");
-    assert_eq!(app.delete(&app.operator, &format!("{R}/x")).await.status(), StatusCode::NO_CONTENT);
-    assert_eq!(app.get(&app.viewer, &format!("{R}/x")).await.status(), StatusCode::NOT_FOUND);
-    assert_eq!(app.delete(&app.operator, &format!("{R}/x")).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.delete(&app.operator, &format!("{R}/x")).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.get(&app.viewer, &format!("{R}/x")).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.delete(&app.operator, &format!("{R}/x")).await.status(),
+        StatusCode::NO_CONTENT
+    );
     let y: Value = reserve(&app, "y", json!({})).await.json().await.unwrap();
     assert_eq!(y["address"], "10.0.0.3");
-    assert_problem(reserve(&app, "z", json!({"address": "10.0.0.2"})).await, StatusCode::CONFLICT, "conflict").await;
+    assert_problem(
+        reserve(&app, "z", json!({"address": "10.0.0.2"})).await,
+        StatusCode::CONFLICT,
+        "conflict",
+    )
+    .await;
     // The released name comes back to its own address.
     let x: Value = reserve(&app, "x", json!({})).await.json().await.unwrap();
     assert_eq!(x["address"], "10.0.0.2");
@@ -128,5 +183,10 @@ async fn reservations_list_pages_in_address_order(db: PgPool) {
         }
     }
     assert_eq!(seen.len(), 7);
-    assert_eq!(app.get(&app.viewer, "/api/v1/epgs/t/ap/none/reservations").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.get(&app.viewer, "/api/v1/epgs/t/ap/none/reservations")
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
 }
