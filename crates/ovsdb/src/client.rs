@@ -2,7 +2,6 @@
 //! per-operation error checking RFC 7047 section 4.1.3 requires),
 //! `get_schema` and `monitor`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -16,7 +15,6 @@ use crate::rpc::{describe_error, Connection, Notification};
 #[derive(Debug)]
 pub struct Client {
     conn: Connection,
-    transacts: AtomicU64,
 }
 
 impl Client {
@@ -27,18 +25,13 @@ impl Client {
         request_timeout: Duration,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Notification>)> {
         let (conn, notes) = Connection::connect(addr, request_timeout).await?;
-        let client = Client {
-            conn,
-            transacts: AtomicU64::new(0),
-        };
-        Ok((client, notes))
+        Ok((Client { conn }, notes))
     }
 
     /// Runs `ops` atomically in database `db` and returns one result per
     /// operation, or the first operation's (or the commit's) error.
-    #[tracing::instrument(level = "debug", skip_all, fields(db, ops = ops.len()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(db = db, ops = ops.len()))]
     pub async fn transact(&self, db: &str, ops: &[Operation]) -> Result<Vec<Value>> {
-        self.transacts.fetch_add(1, Ordering::Relaxed);
         let mut params = vec![json!(db)];
         for op in ops {
             params.push(
@@ -93,11 +86,5 @@ impl Client {
     /// Whether the connection is gone (every call would fail).
     pub fn is_closed(&self) -> bool {
         self.conn.is_closed()
-    }
-
-    /// How many `transact` requests this client has sent (for batching checks
-    /// and benchmarks).
-    pub fn transact_count(&self) -> u64 {
-        self.transacts.load(Ordering::Relaxed)
     }
 }

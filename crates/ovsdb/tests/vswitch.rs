@@ -9,7 +9,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Netns, Ovs};
-use weft_ovsdb::{AccessPort, DatapathType, Error, Outcome, PortInfo, Vswitch, VswitchOptions};
+use serde_json::json;
+use weft_ovsdb::op::Operation;
+use weft_ovsdb::{
+    AccessPort, Client, DatapathType, Error, Outcome, PortInfo, Vswitch, VswitchOptions,
+};
 
 async fn connect(ovs: &Ovs) -> Vswitch {
     Vswitch::connect(&ovs.addr(), VswitchOptions::default())
@@ -429,6 +433,41 @@ async fn a_stuck_vswitchd_is_reported_after_the_apply_timeout() {
     assert_eq!(result.unwrap(), Outcome::Changed);
     assert_eq!(ovs.vsctl(&["--no-wait", "get", "port", "s2", "tag"]), "42");
     ovs.freeze_vswitchd(false);
+}
+
+#[tokio::test]
+async fn the_raw_client_reads_the_schema_and_surfaces_ovsdb_errors() {
+    let Some(ovs) = Ovs::start() else { return };
+    let (client, _updates) = Client::connect(&ovs.addr(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let schema = client.get_schema("Open_vSwitch").await.unwrap();
+    assert_eq!(schema["name"], "Open_vSwitch");
+    assert!(schema["tables"]["Port"]["columns"]["tag"].is_object());
+
+    let bad = [Operation::Insert {
+        table: "Port".into(),
+        row: serde_json::from_value(json!({"name": "p", "tag": 5000})).unwrap(),
+        uuid_name: None,
+    }];
+    match client.transact("Open_vSwitch", &bad).await {
+        Err(Error::Transaction {
+            index: 0,
+            op,
+            error,
+        }) => {
+            assert_eq!(op, "insert");
+            assert!(error.contains("constraint violation"), "{error}");
+        }
+        other => panic!("out-of-range tag accepted: {other:?}"),
+    }
+    match client.get_schema("NoSuchDb").await {
+        Err(Error::Rpc { method, error }) => {
+            assert_eq!(method, "get_schema");
+            assert!(error.contains("unknown database"), "{error}");
+        }
+        other => panic!("unknown database accepted: {other:?}"),
+    }
 }
 
 #[tokio::test]
