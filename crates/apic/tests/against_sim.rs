@@ -676,3 +676,20 @@ async fn tls_is_verified_by_default_and_a_ca_file_or_insecure_opts_out() {
         4
     );
 }
+
+#[tokio::test]
+async fn concurrent_work_shares_one_session() {
+    let (sim, client) = setup().await;
+    let client = std::sync::Arc::new(client);
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let c = client.clone();
+            tokio::spawn(async move { c.list_owned_bindings().await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(sim.count("login"), 1, "one login shared by all workers");
+    assert_eq!(sim.count("class_get"), 8);
+}
