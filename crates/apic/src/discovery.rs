@@ -8,7 +8,7 @@ use crate::model::{split_dn, PathDn, PathKind};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A switch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FabricNode {
     pub pod: u32,
     pub id: u32,
@@ -22,7 +22,7 @@ pub struct FabricNode {
 }
 
 /// A bindable path (`fabricPathEp`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FabricPath {
     pub path: PathDn,
     /// `lagT`: `not-aggregated`, `link` (port-channel) or `node` (vPC).
@@ -30,7 +30,7 @@ pub struct FabricPath {
 }
 
 /// What a leaf port sees over LLDP.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct LldpNeighbour {
     pub pod: u32,
     pub node: u32,
@@ -47,7 +47,7 @@ pub struct LldpNeighbour {
 }
 
 /// A snapshot of the fabric.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Fabric {
     pub nodes: Vec<FabricNode>,
     pub paths: Vec<FabricPath>,
@@ -169,7 +169,8 @@ impl ApicClient {
 }
 
 /// Where an uplink came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum UplinkSource {
     Configured,
     Lldp,
@@ -178,7 +179,7 @@ pub enum UplinkSource {
 }
 
 /// One uplink path of a host.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Uplink {
     pub path: PathDn,
     /// Host interfaces on this path (configured name, or the LLDP port id).
@@ -187,7 +188,8 @@ pub struct Uplink {
 }
 
 /// How configured uplinks and LLDP compare.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
 pub enum UplinkAgreement {
     /// Neither configured nor seen.
     Unknown,
@@ -204,7 +206,7 @@ pub enum UplinkAgreement {
 }
 
 /// The uplinks of a host and whether the two sources agree.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UplinkReport {
     pub uplinks: Vec<Uplink>,
     pub agreement: UplinkAgreement,

@@ -34,7 +34,9 @@ fn bracketed<'a>(rn: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 /// An EPG: tenant / application profile / EPG name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct EpgRef {
     pub tenant: String,
     pub app: String,
@@ -76,8 +78,24 @@ impl fmt::Display for EpgRef {
 }
 
 /// A VLAN id, 1..=4094.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "u16", into = "u16")]
 pub struct VlanId(u16);
+
+impl TryFrom<u16> for VlanId {
+    type Error = String;
+    fn try_from(id: u16) -> Result<Self, String> {
+        Self::new(id).ok_or_else(|| format!("VLAN {id} is outside 1..=4094"))
+    }
+}
+
+impl From<VlanId> for u16 {
+    fn from(v: VlanId) -> u16 {
+        v.0
+    }
+}
 
 impl VlanId {
     pub fn new(id: u16) -> Option<Self> {
@@ -106,7 +124,8 @@ impl fmt::Display for VlanId {
 }
 
 /// `fvRsPathAtt.mode`: tagged (`regular`), 802.1p (`native`) or access (`untagged`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BindingMode {
     Regular,
     Native,
@@ -133,7 +152,8 @@ impl BindingMode {
 }
 
 /// `instrImedcy` (one "m"): deploy at once, or when an endpoint is learned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Immediacy {
     Immediate,
     Lazy,
@@ -175,11 +195,27 @@ pub enum PathKind {
     },
 }
 
-/// A parsed `fabricPathEp` DN.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A parsed `fabricPathEp` DN; serialized as the DN string.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
 pub struct PathDn {
     pub pod: u32,
     pub kind: PathKind,
+}
+
+impl TryFrom<String> for PathDn {
+    type Error = String;
+    fn try_from(dn: String) -> Result<Self, String> {
+        Self::parse(&dn).ok_or_else(|| format!("not a fabric path DN: {dn}"))
+    }
+}
+
+impl From<PathDn> for String {
+    fn from(p: PathDn) -> String {
+        p.to_string()
+    }
 }
 
 fn is_port_name(s: &str) -> bool {
@@ -308,7 +344,7 @@ impl fmt::Display for PathDn {
 }
 
 /// One static path binding of an EPG (`fvRsPathAtt`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Binding {
     pub path: PathDn,
     pub encap: VlanId,
@@ -370,7 +406,7 @@ impl OwnedBinding {
 }
 
 /// An EPG Weft creates and owns (`managed`), with its BD and physical domain.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ManagedEpg {
     pub epg: EpgRef,
     pub bridge_domain: String,
@@ -378,7 +414,7 @@ pub struct ManagedEpg {
 }
 
 /// A fault (`faultInst`) as Weft reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Fault {
     pub dn: String,
     pub code: String,
@@ -432,6 +468,15 @@ mod tests {
         ));
         assert!(PathDn::parse("uni/tn-a").is_none());
         assert_eq!(PathDn::vpc(1, 102, 101, "x"), v);
+        let json = serde_json::to_string(&v).unwrap();
+        assert_eq!(json, "\"topology/pod-1/protpaths-101-102/pathep-[x]\"");
+        assert_eq!(serde_json::from_str::<PathDn>(&json).unwrap(), v);
+        assert!(serde_json::from_str::<PathDn>("\"uni/tn-a\"").is_err());
+        assert!(serde_json::from_str::<VlanId>("4095").is_err());
+        assert_eq!(
+            serde_json::to_string(&BindingMode::Untagged).unwrap(),
+            "\"untagged\""
+        );
     }
 
     #[test]
