@@ -376,7 +376,7 @@ impl Binding {
 
 /// A Weft-owned binding as read back from the APIC (for reconciliation). Fields stay raw
 /// where someone may have edited them by hand, so an unparsable one can still be removed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct OwnedBinding {
     pub dn: String,
     pub epg: EpgRef,
