@@ -1,5 +1,7 @@
 //! The APIC error envelope: HTTP status plus `imdata[0].error.attributes.{code,text}`.
-//! Texts follow `reference/apic-api.md` §3.4 verbatim where the reference quotes them.
+//! Texts follow `reference/apic-api.md` §3.4 verbatim where the reference quotes them; where
+//! it only gives the code or a fragment (103 "already exists", read-only classes, bad query
+//! parameters, missing naming properties) the wording is ours and marked "own wording".
 
 use serde_json::json;
 
@@ -97,6 +99,7 @@ impl ApicError {
         )
     }
 
+    /// Own wording (the reference gives no verbatim text).
     pub fn already_exists(dn: &str) -> Self {
         Self::new(
             400,
@@ -121,6 +124,7 @@ impl ApicError {
         )
     }
 
+    /// Own wording (the reference gives no verbatim text).
     pub fn naming_prop_missing(class: &str, prop: &str) -> Self {
         Self::new(
             400,
@@ -129,6 +133,7 @@ impl ApicError {
         )
     }
 
+    /// Own wording (the reference gives no verbatim text).
     pub fn read_only(class: &str) -> Self {
         Self::new(
             400,
@@ -143,6 +148,7 @@ impl ApicError {
         Self::new(400, "400", format!("Incorrect filter format for {filter}"))
     }
 
+    /// Own wording (the reference gives no verbatim text).
     pub fn filter_prop_unknown(prop: &str, class: &str) -> Self {
         Self::new(
             400,
@@ -151,6 +157,7 @@ impl ApicError {
         )
     }
 
+    /// Own wording (the reference gives no verbatim text).
     pub fn bad_query_value(param: &str, value: &str) -> Self {
         Self::new(
             400,

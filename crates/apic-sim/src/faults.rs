@@ -1,6 +1,9 @@
 //! F0467 faults on static path bindings, raised after a successful write the way the fabric
 //! raises them (reference §9.1-9.3): `invalid-path`, `invalid-vlan`, `encap-already-in-use`.
-//! The simulator places them as `faultInst` children of the `fvRsPathAtt` itself.
+//! The simulator places them as `faultInst` children of the `fvRsPathAtt` itself, so that
+//! `rsp-subtree-include=faults` on the binding shows them. A real APIC raises them under
+//! `topology/.../uni/epp/fv-[<epg>]/node-N/stpathatt-[<port>]/nwissues/fault-F0467` with a
+//! `faultDelegate` on the tenant side (reference §6.6); that tree is not simulated.
 
 use crate::classes;
 use crate::dn;

@@ -218,6 +218,8 @@ impl Mit {
         let exists = self.contains(dn);
         match (status, exists) {
             (Status::Created, true) => return Err(ApicError::already_exists(dn)),
+            // Whether `modified` creates a missing MO is unverified (reference §4.3); refusing
+            // it keeps clients from relying on it.
             (Status::Modified, false) => return Err(ApicError::not_found(dn)),
             _ => {}
         }
