@@ -24,6 +24,7 @@ async fn main() {
     let Some(ovs) = Ovs::start() else {
         std::process::exit(1)
     };
+    ovs.quiet_ipv6();
     let vs = Vswitch::connect(&ovs.addr(), VswitchOptions::default())
         .await
         .expect("connecting to ovsdb-server");
