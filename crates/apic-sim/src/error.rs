@@ -5,6 +5,23 @@
 
 use serde_json::json;
 
+/// `{"totalCount":"N","imdata":[...]}`, in the APIC's key order.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Envelope {
+    #[serde(rename = "totalCount")]
+    pub total_count: String,
+    pub imdata: Vec<serde_json::Value>,
+}
+
+impl Envelope {
+    pub fn new(imdata: Vec<serde_json::Value>, total: usize) -> Self {
+        Self {
+            total_count: total.to_string(),
+            imdata,
+        }
+    }
+}
+
 /// An error as the APIC reports it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("HTTP {status} code {code}: {text}")]
@@ -195,7 +212,10 @@ impl ApicError {
     }
 
     /// The envelope body.
-    pub fn body(&self) -> serde_json::Value {
-        json!({"totalCount":"1","imdata":[{"error":{"attributes":{"code":self.code,"text":self.text}}}]})
+    pub fn body(&self) -> Envelope {
+        Envelope::new(
+            vec![json!({"error":{"attributes":{"code":self.code,"text":self.text}}})],
+            1,
+        )
     }
 }

@@ -1,6 +1,6 @@
 //! HTTP front: `/api/...` as the APIC answers it, `/_sim/...` for tests and demos.
 
-use crate::error::ApicError;
+use crate::error::{ApicError, Envelope};
 use crate::query::{self, QueryOpts, Scope};
 use crate::tree::Writer;
 use crate::{dn, faults, now, payload, FaultConfig, SimState};
@@ -44,7 +44,7 @@ fn error(e: ApicError) -> Response {
 }
 
 fn ok(total: usize, imdata: Vec<Value>) -> Response {
-    Json(json!({"totalCount": total.to_string(), "imdata": imdata})).into_response()
+    Json(Envelope::new(imdata, total)).into_response()
 }
 
 fn percent_decode(s: &str) -> String {
@@ -258,7 +258,7 @@ fn login_body(body: &[u8]) -> Option<(String, String)> {
 fn session_response(st: &SimState, issued: crate::auth::Issued) -> Response {
     let lifetime = st.config.token_lifetime.as_secs().max(1).to_string();
     let created = issued.created_epoch.to_string();
-    let body = json!({"totalCount":"1","imdata":[{"aaaLogin":{"attributes":{
+    let login = json!({"aaaLogin":{"attributes":{
         "token": issued.token,
         "siteFingerprint": "apicsim0000000000",
         "refreshTimeoutSeconds": lifetime,
@@ -276,9 +276,13 @@ fn session_response(st: &SimState, issued: crate::auth::Issued) -> Response {
         "version": "5.2(1g)",
         "buildTime": "apic-sim",
         "node": "topology/pod-1/node-1"},
-      "children":[{"aaaUserDomain":{"attributes":{"name":"all","rolesR":"admin","rolesW":"admin"}}}]}}]});
+      "children":[{"aaaUserDomain":{"attributes":{"name":"all","rolesR":"admin","rolesW":"admin"}}}]}});
     let cookie = format!("APIC-cookie={}; path=/; HttpOnly", issued.token);
-    ([(header::SET_COOKIE, cookie)], Json(body)).into_response()
+    (
+        [(header::SET_COOKIE, cookie)],
+        Json(Envelope::new(vec![login], 1)),
+    )
+        .into_response()
 }
 
 fn login(st: &SimState, body: &[u8]) -> Response {
