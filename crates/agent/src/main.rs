@@ -1,1 +1,195 @@
-fn main() {}
+//! weft-agent binary: flags and environment → [`Config`], then serve.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use reqwest::Url;
+use tracing_subscriber::EnvFilter;
+use weft_agent::agent::Agent;
+use weft_agent::config::{Config, Naming};
+use weft_agent_api::{BackendKind, Token};
+use weft_ovsdb::DatapathType;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Weft per-host agent: VLAN segments and container wiring"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the agent API (the default).
+    Run,
+    /// Print the OpenAPI document of the agent API.
+    Openapi,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Backend {
+    LinuxBridge,
+    Ovs,
+    Macvlan,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Datapath {
+    System,
+    Netdev,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[arg(long, env = "WEFT_AGENT_LISTEN", default_value = "0.0.0.0:9180")]
+    listen: SocketAddr,
+    /// Uplink interfaces, comma separated; the first is the default.
+    #[arg(
+        long,
+        env = "WEFT_AGENT_UPLINKS",
+        value_delimiter = ',',
+        default_value = "eth0"
+    )]
+    uplinks: Vec<String>,
+    #[arg(
+        long,
+        env = "WEFT_AGENT_BACKEND",
+        value_enum,
+        default_value = "linux-bridge"
+    )]
+    backend: Backend,
+    #[arg(long, env = "WEFT_AGENT_MTU", default_value_t = 1500)]
+    mtu: u32,
+    #[arg(long, env = "WEFT_AGENT_BRIDGE_PREFIX", default_value = "wbr")]
+    bridge_prefix: String,
+    #[arg(long, env = "WEFT_AGENT_VETH_PREFIX", default_value = "wf")]
+    veth_prefix: String,
+    #[arg(long, env = "WEFT_AGENT_OVS_BRIDGE", default_value = "br-weft")]
+    ovs_bridge: String,
+    #[arg(
+        long,
+        env = "WEFT_AGENT_OVS_DB",
+        default_value = "unix:/var/run/openvswitch/db.sock"
+    )]
+    ovs_db: String,
+    #[arg(
+        long,
+        env = "WEFT_AGENT_OVS_DATAPATH",
+        value_enum,
+        default_value = "system"
+    )]
+    ovs_datapath: Datapath,
+    #[arg(
+        long,
+        env = "WEFT_AGENT_STATE_FILE",
+        default_value = "/var/lib/weft-agent/state.json"
+    )]
+    state_file: PathBuf,
+    /// Docker socket; an empty value turns Docker support off.
+    #[arg(
+        long,
+        env = "WEFT_AGENT_DOCKER_SOCKET",
+        default_value = "/var/run/docker.sock"
+    )]
+    docker_socket: String,
+    /// File holding the bearer token callers must present (or set WEFT_AGENT_TOKEN).
+    #[arg(long, env = "WEFT_AGENT_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// URL the agent POSTs container events to.
+    #[arg(long, env = "WEFT_AGENT_CENTRAL_URL")]
+    central_url: Option<Url>,
+    /// File holding the token for the central callback (or set WEFT_AGENT_CENTRAL_TOKEN).
+    #[arg(long, env = "WEFT_AGENT_CENTRAL_TOKEN_FILE")]
+    central_token_file: Option<PathBuf>,
+}
+
+/// A secret from `<VAR>` or the file named by a flag; never from a plain flag (it would
+/// show in `ps`).
+fn secret(var: &str, file: Option<&PathBuf>) -> anyhow::Result<Option<Token>> {
+    if let Ok(v) = std::env::var(var) {
+        return Ok(Some(Token::new(v.trim())));
+    }
+    match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("read {}", path.display()))?;
+            Ok(Some(Token::new(text.trim())))
+        }
+        None => Ok(None),
+    }
+}
+
+impl RunArgs {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let token = secret("WEFT_AGENT_TOKEN", self.token_file.as_ref())?.context(
+            "set WEFT_AGENT_TOKEN or --token-file: the agent API requires a bearer token",
+        )?;
+        Ok(Config {
+            listen: self.listen,
+            token,
+            uplinks: self.uplinks,
+            backend: match self.backend {
+                Backend::LinuxBridge => BackendKind::LinuxBridge,
+                Backend::Ovs => BackendKind::Ovs,
+                Backend::Macvlan => BackendKind::Macvlan,
+            },
+            naming: Naming {
+                bridge_prefix: self.bridge_prefix,
+                veth_prefix: self.veth_prefix,
+                ovs_bridge: self.ovs_bridge,
+            },
+            mtu: self.mtu,
+            ovs_db: self.ovs_db,
+            ovs_datapath: match self.ovs_datapath {
+                Datapath::System => DatapathType::System,
+                Datapath::Netdev => DatapathType::Netdev,
+            },
+            state_file: self.state_file,
+            docker_socket: (!self.docker_socket.is_empty())
+                .then(|| PathBuf::from(self.docker_socket)),
+            central_url: self.central_url,
+            central_token: secret("WEFT_AGENT_CENTRAL_TOKEN", self.central_token_file.as_ref())?,
+        })
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Openapi => {
+            println!("{}", weft_agent::http::openapi().to_pretty_json()?);
+            Ok(())
+        }
+        Command::Run => run(cli.run.into_config()?).await,
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let agent = Agent::new(config).await.context("start agent")?;
+    if let Err(e) = agent.reapply().await {
+        tracing::warn!(error = %e, "re-applying desired state at start-up was incomplete");
+    }
+    tokio::spawn(weft_agent::events::watch(agent.clone()));
+    let (router, _) = weft_agent::http::api(agent);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("bind {listen}"))?;
+    tracing::info!(%listen, "weft-agent serving");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

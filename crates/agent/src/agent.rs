@@ -1,0 +1,354 @@
+//! The agent's operations, shared by the HTTP API, start-up re-apply and Docker events.
+
+use std::collections::HashMap;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+use tracing::{info, instrument, warn};
+use uuid::Uuid;
+use weft_agent_api::{
+    AgentState, Attachment, AttachmentSpec, Segment, SegmentSpec, Target, Uplink, Versions, Vlan,
+    API_VERSION,
+};
+
+use crate::backend::{self, Backend};
+use crate::config::{Config, IFNAMSIZ_MAX};
+use crate::container;
+use crate::docker::Docker;
+use crate::error::ErrorList;
+use crate::netlink::{ContainerEnd, Netlink};
+use crate::state::{DesiredAttachment, DesiredSegment, StateStore};
+use crate::{Error, Result};
+
+pub struct Agent {
+    config: Config,
+    host: Netlink,
+    backend: Box<dyn Backend>,
+    store: StateStore,
+    docker: Option<Docker>,
+    /// One lock per attachment id, so concurrent PUT/DELETE of the same id serialise
+    /// while different attachments proceed in parallel.
+    locks: Mutex<HashMap<Uuid, Arc<Mutex<()>>>>,
+}
+
+impl Agent {
+    /// Opens the host netlink socket in the calling thread's namespace, the backend, the
+    /// state file and (when configured) Docker.
+    pub async fn new(config: Config) -> Result<Arc<Self>> {
+        config
+            .naming
+            .validate(&config.uplinks)
+            .map_err(Error::Invalid)?;
+        let host = Netlink::connect().map_err(|source| Error::Netns {
+            path: "host".into(),
+            source,
+        })?;
+        let backend = backend::from_config(&config, host.clone()).await?;
+        let store = StateStore::load(&config.state_file)?;
+        let docker = match &config.docker_socket {
+            Some(path) => Some(Docker::connect(path).await?),
+            None => None,
+        };
+        Ok(Arc::new(Agent {
+            config,
+            host,
+            backend,
+            store,
+            docker,
+            locks: Mutex::default(),
+        }))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn docker(&self) -> Option<&Docker> {
+        self.docker.as_ref()
+    }
+
+    pub fn versions(&self) -> Versions {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+        Versions {
+            agent: env!("CARGO_PKG_VERSION").into(),
+            api: API_VERSION.into(),
+            kernel: kernel.trim().into(),
+        }
+    }
+
+    #[instrument(skip(self, spec), fields(vlan.id = %vlan))]
+    pub async fn ensure_segment(&self, vlan: Vlan, spec: &SegmentSpec) -> Result<Segment> {
+        let uplink = match &spec.uplink {
+            Some(u) if self.config.uplinks.contains(u) => u.clone(),
+            Some(u) => {
+                return Err(Error::Invalid(format!(
+                    "{u} is not one of this agent's uplinks"
+                )))
+            }
+            None => self
+                .config
+                .uplinks
+                .first()
+                .cloned()
+                .ok_or_else(|| Error::Invalid("agent has no uplink".into()))?,
+        };
+        let want = DesiredSegment {
+            mode: spec.mode,
+            uplink,
+        };
+        let existing = self.store.snapshot().await.segments.get(&vlan).cloned();
+        if existing.as_ref().is_some_and(|e| *e != want) {
+            return Err(Error::Conflict(format!(
+                "segment {vlan} exists with another mode or uplink; delete it first"
+            )));
+        }
+        let segment = self.backend.ensure_segment(vlan, &want).await?;
+        self.store
+            .update(|d| d.segments.insert(vlan, want).is_none())
+            .await?;
+        Ok(segment)
+    }
+
+    #[instrument(skip(self), fields(vlan.id = %vlan))]
+    pub async fn remove_segment(&self, vlan: Vlan) -> Result<()> {
+        let desired = self.store.snapshot().await;
+        let Some(seg) = desired.segments.get(&vlan) else {
+            return Ok(());
+        };
+        if let Some(id) = desired
+            .attachments
+            .iter()
+            .find(|(_, a)| a.spec.vlan == vlan)
+            .map(|(id, _)| id)
+        {
+            return Err(Error::Conflict(format!(
+                "attachment {id} still uses VLAN {vlan}"
+            )));
+        }
+        self.backend.remove_segment(vlan, seg).await?;
+        self.store
+            .update(|d| d.segments.remove(&vlan).is_some())
+            .await
+    }
+
+    /// Wires the attachment unless the kernel already shows it wired as asked.
+    #[instrument(skip(self, spec), fields(attachment.id = %id, vlan.id = %spec.vlan))]
+    pub async fn ensure_attachment(&self, id: Uuid, spec: &AttachmentSpec) -> Result<Attachment> {
+        validate(spec)?;
+        let lock = self.lock(id).await;
+        let _held = lock.lock().await;
+        let desired = self.store.snapshot().await;
+        if desired
+            .attachments
+            .get(&id)
+            .is_some_and(|a| a.spec != *spec)
+        {
+            return Err(Error::Conflict(format!(
+                "attachment {id} exists with another spec; delete it first"
+            )));
+        }
+        let seg = desired
+            .segments
+            .get(&spec.vlan)
+            .cloned()
+            .ok_or(Error::SegmentMissing(spec.vlan))?;
+        let container_id = self.wire(id, spec, &seg).await?;
+        let record = DesiredAttachment {
+            spec: spec.clone(),
+            container_id,
+        };
+        self.store
+            .update(|d| d.attachments.insert(id, record.clone()) != Some(record))
+            .await?;
+        self.attachment(id, spec).await
+    }
+
+    /// Makes the kernel match `spec`; returns the Docker container id when the target is one.
+    async fn wire(
+        &self,
+        id: Uuid,
+        spec: &AttachmentSpec,
+        seg: &DesiredSegment,
+    ) -> Result<Option<String>> {
+        let (ns, container_id) = container::resolve(&spec.target, self.docker.as_ref()).await?;
+        let inside = ns.sockets().await?;
+        let host_ok = self.backend.host_side(id, spec).await?.is_some()
+            || self.backend.kind() == weft_agent_api::BackendKind::Macvlan;
+        if host_ok && container::actual(&inside, spec).await?.wired {
+            return Ok(container_id);
+        }
+        // Partially wired (or a stale host end): start from nothing.
+        self.backend.unplug(id, spec, Some(&inside.netlink)).await?;
+        let mtu = spec.mtu.unwrap_or(self.config.mtu);
+        let end = ContainerEnd {
+            netns: ns.as_fd(),
+            name: &spec.ifname,
+            mac: spec.effective_mac(),
+            mtu,
+        };
+        self.backend.plug(id, spec, seg, &end).await?;
+        if let Err(e) = container::configure(&inside, spec).await {
+            let _ = self.backend.unplug(id, spec, Some(&inside.netlink)).await;
+            return Err(e);
+        }
+        info!(netns = %ns.path().display(), "attachment wired");
+        Ok(container_id)
+    }
+
+    /// Removes the attachment's interfaces; a missing attachment is success.
+    #[instrument(skip(self), fields(attachment.id = %id))]
+    pub async fn remove_attachment(&self, id: Uuid) -> Result<()> {
+        let lock = self.lock(id).await;
+        let _held = lock.lock().await;
+        let Some(record) = self.store.snapshot().await.attachments.get(&id).cloned() else {
+            return Ok(());
+        };
+        // The container may be gone already; then only host-side objects remain.
+        let inside = match container::resolve(&record.spec.target, self.docker.as_ref()).await {
+            Ok((ns, _)) => ns.sockets().await.ok(),
+            Err(_) => None,
+        };
+        self.backend
+            .unplug(id, &record.spec, inside.as_ref().map(|s| &s.netlink))
+            .await?;
+        self.store
+            .update(|d| d.attachments.remove(&id).is_some())
+            .await?;
+        self.locks.lock().await.remove(&id);
+        Ok(())
+    }
+
+    /// The attachment as the kernel shows it.
+    async fn attachment(&self, id: Uuid, spec: &AttachmentSpec) -> Result<Attachment> {
+        let host_ifname = self.backend.host_side(id, spec).await?;
+        let actual = match container::resolve(&spec.target, self.docker.as_ref()).await {
+            Ok((ns, _)) => container::actual(&ns.sockets().await?, spec).await?,
+            Err(e) => container::not_wired(e.to_string()),
+        };
+        Ok(Attachment {
+            id,
+            spec: spec.clone(),
+            host_ifname,
+            actual,
+        })
+    }
+
+    /// Segments, attachments and uplinks as found in the kernel now.
+    pub async fn state(&self) -> Result<AgentState> {
+        let desired = self.store.snapshot().await;
+        let mut segments = Vec::new();
+        for (vlan, seg) in &desired.segments {
+            segments.push(self.backend.segment(*vlan, seg).await?);
+        }
+        let attachments = futures::future::try_join_all(
+            desired
+                .attachments
+                .iter()
+                .map(|(id, a)| self.attachment(*id, &a.spec)),
+        )
+        .await?;
+        let mut uplinks = Vec::new();
+        for name in &self.config.uplinks {
+            let link = self.host.link(name).await?;
+            uplinks.push(Uplink {
+                name: name.clone(),
+                present: link.is_some(),
+                up: link.as_ref().is_some_and(|l| l.up),
+                mtu: link.as_ref().and_then(|l| l.mtu),
+                mac: link.as_ref().and_then(|l| l.mac),
+            });
+        }
+        Ok(AgentState {
+            backend: self.backend.kind(),
+            segments,
+            attachments,
+            uplinks,
+            versions: self.versions(),
+        })
+    }
+
+    /// On start: rebuild every desired segment and attachment (running targets only) and
+    /// delete host veths of ours that no desired attachment owns. Keeps going on errors.
+    pub async fn reapply(&self) -> Result<()> {
+        let desired = self.store.snapshot().await;
+        let mut errors = ErrorList::default();
+        for (vlan, seg) in &desired.segments {
+            errors.keep(self.backend.ensure_segment(*vlan, seg).await);
+        }
+        for (id, a) in &desired.attachments {
+            match self.ensure_attachment(*id, &a.spec).await {
+                Err(Error::ContainerNotRunning(c) | Error::ContainerNotFound(c)) => {
+                    info!(attachment.id = %id, container = %c, "container not running; will re-wire when it starts")
+                }
+                other => drop(errors.keep(other)),
+            }
+        }
+        let ours: Vec<String> = desired
+            .attachments
+            .keys()
+            .map(|id| self.config.naming.host_veth(*id))
+            .collect();
+        if let Some(links) = errors.keep(self.host.links().await) {
+            for link in links {
+                if self.config.naming.is_host_veth(&link.name) && !ours.contains(&link.name) {
+                    warn!(link = %link.name, "deleting orphaned host veth of ours");
+                    errors.keep(self.host.delete(&link.name).await);
+                }
+            }
+        }
+        errors.into_result()
+    }
+
+    /// Desired attachments targeting a Docker container, by id or name.
+    pub async fn attachments_of_container(
+        &self,
+        id: &str,
+        name: Option<&str>,
+    ) -> Vec<(Uuid, AttachmentSpec)> {
+        let desired = self.store.snapshot().await;
+        desired
+            .attachments
+            .into_iter()
+            .filter(|(_, a)| {
+                let Target::Docker { container } = &a.spec.target else {
+                    return false;
+                };
+                a.container_id.as_deref() == Some(id)
+                    || container == id
+                    || Some(container.as_str()) == name
+            })
+            .map(|(uuid, a)| (uuid, a.spec))
+            .collect()
+    }
+
+    async fn lock(&self, id: Uuid) -> Arc<Mutex<()>> {
+        self.locks.lock().await.entry(id).or_default().clone()
+    }
+}
+
+fn validate(spec: &AttachmentSpec) -> Result<()> {
+    let name_ok = !spec.ifname.is_empty()
+        && spec.ifname.len() <= IFNAMSIZ_MAX
+        && !spec.ifname.contains(['/', ' ', ':'])
+        && spec.ifname != "."
+        && spec.ifname != "..";
+    if !name_ok {
+        return Err(Error::Invalid(format!(
+            "{:?} is not a valid interface name",
+            spec.ifname
+        )));
+    }
+    if spec.mtu.is_some_and(|m| !(68..=65535).contains(&m)) {
+        return Err(Error::Invalid("mtu must be within 68..=65535".into()));
+    }
+    if let Some(gw) = spec.gateway {
+        if !spec.address.contains(&gw) || gw == spec.address.addr() {
+            return Err(Error::Invalid(format!(
+                "gateway {gw} is not another address in {}",
+                spec.address
+            )));
+        }
+    }
+    Ok(())
+}

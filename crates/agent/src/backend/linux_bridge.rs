@@ -1,0 +1,168 @@
+//! Linux bridge per VLAN: `wbr<vlan>` over the `<uplink>.<vlan>` 802.1Q sub-interface
+//! (regular mode) or over the uplink itself (untagged mode); containers get veth pairs.
+
+use async_trait::async_trait;
+use uuid::Uuid;
+use weft_agent_api::{AttachmentSpec, BackendKind, Segment, SegmentMode, Vlan};
+
+use super::Backend;
+use crate::config::Naming;
+use crate::error::ErrorList;
+use crate::netlink::{ContainerEnd, Link, Netlink};
+use crate::state::DesiredSegment;
+use crate::{Error, Result};
+
+pub struct LinuxBridge {
+    nl: Netlink,
+    naming: Naming,
+    mtu: u32,
+}
+
+impl LinuxBridge {
+    pub fn new(nl: Netlink, naming: Naming, mtu: u32) -> Self {
+        LinuxBridge { nl, naming, mtu }
+    }
+
+    /// The link that carries the segment onto the uplink: sub-interface or the uplink.
+    fn port_name(vlan: Vlan, seg: &DesiredSegment) -> String {
+        match seg.mode {
+            SegmentMode::Regular => Naming::sub_interface(&seg.uplink, vlan),
+            SegmentMode::Untagged => seg.uplink.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for LinuxBridge {
+    fn kind(&self) -> BackendKind {
+        BackendKind::LinuxBridge
+    }
+
+    async fn ensure_segment(&self, vlan: Vlan, seg: &DesiredSegment) -> Result<Segment> {
+        let uplink = self.nl.require(&seg.uplink).await?;
+        if !uplink.up {
+            self.nl.set_up(uplink.index).await?;
+        }
+        let bridge = self
+            .nl
+            .ensure_bridge(&self.naming.bridge(vlan), self.mtu)
+            .await?;
+        let port = match seg.mode {
+            SegmentMode::Regular => {
+                let name = Naming::sub_interface(&seg.uplink, vlan);
+                let sub = self.nl.ensure_vlan(&name, uplink.index, vlan.get()).await?;
+                if sub.vlan_id != Some(vlan.get()) {
+                    return Err(Error::Conflict(format!(
+                        "{name} exists but is not an 802.1Q sub-interface for VLAN {vlan}"
+                    )));
+                }
+                sub
+            }
+            SegmentMode::Untagged => uplink,
+        };
+        match port.controller {
+            Some(c) if c == bridge.index && port.up => {}
+            Some(c) if c != bridge.index && c != 0 => {
+                return Err(Error::Conflict(format!(
+                    "{} is already a port of another bridge (index {c}); one untagged segment per uplink",
+                    port.name
+                )))
+            }
+            _ => self.nl.set_controller_up(port.index, bridge.index).await?,
+        }
+        self.segment(vlan, seg).await
+    }
+
+    async fn segment(&self, vlan: Vlan, seg: &DesiredSegment) -> Result<Segment> {
+        let bridge_name = self.naming.bridge(vlan);
+        let bridge = self.nl.link(&bridge_name).await?;
+        let port = self.nl.link(&Self::port_name(vlan, seg)).await?;
+        let ready = match (&bridge, &port) {
+            (Some(b), Some(p)) => b.up && p.up && p.controller == Some(b.index),
+            _ => false,
+        };
+        Ok(Segment {
+            vlan,
+            mode: seg.mode,
+            uplink: seg.uplink.clone(),
+            bridge: Some(bridge_name),
+            sub_interface: (seg.mode == SegmentMode::Regular)
+                .then(|| Naming::sub_interface(&seg.uplink, vlan)),
+            ready,
+        })
+    }
+
+    async fn remove_segment(&self, vlan: Vlan, seg: &DesiredSegment) -> Result<()> {
+        let mut errors = ErrorList::default();
+        let bridge_name = self.naming.bridge(vlan);
+        match seg.mode {
+            SegmentMode::Regular => {
+                errors.keep(
+                    self.nl
+                        .delete(&Naming::sub_interface(&seg.uplink, vlan))
+                        .await,
+                );
+            }
+            SegmentMode::Untagged => {
+                // Release the uplink only from our own bridge; never delete the uplink.
+                let bridge = errors.keep(self.nl.link(&bridge_name).await).flatten();
+                let uplink = errors.keep(self.nl.link(&seg.uplink).await).flatten();
+                if let (
+                    Some(b),
+                    Some(Link {
+                        index,
+                        controller: Some(c),
+                        ..
+                    }),
+                ) = (bridge, uplink)
+                {
+                    if c == b.index {
+                        errors.keep(self.nl.set_controller_up(index, 0).await);
+                    }
+                }
+            }
+        }
+        errors.keep(self.nl.delete(&bridge_name).await);
+        errors.into_result()
+    }
+
+    async fn plug(
+        &self,
+        id: Uuid,
+        spec: &AttachmentSpec,
+        _seg: &DesiredSegment,
+        end: &ContainerEnd<'_>,
+    ) -> Result<()> {
+        let bridge = self
+            .nl
+            .link(&self.naming.bridge(spec.vlan))
+            .await?
+            .ok_or(Error::SegmentMissing(spec.vlan))?;
+        let host = self.naming.host_veth(id);
+        Ok(self
+            .nl
+            .add_veth(&host, Some(bridge.index), end.mtu, end)
+            .await?)
+    }
+
+    async fn unplug(
+        &self,
+        id: Uuid,
+        _spec: &AttachmentSpec,
+        _inside: Option<&Netlink>,
+    ) -> Result<()> {
+        // Deleting one end of a veth deletes the other, wherever it is.
+        Ok(self.nl.delete(&self.naming.host_veth(id)).await?)
+    }
+
+    async fn host_side(&self, id: Uuid, spec: &AttachmentSpec) -> Result<Option<String>> {
+        let name = self.naming.host_veth(id);
+        let (Some(veth), Some(bridge)) = (
+            self.nl.link(&name).await?,
+            self.nl.link(&self.naming.bridge(spec.vlan)).await?,
+        ) else {
+            return Ok(None);
+        };
+        Ok((veth.up && veth.controller == Some(bridge.index)).then_some(name))
+    }
+}

@@ -1,0 +1,64 @@
+//! Host-side technology behind one trait, one file per backend, chosen by configuration
+//! (never by `cfg!(test)`).
+
+mod linux_bridge;
+mod macvlan;
+mod ovs;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+use weft_agent_api::{AttachmentSpec, BackendKind, Segment, Vlan};
+use weft_ovsdb::{Vswitch, VswitchOptions};
+
+pub use linux_bridge::LinuxBridge;
+pub use macvlan::Macvlan;
+pub use ovs::Ovs;
+
+use crate::config::Config;
+use crate::netlink::{ContainerEnd, Netlink};
+use crate::state::DesiredSegment;
+use crate::Result;
+
+#[async_trait]
+pub trait Backend: Send + Sync {
+    fn kind(&self) -> BackendKind;
+    /// builds the host side of a VLAN segment; repeating it changes nothing.
+    async fn ensure_segment(&self, vlan: Vlan, seg: &DesiredSegment) -> Result<Segment>;
+    /// reads a segment from the host; `ready` is false when a piece is missing.
+    async fn segment(&self, vlan: Vlan, seg: &DesiredSegment) -> Result<Segment>;
+    /// removes what `ensure_segment` built, attempting every step.
+    async fn remove_segment(&self, vlan: Vlan, seg: &DesiredSegment) -> Result<()>;
+    /// creates the container's interface (up, final name, MAC, MTU) inside its namespace
+    /// and connects it to the segment.
+    async fn plug(
+        &self,
+        id: Uuid,
+        spec: &AttachmentSpec,
+        seg: &DesiredSegment,
+        end: &ContainerEnd<'_>,
+    ) -> Result<()>;
+    /// removes the attachment's interfaces; `inside` is the container namespace, if it still exists.
+    async fn unplug(&self, id: Uuid, spec: &AttachmentSpec, inside: Option<&Netlink>)
+        -> Result<()>;
+    /// the host-side interface of an attachment, when the backend has one and it is in place.
+    async fn host_side(&self, id: Uuid, spec: &AttachmentSpec) -> Result<Option<String>>;
+}
+
+/// Builds the configured backend on the host's netlink socket.
+pub async fn from_config(config: &Config, host: Netlink) -> Result<Box<dyn Backend>> {
+    let naming = config.naming.clone();
+    Ok(match config.backend {
+        BackendKind::LinuxBridge => Box::new(LinuxBridge::new(host, naming, config.mtu)),
+        BackendKind::Macvlan => Box::new(Macvlan::new(host)),
+        BackendKind::Ovs => {
+            let vswitch = Vswitch::connect(&config.ovs_db, VswitchOptions::default()).await?;
+            Box::new(Ovs::new(
+                host,
+                vswitch,
+                naming,
+                config.ovs_datapath,
+                config.mtu,
+            ))
+        }
+    })
+}

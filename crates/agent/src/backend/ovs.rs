@@ -1,0 +1,145 @@
+//! Open vSwitch: one integration bridge with the uplink as a trunk; each container's veth
+//! host end is an access port with `tag=<vlan>`, written over OVSDB (weft-ovsdb batches
+//! concurrent attaches into one transaction).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+use weft_agent_api::{AttachmentSpec, BackendKind, Segment, SegmentMode, Vlan};
+use weft_ovsdb::{AccessPort, DatapathType, Vswitch};
+
+use super::Backend;
+use crate::config::Naming;
+use crate::error::ErrorList;
+use crate::netlink::{ContainerEnd, Netlink};
+use crate::state::DesiredSegment;
+use crate::{Error, Result};
+
+/// external_ids key marking ports the agent owns.
+const OWNER_KEY: &str = "weft-attachment";
+
+pub struct Ovs {
+    nl: Netlink,
+    vswitch: Vswitch,
+    naming: Naming,
+    datapath: DatapathType,
+    mtu: u32,
+}
+
+impl Ovs {
+    pub fn new(
+        nl: Netlink,
+        vswitch: Vswitch,
+        naming: Naming,
+        datapath: DatapathType,
+        mtu: u32,
+    ) -> Self {
+        Ovs {
+            nl,
+            vswitch,
+            naming,
+            datapath,
+            mtu,
+        }
+    }
+}
+
+#[async_trait]
+impl Backend for Ovs {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Ovs
+    }
+
+    async fn ensure_segment(&self, vlan: Vlan, seg: &DesiredSegment) -> Result<Segment> {
+        if seg.mode != SegmentMode::Regular {
+            return Err(Error::Invalid(
+                "the ovs backend tags every VLAN on the uplink trunk; use mode regular".into(),
+            ));
+        }
+        let uplink = self.nl.require(&seg.uplink).await?;
+        if !uplink.up {
+            self.nl.set_up(uplink.index).await?;
+        }
+        let bridge = &self.naming.ovs_bridge;
+        self.vswitch.ensure_bridge(bridge, self.datapath).await?;
+        self.vswitch.ensure_trunk_port(bridge, &seg.uplink).await?;
+        self.segment(vlan, seg).await
+    }
+
+    async fn segment(&self, vlan: Vlan, seg: &DesiredSegment) -> Result<Segment> {
+        let bridge = &self.naming.ovs_bridge;
+        let ready = match self.vswitch.list_ports(bridge).await {
+            Ok(ports) => ports
+                .iter()
+                .any(|p| p.name == seg.uplink && p.tag.is_none()),
+            Err(_) => false,
+        };
+        Ok(Segment {
+            vlan,
+            mode: seg.mode,
+            uplink: seg.uplink.clone(),
+            bridge: Some(bridge.clone()),
+            sub_interface: None,
+            ready,
+        })
+    }
+
+    async fn remove_segment(&self, _vlan: Vlan, _seg: &DesiredSegment) -> Result<()> {
+        // The trunk carries every VLAN: other segments still use it, and an idle trunk
+        // port costs nothing. Access ports leave with their attachments.
+        Ok(())
+    }
+
+    async fn plug(
+        &self,
+        id: Uuid,
+        spec: &AttachmentSpec,
+        _seg: &DesiredSegment,
+        end: &ContainerEnd<'_>,
+    ) -> Result<()> {
+        let host = self.naming.host_veth(id);
+        self.nl
+            .add_veth(&host, None, end.mtu.max(self.mtu), end)
+            .await?;
+        let port = AccessPort {
+            name: host.clone(),
+            iface: host,
+            tag: spec.vlan.get(),
+            external_ids: BTreeMap::from([(OWNER_KEY.to_owned(), id.to_string())]),
+        };
+        self.vswitch
+            .ensure_access_ports(&self.naming.ovs_bridge, &[port])
+            .await?;
+        Ok(())
+    }
+
+    async fn unplug(
+        &self,
+        id: Uuid,
+        _spec: &AttachmentSpec,
+        _inside: Option<&Netlink>,
+    ) -> Result<()> {
+        let host = self.naming.host_veth(id);
+        let mut errors = ErrorList::default();
+        errors.keep(
+            self.vswitch
+                .remove_ports(&self.naming.ovs_bridge, &[host.as_str()])
+                .await,
+        );
+        errors.keep(self.nl.delete(&host).await);
+        errors.into_result()
+    }
+
+    async fn host_side(&self, id: Uuid, spec: &AttachmentSpec) -> Result<Option<String>> {
+        let host = self.naming.host_veth(id);
+        if self.nl.link(&host).await?.is_none_or(|l| !l.up) {
+            return Ok(None);
+        }
+        let ports = self.vswitch.list_ports(&self.naming.ovs_bridge).await?;
+        let ok = ports
+            .iter()
+            .any(|p| p.name == host && p.tag == Some(spec.vlan.get()));
+        Ok(ok.then_some(host))
+    }
+}

@@ -1,0 +1,116 @@
+//! Agent configuration: what the host looks like and where things live.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use reqwest::Url;
+use uuid::Uuid;
+use weft_agent_api::{BackendKind, Token, Vlan};
+use weft_ovsdb::DatapathType;
+
+/// Everything the agent needs to know about its host; built by `main` from flags and env.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Bearer token callers must present.
+    pub token: Token,
+    /// Uplink interfaces; the first is the default for segments that name none.
+    pub uplinks: Vec<String>,
+    pub backend: BackendKind,
+    pub naming: Naming,
+    /// Default MTU of container interfaces and bridges.
+    pub mtu: u32,
+    /// OVSDB socket (`unix:/run/openvswitch/db.sock`), ovs backend only.
+    pub ovs_db: String,
+    /// `system` in production; `netdev` where only the userspace datapath exists.
+    pub ovs_datapath: DatapathType,
+    /// Desired state, rewritten atomically on every change.
+    pub state_file: PathBuf,
+    /// Docker engine socket; Docker targets and re-wiring are off when absent.
+    pub docker_socket: Option<PathBuf>,
+    /// Where container events are POSTed (`<url>` receives [`weft_agent_api::ContainerEvent`]).
+    pub central_url: Option<Url>,
+    pub central_token: Option<Token>,
+}
+
+/// How the agent names what it creates; names recognise the agent's own objects after a
+/// restart, so it never touches links it did not make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Naming {
+    /// Linux bridge per VLAN: `<prefix><vlan>`, e.g. `wbr181`.
+    pub bridge_prefix: String,
+    /// Host end of a container veth: `<prefix>` + hex of the attachment id, 15 bytes max.
+    pub veth_prefix: String,
+    /// The single OVS integration bridge.
+    pub ovs_bridge: String,
+}
+
+impl Default for Naming {
+    fn default() -> Self {
+        Naming {
+            bridge_prefix: "wbr".into(),
+            veth_prefix: "wf".into(),
+            ovs_bridge: "br-weft".into(),
+        }
+    }
+}
+
+/// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
+pub const IFNAMSIZ_MAX: usize = 15;
+
+impl Naming {
+    pub fn bridge(&self, vlan: Vlan) -> String {
+        format!("{}{vlan}", self.bridge_prefix)
+    }
+
+    pub fn sub_interface(uplink: &str, vlan: Vlan) -> String {
+        format!("{uplink}.{vlan}")
+    }
+
+    /// `wf` + the first hex digits of the id, filling the 15-byte name limit.
+    pub fn host_veth(&self, id: Uuid) -> String {
+        let hex = id.simple().to_string();
+        let room = IFNAMSIZ_MAX.saturating_sub(self.veth_prefix.len());
+        format!("{}{}", self.veth_prefix, &hex[..room.min(hex.len())])
+    }
+
+    /// Whether a link name follows the host-veth scheme.
+    pub fn is_host_veth(&self, name: &str) -> bool {
+        name.len() == IFNAMSIZ_MAX
+            && name
+                .strip_prefix(&self.veth_prefix)
+                .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+
+    /// Checks lengths once at start-up instead of failing on the first request.
+    pub fn validate(&self, uplinks: &[String]) -> Result<(), String> {
+        if self.veth_prefix.is_empty() || self.veth_prefix.len() > 4 {
+            return Err("veth prefix must be 1 to 4 bytes".into());
+        }
+        if self.bridge_prefix.len() + 4 > IFNAMSIZ_MAX {
+            return Err("bridge prefix must leave room for a 4-digit VLAN".into());
+        }
+        for u in uplinks {
+            if u.len() + 5 > IFNAMSIZ_MAX {
+                return Err(format!("uplink {u} is too long for <uplink>.<vlan> names"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_veth_names_fit_ifnamsiz_and_are_recognised() {
+        let n = Naming::default();
+        let id = Uuid::parse_str("6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b").unwrap();
+        let name = n.host_veth(id);
+        assert_eq!(name, "wf6f1c2a3b4d5e4");
+        assert!(n.is_host_veth(&name));
+        assert!(!n.is_host_veth("eth0"));
+        assert!(!n.is_host_veth("wfxyz"));
+    }
+}

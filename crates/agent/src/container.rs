@@ -1,0 +1,78 @@
+//! The container end of an attachment: finding its namespace, configuring it from inside
+//! (address, default route, gratuitous ARP) and reading back what the kernel has.
+
+use weft_agent_api::{AttachmentActual, AttachmentSpec, Target};
+
+use crate::docker::Docker;
+use crate::netns::{Netns, Sockets};
+use crate::{garp, Error, Result};
+
+/// The namespace of a target, and the Docker container id when it is one.
+pub async fn resolve(target: &Target, docker: Option<&Docker>) -> Result<(Netns, Option<String>)> {
+    match target {
+        Target::Docker { container } => {
+            let docker = docker.ok_or_else(|| {
+                Error::Docker("Docker targets need the agent's docker socket".into())
+            })?;
+            let running = docker.running(container).await?;
+            Ok((Netns::of_pid(running.pid)?, Some(running.id)))
+        }
+        Target::Pid { pid } => Ok((Netns::of_pid(*pid)?, None)),
+        Target::Netns { path } => Ok((Netns::open(path)?, None)),
+    }
+}
+
+/// Up, address, default route and gratuitous ARP on an interface that already exists.
+pub async fn configure(inside: &Sockets, spec: &AttachmentSpec) -> Result<()> {
+    let link = inside.netlink.require(&spec.ifname).await?;
+    if !link.up {
+        inside.netlink.set_up(link.index).await?;
+    }
+    inside.netlink.add_address(link.index, spec.address).await?;
+    if let Some(gw) = spec.gateway {
+        inside.netlink.add_default_route(link.index, gw).await?;
+    }
+    garp::send(
+        &inside.packet,
+        link.index,
+        spec.effective_mac(),
+        spec.address.addr(),
+    )
+    .map_err(Error::Garp)
+}
+
+/// What the kernel shows for the attachment's interface inside the namespace.
+pub async fn actual(inside: &Sockets, spec: &AttachmentSpec) -> Result<AttachmentActual> {
+    let Some(link) = inside.netlink.link(&spec.ifname).await? else {
+        return Ok(not_wired(format!(
+            "no interface {} in the container",
+            spec.ifname
+        )));
+    };
+    let addresses = inside.netlink.addresses(link.index).await?;
+    let mac_ok = link.mac == Some(spec.effective_mac());
+    let addr_ok = addresses.contains(&spec.address);
+    let detail = match (link.up, mac_ok, addr_ok) {
+        (false, _, _) => Some(format!("{} is down", spec.ifname)),
+        (_, false, _) => Some(format!("{} has another MAC", spec.ifname)),
+        (_, _, false) => Some(format!("{} lacks {}", spec.ifname, spec.address)),
+        _ => None,
+    };
+    Ok(AttachmentActual {
+        wired: detail.is_none(),
+        mac: link.mac,
+        addresses,
+        mtu: link.mtu,
+        detail,
+    })
+}
+
+pub fn not_wired(detail: String) -> AttachmentActual {
+    AttachmentActual {
+        wired: false,
+        mac: None,
+        addresses: Vec::new(),
+        mtu: None,
+        detail: Some(detail),
+    }
+}

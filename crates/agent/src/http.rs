@@ -1,0 +1,228 @@
+//! The agent's HTTP API (bearer token), its OpenAPI document and problem+json errors.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+use weft_agent_api::{
+    AgentState, Attachment, AttachmentSpec, Health, Problem, Segment, SegmentSpec, Vlan,
+};
+
+use crate::agent::Agent;
+use crate::Error;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "weft-agent", description = "Per-host agent of Weft: VLAN segments and container wiring."),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let scheme =
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build());
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", scheme);
+    }
+}
+
+/// The router and the OpenAPI document, built from the same route list.
+pub fn api(agent: Arc<Agent>) -> (Router, utoipa::openapi::OpenApi) {
+    routes().with_state(agent).split_for_parts()
+}
+
+/// The OpenAPI document alone (for the committed `openapi/agent.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().into_openapi()
+}
+
+fn routes() -> OpenApiRouter<Arc<Agent>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(get_state))
+        .routes(routes!(put_segment, delete_segment))
+        .routes(routes!(put_attachment, delete_attachment))
+}
+
+/// Proof that the request carried the agent's bearer token; handlers that take it are protected.
+struct Authorized;
+
+impl FromRequestParts<Arc<Agent>> for Authorized {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, agent: &Arc<Agent>) -> Result<Self, Response> {
+        let presented = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match presented {
+            Some(t) if constant_time_eq(t.as_bytes(), agent.config().token.expose().as_bytes()) => {
+                Ok(Authorized)
+            }
+            _ => Err(problem(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing or wrong bearer token".into(),
+                Vec::new(),
+            )),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Liveness and versions (no token needed).
+#[utoipa::path(get, path = "/healthz", security(()), responses((status = 200, body = Health)))]
+async fn healthz(State(agent): State<Arc<Agent>>) -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        versions: agent.versions(),
+    })
+}
+
+/// Actual state of the host, read from the kernel.
+#[utoipa::path(get, path = "/v1/state", responses(
+    (status = 200, body = AgentState),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 500, body = Problem, content_type = "application/problem+json"),
+))]
+async fn get_state(
+    _: Authorized,
+    State(agent): State<Arc<Agent>>,
+) -> Result<Json<AgentState>, ApiError> {
+    Ok(Json(agent.state().await?))
+}
+
+/// Builds (idempotently) the host side of a VLAN segment.
+#[utoipa::path(put, path = "/v1/segments/{vlan}", params(("vlan" = u16, Path, minimum = 1, maximum = 4094)),
+    request_body = SegmentSpec, responses(
+    (status = 200, body = Segment),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
+    (status = 409, body = Problem, content_type = "application/problem+json"),
+    (status = 500, body = Problem, content_type = "application/problem+json"),
+))]
+async fn put_segment(
+    _: Authorized,
+    State(agent): State<Arc<Agent>>,
+    Path(vlan): Path<Vlan>,
+    Json(spec): Json<SegmentSpec>,
+) -> Result<Json<Segment>, ApiError> {
+    Ok(Json(agent.ensure_segment(vlan, &spec).await?))
+}
+
+/// Removes a segment; a missing one is success.
+#[utoipa::path(delete, path = "/v1/segments/{vlan}", params(("vlan" = u16, Path, minimum = 1, maximum = 4094)), responses(
+    (status = 204),
+    (status = 409, body = Problem, content_type = "application/problem+json"),
+    (status = 500, body = Problem, content_type = "application/problem+json"),
+))]
+async fn delete_segment(
+    _: Authorized,
+    State(agent): State<Arc<Agent>>,
+    Path(vlan): Path<Vlan>,
+) -> Result<StatusCode, ApiError> {
+    agent.remove_segment(vlan).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Wires (idempotently) one container interface.
+#[utoipa::path(put, path = "/v1/attachments/{id}", params(("id" = Uuid, Path)), request_body = AttachmentSpec, responses(
+    (status = 200, body = Attachment),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
+    (status = 409, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+    (status = 500, body = Problem, content_type = "application/problem+json"),
+))]
+async fn put_attachment(
+    _: Authorized,
+    State(agent): State<Arc<Agent>>,
+    Path(id): Path<Uuid>,
+    Json(spec): Json<AttachmentSpec>,
+) -> Result<Json<Attachment>, ApiError> {
+    Ok(Json(agent.ensure_attachment(id, &spec).await?))
+}
+
+/// Removes an attachment's interfaces; a missing one is success.
+#[utoipa::path(delete, path = "/v1/attachments/{id}", params(("id" = Uuid, Path)), responses(
+    (status = 204),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 500, body = Problem, content_type = "application/problem+json"),
+))]
+async fn delete_attachment(
+    _: Authorized,
+    State(agent): State<Arc<Agent>>,
+    Path(id): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    agent.remove_attachment(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// An agent error on its way to becoming a problem+json response.
+struct ApiError(Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind) = match &self.0 {
+            Error::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+            Error::SegmentMissing(_) => (StatusCode::CONFLICT, "segment-missing"),
+            Error::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            Error::ContainerNotFound(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "container-not-found")
+            }
+            Error::ContainerNotRunning(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "container-not-running")
+            }
+            Error::NoSuchLink(_) => (StatusCode::UNPROCESSABLE_ENTITY, "no-such-link"),
+            Error::Netns { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "netns"),
+            Error::Docker(_) | Error::Ovs(_) => (StatusCode::BAD_GATEWAY, "dependency"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "host"),
+        };
+        let errors = match &self.0 {
+            Error::List(list) => list.iter().map(ToString::to_string).collect(),
+            _ => Vec::new(),
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %self.0, "request failed");
+        }
+        problem(status, kind, self.0.to_string(), errors)
+    }
+}
+
+fn problem(status: StatusCode, kind: &str, detail: String, errors: Vec<String>) -> Response {
+    let body = Problem {
+        kind: format!("urn:weft:agent:{kind}"),
+        title: status.canonical_reason().unwrap_or("error").into(),
+        status: status.as_u16(),
+        detail: Some(detail),
+        errors,
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/problem+json")],
+        Json(body),
+    )
+        .into_response()
+}

@@ -1,0 +1,361 @@
+//! Domain-level rtnetlink operations (kata-style `Netlink` wrapper): the rest of the agent
+//! never builds netlink messages. One instance per network namespace.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use futures::TryStreamExt;
+use ipnet::Ipv4Net;
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVeth, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    MacVlanMode,
+};
+use rtnetlink::{
+    Handle, LinkBridge, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVlan,
+    RouteMessageBuilder,
+};
+use weft_agent_api::MacAddr;
+
+const EEXIST: i32 = libc::EEXIST;
+const ENODEV: i32 = libc::ENODEV;
+
+/// A failed netlink request, with what the agent was doing.
+#[derive(Debug, thiserror::Error)]
+#[error("{op}: {source}")]
+pub struct NetlinkError {
+    pub op: String,
+    #[source]
+    pub source: rtnetlink::Error,
+}
+
+impl NetlinkError {
+    /// The kernel's errno, when the kernel refused the request.
+    pub fn errno(&self) -> Option<i32> {
+        match &self.source {
+            rtnetlink::Error::NetlinkError(msg) => msg.code.map(|c| -c.get()),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = NetlinkError> = std::result::Result<T, E>;
+
+trait Context<T> {
+    fn op(self, op: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> Context<T> for std::result::Result<T, rtnetlink::Error> {
+    fn op(self, op: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| NetlinkError { op: op(), source })
+    }
+}
+
+/// Treats "already exists" as success: every `ensure`/`add` here is idempotent.
+fn exist_ok(r: Result<()>) -> Result<()> {
+    match r {
+        Err(e) if e.errno() == Some(EEXIST) => Ok(()),
+        other => other,
+    }
+}
+
+/// A link as the agent cares about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub up: bool,
+    pub mtu: Option<u32>,
+    pub mac: Option<MacAddr>,
+    pub controller: Option<u32>,
+    pub kind: Option<InfoKind>,
+    pub vlan_id: Option<u16>,
+}
+
+impl From<LinkMessage> for Link {
+    fn from(msg: LinkMessage) -> Self {
+        let mut link = Link {
+            index: msg.header.index,
+            name: String::new(),
+            up: msg.header.flags.contains(LinkFlags::Up),
+            mtu: None,
+            mac: None,
+            controller: None,
+            kind: None,
+            vlan_id: None,
+        };
+        for attr in msg.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => link.name = n,
+                LinkAttribute::Mtu(m) => link.mtu = Some(m),
+                LinkAttribute::Controller(c) => link.controller = Some(c),
+                LinkAttribute::Address(a) => link.mac = <[u8; 6]>::try_from(a).ok().map(MacAddr),
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        match info {
+                            LinkInfo::Kind(k) => link.kind = Some(k),
+                            LinkInfo::Data(InfoData::Vlan(v)) => {
+                                link.vlan_id = v.into_iter().find_map(|i| match i {
+                                    InfoVlan::Id(id) => Some(id),
+                                    _ => None,
+                                })
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        link
+    }
+}
+
+/// The far end of a veth pair or a macvlan child, created directly inside the container's
+/// namespace under its final name (one request instead of create, move, rename).
+pub struct ContainerEnd<'a> {
+    pub netns: BorrowedFd<'a>,
+    pub name: &'a str,
+    pub mac: MacAddr,
+    pub mtu: u32,
+}
+
+/// rtnetlink handle bound to the namespace its socket was opened in.
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+impl Netlink {
+    /// Opens a socket in the calling thread's namespace; needs a tokio runtime context.
+    pub fn connect() -> std::io::Result<Self> {
+        let (conn, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    /// Wraps a handle whose connection is already being driven.
+    pub fn from_handle(handle: Handle) -> Self {
+        Netlink { handle }
+    }
+
+    pub async fn link(&self, name: &str) -> Result<Option<Link>> {
+        let found = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute()
+            .try_next()
+            .await;
+        match found {
+            Ok(msg) => Ok(msg.map(Link::from)),
+            Err(source) => {
+                let e = NetlinkError {
+                    op: format!("look up link {name}"),
+                    source,
+                };
+                if e.errno() == Some(ENODEV) {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// Like [`Netlink::link`], but absence is an error.
+    pub async fn require(&self, name: &str) -> crate::Result<Link> {
+        self.link(name)
+            .await?
+            .ok_or_else(|| crate::Error::NoSuchLink(name.to_owned()))
+    }
+
+    pub async fn links(&self) -> Result<Vec<Link>> {
+        let msgs: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .op(|| "list links".into())?;
+        Ok(msgs.into_iter().map(Link::from).collect())
+    }
+
+    /// Creates an up bridge (no STP, forward delay 0) unless one of that name exists.
+    pub async fn ensure_bridge(&self, name: &str, mtu: u32) -> Result<Link> {
+        if let Some(link) = self.link(name).await? {
+            return Ok(link);
+        }
+        let msg = LinkBridge::new(name).mtu(mtu).up().build();
+        exist_ok(
+            self.handle
+                .link()
+                .add(msg)
+                .execute()
+                .await
+                .op(|| format!("create bridge {name}")),
+        )?;
+        self.found(name).await
+    }
+
+    /// Creates an up 802.1Q sub-interface of `parent` unless one of that name exists.
+    pub async fn ensure_vlan(&self, name: &str, parent: u32, vlan: u16) -> Result<Link> {
+        if let Some(link) = self.link(name).await? {
+            return Ok(link);
+        }
+        let msg = LinkVlan::new(name, parent, vlan).up().build();
+        exist_ok(
+            self.handle
+                .link()
+                .add(msg)
+                .execute()
+                .await
+                .op(|| format!("create {name}")),
+        )?;
+        self.found(name).await
+    }
+
+    /// Makes `link` a port of `controller` (0 releases it) and brings it up.
+    pub async fn set_controller_up(&self, link: u32, controller: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(link)
+            .controller(controller)
+            .up()
+            .build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .op(|| format!("enslave link {link} to {controller}"))
+    }
+
+    pub async fn set_up(&self, link: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(link).up().build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .op(|| format!("bring link {link} up"))
+    }
+
+    /// Creates a veth pair in one request: `host` is up (and a port of `controller` when
+    /// given) here, the peer is inside the container namespace under its final name.
+    pub async fn add_veth(
+        &self,
+        host: &str,
+        controller: Option<u32>,
+        host_mtu: u32,
+        peer: &ContainerEnd<'_>,
+    ) -> Result<()> {
+        // The peer stays down: veth_open() fails with ENOTCONN until both ends exist,
+        // so it is brought up from inside the namespace afterwards.
+        let peer_msg = container_end(LinkMessageBuilder::<LinkUnspec>::default(), peer).build();
+        let mut msg = LinkVeth::new(host, peer.name).mtu(host_mtu).up();
+        if let Some(c) = controller {
+            msg = msg.controller(c);
+        }
+        let msg = msg
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
+            .build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .op(|| format!("create veth {host}"))
+    }
+
+    /// Creates a bridge-mode macvlan child of `parent` directly inside the container namespace.
+    pub async fn add_macvlan(&self, parent: u32, end: &ContainerEnd<'_>) -> Result<()> {
+        let msg = LinkMacVlan::new(end.name, parent, MacVlanMode::Bridge);
+        let msg = container_end(msg, end).up().build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .op(|| format!("create macvlan {}", end.name))
+    }
+
+    /// Deletes a link by name; a missing link is success.
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        let Some(link) = self.link(name).await? else {
+            return Ok(());
+        };
+        match self
+            .handle
+            .link()
+            .del(link.index)
+            .execute()
+            .await
+            .op(|| format!("delete link {name}"))
+        {
+            Err(e) if e.errno() == Some(ENODEV) => Ok(()),
+            other => other,
+        }
+    }
+
+    pub async fn add_address(&self, link: u32, addr: Ipv4Net) -> Result<()> {
+        let req = self
+            .handle
+            .address()
+            .add(link, IpAddr::V4(addr.addr()), addr.prefix_len());
+        exist_ok(req.execute().await.op(|| format!("add address {addr}")))
+    }
+
+    pub async fn addresses(&self, link: u32) -> Result<Vec<Ipv4Net>> {
+        let msgs: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(link)
+            .execute()
+            .try_collect()
+            .await
+            .op(|| format!("list addresses of link {link}"))?;
+        let mut out = Vec::new();
+        for msg in msgs {
+            let prefix = msg.header.prefix_len;
+            for attr in msg.attributes {
+                if let AddressAttribute::Address(IpAddr::V4(a)) = attr {
+                    if let Ok(net) = Ipv4Net::new(a, prefix) {
+                        out.push(net);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn add_default_route(&self, link: u32, gateway: Ipv4Addr) -> Result<()> {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .output_interface(link)
+            .gateway(gateway)
+            .build();
+        exist_ok(
+            self.handle
+                .route()
+                .add(route)
+                .execute()
+                .await
+                .op(|| format!("add default route via {gateway}")),
+        )
+    }
+
+    async fn found(&self, name: &str) -> Result<Link> {
+        self.link(name).await?.ok_or_else(|| NetlinkError {
+            op: format!("find {name} right after creating it"),
+            source: rtnetlink::Error::RequestFailed,
+        })
+    }
+}
+
+fn container_end<T>(msg: LinkMessageBuilder<T>, end: &ContainerEnd<'_>) -> LinkMessageBuilder<T> {
+    msg.name(end.name)
+        .setns_by_fd(end.netns.as_raw_fd())
+        .address(end.mac.0.to_vec())
+        .mtu(end.mtu)
+}

@@ -1,0 +1,112 @@
+//! Network namespaces: opening them, and doing work inside one from a dedicated thread.
+//!
+//! `setns` changes only the calling OS thread and a socket stays in the namespace it was
+//! created in. So a short-lived thread joins the namespace, opens the sockets the agent
+//! needs there and exits; the async code then uses those sockets from any tokio worker.
+//! Never `setns` on a tokio worker.
+
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::sched::{setns, CloneFlags};
+use tokio::sync::oneshot;
+
+use crate::netlink::Netlink;
+use crate::{Error, Result};
+
+/// An open network namespace; the fd keeps it alive while we hold it.
+#[derive(Debug)]
+pub struct Netns {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Netns {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).map_err(|source| Error::Netns {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Netns {
+            fd: file.into(),
+            path,
+        })
+    }
+
+    pub fn of_pid(pid: u32) -> Result<Self> {
+        Self::open(format!("/proc/{pid}/ns/net"))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on a fresh thread that joined this namespace.
+    pub async fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let fd = self.fd.try_clone().map_err(|source| Error::Netns {
+            path: self.path.clone(),
+            source,
+        })?;
+        let path = self.path.clone();
+        let (tx, rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("weft-netns".into())
+            .spawn(move || {
+                let joined = setns(&fd, CloneFlags::CLONE_NEWNET).map(|()| f());
+                let _ = tx.send(joined);
+            })
+            .map_err(|source| Error::Netns {
+                path: path.clone(),
+                source,
+            })?;
+        let joined = rx.await.map_err(|_| Error::Netns {
+            path: path.clone(),
+            source: std::io::Error::other("namespace thread ended without answering"),
+        })?;
+        joined.map_err(|errno| Error::Netns {
+            path,
+            source: errno.into(),
+        })
+    }
+
+    /// Opens the sockets the agent uses inside this namespace: netlink and a raw packet
+    /// socket for the gratuitous ARP.
+    pub async fn sockets(&self) -> Result<Sockets> {
+        let rt = tokio::runtime::Handle::current();
+        let opened = self
+            .run(move || -> std::io::Result<_> {
+                let _guard = rt.enter();
+                let (conn, handle, _) = rtnetlink::new_connection()?;
+                let packet = crate::garp::packet_socket()?;
+                Ok((conn, handle, packet))
+            })
+            .await?;
+        let (conn, handle, packet) = opened.map_err(|source| Error::Netns {
+            path: self.path.clone(),
+            source,
+        })?;
+        tokio::spawn(conn);
+        Ok(Sockets {
+            netlink: Netlink::from_handle(handle),
+            packet,
+        })
+    }
+}
+
+impl AsFd for Netns {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Sockets bound to one namespace.
+pub struct Sockets {
+    pub netlink: Netlink,
+    pub packet: OwnedFd,
+}

@@ -1,0 +1,164 @@
+//! Throwaway network namespaces and an agent running in one.
+//!
+//! Every test first moves its own thread into a fresh, empty network namespace
+//! (`unshare(CLONE_NEWNET)`, netavark style), so nothing touches the machine's interfaces.
+//! "Containers" and the far side of the uplink ("leaf") are `unshare -n sleep` processes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sched::{unshare, CloneFlags};
+use weft_agent::agent::Agent;
+use weft_agent::config::{Config, Naming};
+use weft_agent_api::{AgentClient, BackendKind, Token};
+use weft_ovsdb::DatapathType;
+
+pub const TOKEN: &str = "test-token";
+
+/// Moves the calling thread into a new network namespace with `lo` up; false (after a
+/// loud SKIPPED line) when we lack the privilege.
+pub fn private_netns(test: &str) -> bool {
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWNET) {
+        eprintln!("SKIPPED: {test}: cannot create a network namespace ({e}); run as root");
+        return false;
+    }
+    sh("ip link set lo up");
+    true
+}
+
+/// Runs a shell command in the test's namespace and returns stdout; panics on failure.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Like [`sh`] but reports success instead of panicking.
+pub fn sh_ok(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A process in its own network namespace; killed on drop.
+pub struct NsProc {
+    child: Child,
+}
+
+impl NsProc {
+    pub fn new() -> Self {
+        let child = Command::new("unshare")
+            .args(["-n", "sleep", "600"])
+            .spawn()
+            .expect("spawn unshare");
+        let p = NsProc { child };
+        let me = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
+        let path = format!("/proc/{}/ns/net", p.pid());
+        for _ in 0..200 {
+            if std::fs::read_link(&path).is_ok_and(|ns| ns != me) {
+                p.sh("ip link set lo up");
+                return p;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("unshare -n did not enter a new namespace");
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn sh(&self, cmd: &str) -> String {
+        sh(&format!("nsenter -t {} -n sh -c '{cmd}'", self.pid()))
+    }
+
+    pub fn sh_ok(&self, cmd: &str) -> bool {
+        sh_ok(&format!("nsenter -t {} -n sh -c '{cmd}'", self.pid()))
+    }
+}
+
+impl Drop for NsProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A veth "uplink" `upl0` whose far end `far0` sits in a leaf namespace holding the
+/// gateway address 10.0.0.1/24 (untagged) and accepting gratuitous ARP into its table.
+pub fn uplink_with_leaf() -> NsProc {
+    let leaf = NsProc::new();
+    sh(&format!(
+        "ip link add upl0 type veth peer name far0 netns {}",
+        leaf.pid()
+    ));
+    leaf.sh("sysctl -qw net.ipv4.conf.all.arp_accept=1; ip link set far0 up; sysctl -qw net.ipv4.conf.far0.arp_accept=1");
+    leaf
+}
+
+pub fn config(backend: BackendKind, state_file: PathBuf) -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        token: Token::new(TOKEN),
+        uplinks: vec!["upl0".into()],
+        backend,
+        naming: Naming::default(),
+        mtu: 1500,
+        ovs_db: String::new(),
+        ovs_datapath: DatapathType::Netdev,
+        state_file,
+        docker_socket: None,
+        central_url: None,
+        central_token: None,
+    }
+}
+
+pub fn temp_state_file() -> PathBuf {
+    std::env::temp_dir()
+        .join(format!("weft-agent-test-{}", uuid::Uuid::new_v4()))
+        .join("state.json")
+}
+
+/// Serves the agent's API on a loopback port of the test namespace; returns a client
+/// and the base URL.
+pub async fn serve(agent: Arc<Agent>) -> (AgentClient, String) {
+    let (router, _) = weft_agent::http::api(agent);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let base = format!("http://{addr}/");
+    (
+        AgentClient::new(base.parse().unwrap(), Token::new(TOKEN)).unwrap(),
+        base,
+    )
+}
+
+/// The `ip -o link` line of `name` in the test namespace, if it exists.
+pub fn link_line(name: &str) -> Option<String> {
+    let out = Command::new("ip")
+        .args(["-o", "-d", "link", "show", "dev", name])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn ifindex(name: &str) -> Option<u32> {
+    link_line(name)?.split(':').next()?.trim().parse().ok()
+}

@@ -1,0 +1,202 @@
+//! linux-bridge backend, untagged mode (this kernel has no 802.1Q), driven over HTTP.
+
+use uuid::Uuid;
+use weft_agent::agent::Agent;
+use weft_agent_api::{
+    AgentClient, AttachmentSpec, BackendKind, ClientError, SegmentMode, SegmentSpec, Target, Token,
+    Vlan,
+};
+
+use crate::helpers::*;
+
+fn spec(pid: u32, addr: &str) -> AttachmentSpec {
+    AttachmentSpec {
+        target: Target::Pid { pid },
+        ifname: "eth0".into(),
+        vlan: Vlan::try_from(181).unwrap(),
+        address: addr.parse().unwrap(),
+        gateway: Some("10.0.0.1".parse().unwrap()),
+        mac: None,
+        mtu: Some(1400),
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn attached_namespace_reaches_the_gateway_across_the_bridge_and_announces_itself() {
+    if !private_netns("linux-bridge attach") {
+        return;
+    }
+    let leaf = uplink_with_leaf();
+    leaf.sh("ip addr add 10.0.0.1/24 dev far0");
+    let container = NsProc::new();
+    let agent = Agent::new(config(BackendKind::LinuxBridge, temp_state_file()))
+        .await
+        .unwrap();
+    let (client, _) = serve(agent).await;
+    let vlan = Vlan::try_from(181).unwrap();
+
+    // Attaching before the segment exists is refused with a problem document.
+    let id = Uuid::new_v4();
+    let spec = spec(container.pid(), "10.0.0.5/24");
+    match client.ensure_attachment(id, &spec).await {
+        Err(ClientError::Api { status, problem }) => {
+            assert_eq!(status, 409);
+            assert_eq!(problem.kind, "urn:weft:agent:segment-missing");
+        }
+        other => panic!("expected segment-missing, got {other:?}"),
+    }
+
+    let seg = client
+        .ensure_segment(
+            vlan,
+            &SegmentSpec {
+                mode: SegmentMode::Untagged,
+                uplink: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(seg.ready, "{seg:?}");
+    assert!(link_line("upl0").unwrap().contains("master wbr181"));
+
+    let att = client.ensure_attachment(id, &spec).await.unwrap();
+    assert!(att.actual.wired, "{att:?}");
+    let host = att.host_ifname.clone().unwrap();
+    assert!(link_line(&host).unwrap().contains("master wbr181"));
+
+    // The gratuitous ARP reached the leaf before any traffic did.
+    let neigh = leaf.sh("ip neigh show 10.0.0.5 dev far0");
+    assert!(
+        neigh.contains("02:57:0a:00:00:05"),
+        "leaf did not learn the endpoint from the GARP: {neigh:?}"
+    );
+
+    let inside = container.sh("ip -o addr show dev eth0; ip -o link show dev eth0; ip route");
+    assert!(inside.contains("inet 10.0.0.5/24"), "{inside}");
+    assert!(inside.contains("link/ether 02:57:0a:00:00:05"), "{inside}");
+    assert!(inside.contains("mtu 1400"), "{inside}");
+    assert!(inside.contains("default via 10.0.0.1 dev eth0"), "{inside}");
+    assert!(
+        container.sh_ok("ping -c1 -W2 10.0.0.1"),
+        "gateway unreachable across the bridge"
+    );
+
+    // Repeating the PUT changes nothing: same host link, one address.
+    let before = ifindex(&host);
+    let again = client.ensure_attachment(id, &spec).await.unwrap();
+    assert_eq!(again, att);
+    assert_eq!(ifindex(&host), before);
+    assert_eq!(
+        container
+            .sh("ip -o addr show dev eth0")
+            .matches("inet ")
+            .count(),
+        1
+    );
+
+    // A different spec under the same id is a conflict, not a silent rewire.
+    let mut other = spec.clone();
+    other.address = "10.0.0.6/24".parse().unwrap();
+    assert!(
+        matches!(client.ensure_attachment(id, &other).await, Err(ClientError::Api { status, .. }) if status == 409)
+    );
+
+    let state = client.state().await.unwrap();
+    assert_eq!(state.attachments, vec![att]);
+    assert!(state.segments[0].ready);
+    assert!(state.uplinks[0].present && state.uplinks[0].up);
+
+    // The segment cannot go while an attachment uses it.
+    assert!(client.remove_segment(vlan).await.is_err());
+    client.remove_attachment(id).await.unwrap();
+    assert!(link_line(&host).is_none());
+    assert!(!container.sh_ok("ip link show dev eth0"));
+    client.remove_attachment(id).await.unwrap();
+
+    client.remove_segment(vlan).await.unwrap();
+    assert!(link_line("wbr181").is_none());
+    let upl = link_line("upl0").expect("the uplink itself is never deleted");
+    assert!(!upl.contains("master"), "{upl}");
+    client.remove_segment(vlan).await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn api_rejects_requests_without_the_token() {
+    if !private_netns("agent api auth") {
+        return;
+    }
+    let agent = Agent::new(config(BackendKind::LinuxBridge, temp_state_file()))
+        .await
+        .unwrap();
+    let (client, base) = serve(agent).await;
+    assert_eq!(client.health().await.unwrap().status, "ok");
+    let intruder = AgentClient::new(base.parse().unwrap(), Token::new("wrong")).unwrap();
+    match intruder.state().await {
+        Err(ClientError::Api { status, problem }) => {
+            assert_eq!(status, 401);
+            assert_eq!(problem.kind, "urn:weft:agent:unauthorized");
+        }
+        other => panic!("expected 401, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn restarted_agent_keeps_attachments_and_removes_only_its_own_orphans() {
+    if !private_netns("linux-bridge restart") {
+        return;
+    }
+    let leaf = uplink_with_leaf();
+    leaf.sh("ip addr add 10.0.0.1/24 dev far0");
+    let container = NsProc::new();
+    let state_file = temp_state_file();
+    let vlan = Vlan::try_from(181).unwrap();
+    let id = Uuid::new_v4();
+    let spec = spec(container.pid(), "10.0.0.7/24");
+    let host = {
+        let agent = Agent::new(config(BackendKind::LinuxBridge, state_file.clone()))
+            .await
+            .unwrap();
+        agent
+            .ensure_segment(
+                vlan,
+                &SegmentSpec {
+                    mode: SegmentMode::Untagged,
+                    uplink: None,
+                },
+            )
+            .await
+            .unwrap();
+        agent
+            .ensure_attachment(id, &spec)
+            .await
+            .unwrap()
+            .host_ifname
+            .unwrap()
+    };
+    let before = ifindex(&host).unwrap();
+    // Left behind by a crash mid-attach (our naming scheme), and somebody else's link.
+    sh("ip link add wf0123456789abc type veth peer name crashpeer");
+    sh("ip link add wfnotours type veth peer name otherpeer");
+
+    let agent = Agent::new(config(BackendKind::LinuxBridge, state_file))
+        .await
+        .unwrap();
+    agent.reapply().await.unwrap();
+    assert_eq!(
+        ifindex(&host),
+        Some(before),
+        "re-apply must not re-create a healthy attachment"
+    );
+    assert!(
+        link_line("wf0123456789abc").is_none(),
+        "orphan of ours survived"
+    );
+    assert!(
+        link_line("wfnotours").is_some(),
+        "the agent deleted a link it did not create"
+    );
+    let state = agent.state().await.unwrap();
+    assert_eq!(state.attachments.len(), 1);
+    assert!(state.attachments[0].actual.wired);
+    assert!(container.sh_ok("ping -c1 -W2 10.0.0.1"));
+}

@@ -1,0 +1,6 @@
+//! weft-agent integration tests: real netlink in private namespaces, real Docker, real
+//! OVS (userspace datapath), and 802.1Q inside a QEMU VM (scripts/vm-test.sh).
+
+mod helpers;
+mod linux_bridge;
+mod openapi;
