@@ -30,7 +30,7 @@ impl Client {
 
     /// Runs `ops` atomically in database `db` and returns one result per
     /// operation, or the first operation's (or the commit's) error.
-    #[tracing::instrument(level = "debug", skip_all, fields(db = db, ops = ops.len()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(db = %db, ops = ops.len()))]
     pub async fn transact(&self, db: &str, ops: &[Operation]) -> Result<Vec<Value>> {
         let mut params = vec![json!(db)];
         for op in ops {

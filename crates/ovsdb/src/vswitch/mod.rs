@@ -161,7 +161,7 @@ impl Vswitch {
 
     /// Makes every port in `ports` exist on `bridge` exactly as given (tag
     /// and external_ids are corrected if they differ), all or none.
-    #[tracing::instrument(level = "debug", skip_all, fields(bridge, ports = ports.len()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(bridge = %bridge, ports = ports.len()))]
     pub async fn ensure_access_ports(&self, bridge: &str, ports: &[AccessPort]) -> Result<Outcome> {
         let changes = ports
             .iter()
@@ -178,7 +178,7 @@ impl Vswitch {
     }
 
     /// Removes the named ports from `bridge`; names not on it are ignored.
-    #[tracing::instrument(level = "debug", skip_all, fields(bridge, ports = names.len()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(bridge = %bridge, ports = names.len()))]
     pub async fn remove_ports<S: AsRef<str>>(&self, bridge: &str, names: &[S]) -> Result<Outcome> {
         let changes = names
             .iter()
