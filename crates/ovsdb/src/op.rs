@@ -161,4 +161,46 @@ mod tests {
                    "mutations": [["ports", "insert", ["named-uuid", "port0"]]]})
         );
     }
+
+    #[test]
+    fn wait_select_update_and_delete_serialise_to_rfc7047_json() {
+        let by_name = || vec![Condition::eq("name", json!("p1"))];
+        let mut row = Row::new();
+        row.insert("tag".into(), json!(["set", []]));
+        let ops = [
+            Operation::Wait {
+                table: "Bridge".into(),
+                conditions: by_name(),
+                columns: vec!["ports".into()],
+                until: WaitUntil::Equal,
+                rows: vec![row.clone()],
+                timeout: Some(0),
+            },
+            Operation::Select {
+                table: "Port".into(),
+                conditions: vec![],
+                columns: None,
+            },
+            Operation::Update {
+                table: "Port".into(),
+                conditions: by_name(),
+                row,
+            },
+            Operation::Delete {
+                table: "Port".into(),
+                conditions: by_name(),
+            },
+        ];
+        assert_eq!(
+            serde_json::to_value(ops).unwrap(),
+            json!([
+                {"op": "wait", "table": "Bridge", "where": [["name", "==", "p1"]],
+                 "columns": ["ports"], "until": "==", "rows": [{"tag": ["set", []]}], "timeout": 0},
+                {"op": "select", "table": "Port", "where": []},
+                {"op": "update", "table": "Port", "where": [["name", "==", "p1"]],
+                 "row": {"tag": ["set", []]}},
+                {"op": "delete", "table": "Port", "where": [["name", "==", "p1"]]}
+            ])
+        );
+    }
 }
