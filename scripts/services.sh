@@ -21,14 +21,15 @@ if [ "$root" = yes ]; then
     (dockerd --iptables=false --bridge=none --storage-driver=vfs >/var/log/dockerd.log 2>&1 &)
     for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   fi
-  # Offline busybox test image
-  if docker info >/dev/null 2>&1 && ! docker image inspect weft-test/busybox:local >/dev/null 2>&1; then
+  # Offline busybox test image (rebuilt when an earlier build left a broken one)
+  if docker info >/dev/null 2>&1 && ! docker run --rm --net=none weft-test/busybox:local true >/dev/null 2>&1; then
     log "building weft-test/busybox:local from busybox-static"
     d=$(mktemp -d); mkdir -p "$d/bin"
     cp /bin/busybox "$d/bin/busybox"
-    for a in $(/bin/busybox --list); do ln -sf busybox "$d/bin/$a"; done
+    # `busybox --list` names busybox itself: linking it would replace the binary with a loop.
+    for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$d/bin/$a"; done
     tar -C "$d" -cf "$d.tar" .
-    docker import "$d.tar" weft-test/busybox:local >/dev/null
+    docker import --change 'ENV PATH=/bin' "$d.tar" weft-test/busybox:local >/dev/null
     rm -rf "$d" "$d.tar"
   fi
   # Open vSwitch, userspace datapath, private run directory

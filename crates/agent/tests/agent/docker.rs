@@ -1,0 +1,177 @@
+//! A real Docker container (`--net=none`, busybox image built offline by scripts/services.sh).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::Json;
+use uuid::Uuid;
+use weft_agent::agent::Agent;
+use weft_agent_api::{
+    AttachmentSpec, BackendKind, ContainerEvent, ContainerEventKind, SegmentMode, SegmentSpec,
+    Target, Vlan,
+};
+
+use crate::helpers::*;
+
+const SOCKET: &str = "/var/run/docker.sock";
+const IMAGE: &str = "weft-test/busybox:local";
+
+/// A container removed on drop.
+struct Container(String);
+
+impl Container {
+    fn run() -> Self {
+        let name = format!("weft-test-{}", &Uuid::new_v4().simple().to_string()[..12]);
+        sh(&format!(
+            "docker run -d --net=none --name {name} {IMAGE} sleep 3600"
+        ));
+        Container(name)
+    }
+
+    fn exec(&self, cmd: &str) -> String {
+        sh(&format!("docker exec {} {cmd}", self.0))
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        sh_ok(&format!("docker rm -f {}", self.0));
+    }
+}
+
+fn docker_ready() -> bool {
+    if !PathBuf::from(SOCKET).exists() || !sh_ok(&format!("docker image inspect {IMAGE}")) {
+        eprintln!("SKIPPED: docker test: no engine at {SOCKET} or no {IMAGE}; run eval \"$(scripts/services.sh)\"");
+        return false;
+    }
+    true
+}
+
+/// Collects the agent's container-event callbacks.
+async fn callback_sink() -> (reqwest::Url, Arc<Mutex<Vec<ContainerEvent>>>) {
+    let seen: Arc<Mutex<Vec<ContainerEvent>>> = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/events",
+            post(
+                |State(seen): State<Arc<Mutex<Vec<ContainerEvent>>>>,
+                 Json(e): Json<ContainerEvent>| async move {
+                    seen.lock().unwrap().push(e);
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap())
+        .parse()
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, seen)
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..150 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn docker_container_is_wired_rewired_after_restart_and_kept_across_agent_restart() {
+    if !docker_ready() || !private_netns("docker attach") {
+        return;
+    }
+    let leaf = uplink_with_leaf();
+    leaf.sh("ip addr add 10.0.0.1/24 dev far0");
+    let c = Container::run();
+    let (callback, events) = callback_sink().await;
+    let state_file = temp_state_file();
+    let mut cfg = config(BackendKind::LinuxBridge, state_file.clone());
+    cfg.docker_socket = Some(SOCKET.into());
+    cfg.central_url = Some(callback);
+    let agent = Agent::new(cfg.clone()).await.unwrap();
+    let watcher = tokio::spawn(weft_agent::events::watch(agent.clone()));
+
+    let vlan = Vlan::try_from(181).unwrap();
+    agent
+        .ensure_segment(
+            vlan,
+            &SegmentSpec {
+                mode: SegmentMode::Untagged,
+                uplink: None,
+            },
+        )
+        .await
+        .unwrap();
+    let id = Uuid::new_v4();
+    let spec = AttachmentSpec {
+        target: Target::Docker {
+            container: c.0.clone(),
+        },
+        ifname: "eth0".into(),
+        vlan,
+        address: "10.0.0.9/24".parse().unwrap(),
+        gateway: Some("10.0.0.1".parse().unwrap()),
+        mac: Some("02:00:00:00:00:99".parse().unwrap()),
+        mtu: None,
+    };
+    let att = agent.ensure_attachment(id, &spec).await.unwrap();
+    assert!(att.actual.wired, "{att:?}");
+    let inside = c.exec("ip addr show eth0");
+    assert!(
+        inside.contains("inet 10.0.0.9/24") && inside.contains("02:00:00:00:00:99"),
+        "{inside}"
+    );
+    c.exec("ping -c1 -W2 10.0.0.1");
+
+    // A restart gives the container a new namespace; the agent re-wires it by itself.
+    sh(&format!("docker restart -t 0 {}", c.0));
+    eventually("re-wiring after docker restart", || {
+        sh_ok(&format!(
+            "docker exec {} ip addr show eth0 | grep -q 'inet 10.0.0.9/24'",
+            c.0
+        ))
+    })
+    .await;
+    assert!(
+        c.exec("ip link show eth0").contains("02:00:00:00:00:99"),
+        "MAC changed across restart"
+    );
+    c.exec("ping -c1 -W2 10.0.0.1");
+    eventually("died and rewired callbacks", || {
+        let seen = events.lock().unwrap();
+        let kinds: Vec<_> = seen
+            .iter()
+            .filter(|e| e.attachment == id)
+            .map(|e| e.kind)
+            .collect();
+        kinds.contains(&ContainerEventKind::Died) && kinds.contains(&ContainerEventKind::Rewired)
+    })
+    .await;
+
+    // Agent killed and started again: nothing lost, nothing duplicated.
+    watcher.abort();
+    let host = agent.state().await.unwrap().attachments[0]
+        .host_ifname
+        .clone()
+        .unwrap();
+    let before = ifindex(&host);
+    drop(agent);
+    let agent = Agent::new(cfg).await.unwrap();
+    agent.reapply().await.unwrap();
+    assert_eq!(ifindex(&host), before);
+    assert_eq!(sh("ip -o link show").matches(": wf").count(), 1);
+    assert_eq!(c.exec("ip -o addr show eth0").matches("inet ").count(), 1);
+    let state = agent.state().await.unwrap();
+    assert_eq!(state.attachments.len(), 1);
+    assert!(state.attachments[0].actual.wired, "{state:?}");
+    c.exec("ping -c1 -W2 10.0.0.1");
+    agent.remove_attachment(id).await.unwrap();
+    assert!(!sh_ok(&format!("docker exec {} ip link show eth0", c.0)));
+}
