@@ -21,8 +21,12 @@ use crate::startup::{Application, MIGRATOR};
 #[derive(Debug, Clone)]
 pub struct AllocBench {
     pub clients: u64,
+    /// Subnet of the first EPG; EPG `i` gets the `i`-th adjacent block of the same size.
     pub subnet: Ipv4Cidr,
     pub leases: u64,
+    /// EPGs the leases are spread over round-robin. Allocation serializes per EPG (its subnet
+    /// rows are locked), so this shows how throughput scales across EPGs.
+    pub epgs: u64,
 }
 
 /// What a run measured.
@@ -86,24 +90,26 @@ async fn run_in(opts: PgConnectOptions, b: &AllocBench) -> anyhow::Result<AllocR
     )
     .await?
     .error_for_status()?;
-    let gateway = Ipv4Addr::from(u32::from(b.subnet.network()) + 1);
-    let epg = json!({"bridge_domain": "bd", "physical_domain": "phys", "vlan_pool": "bench",
-        "subnets": [{"cidr": b.subnet, "gateway": gateway}]});
-    put(format!("{base}/epgs/bench/bench/bench"), epg)
-        .await?
-        .error_for_status()?;
+    let block = 1u32 << (32 - u32::from(b.subnet.prefix_len()));
+    for e in 0..b.epgs {
+        let network = u32::from(b.subnet.network())
+            .checked_add(block * e as u32)
+            .context("--epgs runs past 255.255.255.255")?;
+        let cidr = format!("{}/{}", Ipv4Addr::from(network), b.subnet.prefix_len());
+        let epg = json!({"bridge_domain": "bd", "physical_domain": "phys", "vlan_pool": "bench",
+            "subnets": [{"cidr": cidr, "gateway": Ipv4Addr::from(network + 1)}]});
+        put(format!("{base}/epgs/bench/bench/e{e}"), epg)
+            .await?
+            .error_for_status()?;
+    }
 
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..b.clients {
-        let (client, token, next, base, total) = (
-            client.clone(),
-            token.clone(),
-            next.clone(),
-            base.clone(),
-            b.leases,
-        );
+        let (client, token, next, base) =
+            (client.clone(), token.clone(), next.clone(), base.clone());
+        let (total, epgs) = (b.leases, b.epgs);
         tasks.push(tokio::spawn(async move {
             let mut got = Vec::new();
             loop {
@@ -112,7 +118,10 @@ async fn run_in(opts: PgConnectOptions, b: &AllocBench) -> anyhow::Result<AllocR
                     return Ok::<_, anyhow::Error>(got);
                 }
                 let resp = client
-                    .put(format!("{base}/epgs/bench/bench/bench/reservations/r{i}"))
+                    .put(format!(
+                        "{base}/epgs/bench/bench/e{}/reservations/r{i}",
+                        i % epgs
+                    ))
                     .bearer_auth(&token)
                     .send()
                     .await?;

@@ -67,6 +67,9 @@ enum BenchCommand {
         subnet: Ipv4Cidr,
         #[arg(long, default_value_t = 20000)]
         leases: u64,
+        /// Spread the leases over this many EPGs (each with its own subnet).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+        epgs: u64,
     },
 }
 
@@ -124,6 +127,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     clients,
                     subnet,
                     leases,
+                    epgs,
                 },
         } => {
             let config = load()?;
@@ -136,12 +140,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 clients,
                 subnet,
                 leases,
+                epgs,
             };
             let r = weft::bench::run_alloc(&admin, &b).await?;
             println!(
-                "alloc: {} leases, {} clients, subnet {}: {:.2} s, {:.0} leases/s, {} distinct addresses",
+                "alloc: {} leases, {} clients, {} EPG(s) from {}: {:.2} s, {:.0} leases/s, {} distinct addresses",
                 r.leases,
                 clients,
+                epgs,
                 subnet,
                 r.elapsed.as_secs_f64(),
                 r.per_second(),

@@ -33,6 +33,8 @@ pub struct AppState {
 pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
         .max_connections(config.database_max_connections)
+        // Bounded, so /readyz reports an unreachable database instead of hanging.
+        .acquire_timeout(std::time::Duration::from_secs(5))
         .connect(config.database_url.expose())
         .await
 }

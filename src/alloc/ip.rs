@@ -2,37 +2,86 @@
 
 use std::net::Ipv4Addr;
 
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
 use super::{interval_secs, AllocError};
 use crate::db::subnets::{self, StoredSubnet};
+use crate::domain::Ipv4Cidr;
 
 /// Addresses fetched per round trip while skipping taken ones.
 const BATCH: i64 = 256;
 
-/// Returns the address held by reservation `name` of the EPG, creating the lease when needed:
-/// an existing (or still quarantined) reservation keeps its address, a requested address is
-/// honoured only when it is free and allocatable, otherwise the lowest free address of the
-/// first subnet that has one is taken.
+/// An address held by a reservation, with what a client needs to configure it.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub address: Ipv4Addr,
+    pub subnet: Ipv4Cidr,
+    pub gateway: Ipv4Addr,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Returns the lease of reservation `name` in the EPG, creating it when needed: an existing
+/// (or still quarantined) reservation keeps its address, a requested address is honoured only
+/// when it is free and allocatable, otherwise the lowest free address of the first subnet that
+/// has one is taken.
+///
+/// Work that needs no lock (the idempotent repeat, expiring quarantine) runs before the subnet
+/// lock, so the serialized part is short: lock, find, insert (+ hint), and the caller's commit.
 pub async fn reserve(
     conn: &mut PgConnection,
     epg_id: i64,
     name: &str,
     requested: Option<Ipv4Addr>,
-) -> Result<Ipv4Addr, AllocError> {
+) -> Result<Lease, AllocError> {
+    let quarantined = match find(conn, epg_id, name).await? {
+        Some((lease, true)) => return check_requested(lease, name, requested),
+        Some((_, false)) => true,
+        None => false,
+    };
+    let freed = expire_quarantine(conn, epg_id).await?;
     // Serializes every allocation in this EPG across replicas.
     let mut subnets = subnets::lock_for_epg(conn, epg_id).await?;
-    if subnets.is_empty() {
-        return Err(AllocError::Exhausted(
-            "the EPG has no subnet to allocate from".into(),
-        ));
+    if quarantined {
+        if let Some(lease) = reactivate(conn, epg_id, name).await? {
+            return check_requested(lease, name, requested);
+        }
     }
+    lower_hints(conn, &mut subnets, &freed).await?;
 
-    if let Some(addr) = existing(conn, epg_id, name, requested).await? {
-        return Ok(addr);
+    let Some((subnet, addr)) = candidate(conn, &subnets, requested).await? else {
+        // A concurrent request may have created this very reservation meanwhile.
+        return match reactivate(conn, epg_id, name).await? {
+            Some(lease) => check_requested(lease, name, requested),
+            None => Err(AllocError::Exhausted(
+                "no free address is left in the EPG's subnets".into(),
+            )),
+        };
+    };
+    let advance = requested.is_none().then(|| next(addr));
+    match insert(conn, subnet.id, epg_id, name, addr, advance).await? {
+        Some(created_at) => Ok(Lease {
+            address: addr,
+            subnet: subnet.spec.cidr,
+            gateway: subnet.spec.gateway,
+            created_at,
+        }),
+        // The name (or, for a requested address, the address) is already taken.
+        None => match reactivate(conn, epg_id, name).await? {
+            Some(lease) => check_requested(lease, name, requested),
+            None => Err(AllocError::Unavailable(format!(
+                "{addr} is already leased or quarantined"
+            ))),
+        },
     }
-    expire_quarantine(conn, &mut subnets).await?;
+}
 
+/// The subnet and address to lease: the requested one if allocatable, else the lowest free.
+async fn candidate<'a>(
+    conn: &mut PgConnection,
+    subnets: &'a [StoredSubnet],
+    requested: Option<Ipv4Addr>,
+) -> Result<Option<(&'a StoredSubnet, Ipv4Addr)>, AllocError> {
     if let Some(want) = requested {
         let subnet = subnets
             .iter()
@@ -46,75 +95,111 @@ pub async fn reserve(
                 subnet.spec.cidr
             )));
         }
-        if !insert(conn, subnet.id, epg_id, name, want).await? {
-            return Err(AllocError::Unavailable(format!(
-                "{want} is already leased or quarantined"
-            )));
-        }
-        return Ok(want);
+        return Ok(Some((subnet, want)));
     }
-
-    for subnet in &subnets {
+    for subnet in subnets {
         if let Some(addr) = lowest_free(conn, subnet).await? {
-            if !insert(conn, subnet.id, epg_id, name, addr).await? {
-                // Unreachable while the subnet lock is held; the primary key still refuses it.
-                return Err(AllocError::Unavailable(format!(
-                    "{addr} was taken concurrently"
-                )));
-            }
-            subnets::set_hint(conn, subnet.id, next(addr)).await?;
-            return Ok(addr);
+            return Ok(Some((subnet, addr)));
         }
     }
-    Err(AllocError::Exhausted(
-        "no free address is left in the EPG's subnets".into(),
-    ))
+    Ok(None)
 }
 
-/// The address a reservation already holds; a quarantined one is taken back into use.
-async fn existing(
+fn check_requested(
+    lease: Lease,
+    name: &str,
+    requested: Option<Ipv4Addr>,
+) -> Result<Lease, AllocError> {
+    match requested {
+        Some(want) if want != lease.address => Err(AllocError::Unavailable(format!(
+            "reservation `{name}` already holds {}; delete it first to move it to {want}",
+            lease.address
+        ))),
+        _ => Ok(lease),
+    }
+}
+
+type LeaseRow = (String, String, String, DateTime<Utc>, bool);
+
+fn decode(
+    (address, cidr, gateway, created_at, active): LeaseRow,
+) -> Result<(Lease, bool), AllocError> {
+    let bad = |m: String| AllocError::Database(sqlx::Error::Decode(m.into()));
+    let lease = Lease {
+        address: parse_addr(&address)?,
+        subnet: Ipv4Cidr::parse(&cidr).map_err(|e| bad(e.0))?,
+        gateway: parse_addr(&gateway)?,
+        created_at,
+    };
+    Ok((lease, active))
+}
+
+/// The reservation's lease and whether it is active (false: quarantined).
+async fn find(
     conn: &mut PgConnection,
     epg_id: i64,
     name: &str,
-    requested: Option<Ipv4Addr>,
-) -> Result<Option<Ipv4Addr>, AllocError> {
-    let row: Option<(String,)> = sqlx::query_as(
-        "UPDATE ip_leases SET state = 'active', quarantined_until = NULL
-         WHERE epg_id = $1 AND reservation = $2 RETURNING host(address)",
+) -> Result<Option<(Lease, bool)>, AllocError> {
+    let row: Option<LeaseRow> = sqlx::query_as(
+        "SELECT host(l.address), s.cidr::text, host(s.gateway), l.created_at, l.state = 'active'
+         FROM ip_leases l JOIN subnets s ON s.id = l.subnet_id
+         WHERE l.epg_id = $1 AND l.reservation = $2",
     )
     .bind(epg_id)
     .bind(name)
-    .fetch_optional(&mut *conn)
+    .fetch_optional(conn)
     .await?;
-    let Some((text,)) = row else { return Ok(None) };
-    let addr = parse_addr(&text)?;
-    match requested {
-        Some(want) if want != addr => Err(AllocError::Unavailable(format!(
-            "reservation `{name}` already holds {addr}; delete it first to move it to {want}"
-        ))),
-        _ => Ok(Some(addr)),
-    }
+    row.map(decode).transpose()
 }
 
-/// Deletes leases whose quarantine ended and lowers the subnets' scan hints accordingly.
+/// Takes the reservation's lease (quarantined or not) back into use.
+async fn reactivate(
+    conn: &mut PgConnection,
+    epg_id: i64,
+    name: &str,
+) -> Result<Option<Lease>, AllocError> {
+    let row: Option<LeaseRow> = sqlx::query_as(
+        "UPDATE ip_leases l SET state = 'active', quarantined_until = NULL FROM subnets s
+         WHERE s.id = l.subnet_id AND l.epg_id = $1 AND l.reservation = $2
+         RETURNING host(l.address), s.cidr::text, host(s.gateway), l.created_at, true",
+    )
+    .bind(epg_id)
+    .bind(name)
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(decode).transpose()?.map(|(lease, _)| lease))
+}
+
+/// Deletes the EPG's leases whose quarantine ended; returns (subnet id, address) of each.
+/// Runs before the subnet lock: the rows are dead either way, only the hints need the lock.
 async fn expire_quarantine(
     conn: &mut PgConnection,
-    subnets: &mut [StoredSubnet],
-) -> Result<(), AllocError> {
-    let ids: Vec<i64> = subnets.iter().map(|s| s.id).collect();
+    epg_id: i64,
+) -> Result<Vec<(i64, Ipv4Addr)>, AllocError> {
     let freed: Vec<(i64, String)> = sqlx::query_as(
-        "DELETE FROM ip_leases WHERE subnet_id = ANY($1) AND state = 'quarantined' AND quarantined_until <= now()
+        "DELETE FROM ip_leases WHERE epg_id = $1 AND state = 'quarantined' AND quarantined_until <= now()
          RETURNING subnet_id, host(address)",
     )
-    .bind(&ids)
-    .fetch_all(&mut *conn)
+    .bind(epg_id)
+    .fetch_all(conn)
     .await?;
-    for (id, text) in freed {
-        let addr = parse_addr(&text)?;
-        if let Some(s) = subnets.iter_mut().find(|s| s.id == id) {
-            if addr < s.hint {
-                s.hint = addr;
-                subnets::set_hint(conn, id, addr).await?;
+    freed
+        .into_iter()
+        .map(|(id, text)| Ok((id, parse_addr(&text)?)))
+        .collect()
+}
+
+/// Lowers scan hints below freed addresses; the caller holds the subnet locks.
+async fn lower_hints(
+    conn: &mut PgConnection,
+    subnets: &mut [StoredSubnet],
+    freed: &[(i64, Ipv4Addr)],
+) -> Result<(), AllocError> {
+    for (id, addr) in freed {
+        if let Some(s) = subnets.iter_mut().find(|s| s.id == *id) {
+            if *addr < s.hint {
+                s.hint = *addr;
+                subnets::set_hint(conn, *id, *addr).await?;
             }
         }
     }
@@ -151,7 +236,14 @@ async fn lowest_free(
             while taken_iter.next_if(|t| *t < cand).is_some() {}
             match taken_iter.peek() {
                 Some(t) if *t == cand => cand += 1,
-                _ if !subnet.spec.is_allocatable(Ipv4Addr::from(cand)) => cand += 1,
+                _ if !subnet.spec.is_allocatable(Ipv4Addr::from(cand)) => {
+                    // Jump over a whole reserved range at once; it may be large.
+                    let end = subnet
+                        .spec
+                        .reserved_until(Ipv4Addr::from(cand))
+                        .map_or(cand, u32::from);
+                    cand = end.saturating_add(1);
+                }
                 Some(_) => return Ok(Some(Ipv4Addr::from(cand))),
                 // The batch ran out: a full batch may hide more leases further up.
                 None if taken.len() as i64 == BATCH => break,
@@ -161,25 +253,33 @@ async fn lowest_free(
     }
 }
 
-/// Inserts an active lease; false when the address is already leased.
+/// Inserts an active lease and, when `advance` is set, moves the subnet's scan hint there, in
+/// one statement. None when the address or the name is already taken.
 async fn insert(
     conn: &mut PgConnection,
     subnet_id: i64,
     epg_id: i64,
     name: &str,
     addr: Ipv4Addr,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "INSERT INTO ip_leases (subnet_id, address, epg_id, reservation, state)
-         VALUES ($1, $2::inet, $3, $4, 'active') ON CONFLICT DO NOTHING",
+    advance: Option<Ipv4Addr>,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    let row: Option<(DateTime<Utc>,)> = sqlx::query_as(
+        "WITH lease AS (
+             INSERT INTO ip_leases (subnet_id, address, epg_id, reservation, state)
+             VALUES ($1, $2::inet, $3, $4, 'active') ON CONFLICT DO NOTHING RETURNING created_at),
+         hint AS (
+             UPDATE subnets SET alloc_hint = $5::inet
+             WHERE id = $1 AND $5 IS NOT NULL AND EXISTS (SELECT 1 FROM lease))
+         SELECT created_at FROM lease",
     )
     .bind(subnet_id)
     .bind(addr.to_string())
     .bind(epg_id)
     .bind(name)
-    .execute(conn)
+    .bind(advance.map(|a| a.to_string()))
+    .fetch_optional(conn)
     .await?;
-    Ok(done.rows_affected() == 1)
+    Ok(row.map(|(t,)| t))
 }
 
 /// Quarantines the reservation's lease; returns its address, or None if there was none.

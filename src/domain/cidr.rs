@@ -150,6 +150,15 @@ impl SubnetSpec {
         self.cidr.is_host(a) && a != self.gateway && !self.reserved.iter().any(|r| r.contains(a))
     }
 
+    /// The last address of the reserved range holding `a`, if one does: allocation skips past it.
+    pub fn reserved_until(&self, a: Ipv4Addr) -> Option<Ipv4Addr> {
+        self.reserved
+            .iter()
+            .filter(|r| r.contains(a))
+            .map(|r| r.last)
+            .max()
+    }
+
     /// The first and last host addresses (network + 1, broadcast - 1).
     pub fn host_bounds(&self) -> (Ipv4Addr, Ipv4Addr) {
         let first = u32::from(self.cidr.network()) + 1;

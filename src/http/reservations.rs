@@ -168,10 +168,14 @@ async fn put_reservation(
     let mut tx = st.db.begin().await?;
     let id = epg_id(&mut tx, &key).await?;
     let before = load(&mut tx, id, &name).await?;
-    ip::reserve(&mut tx, id, name.as_str(), spec.address).await?;
-    let after = load(&mut tx, id, &name)
-        .await?
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("reservation vanished")))?;
+    let lease = ip::reserve(&mut tx, id, name.as_str(), spec.address).await?;
+    let after = Reservation {
+        name: name.clone(),
+        address: lease.address,
+        subnet: lease.subnet,
+        gateway: lease.gateway,
+        created_at: lease.created_at,
+    };
     audit::record(
         &mut tx,
         auth.actor(),
