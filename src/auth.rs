@@ -39,7 +39,7 @@ impl Role {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         [Role::Viewer, Role::Operator, Role::Admin, Role::Agent]
             .into_iter()
             .find(|r| r.as_str() == s)
@@ -158,7 +158,10 @@ pub enum TokenError {
 }
 
 /// Creates a token and returns it; only its hash is stored, so this is the one chance to see it.
-pub async fn create_token(db: &PgPool, name: &str, role: Role) -> Result<String, TokenError> {
+pub async fn create_token<'c, E>(db: E, name: &str, role: Role) -> Result<String, TokenError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Postgres>,
+{
     let name = crate::domain::ApicName::parse(name)?;
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);

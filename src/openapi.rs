@@ -21,6 +21,7 @@ pub const COMMITTED_PATH: &str = "openapi/weft.json";
         (name = "reservations", description = "IP addresses held for a name (operator to change)"),
         (name = "hosts", description = "Hosts running weft-agent (admin to change)"),
         (name = "audit", description = "Who changed what"),
+        (name = "tokens", description = "API tokens (admin only); a token is shown once"),
         (name = "health", description = "Probes and this document; no token needed"),
     )
 )]
@@ -47,6 +48,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(http::reservations::routes())
         .merge(http::hosts::routes())
         .merge(http::audit::routes())
+        .merge(http::tokens::routes())
 }
 
 /// The document as committed: pretty JSON with a trailing newline.

@@ -7,6 +7,7 @@ pub mod health;
 pub mod hosts;
 pub mod pools;
 pub mod reservations;
+pub mod tokens;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts};

@@ -49,6 +49,9 @@ const ROUTES: &[(&str, &str, Option<&str>)] = &[
     ("put", "/api/v1/hosts/{name}", Some("admin")),
     ("delete", "/api/v1/hosts/{name}", Some("admin")),
     ("get", "/api/v1/audit", Some("viewer")),
+    ("get", "/api/v1/tokens", Some("admin")),
+    ("post", "/api/v1/tokens", Some("admin")),
+    ("delete", "/api/v1/tokens/{name}", Some("admin")),
 ];
 
 const RANK: [&str; 3] = ["viewer", "operator", "admin"];

@@ -13,3 +13,4 @@ mod hosts;
 mod openapi;
 mod pools;
 mod reservations;
+mod tokens;

@@ -1,0 +1,149 @@
+//! `/api/v1/tokens`: API tokens (admin only). A token is shown once, in the response that
+//! creates it; only its sha256 is stored.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use super::{ApiJson, ApiPath, ApiQuery, Page, Paging};
+use crate::auth::{create_token, Admin, Auth, Role, TokenError};
+use crate::db::audit;
+use crate::domain::ApicName;
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::startup::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tokens, create))
+        .routes(routes!(delete_token))
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    pub name: ApicName,
+    pub role: Role,
+}
+
+/// A token without its secret.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TokenInfo {
+    pub name: ApicName,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The one response that carries the secret.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub info: TokenInfo,
+    /// The bearer token; it cannot be shown again.
+    pub token: String,
+}
+
+type Row = (i64, String, String, DateTime<Utc>);
+
+fn decode((_, name, role, created_at): Row) -> ApiResult<TokenInfo> {
+    let role = Role::parse(&role)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("stored role `{role}`")))?;
+    Ok(TokenInfo {
+        name: ApicName::parse(&name)?,
+        role,
+        created_at,
+    })
+}
+
+const SELECT: &str = "SELECT id, name, role, created_at FROM api_tokens";
+
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", params(Paging),
+    responses((status = 200, body = Page<TokenInfo>), (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn list_tokens(
+    _auth: Auth<Admin>,
+    State(st): State<AppState>,
+    ApiQuery(paging): ApiQuery<Paging>,
+) -> ApiResult<Json<Page<TokenInfo>>> {
+    let (after, limit) = paging.resolve()?;
+    let rows: Vec<Row> = sqlx::query_as(&format!("{SELECT} WHERE id > $1 ORDER BY id LIMIT $2"))
+        .bind(after.unwrap_or(0))
+        .bind(limit + 1)
+        .fetch_all(&st.db)
+        .await?;
+    let items = rows
+        .into_iter()
+        .map(|r| Ok((r.0, decode(r)?)))
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(Json(Page::from_rows(items, limit)))
+}
+
+/// Creates a token and returns it once. 409 when the name is taken.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = NewToken,
+    responses((status = 201, body = CreatedToken), (status = 409, body = Problem), (status = 422, body = Problem),
+        (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn create(
+    auth: Auth<Admin>,
+    State(st): State<AppState>,
+    ApiJson(new): ApiJson<NewToken>,
+) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
+    let mut tx = st.db.begin().await?;
+    let token = create_token(&mut *tx, new.name.as_str(), new.role)
+        .await
+        .map_err(|e| match e {
+            TokenError::NameTaken(_) => ApiError::Conflict(e.to_string()),
+            TokenError::BadName(p) => p.into(),
+            TokenError::Database(d) => d.into(),
+        })?;
+    let row: Row = sqlx::query_as(&format!("{SELECT} WHERE name = $1"))
+        .bind(new.name.as_str())
+        .fetch_one(&mut *tx)
+        .await?;
+    let info = decode(row)?;
+    let resource = format!("tokens/{}", new.name);
+    audit::record(
+        &mut tx,
+        auth.actor(),
+        "token.create",
+        &resource,
+        None::<&TokenInfo>,
+        Some(&info),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(CreatedToken { info, token })))
+}
+
+/// Revokes a token at once. Revoking a missing token is a no-op.
+#[utoipa::path(delete, path = "/api/v1/tokens/{name}", tag = "tokens", params(("name" = String, Path)),
+    responses((status = 204, description = "revoked or absent"), (status = 401, body = Problem), (status = 403, body = Problem)))]
+async fn delete_token(
+    auth: Auth<Admin>,
+    State(st): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    let name = ApicName::parse(&name)?;
+    let mut tx = st.db.begin().await?;
+    let row: Option<Row> = sqlx::query_as(
+        "DELETE FROM api_tokens WHERE name = $1 RETURNING id, name, role, created_at",
+    )
+    .bind(name.as_str())
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(row) = row {
+        let before = decode(row)?;
+        audit::record(
+            &mut tx,
+            auth.actor(),
+            "token.delete",
+            &format!("tokens/{name}"),
+            Some(&before),
+            None::<&TokenInfo>,
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
