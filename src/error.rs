@@ -38,6 +38,8 @@ pub enum ApiError {
     },
     #[error("{0}")]
     NotFound(String),
+    #[error("this method is not allowed on this resource")]
+    MethodNotAllowed,
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -66,6 +68,11 @@ impl ApiError {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             Self::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            Self::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+            ),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             Self::InUse(_) => (StatusCode::CONFLICT, "in-use", "Resource in use"),
             Self::Exhausted(_) => (StatusCode::CONFLICT, "pool-exhausted", "Pool exhausted"),

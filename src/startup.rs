@@ -50,6 +50,7 @@ pub fn router(db: PgPool, quarantine: Quarantine) -> Router {
         openapi: Arc::new(serde_json::to_value(&doc).unwrap_or_default()),
     };
     api.fallback(crate::http::not_found)
+        .method_not_allowed_fallback(crate::http::method_not_allowed)
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(

@@ -71,6 +71,11 @@ pub async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
 }
 
+/// A known route with the wrong method gets a problem too.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
 /// Paging parameters shared by every list endpoint: keyset pagination over an opaque cursor.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

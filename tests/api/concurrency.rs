@@ -132,3 +132,25 @@ async fn two_replicas_hammering_one_pool_never_collide(
     }
     assert_eq!(addresses.len(), 200);
 }
+
+#[sqlx::test(migrations = "./migrations")]
+async fn parallel_puts_of_one_reservation_name_all_get_the_same_single_address(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    app.pool("p", 100, 101).await;
+    app.epg("a", "p", "10.0.0.0/24", "10.0.0.1").await;
+    let url = "/api/v1/epgs/t/ap/a/reservations/same";
+    let body = json!({});
+    let responses = join_all((0..20).map(|_| app.put(&app.operator, url, &body))).await;
+    let mut addresses = HashSet::new();
+    for r in responses {
+        assert!(r.status().is_success(), "{}", r.status());
+        let v: Value = r.json().await.unwrap();
+        addresses.insert(v["address"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(addresses.len(), 1);
+    let (leases,): (i64,) = sqlx::query_as("SELECT count(*) FROM ip_leases")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(leases, 1);
+}

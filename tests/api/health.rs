@@ -57,4 +57,12 @@ async fn unknown_routes_are_problems(db: PgPool) {
     let app = spawn_app(db).await;
     let r = app.get(&app.admin, "/api/v1/nothing-here").await;
     assert_problem(r, StatusCode::NOT_FOUND, "not-found").await;
+    let r = app
+        .client
+        .post(app.url("/api/v1/vlan-pools/p"))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed").await;
 }
