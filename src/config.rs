@@ -387,6 +387,23 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_in_deploy_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/weft.example.toml");
+        let env = [("WEFT_DATABASE_URL", "postgres://weft@db/weft")];
+        let c = Config::load(Some(&path), &env).unwrap();
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.vlan_quarantine, Duration::from_secs(3600));
+        // Without the environment the example points at a secret file that does not exist here.
+        let e = Config::load(Some(&path), &[("X", "y")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("database.url") && e.contains("/etc/weft/database-url"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn secrets_can_come_from_a_file() {
         let dir = std::env::temp_dir().join(format!("weft-config-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
