@@ -172,14 +172,14 @@ impl Agent {
         seg: &DesiredSegment,
     ) -> Result<Option<String>> {
         let (ns, container_id) = container::resolve(&spec.target, self.docker.as_ref()).await?;
-        let inside = ns.sockets().await?;
+        let inside = ns.netlink().await?;
         let host_ok = self.backend.host_side(id, spec).await?.is_some()
             || self.backend.kind() == weft_agent_api::BackendKind::Macvlan;
         if host_ok && container::actual(&inside, spec).await?.wired {
             return Ok(container_id);
         }
         // Partially wired (or a stale host end): start from nothing.
-        self.backend.unplug(id, spec, Some(&inside.netlink)).await?;
+        self.backend.unplug(id, spec, Some(&inside)).await?;
         let mtu = spec.mtu.unwrap_or(self.config.mtu);
         let end = ContainerEnd {
             netns: ns.as_fd(),
@@ -188,8 +188,8 @@ impl Agent {
             mtu,
         };
         self.backend.plug(id, spec, seg, &end).await?;
-        if let Err(e) = container::configure(&inside, spec).await {
-            let _ = self.backend.unplug(id, spec, Some(&inside.netlink)).await;
+        if let Err(e) = container::configure(&ns, &inside, spec).await {
+            let _ = self.backend.unplug(id, spec, Some(&inside)).await;
             return Err(e);
         }
         info!(netns = %ns.path().display(), "attachment wired");
@@ -206,11 +206,11 @@ impl Agent {
         };
         // The container may be gone already; then only host-side objects remain.
         let inside = match container::resolve(&record.spec.target, self.docker.as_ref()).await {
-            Ok((ns, _)) => ns.sockets().await.ok(),
+            Ok((ns, _)) => ns.netlink().await.ok(),
             Err(_) => None,
         };
         self.backend
-            .unplug(id, &record.spec, inside.as_ref().map(|s| &s.netlink))
+            .unplug(id, &record.spec, inside.as_ref())
             .await?;
         self.store
             .update(|d| d.attachments.remove(&id).is_some())
@@ -223,7 +223,7 @@ impl Agent {
     async fn attachment(&self, id: Uuid, spec: &AttachmentSpec) -> Result<Attachment> {
         let host_ifname = self.backend.host_side(id, spec).await?;
         let actual = match container::resolve(&spec.target, self.docker.as_ref()).await {
-            Ok((ns, _)) => container::actual(&ns.sockets().await?, spec).await?,
+            Ok((ns, _)) => container::actual(&ns.netlink().await?, spec).await?,
             Err(e) => container::not_wired(e.to_string()),
         };
         Ok(Attachment {

@@ -4,8 +4,9 @@
 use weft_agent_api::{AttachmentActual, AttachmentSpec, Target};
 
 use crate::docker::Docker;
-use crate::netns::{Netns, Sockets};
-use crate::{garp, Error, Result};
+use crate::netlink::Netlink;
+use crate::netns::Netns;
+use crate::{Error, Result};
 
 /// The namespace of a target, and the Docker container id when it is one.
 pub async fn resolve(target: &Target, docker: Option<&Docker>) -> Result<(Netns, Option<String>)> {
@@ -22,34 +23,28 @@ pub async fn resolve(target: &Target, docker: Option<&Docker>) -> Result<(Netns,
     }
 }
 
-/// Up, address, default route and gratuitous ARP on an interface that already exists.
-pub async fn configure(inside: &Sockets, spec: &AttachmentSpec) -> Result<()> {
-    let link = inside.netlink.require(&spec.ifname).await?;
-    if !link.up {
-        inside.netlink.set_up(link.index).await?;
-    }
-    inside.netlink.add_address(link.index, spec.address).await?;
+/// Address, up (the kernel then sends the gratuitous ARP, see
+/// [`Netns::enable_arp_notify`]) and default route on a new, still-down interface.
+pub async fn configure(ns: &Netns, inside: &Netlink, spec: &AttachmentSpec) -> Result<()> {
+    let link = inside.require(&spec.ifname).await?;
+    ns.enable_arp_notify(&spec.ifname).await?;
+    inside.add_address(link.index, spec.address).await?;
+    inside.set_up(link.index).await?;
     if let Some(gw) = spec.gateway {
-        inside.netlink.add_default_route(link.index, gw).await?;
+        inside.add_default_route(link.index, gw).await?;
     }
-    garp::send(
-        &inside.packet,
-        link.index,
-        spec.effective_mac(),
-        spec.address.addr(),
-    )
-    .map_err(Error::Garp)
+    Ok(())
 }
 
 /// What the kernel shows for the attachment's interface inside the namespace.
-pub async fn actual(inside: &Sockets, spec: &AttachmentSpec) -> Result<AttachmentActual> {
-    let Some(link) = inside.netlink.link(&spec.ifname).await? else {
+pub async fn actual(inside: &Netlink, spec: &AttachmentSpec) -> Result<AttachmentActual> {
+    let Some(link) = inside.link(&spec.ifname).await? else {
         return Ok(not_wired(format!(
             "no interface {} in the container",
             spec.ifname
         )));
     };
-    let addresses = inside.netlink.addresses(link.index).await?;
+    let addresses = inside.addresses(link.index).await?;
     let mac_ok = link.mac == Some(spec.effective_mac());
     let addr_ok = addresses.contains(&spec.address);
     let detail = match (link.up, mac_ok, addr_ok) {

@@ -34,8 +34,6 @@ pub enum Error {
     Conflict(String),
     #[error("invalid request: {0}")]
     Invalid(String),
-    #[error("gratuitous ARP: {0}")]
-    Garp(std::io::Error),
     #[error("state file {path}: {source}")]
     StateFile {
         path: PathBuf,

@@ -3,12 +3,12 @@
 
 pub mod agent;
 pub mod backend;
+pub mod bench;
 pub mod config;
 pub mod container;
 pub mod docker;
 mod error;
 pub mod events;
-pub mod garp;
 pub mod http;
 pub mod netlink;
 pub mod netns;

@@ -30,6 +30,12 @@ enum Command {
     Run,
     /// Print the OpenAPI document of the agent API.
     Openapi,
+    /// Attach/detach N namespaces with the agent, the kernel alone, an `ip` script and
+    /// netavark, in a private network namespace; prints a Markdown table.
+    Bench {
+        #[arg(long, value_delimiter = ',', default_value = "50,200")]
+        sizes: Vec<usize>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -159,18 +165,24 @@ impl RunArgs {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+fn main() -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).init();
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Run) {
         Command::Openapi => {
             println!("{}", weft_agent::http::openapi().to_pretty_json()?);
             Ok(())
         }
-        Command::Run => run(cli.run.into_config()?).await,
+        // The bench enters its own network namespace before starting a runtime.
+        Command::Bench { sizes } => {
+            print!("{}", weft_agent::bench::run(&sizes)?);
+            Ok(())
+        }
+        Command::Run => {
+            let config = cli.run.into_config()?;
+            tokio::runtime::Runtime::new()?.block_on(run(config))
+        }
     }
 }
 
@@ -181,15 +193,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "re-applying desired state at start-up was incomplete");
     }
     tokio::spawn(weft_agent::events::watch(agent.clone()));
-    let (router, _) = weft_agent::http::api(agent);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("bind {listen}"))?;
     tracing::info!(%listen, "weft-agent serving");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    weft_agent::http::serve(agent, listener, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }

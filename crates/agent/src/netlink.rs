@@ -268,10 +268,11 @@ impl Netlink {
             .op(|| format!("create veth {host}"))
     }
 
-    /// Creates a bridge-mode macvlan child of `parent` directly inside the container namespace.
+    /// Creates a bridge-mode macvlan child of `parent` directly inside the container namespace
+    /// (down, like the veth peer, so the gratuitous ARP goes out when it comes up).
     pub async fn add_macvlan(&self, parent: u32, end: &ContainerEnd<'_>) -> Result<()> {
         let msg = LinkMacVlan::new(end.name, parent, MacVlanMode::Bridge);
-        let msg = container_end(msg, end).up().build();
+        let msg = container_end(msg, end).build();
         self.handle
             .link()
             .add(msg)
@@ -282,17 +283,16 @@ impl Netlink {
 
     /// Deletes a link by name; a missing link is success.
     pub async fn delete(&self, name: &str) -> Result<()> {
-        let Some(link) = self.link(name).await? else {
-            return Ok(());
-        };
-        match self
-            .handle
-            .link()
-            .del(link.index)
-            .execute()
-            .await
-            .op(|| format!("delete link {name}"))
-        {
+        match self.link(name).await? {
+            Some(link) => self.delete_index(link.index).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Deletes a link by index (one RTM_DELLINK); a missing link is success.
+    pub async fn delete_index(&self, index: u32) -> Result<()> {
+        let deleted = self.handle.link().del(index).execute().await;
+        match deleted.op(|| format!("delete link {index}")) {
             Err(e) if e.errno() == Some(ENODEV) => Ok(()),
             other => other,
         }

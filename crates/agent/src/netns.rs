@@ -75,26 +75,32 @@ impl Netns {
         })
     }
 
-    /// Opens the sockets the agent uses inside this namespace: netlink and a raw packet
-    /// socket for the gratuitous ARP.
-    pub async fn sockets(&self) -> Result<Sockets> {
+    /// Opens a netlink socket inside this namespace (driven on the current runtime).
+    pub async fn netlink(&self) -> Result<Netlink> {
         let rt = tokio::runtime::Handle::current();
         let opened = self
-            .run(move || -> std::io::Result<_> {
+            .run(move || {
                 let _guard = rt.enter();
-                let (conn, handle, _) = rtnetlink::new_connection()?;
-                let packet = crate::garp::packet_socket()?;
-                Ok((conn, handle, packet))
+                rtnetlink::new_connection()
             })
             .await?;
-        let (conn, handle, packet) = opened.map_err(|source| Error::Netns {
+        let (conn, handle, _) = opened.map_err(|source| Error::Netns {
             path: self.path.clone(),
             source,
         })?;
         tokio::spawn(conn);
-        Ok(Sockets {
-            netlink: Netlink::from_handle(handle),
-            packet,
+        Ok(Netlink::from_handle(handle))
+    }
+
+    /// Makes the kernel send a gratuitous ARP whenever `ifname` comes up or changes MAC
+    /// (`arp_notify`), so the leaf learns the endpoint at once. Cheaper than a raw packet
+    /// socket, whose close waits for an RCU grace period, and than forking `arping`.
+    pub async fn enable_arp_notify(&self, ifname: &str) -> Result<()> {
+        let file = format!("/proc/sys/net/ipv4/conf/{ifname}/arp_notify");
+        let written = self.run(move || std::fs::write(file, "1")).await?;
+        written.map_err(|source| Error::Netns {
+            path: self.path.clone(),
+            source,
         })
     }
 }
@@ -103,10 +109,4 @@ impl AsFd for Netns {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
-}
-
-/// Sockets bound to one namespace.
-pub struct Sockets {
-    pub netlink: Netlink,
-    pub packet: OwnedFd,
 }

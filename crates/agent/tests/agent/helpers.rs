@@ -135,12 +135,13 @@ pub fn temp_state_file() -> PathBuf {
 /// Serves the agent's API on a loopback port of the test namespace; returns a client
 /// and the base URL.
 pub async fn serve(agent: Arc<Agent>) -> (AgentClient, String) {
-    let (router, _) = weft_agent::http::api(agent);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
+    tokio::spawn(weft_agent::http::serve(
+        agent,
+        listener,
+        std::future::pending(),
+    ));
     let base = format!("http://{addr}/");
     (
         AgentClient::new(base.parse().unwrap(), Token::new(TOKEN)).unwrap(),
