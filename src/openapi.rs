@@ -1,6 +1,10 @@
 //! The OpenAPI document, built from the same routes the server runs, and its committed copy.
 
+use axum::Router;
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
@@ -51,8 +55,66 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(http::tokens::routes())
 }
 
+/// The router and its finished document.
+pub fn split() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = api().split_for_parts();
+    document_errors(&mut doc);
+    (router, doc)
+}
+
 /// The document as committed: pretty JSON with a trailing newline.
 pub fn document() -> Result<String, serde_json::Error> {
-    let (_, doc) = api().split_for_parts();
-    Ok(doc.to_pretty_json()? + "\n")
+    Ok(split().1.to_pretty_json()? + "\n")
 }
+
+/// Declares the errors every API operation can return (malformed or invalid input, missing
+/// token, wrong role, internal error), and gives every error response the
+/// `application/problem+json` media type the server really sends.
+fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
+    const COMMON: [(&str, &str); 5] = [
+        ("400", "Malformed request (unparseable JSON or path)"),
+        ("401", "Missing or invalid bearer token"),
+        ("403", "The token's role may not do this"),
+        ("422", "Input refused by validation"),
+        ("500", "Internal error"),
+    ];
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+        ];
+        for op in ops.into_iter().flatten() {
+            let public = op
+                .tags
+                .as_ref()
+                .is_some_and(|t| t.iter().any(|t| t == "health"));
+            let responses = &mut op.responses.responses;
+            if !public {
+                for (code, description) in COMMON {
+                    responses.entry(code.into()).or_insert_with(|| {
+                        let content = ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("Problem")))
+                            .build();
+                        RefOr::T(
+                            ResponseBuilder::new()
+                                .description(description)
+                                .content(PROBLEM, content)
+                                .build(),
+                        )
+                    });
+                }
+            }
+            for (code, response) in responses.iter_mut() {
+                if let (true, RefOr::T(r)) = (code.starts_with(['4', '5']), response) {
+                    if let Some(content) = r.content.shift_remove("application/json") {
+                        r.content.insert(PROBLEM.into(), content);
+                    }
+                }
+            }
+        }
+    }
+}
+
+const PROBLEM: &str = "application/problem+json";

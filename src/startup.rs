@@ -43,7 +43,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The complete HTTP application: API routes, request ids, tracing.
 pub fn router(db: PgPool, quarantine: Quarantine) -> Router {
-    let (api, doc) = crate::openapi::api().split_for_parts();
+    let (api, doc) = crate::openapi::split();
     let state = AppState {
         db,
         quarantine,
