@@ -135,7 +135,7 @@ pub struct EpgFilter {
 }
 
 #[utoipa::path(get, path = "/api/v1/epgs", tag = "epgs", params(Paging, EpgFilter),
-    responses((status = 200, body = Page<Epg>), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = Page<Epg>)))]
 async fn list_epgs(
     _auth: Auth<Viewer>,
     State(st): State<AppState>,
@@ -163,7 +163,7 @@ async fn list_epgs(
 
 #[utoipa::path(get, path = "/api/v1/epgs/{tenant}/{app}/{epg}", tag = "epgs",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path)),
-    responses((status = 200, body = Epg), (status = 404, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = Epg), (status = 404, body = Problem)))]
 async fn get_epg(
     _auth: Auth<Viewer>,
     State(st): State<AppState>,
@@ -182,7 +182,7 @@ async fn get_epg(
 #[utoipa::path(put, path = "/api/v1/epgs/{tenant}/{app}/{epg}", tag = "epgs",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path)), request_body = EpgSpec,
     responses((status = 200, body = Epg, description = "updated"), (status = 201, body = Epg, description = "created"),
-        (status = 409, body = Problem), (status = 422, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+        (status = 409, body = Problem)))]
 async fn put_epg(
     auth: Auth<Operator>,
     State(st): State<AppState>,
@@ -243,7 +243,7 @@ async fn put_epg(
 /// Deletes an EPG: 409 while attachments or reservations use it; its VLAN goes into quarantine.
 #[utoipa::path(delete, path = "/api/v1/epgs/{tenant}/{app}/{epg}", tag = "epgs",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path)),
-    responses((status = 204, description = "deleted or absent"), (status = 409, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 204, description = "deleted or absent"), (status = 409, body = Problem)))]
 async fn delete_epg(
     auth: Auth<Operator>,
     State(st): State<AppState>,

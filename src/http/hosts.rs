@@ -106,7 +106,7 @@ fn resource(name: &ApicName) -> String {
 }
 
 #[utoipa::path(get, path = "/api/v1/hosts", tag = "hosts", params(Paging, HostFilter),
-    responses((status = 200, body = Page<Host>), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = Page<Host>)))]
 async fn list_hosts(
     _auth: Auth<Viewer>,
     State(st): State<AppState>,
@@ -125,7 +125,7 @@ async fn list_hosts(
 }
 
 #[utoipa::path(get, path = "/api/v1/hosts/{name}", tag = "hosts", params(("name" = String, Path)),
-    responses((status = 200, body = Host), (status = 404, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = Host), (status = 404, body = Problem)))]
 async fn get_host(
     _auth: Auth<Viewer>,
     State(st): State<AppState>,
@@ -141,8 +141,7 @@ async fn get_host(
 
 /// Creates or replaces a host and its uplinks.
 #[utoipa::path(put, path = "/api/v1/hosts/{name}", tag = "hosts", params(("name" = String, Path)), request_body = HostSpec,
-    responses((status = 200, body = Host, description = "replaced"), (status = 201, body = Host, description = "created"),
-        (status = 422, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = Host, description = "replaced"), (status = 201, body = Host, description = "created")))]
 async fn put_host(
     auth: Auth<Admin>,
     State(st): State<AppState>,
@@ -198,7 +197,7 @@ async fn put_host(
 
 /// Deletes a host; 409 while containers on it are attached. Deleting a missing host is a no-op.
 #[utoipa::path(delete, path = "/api/v1/hosts/{name}", tag = "hosts", params(("name" = String, Path)),
-    responses((status = 204, description = "deleted or absent"), (status = 409, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 204, description = "deleted or absent"), (status = 409, body = Problem)))]
 async fn delete_host(
     auth: Auth<Admin>,
     State(st): State<AppState>,

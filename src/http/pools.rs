@@ -81,7 +81,7 @@ fn resource(name: &ApicName) -> String {
 }
 
 #[utoipa::path(get, path = "/api/v1/vlan-pools", tag = "vlan-pools", params(Paging, PoolFilter),
-    responses((status = 200, body = Page<Pool>), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = Page<Pool>)))]
 async fn list_pools(
     _auth: Auth<Viewer>,
     State(st): State<AppState>,
@@ -99,7 +99,7 @@ async fn list_pools(
 }
 
 #[utoipa::path(get, path = "/api/v1/vlan-pools/{name}", tag = "vlan-pools", params(("name" = String, Path)),
-    responses((status = 200, body = Pool), (status = 404, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = Pool), (status = 404, body = Problem)))]
 async fn get_pool(
     _auth: Auth<Viewer>,
     State(st): State<AppState>,
@@ -116,7 +116,7 @@ async fn get_pool(
 /// Creates or replaces a pool. Shrinking the ranges below a VLAN held by an EPG is a 409.
 #[utoipa::path(put, path = "/api/v1/vlan-pools/{name}", tag = "vlan-pools", params(("name" = String, Path)), request_body = PoolSpec,
     responses((status = 200, body = Pool, description = "replaced"), (status = 201, body = Pool, description = "created"),
-        (status = 409, body = Problem), (status = 422, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+        (status = 409, body = Problem)))]
 async fn put_pool(
     auth: Auth<Admin>,
     State(st): State<AppState>,
@@ -160,7 +160,7 @@ async fn put_pool(
 
 /// Deletes a pool; 409 while an EPG uses it. Deleting a missing pool is a no-op.
 #[utoipa::path(delete, path = "/api/v1/vlan-pools/{name}", tag = "vlan-pools", params(("name" = String, Path)),
-    responses((status = 204, description = "deleted or absent"), (status = 409, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 204, description = "deleted or absent"), (status = 409, body = Problem)))]
 async fn delete_pool(
     auth: Auth<Admin>,
     State(st): State<AppState>,

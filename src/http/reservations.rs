@@ -106,7 +106,7 @@ fn split((t, a, e, n): ReservationPath) -> ApiResult<(EpgKey, ApicName)> {
 
 #[utoipa::path(get, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations", tag = "reservations",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path), Paging),
-    responses((status = 200, body = Page<Reservation>), (status = 404, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = Page<Reservation>), (status = 404, body = Problem)))]
 async fn list_reservations(
     _auth: Auth<Viewer>,
     State(st): State<AppState>,
@@ -135,7 +135,7 @@ async fn list_reservations(
 
 #[utoipa::path(get, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", tag = "reservations",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path), ("name" = String, Path)),
-    responses((status = 200, body = Reservation), (status = 404, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = Reservation), (status = 404, body = Problem)))]
 async fn get_reservation(
     _auth: Auth<Viewer>,
     State(st): State<AppState>,
@@ -156,7 +156,7 @@ async fn get_reservation(
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path), ("name" = String, Path)),
     request_body(content = Option<ReservationSpec>),
     responses((status = 200, body = Reservation, description = "already held"), (status = 201, body = Reservation, description = "reserved"),
-        (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem)))]
+        (status = 404, body = Problem), (status = 409, body = Problem)))]
 async fn put_reservation(
     auth: Auth<Operator>,
     State(st): State<AppState>,
@@ -192,7 +192,7 @@ async fn put_reservation(
 /// Releases the address into quarantine. Releasing a missing reservation is a no-op.
 #[utoipa::path(delete, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", tag = "reservations",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path), ("name" = String, Path)),
-    responses((status = 204, description = "released or absent"), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 204, description = "released or absent")))]
 async fn delete_reservation(
     auth: Auth<Operator>,
     State(st): State<AppState>,

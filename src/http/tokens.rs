@@ -61,7 +61,7 @@ fn decode((_, name, role, created_at): Row) -> ApiResult<TokenInfo> {
 const SELECT: &str = "SELECT id, name, role, created_at FROM api_tokens";
 
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", params(Paging),
-    responses((status = 200, body = Page<TokenInfo>), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 200, body = Page<TokenInfo>)))]
 async fn list_tokens(
     _auth: Auth<Admin>,
     State(st): State<AppState>,
@@ -82,8 +82,7 @@ async fn list_tokens(
 
 /// Creates a token and returns it once. 409 when the name is taken.
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = NewToken,
-    responses((status = 201, body = CreatedToken), (status = 409, body = Problem), (status = 422, body = Problem),
-        (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 201, body = CreatedToken), (status = 409, body = Problem)))]
 async fn create(
     auth: Auth<Admin>,
     State(st): State<AppState>,
@@ -118,7 +117,7 @@ async fn create(
 
 /// Revokes a token at once. Revoking a missing token is a no-op.
 #[utoipa::path(delete, path = "/api/v1/tokens/{name}", tag = "tokens", params(("name" = String, Path)),
-    responses((status = 204, description = "revoked or absent"), (status = 401, body = Problem), (status = 403, body = Problem)))]
+    responses((status = 204, description = "revoked or absent")))]
 async fn delete_token(
     auth: Auth<Admin>,
     State(st): State<AppState>,
