@@ -66,3 +66,33 @@ async fn unknown_routes_are_problems(db: PgPool) {
         .unwrap();
     assert_problem(r, StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed").await;
 }
+
+#[tokio::test]
+async fn readyz_reports_an_unreachable_database_as_unavailable() {
+    let db = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_secs(2))
+        .connect_lazy("postgres://postgres@127.0.0.1:1/nothing")
+        .unwrap();
+    let app =
+        weft::startup::Application::bind("127.0.0.1:0".parse().unwrap(), db, crate::helpers::LONG)
+            .await
+            .unwrap();
+    let base = format!("http://{}", app.local_addr().unwrap());
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let client = reqwest::Client::new();
+    assert_eq!(
+        client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let r = client.get(format!("{base}/readyz")).send().await.unwrap();
+    let body = assert_problem(r, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    assert!(
+        !body["detail"].as_str().unwrap().contains("127.0.0.1:1"),
+        "{body}"
+    );
+}
