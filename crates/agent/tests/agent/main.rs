@@ -6,3 +6,4 @@ mod helpers;
 mod linux_bridge;
 mod macvlan;
 mod openapi;
+mod vlan;
