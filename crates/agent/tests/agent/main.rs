@@ -6,4 +6,5 @@ mod helpers;
 mod linux_bridge;
 mod macvlan;
 mod openapi;
+mod ovs;
 mod vlan;

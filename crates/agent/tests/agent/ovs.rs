@@ -1,0 +1,199 @@
+//! ovs backend on a private ovsdb-server + ovs-vswitchd (userspace `netdev` datapath; this
+//! kernel has no openvswitch module) started inside the test's own network namespace.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+use weft_agent::agent::Agent;
+use weft_agent_api::{AttachmentSpec, BackendKind, SegmentMode, SegmentSpec, Target, Vlan};
+
+use crate::helpers::*;
+
+const SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
+
+/// ovsdb-server and ovs-vswitchd as children of the test, killed on drop.
+struct Ovs {
+    dir: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Ovs {
+    fn start() -> Option<Self> {
+        if !Path::new(SCHEMA).exists() || !sh_ok("command -v ovs-vswitchd && command -v tcpdump") {
+            eprintln!("SKIPPED: ovs test: openvswitch-switch or tcpdump not installed");
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("weft-agent-ovs-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = |n: &str| dir.join(n).to_string_lossy().into_owned();
+        sh(&format!("ovsdb-tool create {} {SCHEMA}", f("conf.db")));
+        let mut ovs = Ovs {
+            dir: dir.clone(),
+            children: Vec::new(),
+        };
+        let spawn = |program: &str, args: Vec<String>| {
+            Command::new(program)
+                .args(args)
+                .env("OVS_RUNDIR", &dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        };
+        ovs.children.push(spawn(
+            "ovsdb-server",
+            vec![
+                f("conf.db"),
+                format!("--remote=punix:{}", f("db.sock")),
+                format!("--unixctl={}", f("ovsdb.ctl")),
+            ],
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(dir.join("db.sock")).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "ovsdb-server does not accept clients"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        sh(&format!(
+            "ovs-vsctl --db=unix:{} --no-wait init",
+            f("db.sock")
+        ));
+        ovs.children.push(spawn(
+            "ovs-vswitchd",
+            vec![
+                format!("unix:{}", f("db.sock")),
+                format!("--unixctl={}", f("vswitchd.ctl")),
+            ],
+        ));
+        Some(ovs)
+    }
+
+    fn db(&self) -> String {
+        format!("unix:{}", self.dir.join("db.sock").display())
+    }
+}
+
+impl Drop for Ovs {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `tcpdump -e` on the leaf's end of the uplink, started and listening; returns the
+/// first frame matching `filter` (or what it printed when none came).
+struct Capture(Child);
+
+impl Capture {
+    fn start(leaf: &NsProc, filter: &str) -> Self {
+        let mut child = Command::new("nsenter")
+            .args([
+                "-t",
+                &leaf.pid().to_string(),
+                "-n",
+                "timeout",
+                "20",
+                "tcpdump",
+                "-l",
+                "-e",
+                "-nn",
+                "-c",
+                "1",
+                "-i",
+                "far0",
+            ])
+            .arg(filter)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        while stderr.read_line(&mut line).unwrap() > 0 && !line.contains("listening on") {
+            line.clear();
+        }
+        Capture(child)
+    }
+
+    fn frame(self) -> String {
+        let out = self.0.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn ovs_access_port_tags_the_containers_frames_on_the_uplink() {
+    if !private_netns("ovs attach") {
+        return;
+    }
+    let Some(ovs) = Ovs::start() else { return };
+    // The userspace datapath floods IPv6 chatter of every new port; keep the capture clean.
+    sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+    let leaf = uplink_with_leaf();
+    let container = NsProc::new();
+    let mut cfg = config(BackendKind::Ovs, temp_state_file());
+    cfg.ovs_db = ovs.db();
+    let agent = Agent::new(cfg).await.unwrap();
+    let vlan = Vlan::try_from(181).unwrap();
+    let untagged = SegmentSpec {
+        mode: SegmentMode::Untagged,
+        uplink: None,
+    };
+    assert!(
+        agent.ensure_segment(vlan, &untagged).await.is_err(),
+        "ovs has no untagged mode"
+    );
+    let seg = agent
+        .ensure_segment(vlan, &SegmentSpec::default())
+        .await
+        .unwrap();
+    assert!(
+        seg.ready && seg.bridge.as_deref() == Some("br-weft"),
+        "{seg:?}"
+    );
+
+    let capture = Capture::start(&leaf, "arp and ether src 02:57:0a:00:00:05");
+    let id = Uuid::new_v4();
+    let spec = AttachmentSpec {
+        target: Target::Pid {
+            pid: container.pid(),
+        },
+        ifname: "eth0".into(),
+        vlan,
+        address: "10.0.0.5/24".parse().unwrap(),
+        gateway: None,
+        mac: None,
+        mtu: None,
+    };
+    let att = agent.ensure_attachment(id, &spec).await.unwrap();
+    assert!(att.actual.wired && att.host_ifname.is_some(), "{att:?}");
+    let frame = capture.frame();
+    assert!(
+        frame.contains("802.1Q") && frame.contains("vlan 181"),
+        "container frame not tagged 181 on the uplink: {frame:?}"
+    );
+
+    let port = sh(&format!(
+        "ovs-vsctl --db={} get Port {} tag external_ids",
+        ovs.db(),
+        att.host_ifname.clone().unwrap()
+    ));
+    assert!(
+        port.starts_with("181") && port.contains(&id.to_string()),
+        "{port}"
+    );
+    assert_eq!(agent.ensure_attachment(id, &spec).await.unwrap(), att);
+
+    agent.remove_attachment(id).await.unwrap();
+    let ports = sh(&format!("ovs-vsctl --db={} list-ports br-weft", ovs.db()));
+    assert_eq!(ports.trim(), "upl0", "access port left behind");
+    assert!(link_line(&att.host_ifname.unwrap()).is_none());
+}
