@@ -12,7 +12,7 @@ use weft_agent_api::{
     API_VERSION,
 };
 
-use crate::backend::{self, Backend};
+use crate::backend::{self, Backend, HostSide};
 use crate::config::{Config, IFNAMSIZ_MAX};
 use crate::container;
 use crate::docker::Docker;
@@ -47,7 +47,14 @@ impl Agent {
         let backend = backend::from_config(&config, host.clone()).await?;
         let store = StateStore::load(&config.state_file)?;
         let docker = match &config.docker_socket {
-            Some(path) => Some(Docker::connect(path).await?),
+            Some(path) => match Docker::connect(path).await {
+                Ok(d) => Some(d),
+                // A host without Docker still serves PID and netns targets.
+                Err(e) => {
+                    warn!(error = %e, "Docker unavailable; Docker targets and re-wiring are off");
+                    None
+                }
+            },
             None => None,
         };
         Ok(Arc::new(Agent {
@@ -173,8 +180,7 @@ impl Agent {
     ) -> Result<Option<String>> {
         let (ns, container_id) = container::resolve(&spec.target, self.docker.as_ref()).await?;
         let inside = ns.netlink().await?;
-        let host_ok = self.backend.host_side(id, spec).await?.is_some()
-            || self.backend.kind() == weft_agent_api::BackendKind::Macvlan;
+        let host_ok = self.backend.host_side(id, spec).await? != HostSide::Missing;
         if host_ok && container::actual(&inside, spec).await?.wired {
             return Ok(container_id);
         }
@@ -221,7 +227,7 @@ impl Agent {
 
     /// The attachment as the kernel shows it.
     async fn attachment(&self, id: Uuid, spec: &AttachmentSpec) -> Result<Attachment> {
-        let host_ifname = self.backend.host_side(id, spec).await?;
+        let host_ifname = self.backend.host_side(id, spec).await?.ifname();
         let actual = match container::resolve(&spec.target, self.docker.as_ref()).await {
             Ok((ns, _)) => container::actual(&ns.netlink().await?, spec).await?,
             Err(e) => container::not_wired(e.to_string()),

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 use weft_agent_api::{AttachmentSpec, BackendKind, Segment, SegmentMode, Vlan};
 
-use super::Backend;
+use super::{Backend, HostSide};
 use crate::config::Naming;
 use crate::error::ErrorList;
 use crate::netlink::{ContainerEnd, Link, Netlink};
@@ -155,14 +155,15 @@ impl Backend for LinuxBridge {
         Ok(self.nl.delete(&self.naming.host_veth(id)).await?)
     }
 
-    async fn host_side(&self, id: Uuid, spec: &AttachmentSpec) -> Result<Option<String>> {
+    async fn host_side(&self, id: Uuid, spec: &AttachmentSpec) -> Result<HostSide> {
         let name = self.naming.host_veth(id);
         let (Some(veth), Some(bridge)) = (
             self.nl.link(&name).await?,
             self.nl.link(&self.naming.bridge(spec.vlan)).await?,
         ) else {
-            return Ok(None);
+            return Ok(HostSide::Missing);
         };
-        Ok((veth.up && veth.controller == Some(bridge.index)).then_some(name))
+        let ok = veth.up && veth.controller == Some(bridge.index);
+        Ok(HostSide::ready_if(ok, name))
     }
 }

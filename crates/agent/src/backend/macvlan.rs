@@ -7,7 +7,7 @@ use netlink_packet_route::link::InfoKind;
 use uuid::Uuid;
 use weft_agent_api::{AttachmentSpec, BackendKind, Segment, SegmentMode, Vlan};
 
-use super::Backend;
+use super::{Backend, HostSide};
 use crate::config::Naming;
 use crate::netlink::{ContainerEnd, Netlink};
 use crate::state::DesiredSegment;
@@ -110,7 +110,8 @@ impl Backend for Macvlan {
         }
     }
 
-    async fn host_side(&self, _id: Uuid, _spec: &AttachmentSpec) -> Result<Option<String>> {
-        Ok(None)
+    /// The macvlan child lives in the container; there is nothing on the host to check.
+    async fn host_side(&self, _id: Uuid, _spec: &AttachmentSpec) -> Result<HostSide> {
+        Ok(HostSide::Ready(None))
     }
 }

@@ -40,8 +40,35 @@ pub trait Backend: Send + Sync {
     /// removes the attachment's interfaces; `inside` is the container namespace, if it still exists.
     async fn unplug(&self, id: Uuid, spec: &AttachmentSpec, inside: Option<&Netlink>)
         -> Result<()>;
-    /// the host-side interface of an attachment, when the backend has one and it is in place.
-    async fn host_side(&self, id: Uuid, spec: &AttachmentSpec) -> Result<Option<String>>;
+    /// whether the host side of an attachment is in place.
+    async fn host_side(&self, id: Uuid, spec: &AttachmentSpec) -> Result<HostSide>;
+}
+
+/// The host side of one attachment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostSide {
+    /// In place; the host interface, for backends that have one (not macvlan).
+    Ready(Option<String>),
+    /// Missing or wrong: the attachment must be wired again.
+    Missing,
+}
+
+impl HostSide {
+    fn ready_if(ok: bool, name: String) -> Self {
+        if ok {
+            HostSide::Ready(Some(name))
+        } else {
+            HostSide::Missing
+        }
+    }
+
+    /// The host interface name, when in place.
+    pub fn ifname(self) -> Option<String> {
+        match self {
+            HostSide::Ready(name) => name,
+            HostSide::Missing => None,
+        }
+    }
 }
 
 /// Builds the configured backend on the host's netlink socket.

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use weft_agent_api::{AttachmentSpec, BackendKind, Segment, SegmentMode, Vlan};
 use weft_ovsdb::{AccessPort, DatapathType, Vswitch};
 
-use super::Backend;
+use super::{Backend, HostSide};
 use crate::config::Naming;
 use crate::error::ErrorList;
 use crate::netlink::{ContainerEnd, Netlink};
@@ -131,15 +131,15 @@ impl Backend for Ovs {
         errors.into_result()
     }
 
-    async fn host_side(&self, id: Uuid, spec: &AttachmentSpec) -> Result<Option<String>> {
+    async fn host_side(&self, id: Uuid, spec: &AttachmentSpec) -> Result<HostSide> {
         let host = self.naming.host_veth(id);
         if self.nl.link(&host).await?.is_none_or(|l| !l.up) {
-            return Ok(None);
+            return Ok(HostSide::Missing);
         }
         let ports = self.vswitch.list_ports(&self.naming.ovs_bridge).await?;
         let ok = ports
             .iter()
             .any(|p| p.name == host && p.tag == Some(spec.vlan.get()));
-        Ok(ok.then_some(host))
+        Ok(HostSide::ready_if(ok, host))
     }
 }

@@ -54,7 +54,13 @@ async fn macvlan_child_in_the_container_reaches_the_gateway_and_leaves_cleanly()
         "no GARP at the leaf"
     );
     assert!(container.sh_ok("ping -c1 -W2 10.0.0.1"));
+    let before = container.sh("ip -o link show eth1");
     assert_eq!(agent.ensure_attachment(id, &spec).await.unwrap(), att);
+    assert_eq!(
+        container.sh("ip -o link show eth1"),
+        before,
+        "repeated PUT re-created the child"
+    );
 
     agent.remove_attachment(id).await.unwrap();
     assert!(!container.sh_ok("ip link show eth1"));
