@@ -99,6 +99,21 @@ pub async fn upsert(
     Ok(created)
 }
 
+/// Whether the stored agent token equals `token` (compared in the database, never logged).
+pub async fn token_is(
+    conn: &mut PgConnection,
+    name: &str,
+    token: &str,
+) -> Result<bool, sqlx::Error> {
+    let (same,): (bool,) =
+        sqlx::query_as("SELECT agent_token IS NOT DISTINCT FROM $2 FROM hosts WHERE name = $1")
+            .bind(name)
+            .bind(token)
+            .fetch_one(conn)
+            .await?;
+    Ok(same)
+}
+
 /// Outcome of a host deletion.
 pub enum Deleted {
     Missing,

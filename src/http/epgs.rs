@@ -24,7 +24,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 /// What a client declares about an EPG.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EpgSpec {
     pub bridge_domain: ApicName,
@@ -66,6 +66,22 @@ pub struct Epg {
     pub subnets: Vec<SubnetSpec>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Epg {
+    /// The declared part, to tell a repeated PUT from a change.
+    fn spec(&self) -> EpgSpec {
+        EpgSpec {
+            bridge_domain: self.bridge_domain.clone(),
+            physical_domain: self.physical_domain.clone(),
+            vlan_pool: self.vlan_pool.clone(),
+            requested_vlan: self.requested_vlan,
+            mode: self.mode,
+            immediacy: self.immediacy,
+            managed: self.managed,
+            subnets: self.subnets.clone(),
+        }
+    }
 }
 
 /// Reads the full EPG (row + subnets) in the caller's transaction.
@@ -178,7 +194,7 @@ async fn get_epg(
 }
 
 /// Creates or updates an EPG. On creation it gets one VLAN from its pool (409 when the pool is
-/// exhausted); later PUTs keep that VLAN.
+/// exhausted); later PUTs keep that VLAN. A PUT that changes nothing writes nothing.
 #[utoipa::path(put, path = "/api/v1/epgs/{tenant}/{app}/{epg}", tag = "epgs",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path)), request_body = EpgSpec,
     responses((status = 200, body = Epg, description = "updated"), (status = 201, body = Epg, description = "created"),
@@ -208,6 +224,9 @@ async fn put_epg(
                 "EPG {key} takes its VLAN from pool `{}`; delete and re-create it to change pools",
                 b.vlan_pool
             )));
+        }
+        if b.spec() == spec {
+            return Ok(Put(false, b.clone()));
         }
     }
     let columns = epgs::EpgColumns {

@@ -139,7 +139,7 @@ async fn get_host(
     Ok(Json(Host::from_row(row)?))
 }
 
-/// Creates or replaces a host and its uplinks.
+/// Creates or replaces a host and its uplinks. A PUT that changes nothing writes nothing.
 #[utoipa::path(put, path = "/api/v1/hosts/{name}", tag = "hosts", params(("name" = String, Path)), request_body = HostSpec,
     responses((status = 200, body = Host, description = "replaced"), (status = 201, body = Host, description = "created")))]
 async fn put_host(
@@ -173,6 +173,21 @@ async fn put_host(
         .await?
         .map(Host::from_row)
         .transpose()?;
+    if let Some(b) = &before {
+        let same_token = match &spec.agent_token {
+            None => true,
+            Some(t) => hosts::token_is(&mut tx, name.as_str(), t.expose()).await?,
+        };
+        let stored: Vec<(String, String)> = b
+            .uplinks
+            .iter()
+            .map(|u| (u.interface.to_string(), u.path_dn.to_string()))
+            .collect();
+        let same = b.agent_url == spec.agent_url && b.backend == spec.backend && b.mtu == spec.mtu;
+        if same && same_token && stored == uplinks {
+            return Ok(Put(false, b.clone()));
+        }
+    }
     let created = hosts::upsert(&mut tx, name.as_str(), &columns, &uplinks).await?;
     let after = hosts::get(&mut tx, name.as_str())
         .await?

@@ -114,6 +114,7 @@ async fn get_pool(
 }
 
 /// Creates or replaces a pool. Shrinking the ranges below a VLAN held by an EPG is a 409.
+/// A PUT that changes nothing writes nothing (no new `updated_at`, no audit entry).
 #[utoipa::path(put, path = "/api/v1/vlan-pools/{name}", tag = "vlan-pools", params(("name" = String, Path)), request_body = PoolSpec,
     responses((status = 200, body = Pool, description = "replaced"), (status = 201, body = Pool, description = "created"),
         (status = 409, body = Problem)))]
@@ -121,15 +122,20 @@ async fn put_pool(
     auth: Auth<Admin>,
     State(st): State<AppState>,
     ApiPath(name): ApiPath<String>,
-    ApiJson(spec): ApiJson<PoolSpec>,
+    ApiJson(mut spec): ApiJson<PoolSpec>,
 ) -> ApiResult<Put<Pool>> {
     let name = ApicName::parse(&name)?;
     validate_ranges(&spec.ranges)?;
+    // Stored and returned in order, so a repeated PUT compares equal whatever order it uses.
+    spec.ranges.sort_by_key(|r| r.first);
     let mut tx = st.db.begin().await?;
     let before = pools::get(&mut tx, name.as_str())
         .await?
         .map(Pool::from_row)
         .transpose()?;
+    if let Some(unchanged) = before.as_ref().filter(|b| b.ranges == spec.ranges) {
+        return Ok(Put(false, unchanged.clone()));
+    }
     let (id, created) = pools::lock_or_create(&mut tx, name.as_str()).await?;
     let outside = pools::active_outside(&mut tx, id, &spec.ranges).await?;
     if !outside.is_empty() {

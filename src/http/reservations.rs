@@ -176,15 +176,18 @@ async fn put_reservation(
         gateway: lease.gateway,
         created_at: lease.created_at,
     };
-    audit::record(
-        &mut tx,
-        auth.actor(),
-        "reservation.put",
-        &resource(&key, &name),
-        before.as_ref(),
-        Some(&after),
-    )
-    .await?;
+    // A repeated PUT of a held reservation changes nothing and is not recorded.
+    if before.as_ref() != Some(&after) {
+        audit::record(
+            &mut tx,
+            auth.actor(),
+            "reservation.put",
+            &resource(&key, &name),
+            before.as_ref(),
+            Some(&after),
+        )
+        .await?;
+    }
     tx.commit().await?;
     Ok(Put(before.is_none(), after))
 }

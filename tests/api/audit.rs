@@ -111,3 +111,69 @@ async fn every_mutation_is_recorded_with_actor_request_id_and_before_after(db: P
         .unwrap();
     assert_eq!(future["items"], json!([]));
 }
+
+/// A repeated PUT returns the identical document (timestamps included) and records nothing.
+#[sqlx::test(migrations = "./migrations")]
+async fn repeating_a_put_changes_nothing_and_is_not_recorded(db: PgPool) {
+    let app = spawn_app(db).await;
+    let host = json!({"agent_url": "http://h:1", "agent_token": "tok", "backend": "ovs",
+        "uplinks": [{"interface": "eth1", "path_dn": "topology/pod-1/paths-102/pathep-[eth1/1]"},
+                    {"interface": "eth0", "path_dn": "topology/pod-1/paths-101/pathep-[eth1/1]"}]});
+    let cases = [
+        (
+            &app.admin,
+            "/api/v1/vlan-pools/p",
+            json!({"ranges": [{"first": 30, "last": 40}, {"first": 10, "last": 20}]}),
+        ),
+        (
+            &app.operator,
+            "/api/v1/epgs/t/ap/a",
+            crate::helpers::epg_body("p", "10.0.0.0/24", "10.0.0.1"),
+        ),
+        (
+            &app.operator,
+            "/api/v1/epgs/t/ap/a/reservations/r",
+            json!({}),
+        ),
+        (&app.admin, "/api/v1/hosts/h", host),
+    ];
+    for (token, path, body) in cases {
+        let first = app.put(token, path, &body).await;
+        assert_eq!(first.status(), StatusCode::CREATED, "{path}");
+        let first: Value = first.json().await.unwrap();
+        let entries = |v: Value| v["items"].as_array().unwrap().len();
+        let audit_before = entries(
+            app.get(&app.viewer, "/api/v1/audit")
+                .await
+                .json()
+                .await
+                .unwrap(),
+        );
+        let second = app.put(token, path, &body).await;
+        assert_eq!(second.status(), StatusCode::OK, "{path}");
+        assert_eq!(second.json::<Value>().await.unwrap(), first, "{path}");
+        let audit_after = entries(
+            app.get(&app.viewer, "/api/v1/audit")
+                .await
+                .json()
+                .await
+                .unwrap(),
+        );
+        assert_eq!(
+            audit_before, audit_after,
+            "{path}: a no-op PUT was recorded"
+        );
+    }
+    // A changed agent token is a change even though it is never shown.
+    let host = json!({"agent_url": "http://h:1", "agent_token": "other", "backend": "ovs",
+        "uplinks": [{"interface": "eth0", "path_dn": "topology/pod-1/paths-101/pathep-[eth1/1]"},
+                    {"interface": "eth1", "path_dn": "topology/pod-1/paths-102/pathep-[eth1/1]"}]});
+    app.put(&app.admin, "/api/v1/hosts/h", &host).await;
+    let audit: Value = app
+        .get(&app.viewer, "/api/v1/audit?action=host.put")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(audit["items"].as_array().unwrap().len(), 2);
+}
