@@ -29,10 +29,12 @@ async fn main() {
     cfg.rate_limit = None;
     cfg.retry.base_delay = Duration::from_millis(1);
     let client = ApicClient::new(cfg).expect("client");
-    let epg = |i: u32| EpgRef::new("bench", "ap", &format!("epg{i}"));
+    let epg = |i: u32| EpgKey::new("bench", "ap", &format!("epg{i}")).expect("epg name");
     let ports: Vec<PathDn> = [101, 102, 103, 104]
         .iter()
-        .flat_map(|n| (1..=8).map(move |p| PathDn::port(1, *n, &format!("eth1/{p}"))))
+        .flat_map(|n| {
+            (1..=8).map(move |p| PathDn::port(1, *n, &format!("eth1/{p}")).expect("port"))
+        })
         .collect();
     time("ensure_epg (3 GETs + 1 POST)", 20, |i| {
         let m = ManagedEpg {
@@ -73,8 +75,8 @@ async fn main() {
     time("preflight, 2 paths", 20, |i| {
         let (c, e) = (&client, epg(i));
         let paths = [
-            PathDn::port(1, 101, "eth1/1"),
-            PathDn::vpc(1, 101, 102, "host-3_vpc"),
+            PathDn::port(1, 101, "eth1/1").expect("port"),
+            PathDn::vpc(1, 101, 102, "host-3_vpc").expect("vpc"),
         ];
         async move {
             let req = PreflightRequest {

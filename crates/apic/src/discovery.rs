@@ -4,14 +4,14 @@
 use crate::client::ApicClient;
 use crate::error::ApicError;
 use crate::mo::Mo;
-use crate::model::{split_dn, PathDn, PathKind};
 use std::collections::{BTreeMap, BTreeSet};
+use weft_domain::{split_dn, PathDn, PathKind};
 
 /// A switch.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct FabricNode {
-    pub pod: u32,
-    pub id: u32,
+    pub pod: u16,
+    pub id: u16,
     pub name: String,
     /// `leaf`, `spine`, `controller`.
     pub role: String,
@@ -22,7 +22,7 @@ pub struct FabricNode {
 }
 
 /// A bindable path (`fabricPathEp`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct FabricPath {
     pub path: PathDn,
     /// `lagT`: `not-aggregated`, `link` (port-channel) or `node` (vPC).
@@ -30,10 +30,10 @@ pub struct FabricPath {
 }
 
 /// What a leaf port sees over LLDP.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct LldpNeighbour {
-    pub pod: u32,
-    pub node: u32,
+    pub pod: u16,
+    pub node: u16,
     /// The leaf interface (`eth1/7`, or `eth111/1/1` on a FEX).
     pub local_port: String,
     /// The path to bind for this link: the vPC/PC the port belongs to when the leaf says so
@@ -47,7 +47,7 @@ pub struct LldpNeighbour {
 }
 
 /// A snapshot of the fabric.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Fabric {
     pub nodes: Vec<FabricNode>,
     pub paths: Vec<FabricPath>,
@@ -60,15 +60,13 @@ impl Fabric {
     }
 
     pub fn vpcs(&self) -> impl Iterator<Item = &FabricPath> {
-        self.paths
-            .iter()
-            .filter(|p| matches!(p.path.kind, PathKind::Vpc { .. }))
+        self.paths.iter().filter(|p| p.path.kind() == PathKind::Vpc)
     }
 
     pub fn fex_paths(&self) -> impl Iterator<Item = &FabricPath> {
         self.paths
             .iter()
-            .filter(|p| matches!(p.path.kind, PathKind::Fex { .. } | PathKind::FexVpc { .. }))
+            .filter(|p| matches!(p.path.kind(), PathKind::Fex | PathKind::FexVpc))
     }
 
     pub fn has_path(&self, path: &PathDn) -> bool {
@@ -76,12 +74,12 @@ impl Fabric {
     }
 }
 
-fn num(s: &str, prefix: &str) -> Option<u32> {
+fn num(s: &str, prefix: &str) -> Option<u16> {
     s.strip_prefix(prefix)?.parse().ok()
 }
 
 /// `topology/pod-P/node-N/sys/lldp/inst/if-[PORT]/...` -> (P, N, PORT).
-fn lldp_location(dn: &str) -> Option<(u32, u32, String)> {
+fn lldp_location(dn: &str) -> Option<(u16, u16, String)> {
     let rns = split_dn(dn)?;
     let pod = num(rns.get(1)?, "pod-")?;
     let node = num(rns.get(2)?, "node-")?;
@@ -123,7 +121,7 @@ impl ApicClient {
             .iter()
             .filter_map(|m| {
                 Some(FabricPath {
-                    path: PathDn::parse(m.get("dn")?)?,
+                    path: PathDn::parse(m.get("dn")?).ok()?,
                     lag: m.get("lagT").unwrap_or_default().to_string(),
                 })
             })
@@ -144,8 +142,8 @@ impl ApicClient {
                 let if_dn = split_dn(dn)?[..7].join("/");
                 let uplink = advertised
                     .get(&if_dn)
-                    .and_then(|d| PathDn::parse(d))
-                    .unwrap_or_else(|| PathDn::port(pod, node, &local_port));
+                    .and_then(|d| PathDn::parse(d).ok())
+                    .or_else(|| PathDn::port(pod, node, &local_port).ok())?;
                 Some(LldpNeighbour {
                     pod,
                     node,
@@ -169,7 +167,7 @@ impl ApicClient {
 }
 
 /// Where an uplink came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UplinkSource {
     Configured,
@@ -179,7 +177,7 @@ pub enum UplinkSource {
 }
 
 /// One uplink path of a host.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Uplink {
     pub path: PathDn,
     /// Host interfaces on this path (configured name, or the LLDP port id).
@@ -188,7 +186,7 @@ pub struct Uplink {
 }
 
 /// How configured uplinks and LLDP compare.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum UplinkAgreement {
     /// Neither configured nor seen.
@@ -206,7 +204,7 @@ pub enum UplinkAgreement {
 }
 
 /// The uplinks of a host and whether the two sources agree.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct UplinkReport {
     pub uplinks: Vec<Uplink>,
     pub agreement: UplinkAgreement,
@@ -281,7 +279,7 @@ pub fn match_uplinks(
 mod tests {
     use super::*;
 
-    fn n(node: u32, port: &str, uplink: PathDn, sys: &str, port_id: &str) -> LldpNeighbour {
+    fn n(node: u16, port: &str, uplink: PathDn, sys: &str, port_id: &str) -> LldpNeighbour {
         LldpNeighbour {
             pod: 1,
             node,
@@ -293,13 +291,21 @@ mod tests {
         }
     }
 
+    fn port(node: u16, p: &str) -> PathDn {
+        PathDn::port(1, node, p).unwrap()
+    }
+
+    fn vpc() -> PathDn {
+        PathDn::vpc(1, 101, 102, "host-3_vpc").unwrap()
+    }
+
     fn lldp() -> Vec<LldpNeighbour> {
-        let vpc = PathDn::vpc(1, 101, 102, "host-3_vpc");
+        let vpc = vpc();
         vec![
             n(
                 101,
                 "eth1/1",
-                PathDn::port(1, 101, "eth1/1"),
+                port(101, "eth1/1"),
                 "host-1.lab.example",
                 "eth0",
             ),
@@ -313,7 +319,7 @@ mod tests {
         let r = match_uplinks("host-3", &[], &lldp());
         assert_eq!(r.agreement, UplinkAgreement::LldpOnly);
         assert_eq!(r.uplinks.len(), 1);
-        assert_eq!(r.uplinks[0].path, PathDn::vpc(1, 101, 102, "host-3_vpc"));
+        assert_eq!(r.uplinks[0].path, vpc());
         assert_eq!(
             r.uplinks[0].interfaces,
             vec!["eth0".to_string(), "eth1".to_string()]
@@ -322,7 +328,7 @@ mod tests {
 
     #[test]
     fn agreement_and_fqdn_match() {
-        let conf = vec![("eth0".to_string(), PathDn::port(1, 101, "eth1/1"))];
+        let conf = vec![("eth0".to_string(), port(101, "eth1/1"))];
         let r = match_uplinks("HOST-1", &conf, &lldp());
         assert_eq!(r.agreement, UplinkAgreement::Agree);
         assert_eq!(r.uplinks[0].source, UplinkSource::Both);
@@ -330,13 +336,13 @@ mod tests {
 
     #[test]
     fn disagreement_is_a_conflict_naming_both_sides() {
-        let conf = vec![("eth0".to_string(), PathDn::port(1, 104, "eth1/2"))];
+        let conf = vec![("eth0".to_string(), port(104, "eth1/2"))];
         let r = match_uplinks("host-1", &conf, &lldp());
         assert_eq!(
             r.agreement,
             UplinkAgreement::Conflict {
-                configured_only: vec![PathDn::port(1, 104, "eth1/2")],
-                lldp_only: vec![PathDn::port(1, 101, "eth1/1")],
+                configured_only: vec![port(104, "eth1/2")],
+                lldp_only: vec![port(101, "eth1/1")],
             }
         );
         assert_eq!(r.uplinks.len(), 2);
@@ -348,7 +354,7 @@ mod tests {
             match_uplinks("host-9", &[], &lldp()).agreement,
             UplinkAgreement::Unknown
         );
-        let conf = vec![("eth0".to_string(), PathDn::port(1, 104, "eth1/2"))];
+        let conf = vec![("eth0".to_string(), port(104, "eth1/2"))];
         assert_eq!(
             match_uplinks("host-9", &conf, &lldp()).agreement,
             UplinkAgreement::ConfiguredOnly

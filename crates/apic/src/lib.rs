@@ -23,8 +23,6 @@ pub use discovery::{
 };
 pub use error::ApicError;
 pub use mo::Mo;
-pub use model::{
-    Binding, BindingMode, EpgRef, Fault, Immediacy, ManagedEpg, OwnedBinding, PathDn, PathKind,
-    VlanId, OWNER_ANNOTATION,
-};
+pub use model::{Binding, Fault, ManagedEpg, OwnedBinding, OWNER_ANNOTATION};
 pub use preflight::{PreflightError, PreflightRequest};
+pub use weft_domain::{BindingMode, Encap, EpgKey, Immediacy, PathDn, PathKind, VlanId};

@@ -3,7 +3,8 @@
 use crate::client::ApicClient;
 use crate::error::ApicError;
 use crate::mo::Mo;
-use crate::model::{Binding, EpgRef, Fault, ManagedEpg, OwnedBinding, PathDn, OWNER_ANNOTATION};
+use crate::model::{Binding, Fault, ManagedEpg, OwnedBinding, OWNER_ANNOTATION};
+use weft_domain::{EpgKey, PathDn};
 
 /// Fails unless `mo` carries Weft's annotation.
 fn require_owned(dn: &str, mo: &Mo) -> Result<(), ApicError> {
@@ -43,7 +44,7 @@ impl ApicClient {
             }
         };
         let epg_mo = Mo::new("fvAEPg")
-            .attr("name", &epg.epg)
+            .attr("name", epg.epg.as_str())
             .attr("annotation", OWNER_ANNOTATION)
             .child(
                 Mo::new("fvRsBd")
@@ -57,8 +58,12 @@ impl ApicClient {
                     .attr("resImedcy", "immediate")
                     .attr("annotation", OWNER_ANNOTATION),
             );
-        let ap = mark(Mo::new("fvAp").attr("name", &epg.app), !has_ap).child(epg_mo);
-        let tenant = mark(Mo::new("fvTenant").attr("name", &epg.tenant), !has_tenant).child(ap);
+        let ap = mark(Mo::new("fvAp").attr("name", epg.app.as_str()), !has_ap).child(epg_mo);
+        let tenant = mark(
+            Mo::new("fvTenant").attr("name", epg.tenant.as_str()),
+            !has_tenant,
+        )
+        .child(ap);
         self.post_mo("uni", &tenant).await
     }
 
@@ -67,7 +72,7 @@ impl ApicClient {
     #[tracing::instrument(skip(self, bindings), fields(epg = %epg, count = bindings.len()))]
     pub async fn apply_bindings(
         &self,
-        epg: &EpgRef,
+        epg: &EpgKey,
         bindings: &[Binding],
     ) -> Result<(), ApicError> {
         if bindings.is_empty() {
@@ -84,7 +89,7 @@ impl ApicClient {
 
     /// Removes one binding if it is Weft's; an absent binding is not an error.
     #[tracing::instrument(skip(self), fields(epg = %epg, path = %path))]
-    pub async fn delete_binding(&self, epg: &EpgRef, path: &PathDn) -> Result<(), ApicError> {
+    pub async fn delete_binding(&self, epg: &EpgKey, path: &PathDn) -> Result<(), ApicError> {
         let dn = Binding::dn(epg, path);
         match self.get_mo(&dn, "").await? {
             None => Ok(()),
@@ -98,7 +103,7 @@ impl ApicClient {
     /// Faults raised on one binding (F0467 and friends).
     pub async fn binding_faults(
         &self,
-        epg: &EpgRef,
+        epg: &EpgKey,
         path: &PathDn,
     ) -> Result<Vec<Fault>, ApicError> {
         let dn = Binding::dn(epg, path);

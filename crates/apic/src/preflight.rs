@@ -5,12 +5,12 @@
 
 use crate::client::ApicClient;
 use crate::error::ApicError;
-use crate::model::{BindingMode, EpgRef, PathDn, VlanId};
+use weft_domain::{BindingMode, Encap, EpgKey, PathDn, VlanId};
 
 /// What is about to be bound.
 #[derive(Debug, Clone)]
 pub struct PreflightRequest<'a> {
-    pub epg: &'a EpgRef,
+    pub epg: &'a EpgKey,
     pub physical_domain: &'a str,
     pub encap: VlanId,
     pub mode: BindingMode,
@@ -37,7 +37,7 @@ pub enum PreflightError {
     #[error("{encap} is already used on leaf {leaf} by binding {binding}; the fabric would raise F0467 encap-already-in-use")]
     EncapInUse {
         encap: String,
-        leaf: u32,
+        leaf: u16,
         binding: String,
     },
     #[error("port {path} already has an untagged/native EPG: {binding}")]
@@ -71,7 +71,7 @@ fn or_of(class: &str, prop: &str, values: &[String]) -> String {
 
 impl ApicClient {
     /// Runs every check; `Ok(())` means the binding can be created without an F0467.
-    #[tracing::instrument(skip(self, req), fields(epg = %req.epg, encap = %req.encap))]
+    #[tracing::instrument(skip(self, req), fields(epg = %req.epg, encap = %req.encap.encap()))]
     pub async fn preflight(&self, req: &PreflightRequest<'_>) -> Result<(), PreflightError> {
         let epg_dn = req.epg.dn();
         let domain = format!("uni/phys-{}", req.physical_domain);
@@ -114,20 +114,20 @@ impl ApicClient {
                 domain: domain.clone(),
             })?;
         let in_pool = pool_mo.children_of("fvnsEncapBlk").any(|b| {
-            let from = b.get("from").and_then(VlanId::from_encap);
-            let to = b.get("to").and_then(VlanId::from_encap);
+            let vlan = |k| b.get(k).and_then(|e| Encap::parse(e).ok()).map(Encap::vlan);
+            let (from, to) = (vlan("from"), vlan("to"));
             matches!((from, to), (Some(f), Some(t)) if f <= req.encap && req.encap <= t)
         });
         if !in_pool {
             return Err(PreflightError::VlanNotInPool {
-                encap: req.encap.encap(),
+                encap: req.encap.encap().to_string(),
                 pool,
             });
         }
         if req.paths.is_empty() {
             return Ok(());
         }
-        let dns: Vec<String> = req.paths.iter().map(PathDn::dn).collect();
+        let dns: Vec<String> = req.paths.iter().map(PathDn::to_string).collect();
         let found = self
             .class_all("fabricPathEp", Some(&or_of("fabricPathEp", "dn", &dns)))
             .await?;
@@ -140,20 +140,20 @@ impl ApicClient {
             });
         }
         let filter = format!("eq(fvRsPathAtt.encap,\"{}\")", req.encap.encap());
-        let ours: Vec<u32> = req.paths.iter().flat_map(PathDn::leaves).collect();
+        let ours: Vec<u16> = req.paths.iter().flat_map(PathDn::leaves).collect();
         for other in self.class_all("fvRsPathAtt", Some(&filter)).await? {
             let dn = other.get("dn").unwrap_or_default();
-            if EpgRef::from_dn(dn).as_ref() == Some(req.epg) {
+            if EpgKey::from_dn(dn).as_ref() == Some(req.epg) {
                 continue;
             }
             let leaves = other
                 .get("tDn")
-                .and_then(PathDn::parse)
+                .and_then(|t| PathDn::parse(t).ok())
                 .map(|p| p.leaves())
                 .unwrap_or_default();
             if let Some(leaf) = leaves.into_iter().find(|l| ours.contains(l)) {
                 return Err(PreflightError::EncapInUse {
-                    encap: req.encap.encap(),
+                    encap: req.encap.encap().to_string(),
                     leaf,
                     binding: dn.to_string(),
                 });
@@ -166,7 +166,7 @@ impl ApicClient {
             );
             for other in self.class_all("fvRsPathAtt", Some(&filter)).await? {
                 let dn = other.get("dn").unwrap_or_default();
-                if EpgRef::from_dn(dn).as_ref() != Some(req.epg) {
+                if EpgKey::from_dn(dn).as_ref() != Some(req.epg) {
                     let path = other.get("tDn").unwrap_or_default().to_string();
                     return Err(PreflightError::NativeInUse {
                         path,

@@ -30,11 +30,11 @@ async fn setup() -> (SimHandle, ApicClient) {
     (sim, client)
 }
 
-fn web() -> EpgRef {
-    EpgRef::new("t1", "ap1", "web")
+fn web() -> EpgKey {
+    EpgKey::new("t1", "ap1", "web").unwrap()
 }
 
-fn managed(epg: EpgRef) -> ManagedEpg {
+fn managed(epg: EpgKey) -> ManagedEpg {
     ManagedEpg {
         epg,
         bridge_domain: "bd1".into(),
@@ -55,8 +55,8 @@ fn binding(path: PathDn, v: u16, mode: BindingMode) -> Binding {
     }
 }
 
-fn port(node: u32, p: &str) -> PathDn {
-    PathDn::port(1, node, p)
+fn port(node: u16, p: &str) -> PathDn {
+    PathDn::port(1, node, p).unwrap()
 }
 
 #[tokio::test]
@@ -90,7 +90,7 @@ async fn discovery_finds_leaves_ports_vpcs_fex_and_lldp_hosts() {
     );
     assert_eq!(
         host3.uplinks[0].path,
-        PathDn::vpc(1, 101, 102, "host-3_vpc")
+        PathDn::vpc(1, 101, 102, "host-3_vpc").unwrap()
     );
     let host4 = match_uplinks("host-4", &[], &fabric.lldp_neighbours);
     assert_eq!(
@@ -232,7 +232,7 @@ async fn all_bindings_of_an_epg_go_in_one_post() {
     let bindings = [
         binding(port(101, "eth1/1"), POOL_VLAN, BindingMode::Regular),
         binding(
-            PathDn::vpc(1, 101, 102, "host-3_vpc"),
+            PathDn::vpc(1, 101, 102, "host-3_vpc").unwrap(),
             POOL_VLAN,
             BindingMode::Regular,
         ),
@@ -267,7 +267,7 @@ async fn attribute_typo_fails_against_the_sim() {
     let (sim, client) = setup().await;
     client.ensure_epg(&managed(web())).await.unwrap();
     let typo = Mo::new("fvRsPathAtt")
-        .attr("tDn", port(101, "eth1/7").dn())
+        .attr("tDn", port(101, "eth1/7").to_string())
         .attr("encap", "vlan-150")
         .attr("instrImmedcy", "immediate");
     let err = client.post_mo(&web().dn(), &typo).await.unwrap_err();
@@ -308,7 +308,7 @@ async fn ensure_epg_is_idempotent_and_respects_foreign_objects() {
     )
     .unwrap();
     let err = client
-        .ensure_epg(&managed(EpgRef::new("t1", "ap1", "handmade")))
+        .ensure_epg(&managed(EpgKey::new("t1", "ap1", "handmade").unwrap()))
         .await
         .unwrap_err();
     assert!(matches!(err, ApicError::NotOwned { .. }), "{err}");
@@ -333,7 +333,7 @@ async fn list_owned_bindings_pages_and_ignores_foreign_ones() {
     client.apply_bindings(&web(), &bindings).await.unwrap();
     sim.inject(
         &web().dn(),
-        &json!({"fvRsPathAtt":{"attributes":{"tDn":port(104, "eth1/8").dn(),"encap":"vlan-150"}}}),
+        &json!({"fvRsPathAtt":{"attributes":{"tDn":port(104, "eth1/8").to_string(),"encap":"vlan-150"}}}),
     )
     .unwrap();
     sim.reset_counts();
@@ -360,7 +360,7 @@ async fn delete_binding_only_touches_weft_objects() {
         .unwrap();
     sim.inject(
         &web().dn(),
-        &json!({"fvRsPathAtt":{"attributes":{"tDn":port(101, "eth1/2").dn(),"encap":"vlan-150"}}}),
+        &json!({"fvRsPathAtt":{"attributes":{"tDn":port(101, "eth1/2").to_string(),"encap":"vlan-150"}}}),
     )
     .unwrap();
     client
@@ -387,7 +387,7 @@ async fn delete_binding_only_touches_weft_objects() {
 /// Runs pre-flight, then binds anyway and returns the F0467 qualifier the sim raised.
 async fn preflight_then_force(
     client: &ApicClient,
-    epg: &EpgRef,
+    epg: &EpgKey,
     path: PathDn,
     v: u16,
     mode: BindingMode,
@@ -414,7 +414,10 @@ async fn preflight_accepts_a_good_binding_without_writing() {
     let (sim, client) = setup().await;
     client.ensure_epg(&managed(web())).await.unwrap();
     sim.reset_counts();
-    let paths = [PathDn::vpc(1, 101, 102, "host-3_vpc"), port(103, "eth1/1")];
+    let paths = [
+        PathDn::vpc(1, 101, 102, "host-3_vpc").unwrap(),
+        port(103, "eth1/1"),
+    ];
     let req = PreflightRequest {
         epg: &web(),
         physical_domain: "weft_phys",
@@ -514,14 +517,14 @@ async fn preflight_invalid_path() {
 #[tokio::test]
 async fn preflight_encap_already_in_use_on_the_leaf() {
     let (_sim, client) = setup().await;
-    let db = EpgRef::new("t1", "ap1", "db");
+    let db = EpgKey::new("t1", "ap1", "db").unwrap();
     client.ensure_epg(&managed(web())).await.unwrap();
     client.ensure_epg(&managed(db.clone())).await.unwrap();
     client
         .apply_bindings(
             &db,
             &[binding(
-                PathDn::vpc(1, 101, 102, "host-3_vpc"),
+                PathDn::vpc(1, 101, 102, "host-3_vpc").unwrap(),
                 POOL_VLAN,
                 BindingMode::Regular,
             )],
@@ -557,7 +560,7 @@ async fn preflight_encap_already_in_use_on_the_leaf() {
 #[tokio::test]
 async fn preflight_second_untagged_epg_on_a_port() {
     let (_sim, client) = setup().await;
-    let db = EpgRef::new("t1", "ap1", "db");
+    let db = EpgKey::new("t1", "ap1", "db").unwrap();
     client.ensure_epg(&managed(web())).await.unwrap();
     client.ensure_epg(&managed(db.clone())).await.unwrap();
     client

@@ -36,6 +36,11 @@ impl VlanId {
     pub fn get(self) -> u16 {
         self.0
     }
+
+    /// The APIC encapsulation, `vlan-N`.
+    pub fn encap(self) -> Encap {
+        Encap(self)
+    }
 }
 
 impl TryFrom<u16> for VlanId {

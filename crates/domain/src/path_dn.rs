@@ -3,11 +3,12 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{ApicName, ParseError};
 
 /// Which leaf (or leaf pair) a path hangs off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Nodes {
     /// `paths-101`
     Single(u16),
@@ -16,12 +17,28 @@ enum Nodes {
 }
 
 /// The interface part inside `pathep-[...]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Endpoint {
     /// `eth1/7` or a breakout sub-port `eth1/7/2`.
     Port(Vec<u16>),
     /// A port-channel or vPC interface policy group name.
     PolicyGroup(ApicName),
+}
+
+/// What a path DN attaches to (reference §5.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PathKind {
+    /// `paths-{node}/pathep-[eth1/7]`
+    Port,
+    /// `paths-{node}/pathep-[{ipg}]`
+    PortChannel,
+    /// `protpaths-{a}-{b}/pathep-[{ipg}]`
+    Vpc,
+    /// `paths-{node}/extpaths-{fex}/pathep-[...]`, a FEX port or port-channel
+    Fex,
+    /// `protpaths-{a}-{b}/extprotpaths-{f1}-{f2}/pathep-[{ipg}]`
+    FexVpc,
 }
 
 /// A path DN for a single port, a port-channel, a vPC, or a FEX port, e.g.
@@ -30,7 +47,7 @@ enum Endpoint {
 ///
 /// Only the canonical spelling is accepted (no leading zeros, vPC nodes in ascending order), so
 /// `to_string()` returns exactly the parsed input and two equal paths have equal strings.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct PathDn {
     pod: u16,
@@ -133,8 +150,35 @@ impl PathDn {
         Ok(dn)
     }
 
-    /// The leaf node ids this path is deployed on.
-    pub fn node_ids(&self) -> Vec<u16> {
+    /// A single leaf port, e.g. `port(1, 101, "eth1/7")`.
+    pub fn port(pod: u16, node: u16, port: &str) -> Result<Self, ParseError> {
+        Self::parse(&format!("topology/pod-{pod}/paths-{node}/pathep-[{port}]"))
+    }
+
+    /// A vPC; the node ids are put in ascending order as the APIC names them.
+    pub fn vpc(pod: u16, a: u16, b: u16, ipg: &str) -> Result<Self, ParseError> {
+        let (lo, hi) = (a.min(b), a.max(b));
+        Self::parse(&format!(
+            "topology/pod-{pod}/protpaths-{lo}-{hi}/pathep-[{ipg}]"
+        ))
+    }
+
+    pub fn pod(&self) -> u16 {
+        self.pod
+    }
+
+    pub fn kind(&self) -> PathKind {
+        match (self.nodes, self.fex, &self.endpoint) {
+            (Nodes::Single(_), None, Endpoint::Port(_)) => PathKind::Port,
+            (Nodes::Single(_), None, Endpoint::PolicyGroup(_)) => PathKind::PortChannel,
+            (Nodes::Pair(..), None, _) => PathKind::Vpc,
+            (Nodes::Single(_), Some(_), _) => PathKind::Fex,
+            (Nodes::Pair(..), Some(_), _) => PathKind::FexVpc,
+        }
+    }
+
+    /// The leaf node ids this path is deployed on (both for a vPC).
+    pub fn leaves(&self) -> Vec<u16> {
         match self.nodes {
             Nodes::Single(n) => vec![n],
             Nodes::Pair(a, b) => vec![a, b],
@@ -201,7 +245,38 @@ mod tests {
         assert!(PathDn::parse("topology/pod-1/protpaths-102-101/pathep-[ipg]").is_err());
         assert!(PathDn::parse("topology/pod-1/protpaths-101-101/pathep-[ipg]").is_err());
         let dn = PathDn::parse("topology/pod-1/protpaths-101-102/pathep-[ipg]").unwrap();
-        assert_eq!(dn.node_ids(), vec![101, 102]);
+        assert_eq!(dn.leaves(), vec![101, 102]);
+        assert_eq!(dn.kind(), PathKind::Vpc);
+        assert_eq!(PathDn::vpc(1, 102, 101, "ipg"), Ok(dn));
+    }
+
+    #[test]
+    fn kinds_and_constructors() {
+        let kind = |s: &str| PathDn::parse(s).map(|p| p.kind());
+        assert_eq!(
+            kind("topology/pod-1/paths-101/pathep-[eth1/7/2]"),
+            Ok(PathKind::Port)
+        );
+        assert_eq!(
+            kind("topology/pod-1/paths-101/pathep-[pc]"),
+            Ok(PathKind::PortChannel)
+        );
+        assert_eq!(
+            kind("topology/pod-1/paths-103/extpaths-111/pathep-[eth1/1]"),
+            Ok(PathKind::Fex)
+        );
+        assert_eq!(
+            kind("topology/pod-2/protpaths-101-102/extprotpaths-111-112/pathep-[x]"),
+            Ok(PathKind::FexVpc)
+        );
+        let p = PathDn::port(1, 101, "eth1/7").unwrap();
+        assert_eq!(p.to_string(), "topology/pod-1/paths-101/pathep-[eth1/7]");
+        assert_eq!((p.pod(), p.leaves()), (1, vec![101]));
+        assert!(PathDn::port(1, 101, "eth1/7]").is_err());
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(json, "\"topology/pod-1/paths-101/pathep-[eth1/7]\"");
+        assert_eq!(serde_json::from_str::<PathDn>(&json).ok(), Some(p));
+        assert!(serde_json::from_str::<PathDn>("\"uni/tn-a\"").is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use super::ParseError;
 
 /// How the leaf port carries the EPG's VLAN (`fvRsPathAtt.mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BindingMode {
     /// Tagged trunk.
@@ -22,7 +22,7 @@ pub enum BindingMode {
 }
 
 /// When the leaf programs the binding (`fvRsPathAtt.instrImedcy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Immediacy {
     Immediate,
