@@ -194,7 +194,7 @@ impl Agent {
             mtu,
         };
         self.backend.plug(id, spec, seg, &end).await?;
-        if let Err(e) = container::configure(&ns, &inside, spec).await {
+        if let Err(e) = container::configure(&inside, spec).await {
             let _ = self.backend.unplug(id, spec, Some(&inside)).await;
             return Err(e);
         }

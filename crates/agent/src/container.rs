@@ -24,10 +24,10 @@ pub async fn resolve(target: &Target, docker: Option<&Docker>) -> Result<(Netns,
 }
 
 /// Address, up (the kernel then sends the gratuitous ARP, see
-/// [`Netns::enable_arp_notify`]) and default route on a new, still-down interface.
-pub async fn configure(ns: &Netns, inside: &Netlink, spec: &AttachmentSpec) -> Result<()> {
+/// [`Netlink::enable_arp_notify`]) and default route on a new, still-down interface.
+pub async fn configure(inside: &Netlink, spec: &AttachmentSpec) -> Result<()> {
     let link = inside.require(&spec.ifname).await?;
-    ns.enable_arp_notify(&spec.ifname).await?;
+    inside.enable_arp_notify(link.index).await?;
     inside.add_address(link.index, spec.address).await?;
     inside.set_up(link.index).await?;
     if let Some(gw) = spec.gateway {

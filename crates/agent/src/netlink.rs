@@ -8,8 +8,8 @@ use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
-    MacVlanMode,
+    AfSpecInet, AfSpecUnspec, InetDevConf, InfoData, InfoKind, InfoVeth, InfoVlan, LinkAttribute,
+    LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
 };
 use rtnetlink::{
     Handle, LinkBridge, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVlan,
@@ -229,6 +229,24 @@ impl Netlink {
             .execute()
             .await
             .op(|| format!("enslave link {link} to {controller}"))
+    }
+
+    /// Makes the kernel send a gratuitous ARP whenever `link` comes up or changes MAC
+    /// (`net.ipv4.conf.<if>.arp_notify`, set over netlink), so the leaf learns the endpoint
+    /// at once: no raw packet socket (closing one waits an RCU grace period), no `arping`.
+    pub async fn enable_arp_notify(&self, link: u32) -> Result<()> {
+        let mut conf = InetDevConf::default();
+        conf.arp_notify = 1;
+        let af = AfSpecUnspec::Inet(vec![AfSpecInet::DevConfRequest(conf)]);
+        let msg = LinkUnspec::new_with_index(link)
+            .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![af]))
+            .build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .op(|| format!("enable arp_notify on link {link}"))
     }
 
     pub async fn set_up(&self, link: u32) -> Result<()> {

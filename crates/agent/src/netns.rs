@@ -91,18 +91,6 @@ impl Netns {
         tokio::spawn(conn);
         Ok(Netlink::from_handle(handle))
     }
-
-    /// Makes the kernel send a gratuitous ARP whenever `ifname` comes up or changes MAC
-    /// (`arp_notify`), so the leaf learns the endpoint at once. Cheaper than a raw packet
-    /// socket, whose close waits for an RCU grace period, and than forking `arping`.
-    pub async fn enable_arp_notify(&self, ifname: &str) -> Result<()> {
-        let file = format!("/proc/sys/net/ipv4/conf/{ifname}/arp_notify");
-        let written = self.run(move || std::fs::write(file, "1")).await?;
-        written.map_err(|source| Error::Netns {
-            path: self.path.clone(),
-            source,
-        })
-    }
 }
 
 impl AsFd for Netns {

@@ -2,91 +2,14 @@
 //! kernel has no openvswitch module) started inside the test's own network namespace.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 use weft_agent::agent::Agent;
+use weft_agent::bench::PrivateOvs;
 use weft_agent_api::{AttachmentSpec, BackendKind, SegmentMode, SegmentSpec, Target, Vlan};
 
 use crate::helpers::*;
-
-const SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
-
-/// ovsdb-server and ovs-vswitchd as children of the test, killed on drop.
-struct Ovs {
-    dir: PathBuf,
-    children: Vec<Child>,
-}
-
-impl Ovs {
-    fn start() -> Option<Self> {
-        if !Path::new(SCHEMA).exists() || !sh_ok("command -v ovs-vswitchd && command -v tcpdump") {
-            eprintln!("SKIPPED: ovs test: openvswitch-switch or tcpdump not installed");
-            return None;
-        }
-        let dir = std::env::temp_dir().join(format!("weft-agent-ovs-{}", Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = |n: &str| dir.join(n).to_string_lossy().into_owned();
-        sh(&format!("ovsdb-tool create {} {SCHEMA}", f("conf.db")));
-        let mut ovs = Ovs {
-            dir: dir.clone(),
-            children: Vec::new(),
-        };
-        let spawn = |program: &str, args: Vec<String>| {
-            Command::new(program)
-                .args(args)
-                .env("OVS_RUNDIR", &dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap()
-        };
-        ovs.children.push(spawn(
-            "ovsdb-server",
-            vec![
-                f("conf.db"),
-                format!("--remote=punix:{}", f("db.sock")),
-                format!("--unixctl={}", f("ovsdb.ctl")),
-            ],
-        ));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(dir.join("db.sock")).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "ovsdb-server does not accept clients"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        sh(&format!(
-            "ovs-vsctl --db=unix:{} --no-wait init",
-            f("db.sock")
-        ));
-        ovs.children.push(spawn(
-            "ovs-vswitchd",
-            vec![
-                format!("unix:{}", f("db.sock")),
-                format!("--unixctl={}", f("vswitchd.ctl")),
-            ],
-        ));
-        Some(ovs)
-    }
-
-    fn db(&self) -> String {
-        format!("unix:{}", self.dir.join("db.sock").display())
-    }
-}
-
-impl Drop for Ovs {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// `tcpdump -e` on the leaf's end of the uplink, started and listening; returns the
 /// first frame matching `filter` (or what it printed when none came).
@@ -134,7 +57,15 @@ async fn ovs_access_port_tags_the_containers_frames_on_the_uplink() {
     if !private_netns("ovs attach") {
         return;
     }
-    let Some(ovs) = Ovs::start() else { return };
+    if let Some(reason) = PrivateOvs::unavailable() {
+        eprintln!("SKIPPED: ovs test: {reason}");
+        return;
+    }
+    if !sh_ok("command -v tcpdump") {
+        eprintln!("SKIPPED: ovs test: tcpdump not installed");
+        return;
+    }
+    let ovs = PrivateOvs::start().unwrap();
     // The userspace datapath floods IPv6 chatter of every new port; keep the capture clean.
     sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
     let leaf = uplink_with_leaf();

@@ -16,6 +16,10 @@ use weft_agent_api::{
     AgentClient, AttachmentSpec, BackendKind, SegmentMode, SegmentSpec, Target, Token, Vlan,
 };
 
+mod ovs;
+
+pub use ovs::PrivateOvs;
+
 use crate::agent::Agent;
 use crate::config::{Config, Naming};
 use crate::netlink::{ContainerEnd, Netlink};
@@ -90,9 +94,11 @@ pub fn run(sizes: &[usize]) -> anyhow::Result<String> {
 }
 
 async fn run_size(namespaces: &[String]) -> anyhow::Result<Vec<Samples>> {
+    let linux_bridge = (BackendKind::LinuxBridge, SegmentMode::Untagged);
     let mut all = vec![
-        agent(namespaces).await?,
+        agent(namespaces, linux_bridge, String::new()).await?,
         kernel_veth(namespaces).await?,
+        state_file_write(namespaces.len())?,
         ip_script(namespaces)?,
     ];
     if Path::new(NETAVARK).exists() {
@@ -100,19 +106,32 @@ async fn run_size(namespaces: &[String]) -> anyhow::Result<Vec<Samples>> {
     } else {
         eprintln!("netavark not installed at {NETAVARK}; skipping it");
     }
+    match PrivateOvs::unavailable() {
+        None => {
+            let ovs = PrivateOvs::start()?;
+            let ovs_regular = (BackendKind::Ovs, SegmentMode::Regular);
+            all.push(agent(namespaces, ovs_regular, ovs.db()).await?);
+        }
+        Some(reason) => eprintln!("skipping OVS: {reason}"),
+    }
     Ok(all)
 }
 
-async fn agent(namespaces: &[String]) -> anyhow::Result<Samples> {
+/// The warm agent over its HTTP API, one request at a time.
+async fn agent(
+    namespaces: &[String],
+    (backend, mode): (BackendKind, SegmentMode),
+    ovs_db: String,
+) -> anyhow::Result<Samples> {
     let dir = std::env::temp_dir().join(format!("weft-bench-{}", Uuid::new_v4()));
     let config = Config {
         listen: "127.0.0.1:0".parse()?,
         token: Token::new(TOKEN),
         uplinks: vec!["upl0".into()],
-        backend: BackendKind::LinuxBridge,
+        backend,
         naming: Naming::default(),
         mtu: 1500,
-        ovs_db: String::new(),
+        ovs_db,
         ovs_datapath: weft_ovsdb::DatapathType::Netdev,
         state_file: dir.join("state.json"),
         docker_socket: None,
@@ -126,13 +145,7 @@ async fn agent(namespaces: &[String]) -> anyhow::Result<Samples> {
     let client = AgentClient::new(base.parse()?, Token::new(TOKEN))?;
     let vlan = Vlan::try_from(100).map_err(anyhow::Error::msg)?;
     client
-        .ensure_segment(
-            vlan,
-            &SegmentSpec {
-                mode: SegmentMode::Untagged,
-                uplink: None,
-            },
-        )
+        .ensure_segment(vlan, &SegmentSpec { mode, uplink: None })
         .await?;
 
     let ids: Vec<Uuid> = namespaces.iter().map(|_| Uuid::new_v4()).collect();
@@ -163,7 +176,7 @@ async fn agent(namespaces: &[String]) -> anyhow::Result<Samples> {
     server.abort();
     let _ = std::fs::remove_dir_all(dir);
     Ok(Samples {
-        name: "weft-agent (HTTP, linux-bridge, arp_notify GARP, fsync'd state)".into(),
+        name: format!("weft-agent {backend:?} (HTTP, arp_notify GARP, fsync'd state)"),
         attach,
         detach,
     })
@@ -198,6 +211,26 @@ async fn kernel_veth(namespaces: &[String]) -> anyhow::Result<Samples> {
         name: "kernel only (1 RTM_NEWLINK veth into netns / 1 RTM_DELLINK)".into(),
         attach,
         detach,
+    })
+}
+
+/// The disk's share of each agent call: one durable state-file write of the size the
+/// agent writes with N attachments (the disk is shared, so this varies with other load).
+fn state_file_write(n: usize) -> anyhow::Result<Samples> {
+    let dir = std::env::temp_dir().join(format!("weft-bench-state-{}", Uuid::new_v4()));
+    let path = dir.join("state.json");
+    let bytes = vec![b' '; 330 * n];
+    let mut writes = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        crate::state::write_atomically(&path, &bytes)?;
+        writes.push(t.elapsed());
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(Samples {
+        name: "state file write alone (write, fsync, rename, fsync dir)".into(),
+        attach: writes.clone(),
+        detach: writes,
     })
 }
 
