@@ -63,11 +63,30 @@ impl ErrorList {
         }
     }
 
+    /// Ok when nothing failed, the error itself for one failure, [`Error::List`] for more.
     pub fn into_result(mut self) -> Result<()> {
         match self.0.len() {
             0 => Ok(()),
             1 => Err(self.0.remove(0)),
             _ => Err(Error::List(self.0)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_list_keeps_going_and_reports_every_failure() {
+        let mut errors = ErrorList::default();
+        assert_eq!(errors.keep(Ok::<_, Error>(1)), Some(1));
+        errors.keep(Err::<(), _>(Error::NoSuchLink("a".into())));
+        errors.keep(Err::<(), _>(Error::Invalid("b".into())));
+        match errors.into_result() {
+            Err(Error::List(list)) => assert_eq!(list.len(), 2),
+            other => panic!("expected both failures, got {other:?}"),
+        }
+        assert!(ErrorList::default().into_result().is_ok());
     }
 }

@@ -79,13 +79,7 @@ pub async fn from_config(config: &Config, host: Netlink) -> Result<Box<dyn Backe
         BackendKind::Macvlan => Box::new(Macvlan::new(host)),
         BackendKind::Ovs => {
             let vswitch = Vswitch::connect(&config.ovs_db, VswitchOptions::default()).await?;
-            Box::new(Ovs::new(
-                host,
-                vswitch,
-                naming,
-                config.ovs_datapath,
-                config.mtu,
-            ))
+            Box::new(Ovs::new(host, vswitch, naming, config.ovs_datapath))
         }
     })
 }

@@ -24,23 +24,15 @@ pub struct Ovs {
     vswitch: Vswitch,
     naming: Naming,
     datapath: DatapathType,
-    mtu: u32,
 }
 
 impl Ovs {
-    pub fn new(
-        nl: Netlink,
-        vswitch: Vswitch,
-        naming: Naming,
-        datapath: DatapathType,
-        mtu: u32,
-    ) -> Self {
+    pub fn new(nl: Netlink, vswitch: Vswitch, naming: Naming, datapath: DatapathType) -> Self {
         Ovs {
             nl,
             vswitch,
             naming,
             datapath,
-            mtu,
         }
     }
 }
@@ -99,9 +91,7 @@ impl Backend for Ovs {
         end: &ContainerEnd<'_>,
     ) -> Result<()> {
         let host = self.naming.host_veth(id);
-        self.nl
-            .add_veth(&host, None, end.mtu.max(self.mtu), end)
-            .await?;
+        self.nl.add_veth(&host, None, end.mtu, end).await?;
         let port = AccessPort {
             name: host.clone(),
             iface: host,
