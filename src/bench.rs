@@ -74,7 +74,7 @@ async fn run_in(opts: PgConnectOptions, b: &AllocBench) -> anyhow::Result<AllocR
         vlan: Duration::ZERO,
         ip: Duration::ZERO,
     };
-    let app = Application::bind("127.0.0.1:0".parse()?, db.clone(), quarantine).await?;
+    let app = Application::bind("127.0.0.1:0".parse()?, db.clone(), quarantine, None).await?;
     let base = format!("http://{}/api/v1", app.local_addr()?);
     let server = tokio::spawn(app.run_until_stopped(std::future::pending()));
 

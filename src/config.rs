@@ -12,25 +12,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// A string that must not appear in logs or error messages.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+/// A string that must not appear in logs or error messages (one type for the database URL,
+/// agent tokens and the APIC password).
+pub use weft_apic::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -84,6 +68,16 @@ pub struct Config {
     pub ip_quarantine: Duration,
     pub log_format: LogFormat,
     pub log_filter: String,
+    /// `None` when no APIC is configured: APIC-dependent endpoints then answer 503.
+    pub apic: Option<ApicSettings>,
+}
+
+/// How to reach the APIC and how long a fabric snapshot stays fresh.
+#[derive(Debug, Clone)]
+pub struct ApicSettings {
+    pub client: weft_apic::ApicConfig,
+    /// Age after which the in-memory fabric snapshot (per replica) is re-read on use.
+    pub discovery_ttl: Duration,
 }
 
 /// The file layout; every field optional so the environment can fill in.
@@ -98,6 +92,8 @@ struct FileConfig {
     allocation: AllocationSection,
     #[serde(default)]
     log: LogSection,
+    #[serde(default)]
+    apic: ApicSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,6 +123,21 @@ struct AllocationSection {
 struct LogSection {
     format: Option<LogFormat>,
     filter: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApicSection {
+    controllers: Option<Vec<String>>,
+    username: Option<String>,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    insecure: Option<bool>,
+    connect_timeout_secs: Option<u64>,
+    request_timeout_secs: Option<u64>,
+    max_attempts: Option<u32>,
+    discovery_ttl_secs: Option<u64>,
 }
 
 /// Where configuration values are looked up; the process environment in production, a map in tests.
@@ -190,6 +201,43 @@ const LOG_FILTER: Setting = Setting {
     env: "WEFT_LOG_FILTER",
 };
 
+const APIC_CONTROLLERS: Setting = Setting {
+    name: "apic.controllers",
+    env: "WEFT_APIC_CONTROLLERS",
+};
+const APIC_USER: Setting = Setting {
+    name: "apic.username",
+    env: "WEFT_APIC_USERNAME",
+};
+const APIC_PASSWORD: Setting = Setting {
+    name: "apic.password",
+    env: "WEFT_APIC_PASSWORD",
+};
+const APIC_CA: Setting = Setting {
+    name: "apic.ca_file",
+    env: "WEFT_APIC_CA_FILE",
+};
+const APIC_INSECURE: Setting = Setting {
+    name: "apic.insecure",
+    env: "WEFT_APIC_INSECURE",
+};
+const APIC_CONNECT: Setting = Setting {
+    name: "apic.connect_timeout_secs",
+    env: "WEFT_APIC_CONNECT_TIMEOUT_SECS",
+};
+const APIC_REQUEST: Setting = Setting {
+    name: "apic.request_timeout_secs",
+    env: "WEFT_APIC_REQUEST_TIMEOUT_SECS",
+};
+const APIC_ATTEMPTS: Setting = Setting {
+    name: "apic.max_attempts",
+    env: "WEFT_APIC_MAX_ATTEMPTS",
+};
+const APIC_TTL: Setting = Setting {
+    name: "apic.discovery_ttl_secs",
+    env: "WEFT_APIC_DISCOVERY_TTL_SECS",
+};
+
 /// Every setting with its environment variable, for `--help` and the README.
 pub const SETTINGS: &[(&str, &str)] = &[
     (LISTEN.name, LISTEN.env),
@@ -201,7 +249,81 @@ pub const SETTINGS: &[(&str, &str)] = &[
     (IP_Q.name, IP_Q.env),
     (LOG_FORMAT.name, LOG_FORMAT.env),
     (LOG_FILTER.name, LOG_FILTER.env),
+    (APIC_CONTROLLERS.name, APIC_CONTROLLERS.env),
+    (APIC_USER.name, APIC_USER.env),
+    (APIC_PASSWORD.name, APIC_PASSWORD.env),
+    ("apic.password_file", "WEFT_APIC_PASSWORD_FILE"),
+    (APIC_CA.name, APIC_CA.env),
+    (APIC_INSECURE.name, APIC_INSECURE.env),
+    (APIC_CONNECT.name, APIC_CONNECT.env),
+    (APIC_REQUEST.name, APIC_REQUEST.env),
+    (APIC_ATTEMPTS.name, APIC_ATTEMPTS.env),
+    (APIC_TTL.name, APIC_TTL.env),
 ];
+
+/// The `[apic]` section with the environment on top; `None` without controllers.
+fn apic_settings(env: &dyn Env, f: ApicSection) -> Result<Option<ApicSettings>, ConfigError> {
+    let controllers = match env.var(APIC_CONTROLLERS.env) {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => f.controllers.unwrap_or_default(),
+    };
+    if controllers.is_empty() {
+        return Ok(None);
+    }
+    for (i, c) in controllers.iter().enumerate() {
+        let ok = reqwest::Url::parse(c).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.password().is_none()
+        });
+        if !ok {
+            return Err(ConfigError::Invalid {
+                setting: APIC_CONTROLLERS.name,
+                origin: "config".into(),
+                // The value is not shown: it may carry a password.
+                message: format!(
+                    "entry {} is not an http(s):// URL with a host and no credentials",
+                    i + 1
+                ),
+            });
+        }
+    }
+    let missing = |s: &Setting| ConfigError::Missing {
+        setting: s.name,
+        env: s.env,
+    };
+    let username = pick(env, &APIC_USER, f.username)?.ok_or_else(|| missing(&APIC_USER))?;
+    let password = secret(env, &APIC_PASSWORD, f.password, f.password_file)?
+        .ok_or_else(|| missing(&APIC_PASSWORD))?;
+    let mut client = weft_apic::ApicConfig::new(controllers, username, password);
+    client.ca_file =
+        pick(env, &APIC_CA, f.ca_file.map(|p| p.display().to_string()))?.map(PathBuf::from);
+    client.insecure = pick(env, &APIC_INSECURE, f.insecure)?.unwrap_or(false);
+    let secs = |s: &Setting, v: Option<u64>| pick(env, s, v).map(|v| v.map(Duration::from_secs));
+    if let Some(t) = secs(&APIC_CONNECT, f.connect_timeout_secs)? {
+        client.connect_timeout = t;
+    }
+    if let Some(t) = secs(&APIC_REQUEST, f.request_timeout_secs)? {
+        client.request_timeout = t;
+    }
+    if let Some(n) = pick(env, &APIC_ATTEMPTS, f.max_attempts)? {
+        if n == 0 {
+            return Err(ConfigError::Invalid {
+                setting: APIC_ATTEMPTS.name,
+                origin: "config".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        client.retry.max_attempts = n;
+    }
+    Ok(Some(ApicSettings {
+        client,
+        discovery_ttl: secs(&APIC_TTL, f.discovery_ttl_secs)?.unwrap_or(Duration::from_secs(300)),
+    }))
+}
 
 /// Takes the environment value when set, else the file value, parsing env strings as `T`.
 fn pick<T: FromStr>(env: &dyn Env, s: &Setting, file: Option<T>) -> Result<Option<T>, ConfigError>
@@ -318,6 +440,7 @@ impl Config {
             ip_quarantine: secs(&IP_Q, file.allocation.ip_quarantine_secs, 600)?,
             log_format: pick(env, &LOG_FORMAT, file.log.format)?.unwrap_or(LogFormat::Text),
             log_filter: pick(env, &LOG_FILTER, file.log.filter)?.unwrap_or_else(|| "info".into()),
+            apic: apic_settings(env, file.apic)?,
         })
     }
 }
@@ -399,6 +522,61 @@ mod tests {
             .to_string();
         assert!(
             e.contains("database.url") && e.contains("/etc/weft/database-url"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn apic_is_optional_and_its_password_comes_from_env_or_file_and_is_never_shown() {
+        let db = ("WEFT_DATABASE_URL", "postgres://h/db");
+        assert!(parse("", &[db]).unwrap().apic.is_none());
+        let file = "[apic]\ncontrollers = [\"https://apic1\", \"https://apic2\"]\nusername = \"weft\"\npassword = \"in-file-pw\"\ndiscovery_ttl_secs = 30";
+        let a = parse(file, &[db]).unwrap().apic.unwrap();
+        assert_eq!(a.client.controllers.len(), 2);
+        assert_eq!(a.client.password.expose(), "in-file-pw");
+        assert_eq!(a.discovery_ttl, Duration::from_secs(30));
+        assert!(!a.client.insecure);
+        let a = parse(file, &[db, ("WEFT_APIC_PASSWORD", "env-pw-sekrit")])
+            .unwrap()
+            .apic
+            .unwrap();
+        assert_eq!(a.client.password.expose(), "env-pw-sekrit");
+        assert!(!format!("{a:?}").contains("env-pw-sekrit"));
+
+        let dir = std::env::temp_dir().join(format!("weft-apic-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pw = dir.join("pw");
+        std::fs::write(&pw, "file-pw-sekrit\n").unwrap();
+        let pw = pw.to_string_lossy().into_owned();
+        let env = [
+            db,
+            ("WEFT_APIC_CONTROLLERS", "http://127.0.0.1:1"),
+            ("WEFT_APIC_USERNAME", "admin"),
+            ("WEFT_APIC_PASSWORD_FILE", pw.as_str()),
+        ];
+        let a = parse("", &env).unwrap().apic.unwrap();
+        assert_eq!(a.client.controllers, vec!["http://127.0.0.1:1".to_string()]);
+        assert_eq!(a.client.password.expose(), "file-pw-sekrit");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let e = parse(
+            "[apic]\ncontrollers = [\"https://a\"]\nusername = \"u\"",
+            &[db],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("apic.password") && e.contains("WEFT_APIC_PASSWORD"),
+            "{e}"
+        );
+        let e = parse(
+            "[apic]\ncontrollers = [\"https://u:pw-in-url@a\"]\nusername = \"u\"\npassword = \"p\"",
+            &[db],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("apic.controllers") && !e.contains("pw-in-url"),
             "{e}"
         );
     }

@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 
 use crate::alloc::AllocError;
 use crate::domain::ParseError;
+use weft_apic::{ApicError, PreflightError};
 
 /// Prefix of every problem `type`; the suffix is the error kind and never changes meaning.
 pub const PROBLEM_BASE: &str = "https://weft.dev/problems/";
@@ -20,6 +21,9 @@ pub struct Problem {
     pub title: String,
     pub status: u16,
     pub detail: String,
+    /// The APIC object at fault (`preflight-failed` problems).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_dn: Option<String>,
 }
 
 /// Every way a request can fail.
@@ -48,6 +52,20 @@ pub enum ApiError {
     Exhausted(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("no APIC is configured on this Weft server (the [apic] section)")]
+    ApicNotConfigured,
+    /// Talking to the APIC failed; the message never carries a password, token or cookie.
+    #[error("{0}")]
+    Apic(#[from] ApicError),
+    /// The fabric would refuse the binding; `object_dn` names the APIC object at fault.
+    #[error("{detail}")]
+    PreflightFailed {
+        object_dn: Option<String>,
+        detail: String,
+    },
+    /// Configured uplinks and the APIC's LLDP neighbours disagree.
+    #[error("{0}")]
+    UplinkConflict(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -80,6 +98,41 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "Service unavailable",
+            ),
+            Self::ApicNotConfigured => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "apic-not-configured",
+                "No APIC configured",
+            ),
+            Self::Apic(e) => match e {
+                ApicError::Unavailable { .. } => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "apic-unavailable",
+                    "APIC unavailable",
+                ),
+                ApicError::Auth { .. } => (
+                    StatusCode::BAD_GATEWAY,
+                    "apic-auth-failed",
+                    "APIC login failed",
+                ),
+                ApicError::NotOwned { .. } => (
+                    StatusCode::CONFLICT,
+                    "apic-not-owned",
+                    "APIC object not owned by Weft",
+                ),
+                ApicError::Api { .. } | ApicError::Protocol { .. } | ApicError::Config(_) => {
+                    (StatusCode::BAD_GATEWAY, "apic-error", "APIC error")
+                }
+            },
+            Self::PreflightFailed { .. } => (
+                StatusCode::CONFLICT,
+                "preflight-failed",
+                "Pre-flight check failed",
+            ),
+            Self::UplinkConflict(_) => (
+                StatusCode::CONFLICT,
+                "uplink-conflict",
+                "Configured uplinks and LLDP disagree",
             ),
             Self::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -114,6 +167,18 @@ impl From<AllocError> for ApiError {
     }
 }
 
+impl From<PreflightError> for ApiError {
+    fn from(e: PreflightError) -> Self {
+        match e {
+            PreflightError::Apic(e) => Self::Apic(e),
+            other => Self::PreflightFailed {
+                object_dn: other.object_dn().map(str::to_owned),
+                detail: other.to_string(),
+            },
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, kind, title) = self.parts();
@@ -121,11 +186,19 @@ impl IntoResponse for ApiError {
             // The chain goes to the log only; the client sees a generic message.
             tracing::error!(error = ?e, "request failed");
         }
+        if let Self::Apic(e) = &self {
+            tracing::warn!(error = %e, "APIC request failed");
+        }
+        let object_dn = match &self {
+            Self::PreflightFailed { object_dn, .. } => object_dn.clone(),
+            _ => None,
+        };
         let problem = Problem {
             kind: format!("{PROBLEM_BASE}{kind}"),
             title: title.into(),
             status: status.as_u16(),
             detail: self.to_string(),
+            object_dn,
         };
         let mut resp = (status, axum::Json(problem)).into_response();
         resp.headers_mut().insert(

@@ -2,6 +2,7 @@
 //! fabric and the hosts in step. `main.rs` is only the command line around this library.
 
 pub mod alloc;
+pub mod apic;
 pub mod auth;
 pub mod bench;
 pub mod config;

@@ -188,9 +188,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .context("applying migrations")?;
     }
-    let app = weft::startup::Application::build(&config, db)
-        .await
-        .with_context(|| format!("binding server.listen {}", config.listen))?;
+    let app = weft::startup::Application::build(&config, db).await?;
+    if let Some(a) = &config.apic {
+        tracing::info!(controllers = ?a.client.controllers, user = %a.client.username, "APIC configured");
+    }
     tracing::info!(address = %app.local_addr()?, "weft listening");
     app.run_until_stopped(shutdown_signal()).await?;
     tracing::info!("weft stopped");

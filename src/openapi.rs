@@ -24,6 +24,7 @@ pub const COMMITTED_PATH: &str = "openapi/weft.json";
         (name = "epgs", description = "EPGs, their subnets and VLAN (operator to change)"),
         (name = "reservations", description = "IP addresses held for a name (operator to change)"),
         (name = "hosts", description = "Hosts running weft-agent (admin to change)"),
+        (name = "fabric", description = "Fabric discovery from the APIC (cached per replica; operator to refresh)"),
         (name = "audit", description = "Who changed what"),
         (name = "tokens", description = "API tokens (admin only); a token is shown once"),
         (name = "health", description = "Probes and this document; no token needed"),
@@ -51,6 +52,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(http::epgs::routes())
         .merge(http::reservations::routes())
         .merge(http::hosts::routes())
+        .merge(http::fabric::routes())
+        .merge(http::preflight::routes())
         .merge(http::audit::routes())
         .merge(http::tokens::routes())
 }

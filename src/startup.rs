@@ -5,6 +5,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use anyhow::Context;
+
 use axum::http::{HeaderName, Request};
 use axum::Router;
 use sqlx::migrate::Migrator;
@@ -15,6 +17,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::alloc::Quarantine;
+use crate::apic::Apic;
 use crate::config::Config;
 
 /// The schema migrations, embedded in the binary.
@@ -25,6 +28,8 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 pub struct AppState {
     pub db: PgPool,
     pub quarantine: Quarantine,
+    /// `None` when no APIC is configured.
+    pub apic: Option<Arc<Apic>>,
     /// The OpenAPI document, rendered once.
     pub openapi: Arc<serde_json::Value>,
 }
@@ -42,11 +47,12 @@ pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The complete HTTP application: API routes, request ids, tracing.
-pub fn router(db: PgPool, quarantine: Quarantine) -> Router {
+pub fn router(db: PgPool, quarantine: Quarantine, apic: Option<Arc<Apic>>) -> Router {
     let (api, doc) = crate::openapi::split();
     let state = AppState {
         db,
         quarantine,
+        apic,
         openapi: Arc::new(serde_json::to_value(&doc).unwrap_or_default()),
     };
     api.fallback(crate::http::not_found)
@@ -86,12 +92,20 @@ pub struct Application {
 
 impl Application {
     /// Binds `listen` (port 0 picks a free port) and builds the router on `db`.
-    pub async fn build(config: &Config, db: PgPool) -> std::io::Result<Self> {
+    pub async fn build(config: &Config, db: PgPool) -> anyhow::Result<Self> {
         let quarantine = Quarantine {
             vlan: config.vlan_quarantine,
             ip: config.ip_quarantine,
         };
-        Self::bind(config.listen, db, quarantine).await
+        let apic = match &config.apic {
+            Some(settings) => Some(Arc::new(
+                Apic::new(settings).context("setting up the APIC client ([apic])")?,
+            )),
+            None => None,
+        };
+        Self::bind(config.listen, db, quarantine, apic)
+            .await
+            .with_context(|| format!("binding server.listen {}", config.listen))
     }
 
     /// Like [`Application::build`] without a full configuration (tests, benchmarks).
@@ -99,11 +113,12 @@ impl Application {
         listen: SocketAddr,
         db: PgPool,
         quarantine: Quarantine,
+        apic: Option<Arc<Apic>>,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(listen).await?;
         Ok(Self {
             listener,
-            router: router(db, quarantine),
+            router: router(db, quarantine, apic),
         })
     }
 

@@ -16,6 +16,7 @@ use crate::db::hosts::{self, Deleted, HostRow};
 use crate::domain::{ApicName, Backend, InterfaceName, Mtu, PathDn};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::startup::AppState;
+use weft_apic::{match_uplinks, UplinkAgreement};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -72,8 +73,90 @@ pub struct Host {
     pub backend: Backend,
     pub mtu: Mtu,
     pub uplinks: Vec<Uplink>,
+    /// Configured uplinks merged with the APIC's LLDP neighbours naming this host (on GET only).
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub effective_uplinks: Option<EffectiveUplinks>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// The uplinks Weft will bind for a host and where each comes from. Where configured uplinks
+/// and LLDP disagree the agreement is `conflict` and Weft trusts neither.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct EffectiveUplinks {
+    pub uplinks: Vec<weft_apic::Uplink>,
+    pub agreement: UplinkAgreement,
+    /// When the LLDP neighbours were read from the APIC; absent when no APIC is configured,
+    /// in which case only configured uplinks count.
+    pub lldp_fetched_at: Option<DateTime<Utc>>,
+}
+
+impl EffectiveUplinks {
+    /// The paths to bind, or why there are none to trust.
+    pub fn paths(&self, host: &ApicName) -> ApiResult<Vec<PathDn>> {
+        match &self.agreement {
+            UplinkAgreement::Conflict {
+                configured_only,
+                lldp_only,
+            } => {
+                let list = |v: &[PathDn]| {
+                    v.iter()
+                        .map(PathDn::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                Err(ApiError::UplinkConflict(format!(
+                    "host `{host}`: configured uplinks [{}] and LLDP neighbours [{}] disagree; \
+                     fix the cabling or the host's uplinks",
+                    list(configured_only),
+                    list(lldp_only)
+                )))
+            }
+            UplinkAgreement::Unknown => Err(ApiError::Conflict(format!(
+                "host `{host}` has no configured uplinks and no LLDP neighbour names it"
+            ))),
+            _ => Ok(self.uplinks.iter().map(|u| u.path.clone()).collect()),
+        }
+    }
+}
+
+/// Fills in every host's effective uplinks from one fabric snapshot (read once per request).
+pub(crate) async fn with_effective_uplinks(st: &AppState, hosts: &mut [Host]) -> ApiResult<()> {
+    let snap = match &st.apic {
+        Some(apic) if !hosts.is_empty() => Some(apic.fabric().await?),
+        _ => None,
+    };
+    let lldp = snap
+        .as_ref()
+        .map(|s| s.fabric.lldp_neighbours.as_slice())
+        .unwrap_or_default();
+    for h in hosts {
+        let configured: Vec<(String, PathDn)> = h
+            .uplinks
+            .iter()
+            .map(|u| (u.interface.to_string(), u.path_dn.clone()))
+            .collect();
+        let report = match_uplinks(h.name.as_str(), &configured, lldp);
+        h.effective_uplinks = Some(EffectiveUplinks {
+            uplinks: report.uplinks,
+            agreement: report.agreement,
+            lldp_fetched_at: snap.as_ref().map(|s| s.fetched_at),
+        });
+    }
+    Ok(())
+}
+
+/// A stored host with its effective uplinks; 404 when absent.
+pub(crate) async fn load_effective(st: &AppState, name: &ApicName) -> ApiResult<Host> {
+    let mut conn = st.db.acquire().await?;
+    let row = hosts::get(&mut conn, name.as_str())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no host `{name}`")))?;
+    drop(conn);
+    let mut host = [Host::from_row(row)?];
+    with_effective_uplinks(st, &mut host).await?;
+    let [host] = host;
+    Ok(host)
 }
 
 impl Host {
@@ -88,6 +171,7 @@ impl Host {
             backend: Backend::parse(&r.backend)?,
             mtu: Mtu::new(mtu)?,
             uplinks,
+            effective_uplinks: None,
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
@@ -105,8 +189,9 @@ fn resource(name: &ApicName) -> String {
     format!("hosts/{name}")
 }
 
+/// Hosts with their effective uplinks.
 #[utoipa::path(get, path = "/api/v1/hosts", tag = "hosts", params(Paging, HostFilter),
-    responses((status = 200, body = Page<Host>)))]
+    responses((status = 200, body = Page<Host>), (status = 503, body = Problem)))]
 async fn list_hosts(
     _auth: Auth<Viewer>,
     State(st): State<AppState>,
@@ -117,26 +202,26 @@ async fn list_hosts(
     let backend = f.backend.as_deref().map(Backend::parse).transpose()?;
     let mut conn = st.db.acquire().await?;
     let rows = hosts::list(&mut conn, backend.map(Backend::as_str), after, limit + 1).await?;
+    drop(conn);
     let rows = rows
         .into_iter()
         .map(|r| Ok((r.id, Host::from_row(r)?)))
         .collect::<ApiResult<Vec<_>>>()?;
-    Ok(Json(Page::from_rows(rows, limit)))
+    let mut page = Page::from_rows(rows, limit);
+    with_effective_uplinks(&st, &mut page.items).await?;
+    Ok(Json(page))
 }
 
+/// A host with its effective uplinks (configured and, with an APIC, LLDP).
 #[utoipa::path(get, path = "/api/v1/hosts/{name}", tag = "hosts", params(("name" = String, Path)),
-    responses((status = 200, body = Host), (status = 404, body = Problem)))]
+    responses((status = 200, body = Host), (status = 404, body = Problem), (status = 503, body = Problem)))]
 async fn get_host(
     _auth: Auth<Viewer>,
     State(st): State<AppState>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Host>> {
     let name = ApicName::parse(&name)?;
-    let mut conn = st.db.acquire().await?;
-    let row = hosts::get(&mut conn, name.as_str())
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no host `{name}`")))?;
-    Ok(Json(Host::from_row(row)?))
+    Ok(Json(load_effective(&st, &name).await?))
 }
 
 /// Creates or replaces a host and its uplinks. A PUT that changes nothing writes nothing.

@@ -3,9 +3,11 @@
 
 pub mod audit;
 pub mod epgs;
+pub mod fabric;
 pub mod health;
 pub mod hosts;
 pub mod pools;
+pub mod preflight;
 pub mod reservations;
 pub mod tokens;
 

@@ -44,6 +44,13 @@ const ROUTES: &[(&str, &str, Option<&str>)] = &[
         "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}",
         Some("operator"),
     ),
+    (
+        "post",
+        "/api/v1/epgs/{tenant}/{app}/{epg}/preflight",
+        Some("operator"),
+    ),
+    ("get", "/api/v1/fabric", Some("viewer")),
+    ("post", "/api/v1/fabric/refresh", Some("operator")),
     ("get", "/api/v1/hosts", Some("viewer")),
     ("get", "/api/v1/hosts/{name}", Some("viewer")),
     ("put", "/api/v1/hosts/{name}", Some("admin")),

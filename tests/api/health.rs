@@ -73,10 +73,14 @@ async fn readyz_reports_an_unreachable_database_as_unavailable() {
         .acquire_timeout(std::time::Duration::from_secs(2))
         .connect_lazy("postgres://postgres@127.0.0.1:1/nothing")
         .unwrap();
-    let app =
-        weft::startup::Application::bind("127.0.0.1:0".parse().unwrap(), db, crate::helpers::LONG)
-            .await
-            .unwrap();
+    let app = weft::startup::Application::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        db,
+        crate::helpers::LONG,
+        None,
+    )
+    .await
+    .unwrap();
     let base = format!("http://{}", app.local_addr().unwrap());
     tokio::spawn(app.run_until_stopped(std::future::pending()));
     let client = reqwest::Client::new();

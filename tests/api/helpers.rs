@@ -1,12 +1,15 @@
 //! Starts the app on a random port and offers small typed request helpers.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use weft::alloc::Quarantine;
+use weft::apic::Apic;
 use weft::auth::{create_token, Role};
+use weft::config::ApicSettings;
 use weft::startup::Application;
 
 /// Quarantine long enough that no test outlives it.
@@ -35,7 +38,39 @@ pub async fn spawn_app(db: PgPool) -> TestApp {
 }
 
 pub async fn spawn_with(db: PgPool, quarantine: Quarantine) -> TestApp {
-    let mut app = spawn_instance(db.clone(), quarantine).await;
+    spawn_full(db, quarantine, None).await
+}
+
+/// An app talking to an in-process apic-sim of the example topology (user admin/`password`).
+pub async fn spawn_with_sim(db: PgPool) -> (TestApp, apic_sim::SimHandle) {
+    let sim = apic_sim::spawn(apic_sim::SimConfig::new(
+        apic_sim::Topology::example().unwrap(),
+    ))
+    .await
+    .unwrap();
+    let app = spawn_with_apic(db, apic_settings(&sim.url, "password")).await;
+    (app, sim)
+}
+
+/// APIC settings for a simulator at `url`: fast retries, a long discovery TTL (tests refresh
+/// explicitly).
+pub fn apic_settings(url: &str, password: &str) -> ApicSettings {
+    let mut client = weft_apic::ApicConfig::new(vec![url.to_owned()], "admin", password);
+    client.retry.base_delay = Duration::from_millis(1);
+    client.retry.max_attempts = 2;
+    ApicSettings {
+        client,
+        discovery_ttl: Duration::from_secs(3600),
+    }
+}
+
+pub async fn spawn_with_apic(db: PgPool, settings: ApicSettings) -> TestApp {
+    let apic = Arc::new(Apic::new(&settings).unwrap());
+    spawn_full(db, LONG, Some(apic)).await
+}
+
+async fn spawn_full(db: PgPool, quarantine: Quarantine, apic: Option<Arc<Apic>>) -> TestApp {
+    let mut app = spawn_instance(db.clone(), quarantine, apic).await;
     app.admin = create_token(&db, "t-admin", Role::Admin).await.unwrap();
     app.operator = create_token(&db, "t-operator", Role::Operator)
         .await
@@ -47,7 +82,7 @@ pub async fn spawn_with(db: PgPool, quarantine: Quarantine) -> TestApp {
 
 /// Another instance (replica) on the same database, sharing the tokens of `other`.
 pub async fn spawn_replica(db: PgPool, other: &TestApp) -> TestApp {
-    let mut app = spawn_instance(db, LONG).await;
+    let mut app = spawn_instance(db, LONG, None).await;
     app.admin = other.admin.clone();
     app.operator = other.operator.clone();
     app.viewer = other.viewer.clone();
@@ -55,8 +90,8 @@ pub async fn spawn_replica(db: PgPool, other: &TestApp) -> TestApp {
     app
 }
 
-async fn spawn_instance(db: PgPool, quarantine: Quarantine) -> TestApp {
-    let app = Application::bind("127.0.0.1:0".parse().unwrap(), db.clone(), quarantine)
+async fn spawn_instance(db: PgPool, quarantine: Quarantine, apic: Option<Arc<Apic>>) -> TestApp {
+    let app = Application::bind("127.0.0.1:0".parse().unwrap(), db.clone(), quarantine, apic)
         .await
         .unwrap();
     let base = format!("http://{}", app.local_addr().unwrap());
@@ -89,6 +124,16 @@ impl TestApp {
     pub async fn put(&self, token: &str, path: &str, body: &Value) -> Response {
         self.client
             .put(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post(&self, token: &str, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
             .bearer_auth(token)
             .json(body)
             .send()

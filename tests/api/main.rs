@@ -1,6 +1,7 @@
 //! The one integration-test binary of the `weft` package: the app runs in-process on a random
 //! port against a fresh Postgres database per test (`#[sqlx::test]`).
 
+mod apic;
 mod audit;
 mod auth_matrix;
 mod bad_input;

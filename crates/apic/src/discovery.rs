@@ -178,6 +178,7 @@ pub enum UplinkSource {
 
 /// One uplink path of a host.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = HostUplink)]
 pub struct Uplink {
     pub path: PathDn,
     /// Host interfaces on this path (configured name, or the LLDP port id).

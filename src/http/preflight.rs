@@ -1,0 +1,101 @@
+//! `POST /api/v1/epgs/{tenant}/{app}/{epg}/preflight`: would the APIC accept static bindings of
+//! this EPG's VLAN on these paths? Only reads the APIC; the attach workflow calls the same
+//! check before it binds anything.
+
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use weft_apic::PreflightRequest;
+
+use super::{epgs, fabric, hosts, ApiJson, ApiPath};
+use crate::auth::{Auth, Operator};
+use crate::domain::{ApicName, BindingMode, Encap, PathDn};
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::startup::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(preflight))
+}
+
+/// Where the EPG would be bound: a host's effective uplinks, or explicit paths.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreflightSpec {
+    /// A registered host; its effective uplinks are checked (409 `uplink-conflict` when
+    /// configured uplinks and LLDP disagree).
+    #[serde(default)]
+    pub host: Option<ApicName>,
+    /// Explicit fabric paths, instead of `host`.
+    #[serde(default)]
+    pub paths: Option<Vec<PathDn>>,
+}
+
+/// A passed check: what was checked.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PreflightResult {
+    pub ok: bool,
+    /// The EPG's APIC DN.
+    pub epg_dn: String,
+    pub encap: Encap,
+    pub mode: BindingMode,
+    pub physical_domain: ApicName,
+    pub paths: Vec<PathDn>,
+}
+
+/// Checks, without changing the APIC, that the EPG exists there, is associated with its
+/// physical domain, the domain's VLAN pool holds the EPG's VLAN, every path exists, and no other
+/// EPG uses the VLAN on those leaves (or is untagged/native on the port). 409
+/// `preflight-failed` names the APIC object at fault in `object_dn`.
+#[utoipa::path(post, path = "/api/v1/epgs/{tenant}/{app}/{epg}/preflight", tag = "epgs",
+    params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path)),
+    request_body = PreflightSpec,
+    responses((status = 200, body = PreflightResult), (status = 404, body = Problem),
+        (status = 409, body = Problem, description = "preflight-failed, uplink-conflict or a host without uplinks"),
+        (status = 502, body = Problem), (status = 503, body = Problem)))]
+async fn preflight(
+    _auth: Auth<Operator>,
+    State(st): State<AppState>,
+    ApiPath(path): ApiPath<(String, String, String)>,
+    ApiJson(spec): ApiJson<PreflightSpec>,
+) -> ApiResult<Json<PreflightResult>> {
+    let key = epgs::key(path)?;
+    let apic = fabric::apic(&st)?.clone();
+    let paths = match (spec.host, spec.paths) {
+        (Some(host), None) => hosts::load_effective(&st, &host)
+            .await?
+            .effective_uplinks
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("effective uplinks not computed")))?
+            .paths(&host)?,
+        (None, Some(paths)) if !paths.is_empty() => paths,
+        _ => {
+            return Err(ApiError::Invalid(
+                "give exactly one of `host` or a non-empty `paths`".into(),
+            ))
+        }
+    };
+    let epg = {
+        let mut conn = st.db.acquire().await?;
+        epgs::load(&mut conn, &key)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no EPG {key}")))?
+    };
+    apic.client
+        .preflight(&PreflightRequest {
+            epg: &key,
+            physical_domain: epg.physical_domain.as_str(),
+            encap: epg.vlan,
+            mode: epg.mode,
+            paths: &paths,
+        })
+        .await?;
+    Ok(Json(PreflightResult {
+        ok: true,
+        epg_dn: key.dn(),
+        encap: epg.encap,
+        mode: epg.mode,
+        physical_domain: epg.physical_domain,
+        paths,
+    }))
+}
