@@ -1,6 +1,7 @@
 //! weft-agent integration tests: real netlink in private namespaces, real Docker, real
 //! OVS (userspace datapath), and 802.1Q inside a QEMU VM (scripts/vm-test.sh).
 
+mod binary;
 mod docker;
 mod helpers;
 mod linux_bridge;

@@ -1,0 +1,116 @@
+//! The real `weft-agent` binary: configured from the environment, killed with SIGKILL and
+//! started again on the same state file, without losing or duplicating anything.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use uuid::Uuid;
+use weft_agent_api::{AgentClient, AttachmentSpec, SegmentMode, SegmentSpec, Target, Token, Vlan};
+
+use crate::helpers::*;
+
+struct Daemon(Child);
+
+impl Daemon {
+    fn start(port: u16, state_file: &std::path::Path) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_weft-agent"))
+            .env("WEFT_AGENT_TOKEN", TOKEN)
+            .env("WEFT_AGENT_LISTEN", format!("127.0.0.1:{port}"))
+            .env("WEFT_AGENT_UPLINKS", "upl0")
+            .env("WEFT_AGENT_STATE_FILE", state_file)
+            .env("WEFT_AGENT_DOCKER_SOCKET", "")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Daemon(child)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn ready(client: &AgentClient) {
+    for _ in 0..100 {
+        if client.health().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("weft-agent did not come up");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn killed_agent_restarts_with_nothing_lost_or_duplicated() {
+    if !private_netns("agent binary restart") {
+        return;
+    }
+    let leaf = uplink_with_leaf();
+    leaf.sh("ip addr add 10.0.0.1/24 dev far0");
+    let container = NsProc::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let state_file = temp_state_file();
+    let client = AgentClient::new(
+        format!("http://127.0.0.1:{port}/").parse().unwrap(),
+        Token::new(TOKEN),
+    )
+    .unwrap();
+
+    let daemon = Daemon::start(port, &state_file);
+    ready(&client).await;
+    let vlan = Vlan::try_from(181).unwrap();
+    client
+        .ensure_segment(
+            vlan,
+            &SegmentSpec {
+                mode: SegmentMode::Untagged,
+                uplink: None,
+            },
+        )
+        .await
+        .unwrap();
+    let id = Uuid::new_v4();
+    let spec = AttachmentSpec {
+        target: Target::Pid {
+            pid: container.pid(),
+        },
+        ifname: "eth0".into(),
+        vlan,
+        address: "10.0.0.8/24".parse().unwrap(),
+        gateway: Some("10.0.0.1".parse().unwrap()),
+        mac: None,
+        mtu: None,
+    };
+    let att = client.ensure_attachment(id, &spec).await.unwrap();
+    let host = att.host_ifname.clone().unwrap();
+    let before = (ifindex(&host), ifindex("wbr181"));
+    drop(daemon); // SIGKILL
+
+    let _daemon = Daemon::start(port, &state_file);
+    ready(&client).await;
+    let state = client.state().await.unwrap();
+    assert_eq!(state.attachments, vec![att]);
+    assert!(state.segments.len() == 1 && state.segments[0].ready);
+    assert_eq!(
+        (ifindex(&host), ifindex("wbr181")),
+        before,
+        "restart re-created links"
+    );
+    assert_eq!(sh("ip -o link show").matches(": wf").count(), 1);
+    assert_eq!(
+        container
+            .sh("ip -o addr show dev eth0")
+            .matches("inet ")
+            .count(),
+        1
+    );
+    assert!(container.sh_ok("ping -c1 -W2 10.0.0.1"));
+}
