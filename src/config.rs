@@ -512,10 +512,16 @@ mod tests {
     #[test]
     fn the_example_config_in_deploy_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/weft.example.toml");
-        let env = [("WEFT_DATABASE_URL", "postgres://weft@db/weft")];
+        let env = [
+            ("WEFT_DATABASE_URL", "postgres://weft@db/weft"),
+            ("WEFT_APIC_PASSWORD", "from-env"),
+        ];
         let c = Config::load(Some(&path), &env).unwrap();
         assert_eq!(c.log_format, LogFormat::Json);
         assert_eq!(c.vlan_quarantine, Duration::from_secs(3600));
+        let apic = c.apic.expect("the example configures an APIC");
+        assert_eq!(apic.client.controllers.len(), 2);
+        assert_eq!(apic.discovery_ttl, Duration::from_secs(300));
         // Without the environment the example points at a secret file that does not exist here.
         let e = Config::load(Some(&path), &[("X", "y")])
             .unwrap_err()

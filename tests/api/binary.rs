@@ -35,6 +35,35 @@ fn free_port() -> u16 {
         .port()
 }
 
+async fn wait_ready(client: &reqwest::Client, base: &str) {
+    let mut ready = false;
+    for _ in 0..100 {
+        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
+            ready = r.status().is_success();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        ready,
+        "weft serve did not become ready (migrations at start?)"
+    );
+}
+
+fn create_token(url: &str, role: &str, name: &str) -> String {
+    let out = Command::new(WEFT)
+        .args(["token", "create", "--role", role, "--name", name])
+        .env("WEFT_DATABASE_URL", url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 #[sqlx::test(migrations = false)]
 async fn serve_migrates_at_start_and_logs_json_lines_with_the_request_id(db: PgPool) {
     let url = database_url(&db);
@@ -52,30 +81,8 @@ async fn serve_migrates_at_start_and_logs_json_lines_with_the_request_id(db: PgP
     );
     let client = reqwest::Client::new();
     let base = format!("http://{listen}");
-    let mut ready = false;
-    for _ in 0..100 {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
-            ready = r.status().is_success();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        ready,
-        "weft serve did not become ready (migrations at start?)"
-    );
-
-    let out = Command::new(WEFT)
-        .args(["token", "create", "--role", "viewer", "--name", "log-check"])
-        .env("WEFT_DATABASE_URL", &url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    wait_ready(&client, &base).await;
+    let token = create_token(&url, "viewer", "log-check");
     let r = client
         .get(format!("{base}/api/v1/epgs"))
         .bearer_auth(&token)
@@ -146,4 +153,58 @@ fn openapi_check_fails_on_a_stale_document() {
     std::fs::write(&file, "{}").unwrap();
     assert!(!run(true));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[sqlx::test(migrations = false)]
+async fn the_apic_password_is_never_logged_even_at_debug_level(db: PgPool) {
+    let secret = "apic-pw-binary-9d2c";
+    let mut sim = apic_sim::SimConfig::new(apic_sim::Topology::example().unwrap());
+    sim.password = secret.into();
+    let sim = apic_sim::spawn(sim).await.unwrap();
+    let url = database_url(&db);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut server = Server(
+        Command::new(WEFT)
+            .arg("serve")
+            .env("WEFT_DATABASE_URL", &url)
+            .env("WEFT_LISTEN", &listen)
+            .env("WEFT_LOG_FORMAT", "json")
+            .env("WEFT_LOG_FILTER", "debug")
+            .env("WEFT_APIC_CONTROLLERS", &sim.url)
+            .env("WEFT_APIC_USERNAME", "admin")
+            .env("WEFT_APIC_PASSWORD", secret)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Drained while the server runs: debug output could otherwise fill the pipe and stall it.
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = drain(Box::new(server.0.stdout.take().unwrap()));
+    let err = drain(Box::new(server.0.stderr.take().unwrap()));
+    let client = reqwest::Client::new();
+    let base = format!("http://{listen}");
+    wait_ready(&client, &base).await;
+    let token = create_token(&url, "operator", "apic-log-check");
+    let r = client
+        .post(format!("{base}/api/v1/fabric/refresh"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!r.text().await.unwrap().contains(secret));
+    assert!(sim.count("login") >= 1, "weft logged in to the APIC");
+
+    drop(server);
+    let logs = out.join().unwrap() + &err.join().unwrap();
+    assert!(logs.contains("fabric discovered"), "debug logs captured");
+    assert!(!logs.contains(secret), "the APIC password was logged");
 }
