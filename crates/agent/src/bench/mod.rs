@@ -62,7 +62,12 @@ fn address(i: usize) -> String {
 pub fn run(sizes: &[usize]) -> anyhow::Result<String> {
     unshare(CloneFlags::CLONE_NEWNET)
         .context("unshare a private network namespace (run as root)")?;
-    sh("ip link set lo up && ip link add upl0 type veth peer name far0 && ip link set far0 up")?;
+    // IPv6 off everywhere, for every method alike: the userspace OVS datapath floods the
+    // DAD/MLD/RS chatter of every new port, which would measure IPv6, not wiring.
+    const NO_IPV6: &str =
+        "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1";
+    sh(&format!("ip link set lo up && {NO_IPV6}"))?;
+    sh("ip link add upl0 type veth peer name far0 && ip link set far0 up")?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -72,7 +77,9 @@ pub fn run(sizes: &[usize]) -> anyhow::Result<String> {
             .map(|i| format!("weftb{}-{i}", std::process::id()))
             .collect();
         for ns in &names {
-            sh(&format!("ip netns add {ns}"))?;
+            sh(&format!(
+                "ip netns add {ns} && ip netns exec {ns} {NO_IPV6}"
+            ))?;
         }
         let result = rt.block_on(run_size(&names));
         for ns in &names {
