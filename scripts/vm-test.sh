@@ -13,6 +13,7 @@ skip() { echo "SKIPPED: vm-test: $*" >&2; exit 77; }
 
 command -v qemu-system-x86_64 >/dev/null || skip "qemu-system-x86_64 not installed"
 [ -x /bin/busybox ] || skip "busybox-static not installed"
+command -v cpio >/dev/null || skip "cpio not installed"
 kernel=$(ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -1)
 [ -n "$kernel" ] || skip "no Debian kernel in /boot (apt-get install linux-image-amd64)"
 ver=${kernel#/boot/vmlinuz-}
@@ -22,11 +23,8 @@ moddir=/lib/modules/$ver/kernel
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 log "building the weft-agent test binary"
 bin=$(cargo test -p weft-agent --test agent --no-run --message-format=json 2>/dev/null |
-  python3 -c 'import json,sys
-for l in sys.stdin:
-    m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "agent" and m.get("executable"):
-        print(m["executable"])' | tail -1)
+  grep '"reason":"compiler-artifact"' | grep '"name":"agent"' |
+  grep -o '"executable":"[^"]*"' | cut -d'"' -f4 | tail -1)
 [ -x "$bin" ] || { log "could not find the test binary"; exit 1; }
 
 work=$(mktemp -d)

@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use futures::future::try_join_all;
 use nix::sched::{unshare, CloneFlags};
 use uuid::Uuid;
 use weft_agent_api::{
@@ -103,7 +104,7 @@ pub fn run(sizes: &[usize]) -> anyhow::Result<String> {
 async fn run_size(namespaces: &[String]) -> anyhow::Result<Vec<Samples>> {
     let linux_bridge = (BackendKind::LinuxBridge, SegmentMode::Untagged);
     let mut all = vec![
-        agent(namespaces, linux_bridge, String::new()).await?,
+        agent(namespaces, linux_bridge, String::new(), Load::Sequential).await?,
         kernel_veth(namespaces).await?,
         state_file_write(namespaces.len())?,
         ip_script(namespaces)?,
@@ -117,18 +118,20 @@ async fn run_size(namespaces: &[String]) -> anyhow::Result<Vec<Samples>> {
         None => {
             let ovs = PrivateOvs::start()?;
             let ovs_regular = (BackendKind::Ovs, SegmentMode::Regular);
-            all.push(agent(namespaces, ovs_regular, ovs.db()).await?);
+            all.push(agent(namespaces, ovs_regular, ovs.db(), Load::Sequential).await?);
+            all.push(agent(namespaces, ovs_regular, ovs.db(), Load::Concurrent).await?);
         }
         Some(reason) => eprintln!("skipping OVS: {reason}"),
     }
     Ok(all)
 }
 
-/// The warm agent over its HTTP API, one request at a time.
+/// The warm agent over its HTTP API.
 async fn agent(
     namespaces: &[String],
     (backend, mode): (BackendKind, SegmentMode),
     ovs_db: String,
+    load: Load,
 ) -> anyhow::Result<Samples> {
     let dir = std::env::temp_dir().join(format!("weft-bench-{}", Uuid::new_v4()));
     let config = Config {
@@ -155,9 +158,8 @@ async fn agent(
         .ensure_segment(vlan, &SegmentSpec { mode, uplink: None })
         .await?;
 
-    let ids: Vec<Uuid> = namespaces.iter().map(|_| Uuid::new_v4()).collect();
-    let mut attach = Vec::new();
-    for (i, (ns, id)) in namespaces.iter().zip(&ids).enumerate() {
+    let mut specs = Vec::new();
+    for (i, ns) in namespaces.iter().enumerate() {
         let spec = AttachmentSpec {
             target: Target::Netns {
                 path: format!("/run/netns/{ns}"),
@@ -169,24 +171,60 @@ async fn agent(
             mac: None,
             mtu: None,
         };
-        let t = Instant::now();
-        client.ensure_attachment(*id, &spec).await?;
-        attach.push(t.elapsed());
+        specs.push((Uuid::new_v4(), spec));
     }
-    let mut detach = Vec::new();
-    for id in &ids {
-        let t = Instant::now();
-        client.remove_attachment(*id).await?;
-        detach.push(t.elapsed());
-    }
+    let (attach, detach) = match load {
+        Load::Sequential => {
+            let mut attach = Vec::new();
+            for (id, spec) in &specs {
+                let t = Instant::now();
+                client.ensure_attachment(*id, spec).await?;
+                attach.push(t.elapsed());
+            }
+            let mut detach = Vec::new();
+            for (id, _) in &specs {
+                let t = Instant::now();
+                client.remove_attachment(*id).await?;
+                detach.push(t.elapsed());
+            }
+            (attach, detach)
+        }
+        Load::Concurrent => {
+            let n = u32::try_from(specs.len())?.max(1);
+            let t = Instant::now();
+            try_join_all(
+                specs
+                    .iter()
+                    .map(|(id, spec)| client.ensure_attachment(*id, spec)),
+            )
+            .await?;
+            let attach = t.elapsed() / n;
+            let t = Instant::now();
+            try_join_all(specs.iter().map(|(id, _)| client.remove_attachment(*id))).await?;
+            let detach = t.elapsed() / n;
+            (vec![attach], vec![detach])
+        }
+    };
     client.remove_segment(vlan).await?;
     server.abort();
     let _ = std::fs::remove_dir_all(dir);
+    let how = match load {
+        Load::Sequential => "one request at a time",
+        Load::Concurrent => "all N requests at once, wall time / N",
+    };
     Ok(Samples {
-        name: format!("weft-agent {backend:?} (HTTP, arp_notify GARP, fsync'd state)"),
+        name: format!("weft-agent {backend:?} (HTTP, {how})"),
         attach,
         detach,
     })
+}
+
+/// How the benchmark issues requests to the agent.
+#[derive(Clone, Copy)]
+enum Load {
+    Sequential,
+    /// Shows batching: concurrent OVS port changes share OVSDB transactions.
+    Concurrent,
 }
 
 /// The kernel alone: one RTM_NEWLINK creating the veth with its peer in the namespace,
