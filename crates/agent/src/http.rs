@@ -14,7 +14,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 use weft_agent_api::{
-    AgentState, Attachment, AttachmentSpec, Health, Problem, Segment, SegmentSpec, Vlan,
+    AgentState, Attachment, AttachmentSpec, ContainerEvent, ContainerEventKind, Health, Problem,
+    Segment, SegmentSpec, Vlan,
 };
 
 use crate::agent::Agent;
@@ -24,6 +25,8 @@ use crate::Error;
 #[openapi(
     info(title = "weft-agent", description = "Per-host agent of Weft: VLAN segments and container wiring."),
     modifiers(&BearerAuth),
+    // The body the agent POSTs to the central service's callback URL.
+    components(schemas(ContainerEvent, ContainerEventKind)),
     security(("bearer" = []))
 )]
 struct ApiDoc;
