@@ -4,10 +4,10 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use weft_apic::{ApicError, PreflightError};
 
 use crate::alloc::AllocError;
 use crate::domain::ParseError;
-use weft_apic::{ApicError, PreflightError};
 
 /// Prefix of every problem `type`; the suffix is the error kind and never changes meaning.
 pub const PROBLEM_BASE: &str = "https://weft.dev/problems/";

@@ -1,5 +1,7 @@
 //! `/api/v1/hosts/{name}`: hosts running weft-agent, their backend, MTU and uplinks.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -7,8 +9,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
+use weft_apic::{match_uplinks, UplinkAgreement};
 
 use super::{ApiJson, ApiPath, ApiQuery, Page, Paging, Put};
+use crate::apic::Snapshot;
 use crate::auth::{Admin, Auth, Viewer};
 use crate::config::Secret;
 use crate::db::audit;
@@ -16,7 +20,6 @@ use crate::db::hosts::{self, Deleted, HostRow};
 use crate::domain::{ApicName, Backend, InterfaceName, Mtu, PathDn};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::startup::AppState;
-use weft_apic::{match_uplinks, UplinkAgreement};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -120,43 +123,48 @@ impl EffectiveUplinks {
     }
 }
 
-/// Fills in every host's effective uplinks from one fabric snapshot (read once per request).
-pub(crate) async fn with_effective_uplinks(st: &AppState, hosts: &mut [Host]) -> ApiResult<()> {
-    let snap = match &st.apic {
-        Some(apic) if !hosts.is_empty() => Some(apic.fabric().await?),
-        _ => None,
-    };
-    let lldp = snap
-        .as_ref()
-        .map(|s| s.fabric.lldp_neighbours.as_slice())
-        .unwrap_or_default();
-    for h in hosts {
-        let configured: Vec<(String, PathDn)> = h
-            .uplinks
-            .iter()
-            .map(|u| (u.interface.to_string(), u.path_dn.clone()))
-            .collect();
-        let report = match_uplinks(h.name.as_str(), &configured, lldp);
-        h.effective_uplinks = Some(EffectiveUplinks {
-            uplinks: report.uplinks,
-            agreement: report.agreement,
-            lldp_fetched_at: snap.as_ref().map(|s| s.fetched_at),
-        });
-    }
-    Ok(())
+/// The fabric snapshot to read LLDP neighbours from; `None` without an APIC.
+async fn lldp_source(st: &AppState) -> ApiResult<Option<Arc<Snapshot>>> {
+    Ok(match &st.apic {
+        Some(apic) => Some(apic.fabric().await?),
+        None => None,
+    })
 }
 
-/// A stored host with its effective uplinks; 404 when absent.
-pub(crate) async fn load_effective(st: &AppState, name: &ApicName) -> ApiResult<Host> {
+/// A host's configured uplinks merged with the LLDP neighbours that name it.
+fn effective(host: &Host, snap: Option<&Snapshot>) -> EffectiveUplinks {
+    let configured: Vec<(String, PathDn)> = host
+        .uplinks
+        .iter()
+        .map(|u| (u.interface.to_string(), u.path_dn.clone()))
+        .collect();
+    let lldp = snap
+        .map(|s| s.fabric.lldp_neighbours.as_slice())
+        .unwrap_or_default();
+    let report = match_uplinks(host.name.as_str(), &configured, lldp);
+    EffectiveUplinks {
+        uplinks: report.uplinks,
+        agreement: report.agreement,
+        lldp_fetched_at: snap.map(|s| s.fetched_at),
+    }
+}
+
+/// A stored host; 404 when absent.
+async fn load(st: &AppState, name: &ApicName) -> ApiResult<Host> {
     let mut conn = st.db.acquire().await?;
     let row = hosts::get(&mut conn, name.as_str())
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no host `{name}`")))?;
-    drop(conn);
-    let mut host = [Host::from_row(row)?];
-    with_effective_uplinks(st, &mut host).await?;
-    let [host] = host;
-    Ok(host)
+    Host::from_row(row)
+}
+
+/// The effective uplinks of a stored host (the pre-flight check binds these).
+pub(crate) async fn effective_uplinks(
+    st: &AppState,
+    name: &ApicName,
+) -> ApiResult<EffectiveUplinks> {
+    let host = load(st, name).await?;
+    Ok(effective(&host, lldp_source(st).await?.as_deref()))
 }
 
 impl Host {
@@ -208,7 +216,12 @@ async fn list_hosts(
         .map(|r| Ok((r.id, Host::from_row(r)?)))
         .collect::<ApiResult<Vec<_>>>()?;
     let mut page = Page::from_rows(rows, limit);
-    with_effective_uplinks(&st, &mut page.items).await?;
+    if !page.items.is_empty() {
+        let snap = lldp_source(&st).await?;
+        for h in &mut page.items {
+            h.effective_uplinks = Some(effective(h, snap.as_deref()));
+        }
+    }
     Ok(Json(page))
 }
 
@@ -221,7 +234,9 @@ async fn get_host(
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Host>> {
     let name = ApicName::parse(&name)?;
-    Ok(Json(load_effective(&st, &name).await?))
+    let mut host = load(&st, &name).await?;
+    host.effective_uplinks = Some(effective(&host, lldp_source(&st).await?.as_deref()));
+    Ok(Json(host))
 }
 
 /// Creates or replaces a host and its uplinks. A PUT that changes nothing writes nothing.

@@ -63,11 +63,7 @@ async fn preflight(
     let key = epgs::key(path)?;
     let apic = fabric::apic(&st)?.clone();
     let paths = match (spec.host, spec.paths) {
-        (Some(host), None) => hosts::load_effective(&st, &host)
-            .await?
-            .effective_uplinks
-            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("effective uplinks not computed")))?
-            .paths(&host)?,
+        (Some(host), None) => hosts::effective_uplinks(&st, &host).await?.paths(&host)?,
         (None, Some(paths)) if !paths.is_empty() => paths,
         _ => {
             return Err(ApiError::Invalid(
