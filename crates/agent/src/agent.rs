@@ -1,6 +1,6 @@
 //! The agent's operations, shared by the HTTP API, start-up re-apply and Docker events.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
@@ -290,19 +290,8 @@ impl Agent {
                 other => drop(errors.keep(other)),
             }
         }
-        let ours: Vec<String> = desired
-            .attachments
-            .keys()
-            .map(|id| self.config.naming.host_veth(*id))
-            .collect();
-        if let Some(links) = errors.keep(self.host.links().await) {
-            for link in links {
-                if self.config.naming.is_host_veth(&link.name) && !ours.contains(&link.name) {
-                    warn!(link = %link.name, "deleting orphaned host veth of ours");
-                    errors.keep(self.host.delete(&link.name).await);
-                }
-            }
-        }
+        let keep: HashSet<Uuid> = desired.attachments.keys().copied().collect();
+        errors.keep(self.backend.sweep(&keep).await);
         errors.into_result()
     }
 

@@ -1,6 +1,8 @@
 //! Linux bridge per VLAN: `wbr<vlan>` over the `<uplink>.<vlan>` 802.1Q sub-interface
 //! (regular mode) or over the uplink itself (untagged mode); containers get veth pairs.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use uuid::Uuid;
 use weft_agent_api::{AttachmentSpec, BackendKind, Segment, SegmentMode, Vlan};
@@ -153,6 +155,10 @@ impl Backend for LinuxBridge {
     ) -> Result<()> {
         // Deleting one end of a veth deletes the other, wherever it is.
         Ok(self.nl.delete(&self.naming.host_veth(id)).await?)
+    }
+
+    async fn sweep(&self, keep: &HashSet<Uuid>) -> Result<()> {
+        super::sweep_host_veths(&self.nl, &self.naming, keep).await
     }
 
     async fn host_side(&self, id: Uuid, spec: &AttachmentSpec) -> Result<HostSide> {

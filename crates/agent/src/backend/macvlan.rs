@@ -2,6 +2,8 @@
 //! (untagged), created directly inside the container namespace. No host-side interface:
 //! the agent recognises its own child by name, kind and MAC.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use netlink_packet_route::link::InfoKind;
 use uuid::Uuid;
@@ -108,6 +110,11 @@ impl Backend for Macvlan {
             }
             _ => Ok(()),
         }
+    }
+
+    /// macvlan children live (and die) with their container namespaces.
+    async fn sweep(&self, _keep: &HashSet<Uuid>) -> Result<()> {
+        Ok(())
     }
 
     /// The macvlan child lives in the container; there is nothing on the host to check.

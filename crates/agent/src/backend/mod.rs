@@ -5,6 +5,8 @@ mod linux_bridge;
 mod macvlan;
 mod ovs;
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use uuid::Uuid;
 use weft_agent_api::{AttachmentSpec, BackendKind, Segment, Vlan};
@@ -14,7 +16,8 @@ pub use linux_bridge::LinuxBridge;
 pub use macvlan::Macvlan;
 pub use ovs::Ovs;
 
-use crate::config::Config;
+use crate::config::{Config, Naming};
+use crate::error::ErrorList;
 use crate::netlink::{ContainerEnd, Netlink};
 use crate::state::DesiredSegment;
 use crate::Result;
@@ -40,6 +43,9 @@ pub trait Backend: Send + Sync {
     /// removes the attachment's interfaces; `inside` is the container namespace, if it still exists.
     async fn unplug(&self, id: Uuid, spec: &AttachmentSpec, inside: Option<&Netlink>)
         -> Result<()>;
+    /// removes host-side objects of ours (by naming scheme or owner mark) that belong to
+    /// no attachment in `keep`, e.g. left by a crash mid-attach; never touches others.
+    async fn sweep(&self, keep: &HashSet<Uuid>) -> Result<()>;
     /// whether the host side of an attachment is in place.
     async fn host_side(&self, id: Uuid, spec: &AttachmentSpec) -> Result<HostSide>;
 }
@@ -69,6 +75,19 @@ impl HostSide {
             HostSide::Missing => None,
         }
     }
+}
+
+/// Deletes host veths that follow the naming scheme but belong to no kept attachment.
+async fn sweep_host_veths(nl: &Netlink, naming: &Naming, keep: &HashSet<Uuid>) -> Result<()> {
+    let ours: HashSet<String> = keep.iter().map(|id| naming.host_veth(*id)).collect();
+    let mut errors = ErrorList::default();
+    for link in nl.links().await? {
+        if naming.is_host_veth(&link.name) && !ours.contains(&link.name) {
+            tracing::warn!(link = %link.name, "deleting orphaned host veth of ours");
+            errors.keep(nl.delete_index(link.index).await);
+        }
+    }
+    errors.into_result()
 }
 
 /// Builds the configured backend on the host's netlink socket.

@@ -2,7 +2,7 @@
 //! host end is an access port with `tag=<vlan>`, written over OVSDB (weft-ovsdb batches
 //! concurrent attaches into one transaction).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -118,6 +118,34 @@ impl Backend for Ovs {
                 .await,
         );
         errors.keep(self.nl.delete(&host).await);
+        errors.into_result()
+    }
+
+    /// Removes access ports marked as ours whose attachment is gone, then stray veths.
+    async fn sweep(&self, keep: &HashSet<Uuid>) -> Result<()> {
+        let bridge = &self.naming.ovs_bridge;
+        let mut errors = ErrorList::default();
+        let ports = match self.vswitch.list_ports(bridge).await {
+            // No integration bridge yet: no ports of ours either.
+            Err(weft_ovsdb::Error::NoBridge(_)) => Some(Vec::new()),
+            other => errors.keep(other),
+        };
+        if let Some(ports) = ports {
+            let stale: Vec<String> = ports
+                .into_iter()
+                .filter(|p| {
+                    p.external_ids.get(OWNER_KEY).is_some_and(|owner| {
+                        Uuid::parse_str(owner).map_or(true, |id| !keep.contains(&id))
+                    })
+                })
+                .map(|p| p.name)
+                .collect();
+            if !stale.is_empty() {
+                tracing::warn!(ports = ?stale, "removing orphaned OVS ports of ours");
+                errors.keep(self.vswitch.remove_ports(bridge, &stale).await);
+            }
+        }
+        errors.keep(super::sweep_host_veths(&self.nl, &self.naming, keep).await);
         errors.into_result()
     }
 

@@ -123,6 +123,27 @@ async fn ovs_access_port_tags_the_containers_frames_on_the_uplink() {
     );
     assert_eq!(agent.ensure_attachment(id, &spec).await.unwrap(), att);
 
+    // After a crash: a port marked as ours for a forgotten attachment, and a foreign port.
+    let vsctl = format!("ovs-vsctl --db={}", ovs.db());
+    sh("ip link add wf0123456789abc type veth peer name crashpeer && ip link add foreign0 type veth peer name foreign1");
+    sh(&format!(
+        "{vsctl} add-port br-weft wf0123456789abc tag=181 -- set Port wf0123456789abc external_ids:weft-attachment={} \
+         -- add-port br-weft foreign0 tag=5",
+        Uuid::new_v4()
+    ));
+    agent.reapply().await.unwrap();
+    let ports = sh(&format!("{vsctl} list-ports br-weft"));
+    let host = att.host_ifname.clone().unwrap();
+    assert!(
+        !ports.contains("wf0123456789abc") && link_line("wf0123456789abc").is_none(),
+        "{ports}"
+    );
+    assert!(
+        ports.contains("foreign0") && ports.contains(&host),
+        "{ports}"
+    );
+    sh(&format!("{vsctl} del-port br-weft foreign0"));
+
     agent.remove_attachment(id).await.unwrap();
     let ports = sh(&format!("ovs-vsctl --db={} list-ports br-weft", ovs.db()));
     assert_eq!(ports.trim(), "upl0", "access port left behind");
