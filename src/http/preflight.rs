@@ -36,6 +36,9 @@ pub struct PreflightSpec {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PreflightResult {
     pub ok: bool,
+    /// `false` for a managed EPG Weft has yet to create on the APIC (then the domain, pool,
+    /// path and leaf checks ran without it).
+    pub epg_exists: bool,
     /// The EPG's APIC DN.
     pub epg_dn: String,
     pub encap: Encap,
@@ -44,7 +47,8 @@ pub struct PreflightResult {
     pub paths: Vec<PathDn>,
 }
 
-/// Checks, without changing the APIC, that the EPG exists there, is associated with its
+/// Checks, without changing the APIC, that the EPG exists there (unless it is `managed`: Weft
+/// will create it), is associated with its
 /// physical domain, the domain's VLAN pool holds the EPG's VLAN, every path exists, and no other
 /// EPG uses the VLAN on those leaves (or is untagged/native on the port). 409
 /// `preflight-failed` names the APIC object at fault in `object_dn`.
@@ -77,17 +81,20 @@ async fn preflight(
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("no EPG {key}")))?
     };
-    apic.client
+    let report = apic
+        .client
         .preflight(&PreflightRequest {
             epg: &key,
             physical_domain: epg.physical_domain.as_str(),
             encap: epg.vlan,
             mode: epg.mode,
+            managed: epg.managed,
             paths: &paths,
         })
         .await?;
     Ok(Json(PreflightResult {
         ok: true,
+        epg_exists: report.epg_exists,
         epg_dn: key.dn(),
         encap: epg.encap,
         mode: epg.mode,

@@ -241,11 +241,28 @@ async fn preflight_passes_for_a_host_learned_from_lldp_and_writes_nothing(db: Pg
     let ok = json_ok(preflight(&app, "web", json!({"host": "host-3"})).await).await;
     assert_eq!(
         ok,
-        json!({"ok": true, "epg_dn": "uni/tn-t/ap-ap/epg-web", "encap": "vlan-150",
+        json!({"ok": true, "epg_exists": true, "epg_dn": "uni/tn-t/ap-ap/epg-web", "encap": "vlan-150",
                "mode": "regular", "physical_domain": "weft_phys", "paths": [VPC]})
     );
     let fex = json_ok(preflight(&app, "web", json!({"paths": [FEX_PORT]})).await).await;
     assert_eq!(fex["paths"], json!([FEX_PORT]));
+
+    // A managed EPG Weft has yet to create passes on the domain, pool and leaf checks alone.
+    epg_on_both(&app, &sim, "fresh", 160, false).await;
+    let body: Value = app
+        .get(&app.viewer, "/api/v1/epgs/t/ap/fresh")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let spec = json!({"bridge_domain": body["bridge_domain"], "physical_domain": "weft_phys",
+        "vlan_pool": "p", "managed": true, "subnets": body["subnets"]});
+    let r = app
+        .put(&app.operator, "/api/v1/epgs/t/ap/fresh", &spec)
+        .await;
+    assert_eq!(r.status(), StatusCode::OK, "{:?}", r.text().await);
+    let fresh = json_ok(preflight(&app, "fresh", json!({"host": "host-3"})).await).await;
+    assert_eq!(fresh["epg_exists"], false);
     assert_eq!(sim.count("mo_post"), 0);
     assert_eq!(sim.count("mo_delete"), 0);
     assert_eq!(sim.dump(), before, "the APIC is unchanged");

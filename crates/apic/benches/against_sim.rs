@@ -84,6 +84,7 @@ async fn main() {
                 physical_domain: "weft_phys",
                 encap: VlanId::new(100 + i as u16).expect("vlan"),
                 mode: BindingMode::Regular,
+                managed: false,
                 paths: &paths,
             };
             c.preflight(&req).await.expect("preflight");

@@ -24,5 +24,5 @@ pub use discovery::{
 pub use error::ApicError;
 pub use mo::Mo;
 pub use model::{Binding, Fault, ManagedEpg, OwnedBinding, OWNER_ANNOTATION};
-pub use preflight::{PreflightError, PreflightRequest};
+pub use preflight::{PreflightError, PreflightReport, PreflightRequest};
 pub use weft_domain::{BindingMode, Encap, EpgKey, Immediacy, PathDn, PathKind, VlanId};

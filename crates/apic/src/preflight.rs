@@ -2,6 +2,9 @@
 //! Checks, in order: the EPG exists; it is associated with the physical domain; the domain has
 //! a VLAN pool that contains the VLAN; every path exists; no other EPG uses the VLAN on any of
 //! the leaves; no other EPG is untagged/native on the port. Only reads.
+//!
+//! For a managed EPG (Weft creates it and its domain association with `ensure_epg`) a missing
+//! EPG or association is not a failure; the domain, pool, path and leaf checks still run.
 
 use crate::client::ApicClient;
 use crate::error::ApicError;
@@ -14,7 +17,16 @@ pub struct PreflightRequest<'a> {
     pub physical_domain: &'a str,
     pub encap: VlanId,
     pub mode: BindingMode,
+    /// Weft creates the EPG and its domain association when absent (`ensure_epg`).
+    pub managed: bool,
     pub paths: &'a [PathDn],
+}
+
+/// A passed pre-flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreflightReport {
+    /// Whether the EPG is already on the APIC (`false` only for a managed EPG still to create).
+    pub epg_exists: bool,
 }
 
 /// Why a binding would fail; each names the APIC object at fault (a 409 for Weft's API).
@@ -72,23 +84,31 @@ fn or_of(class: &str, prop: &str, values: &[String]) -> String {
 impl ApicClient {
     /// Runs every check; `Ok(())` means the binding can be created without an F0467.
     #[tracing::instrument(skip(self, req), fields(epg = %req.epg, encap = %req.encap.encap()))]
-    pub async fn preflight(&self, req: &PreflightRequest<'_>) -> Result<(), PreflightError> {
+    pub async fn preflight(
+        &self,
+        req: &PreflightRequest<'_>,
+    ) -> Result<PreflightReport, PreflightError> {
         let epg_dn = req.epg.dn();
         let domain = format!("uni/phys-{}", req.physical_domain);
         let epg = self
             .get_mo(&epg_dn, "rsp-subtree=children&rsp-subtree-class=fvRsDomAtt")
-            .await?
-            .ok_or_else(|| PreflightError::EpgMissing {
-                epg: epg_dn.clone(),
-            })?;
-        if !epg
-            .children_of("fvRsDomAtt")
-            .any(|c| c.get("tDn") == Some(&domain))
-        {
-            return Err(PreflightError::DomainNotAssociated {
-                epg: epg_dn,
-                domain,
-            });
+            .await?;
+        let report = PreflightReport {
+            epg_exists: epg.is_some(),
+        };
+        let associated = epg.as_ref().is_some_and(|e| {
+            e.children_of("fvRsDomAtt")
+                .any(|c| c.get("tDn") == Some(&domain))
+        });
+        match (epg, associated, req.managed) {
+            (_, true, _) | (_, false, true) => {}
+            (None, false, false) => return Err(PreflightError::EpgMissing { epg: epg_dn }),
+            (Some(_), false, false) => {
+                return Err(PreflightError::DomainNotAssociated {
+                    epg: epg_dn,
+                    domain,
+                })
+            }
         }
         let dom = self
             .get_mo(
@@ -125,7 +145,7 @@ impl ApicClient {
             });
         }
         if req.paths.is_empty() {
-            return Ok(());
+            return Ok(report);
         }
         let dns: Vec<String> = req.paths.iter().map(PathDn::to_string).collect();
         let found = self
@@ -175,6 +195,6 @@ impl ApicClient {
                 }
             }
         }
-        Ok(())
+        Ok(report)
     }
 }

@@ -391,13 +391,14 @@ async fn preflight_then_force(
     path: PathDn,
     v: u16,
     mode: BindingMode,
-) -> (Result<(), PreflightError>, Option<String>) {
+) -> (Result<PreflightReport, PreflightError>, Option<String>) {
     let paths = [path.clone()];
     let req = PreflightRequest {
         epg,
         physical_domain: "weft_phys",
         encap: vlan(v),
         mode,
+        managed: false,
         paths: &paths,
     };
     let verdict = client.preflight(&req).await;
@@ -423,6 +424,7 @@ async fn preflight_accepts_a_good_binding_without_writing() {
         physical_domain: "weft_phys",
         encap: vlan(POOL_VLAN),
         mode: BindingMode::Regular,
+        managed: false,
         paths: &paths,
     };
     client.preflight(&req).await.unwrap();
@@ -442,11 +444,43 @@ async fn preflight_missing_epg() {
         physical_domain: "weft_phys",
         encap: vlan(POOL_VLAN),
         mode: BindingMode::Regular,
+        managed: false,
         paths: &paths,
     };
     let err = client.preflight(&req).await.unwrap_err();
     assert!(matches!(err, PreflightError::EpgMissing { .. }));
     assert_eq!(err.object_dn(), Some("uni/tn-t1/ap-ap1/epg-web"));
+}
+
+#[tokio::test]
+async fn preflight_of_a_managed_epg_still_to_create_checks_domain_pool_and_leaves() {
+    let (sim, client) = setup().await;
+    let paths = [port(101, "eth1/1")];
+    let req = PreflightRequest {
+        epg: &web(),
+        physical_domain: "weft_phys",
+        encap: vlan(POOL_VLAN),
+        mode: BindingMode::Regular,
+        managed: true,
+        paths: &paths,
+    };
+    sim.reset_counts();
+    let report = client.preflight(&req).await.unwrap();
+    assert_eq!(report, PreflightReport { epg_exists: false });
+    assert_eq!(sim.count("mo_post") + sim.count("mo_delete"), 0);
+    // The VLAN must still be in the domain's pool.
+    let outside = PreflightRequest {
+        encap: vlan(250),
+        ..req.clone()
+    };
+    let err = client.preflight(&outside).await.unwrap_err();
+    assert!(matches!(err, PreflightError::VlanNotInPool { .. }), "{err}");
+    let no_domain = PreflightRequest {
+        physical_domain: "nope",
+        ..req
+    };
+    let err = client.preflight(&no_domain).await.unwrap_err();
+    assert_eq!(err.object_dn(), Some("uni/phys-nope"), "{err}");
 }
 
 #[tokio::test]
@@ -552,6 +586,7 @@ async fn preflight_encap_already_in_use_on_the_leaf() {
         physical_domain: "weft_phys",
         encap: vlan(POOL_VLAN),
         mode: BindingMode::Regular,
+        managed: false,
         paths: &other_leaf,
     };
     client.preflight(&ok).await.unwrap();
@@ -576,6 +611,7 @@ async fn preflight_second_untagged_epg_on_a_port() {
         physical_domain: "weft_phys",
         encap: vlan(161),
         mode: BindingMode::Native,
+        managed: false,
         paths: &paths,
     };
     let err = client.preflight(&req).await.unwrap_err();
