@@ -38,16 +38,27 @@ impl Apic {
         })
     }
 
-    /// The cached fabric, re-read when older than the TTL.
+    /// The cached fabric, re-read when older than the TTL. When that re-read fails the older
+    /// snapshot is served (its `fetched_at` tells its age) rather than failing every host
+    /// view while the APIC is busy; without any snapshot the error is returned.
     pub async fn fabric(&self) -> Result<Arc<Snapshot>, ApicError> {
         let mut slot = self.snapshot.lock().await;
-        match slot.as_ref() {
-            Some(s) if s.read_at.elapsed() < self.ttl => Ok(s.clone()),
-            _ => Self::read(&self.client, &mut slot).await,
+        let stale = match slot.as_ref() {
+            Some(s) if s.read_at.elapsed() < self.ttl => return Ok(s.clone()),
+            other => other.cloned(),
+        };
+        match (Self::read(&self.client, &mut slot).await, stale) {
+            (Ok(fresh), _) => Ok(fresh),
+            (Err(e), Some(stale)) => {
+                tracing::warn!(error = %e, fetched_at = %stale.fetched_at, "fabric re-read failed; serving the previous snapshot");
+                Ok(stale)
+            }
+            (Err(e), None) => Err(e),
         }
     }
 
-    /// Re-reads the fabric now (after a change made on the APIC by hand).
+    /// Re-reads the fabric now (after a change made on the APIC by hand); errors are returned,
+    /// never hidden behind the previous snapshot.
     pub async fn refresh(&self) -> Result<Arc<Snapshot>, ApicError> {
         let mut slot = self.snapshot.lock().await;
         Self::read(&self.client, &mut slot).await

@@ -381,3 +381,31 @@ async fn an_unreachable_apic_is_a_503_apic_unavailable(db: PgPool) {
     let p = assert_problem(r, StatusCode::SERVICE_UNAVAILABLE, "apic-unavailable").await;
     assert!(!p.to_string().contains(secret), "{p}");
 }
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_busy_apic_leaves_the_last_snapshot_in_use_but_refresh_reports_it(db: PgPool) {
+    let sim = apic_sim::spawn(apic_sim::SimConfig::new(
+        apic_sim::Topology::example().unwrap(),
+    ))
+    .await
+    .unwrap();
+    let mut settings = apic_settings(&sim.url, "password");
+    settings.discovery_ttl = std::time::Duration::ZERO;
+    let app = spawn_with_apic(db, settings).await;
+    let first = json_ok(app.get(&app.viewer, "/api/v1/fabric").await).await;
+
+    // Every APIC request now gets nginx's overload page.
+    sim.set_faults(apic_sim::FaultConfig {
+        overload_rate: 1.0,
+        ..Default::default()
+    });
+    let served = json_ok(app.get(&app.viewer, "/api/v1/fabric").await).await;
+    assert_eq!(
+        served["fetched_at"], first["fetched_at"],
+        "the older snapshot, dated"
+    );
+    let r = app
+        .post(&app.operator, "/api/v1/fabric/refresh", &json!({}))
+        .await;
+    assert_problem(r, StatusCode::SERVICE_UNAVAILABLE, "apic-unavailable").await;
+}
