@@ -58,12 +58,13 @@ pub struct HostSpec {
     pub uplinks: Vec<UplinkSpec>,
 }
 
-/// How an uplink's path was learned.
+/// A configured uplink as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Uplink {
     pub interface: InterfaceName,
     pub path_dn: PathDn,
-    /// `configured`, `lldp`, `agreed` or `conflict`.
+    /// `configured` for the uplinks given in the PUT; how they compare with the APIC's LLDP
+    /// neighbours is in the host's `effective_uplinks`.
     pub learned: String,
 }
 
