@@ -85,6 +85,21 @@ impl NsProc {
         sh(&format!("nsenter -t {} -n sh -c '{cmd}'", self.pid()))
     }
 
+    /// Whether this (leaf) namespace learns `ip` at `mac` on `dev` within 3 s: a
+    /// gratuitous ARP crosses the bridge asynchronously (softirq backlog), slowly under TCG.
+    pub fn learns(&self, ip: &str, dev: &str, mac: &str) -> bool {
+        for _ in 0..150 {
+            if self
+                .sh(&format!("ip neigh show {ip} dev {dev}"))
+                .contains(mac)
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
     pub fn sh_ok(&self, cmd: &str) -> bool {
         sh_ok(&format!("nsenter -t {} -n sh -c '{cmd}'", self.pid()))
     }

@@ -65,10 +65,9 @@ async fn attached_namespace_reaches_the_gateway_across_the_bridge_and_announces_
     assert!(link_line(&host).unwrap().contains("master wbr181"));
 
     // The gratuitous ARP reached the leaf before any traffic did.
-    let neigh = leaf.sh("ip neigh show 10.0.0.5 dev far0");
     assert!(
-        neigh.contains("02:57:0a:00:00:05"),
-        "leaf did not learn the endpoint from the GARP: {neigh:?}"
+        leaf.learns("10.0.0.5", "far0", "02:57:0a:00:00:05"),
+        "leaf did not learn the endpoint from the GARP"
     );
 
     let inside = container.sh("ip -o addr show dev eth0; ip -o link show dev eth0; ip route");

@@ -49,8 +49,7 @@ async fn macvlan_child_in_the_container_reaches_the_gateway_and_leaves_cleanly()
         "{link}"
     );
     assert!(
-        leaf.sh("ip neigh show 10.0.0.20")
-            .contains("02:57:0a:00:00:14"),
+        leaf.learns("10.0.0.20", "far0", "02:57:0a:00:00:14"),
         "no GARP at the leaf"
     );
     assert!(container.sh_ok("ping -c1 -W2 10.0.0.1"));
