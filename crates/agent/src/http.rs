@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
+use serde::de::DeserializeOwned;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -106,6 +107,39 @@ impl FromRequestParts<Arc<Agent>> for Authorized {
     }
 }
 
+/// `Path` whose rejection is a problem document like every other error.
+struct ValidPath<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ValidPath<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Response> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(ValidPath(v)),
+            Err(r) => Err(problem(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                r.body_text(),
+                Vec::new(),
+            )),
+        }
+    }
+}
+
+/// `Json` whose rejection is a problem document like every other error.
+struct ValidJson<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ValidJson(v)),
+            Err(r) => Err(problem(r.status(), "invalid", r.body_text(), Vec::new())),
+        }
+    }
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -143,8 +177,8 @@ async fn get_state(
 async fn put_segment(
     _: Authorized,
     State(agent): State<Arc<Agent>>,
-    Path(vlan): Path<Vlan>,
-    Json(spec): Json<SegmentSpec>,
+    ValidPath(vlan): ValidPath<Vlan>,
+    ValidJson(spec): ValidJson<SegmentSpec>,
 ) -> Result<Json<Segment>, ApiError> {
     Ok(Json(agent.ensure_segment(vlan, &spec).await?))
 }
@@ -158,7 +192,7 @@ async fn put_segment(
 async fn delete_segment(
     _: Authorized,
     State(agent): State<Arc<Agent>>,
-    Path(vlan): Path<Vlan>,
+    ValidPath(vlan): ValidPath<Vlan>,
 ) -> Result<StatusCode, ApiError> {
     agent.remove_segment(vlan).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -175,8 +209,8 @@ async fn delete_segment(
 async fn put_attachment(
     _: Authorized,
     State(agent): State<Arc<Agent>>,
-    Path(id): Path<Uuid>,
-    Json(spec): Json<AttachmentSpec>,
+    ValidPath(id): ValidPath<Uuid>,
+    ValidJson(spec): ValidJson<AttachmentSpec>,
 ) -> Result<Json<Attachment>, ApiError> {
     Ok(Json(agent.ensure_attachment(id, &spec).await?))
 }
@@ -190,7 +224,7 @@ async fn put_attachment(
 async fn delete_attachment(
     _: Authorized,
     State(agent): State<Arc<Agent>>,
-    Path(id): Path<Uuid>,
+    ValidPath(id): ValidPath<Uuid>,
 ) -> Result<StatusCode, ApiError> {
     agent.remove_attachment(id).await?;
     Ok(StatusCode::NO_CONTENT)

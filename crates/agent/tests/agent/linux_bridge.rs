@@ -137,6 +137,29 @@ async fn api_rejects_requests_without_the_token() {
         }
         other => panic!("expected 401, got {other:?}"),
     }
+    // Malformed input is answered with problem documents too.
+    let http = reqwest::Client::new();
+    for (path, body) in [
+        ("v1/segments/4095", "{}"),
+        ("v1/segments/181", "{\"mode\":\"sideways\"}"),
+    ] {
+        let resp = http
+            .put(format!("{base}{path}"))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_client_error(), "{path}: {}", resp.status());
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+        let problem: weft_agent_api::Problem = resp.json().await.unwrap();
+        assert_eq!(problem.kind, "urn:weft:agent:invalid");
+    }
 }
 
 #[tokio::test(flavor = "current_thread")]
