@@ -10,6 +10,9 @@ use uuid::Uuid;
 
 use crate::{AgentState, Attachment, AttachmentSpec, Health, Problem, Segment, SegmentSpec, Vlan};
 
+/// Header carrying the caller's request id.
+pub const REQUEST_ID: &str = "x-request-id";
+
 /// A bearer token; `Debug` never shows it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Token(String);
@@ -69,6 +72,7 @@ pub struct AgentClient {
     base: Url,
     token: Token,
     http: reqwest::Client,
+    request_id: Option<String>,
 }
 
 impl AgentClient {
@@ -86,7 +90,32 @@ impl AgentClient {
 
     /// A client sharing an existing reqwest client (connection pool, timeouts).
     pub fn with_http(base: Url, token: Token, http: reqwest::Client) -> Self {
-        AgentClient { base, token, http }
+        AgentClient {
+            base,
+            token,
+            http,
+            request_id: None,
+        }
+    }
+
+    /// A client whose calls carry `x-request-id: <id>`, so the agent's logs of this work
+    /// carry the central service's request id.
+    pub fn with_request_id(&self, id: impl Into<String>) -> Self {
+        AgentClient {
+            request_id: Some(id.into()),
+            ..self.clone()
+        }
+    }
+
+    fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        let req = self
+            .http
+            .request(method, url)
+            .bearer_auth(self.token.expose());
+        match &self.request_id {
+            Some(id) => req.header(REQUEST_ID, id),
+            None => req,
+        }
     }
 
     pub async fn health(&self) -> Result<Health, ClientError> {
@@ -132,10 +161,7 @@ impl AgentClient {
         body: Option<&B>,
     ) -> Result<T, ClientError> {
         let url = self.url(path)?;
-        let mut req = self
-            .http
-            .request(method, url.clone())
-            .bearer_auth(self.token.expose());
+        let mut req = self.request(method, url.clone());
         if let Some(body) = body {
             req = req.json(body);
         }
@@ -148,10 +174,7 @@ impl AgentClient {
 
     async fn call_empty(&self, method: Method, path: &str) -> Result<(), ClientError> {
         let url = self.url(path)?;
-        let req = self
-            .http
-            .request(method, url.clone())
-            .bearer_auth(self.token.expose());
+        let req = self.request(method, url.clone());
         Self::check(req.send().await, &url).await.map(drop)
     }
 

@@ -6,7 +6,7 @@
 mod client;
 mod types;
 
-pub use client::{AgentClient, ClientError, Token};
+pub use client::{AgentClient, ClientError, Token, REQUEST_ID};
 pub use types::*;
 
 /// Version of this wire contract, reported by the agent in [`Versions::api`].

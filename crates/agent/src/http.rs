@@ -9,6 +9,9 @@ use axum::response::{IntoResponse, Response};
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -16,7 +19,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 use weft_agent_api::{
     AgentState, Attachment, AttachmentSpec, ContainerEvent, ContainerEventKind, Health, Problem,
-    Segment, SegmentSpec, Vlan,
+    Segment, SegmentSpec, Vlan, REQUEST_ID,
 };
 
 use crate::agent::Agent;
@@ -45,9 +48,24 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The router and the OpenAPI document, built from the same route list.
+/// The router and the OpenAPI document, built from the same route list. Every request
+/// gets an `x-request-id` (the caller's, or a new UUID), echoed in the response and
+/// recorded on the request's tracing span.
 pub fn api(agent: Arc<Agent>) -> (Router, utoipa::openapi::OpenApi) {
-    routes().with_state(agent).split_for_parts()
+    let (router, doc) = routes().with_state(agent).split_for_parts();
+    let trace = TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+        let id = req
+            .headers()
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-");
+        tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request.id = %id)
+    });
+    let layers = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(trace)
+        .layer(PropagateRequestIdLayer::x_request_id());
+    (router.layer(layers), doc)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves. Responses are small and

@@ -137,8 +137,16 @@ async fn api_rejects_requests_without_the_token() {
         }
         other => panic!("expected 401, got {other:?}"),
     }
-    // Malformed input is answered with problem documents too.
+    // The caller's request id comes back (and is on the agent's log span).
     let http = reqwest::Client::new();
+    let resp = http
+        .get(format!("{base}healthz"))
+        .header("x-request-id", "req-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "req-42");
+    // Malformed input is answered with problem documents too.
     for (path, body) in [
         ("v1/segments/4095", "{}"),
         ("v1/segments/181", "{\"mode\":\"sideways\"}"),
