@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
+use super::Deleted;
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct HostRow {
     pub id: i64,
@@ -114,13 +116,7 @@ pub async fn token_is(
     Ok(same)
 }
 
-/// Outcome of a host deletion.
-pub enum Deleted {
-    Missing,
-    InUse(i64),
-    Done,
-}
-
+/// Deletes the host unless containers on it are attached.
 pub async fn delete(conn: &mut PgConnection, name: &str) -> Result<Deleted, sqlx::Error> {
     let row: Option<(i64,)> = sqlx::query_as("SELECT id FROM hosts WHERE name = $1 FOR UPDATE")
         .bind(name)

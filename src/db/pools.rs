@@ -3,6 +3,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
+use super::Deleted;
+
 use crate::domain::{VlanId, VlanRange};
 
 #[derive(Debug, Clone)]
@@ -149,13 +151,6 @@ pub async fn set_ranges(
         .execute(conn)
         .await?;
     Ok(())
-}
-
-/// Outcome of a pool deletion.
-pub enum Deleted {
-    Missing,
-    InUse(i64),
-    Done,
 }
 
 /// Deletes the pool unless an EPG uses it; its quarantined VLANs go with it.

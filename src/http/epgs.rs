@@ -9,7 +9,7 @@ use sqlx::PgConnection;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{ApiJson, ApiPath, ApiQuery, Page, Paging, Put};
+use super::{vanished, ApiJson, ApiPath, ApiQuery, Page, Paging, Put};
 use crate::alloc::vlan;
 use crate::auth::{Auth, Operator, Viewer};
 use crate::db::{audit, epgs, epgs::EpgRow, subnets};
@@ -243,9 +243,7 @@ async fn put_epg(
         vlan::assign(&mut tx, pool_id, id, &key.to_string(), spec.requested_vlan).await?;
     }
     subnets::replace(&mut tx, id, &spec.subnets).await?;
-    let after = load(&mut tx, &key).await?.ok_or_else(|| {
-        ApiError::Internal(anyhow::anyhow!("EPG vanished inside its own transaction"))
-    })?;
+    let after = load(&mut tx, &key).await?.ok_or_else(|| vanished("EPG"))?;
     audit::record(
         &mut tx,
         auth.actor(),

@@ -7,16 +7,17 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use weft_apic::{match_uplinks, UplinkAgreement};
 
-use super::{ApiJson, ApiPath, ApiQuery, Page, Paging, Put};
+use super::{finish_delete, vanished, ApiJson, ApiPath, ApiQuery, Page, Paging, Put};
 use crate::apic::Snapshot;
 use crate::auth::{Admin, Auth, Viewer};
 use crate::config::Secret;
 use crate::db::audit;
-use crate::db::hosts::{self, Deleted, HostRow};
+use crate::db::hosts::{self, HostRow};
 use crate::domain::{ApicName, Backend, InterfaceName, Mtu, PathDn};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::startup::AppState;
@@ -150,13 +151,20 @@ fn effective(host: &Host, snap: Option<&Snapshot>) -> EffectiveUplinks {
     }
 }
 
+/// A stored host, read in the caller's connection or transaction.
+async fn read(conn: &mut PgConnection, name: &ApicName) -> ApiResult<Option<Host>> {
+    hosts::get(conn, name.as_str())
+        .await?
+        .map(Host::from_row)
+        .transpose()
+}
+
 /// A stored host; 404 when absent.
 async fn load(st: &AppState, name: &ApicName) -> ApiResult<Host> {
     let mut conn = st.db.acquire().await?;
-    let row = hosts::get(&mut conn, name.as_str())
+    read(&mut conn, name)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no host `{name}`")))?;
-    Host::from_row(row)
+        .ok_or_else(|| ApiError::NotFound(format!("no host `{name}`")))
 }
 
 /// The effective uplinks of a stored host (the pre-flight check binds these).
@@ -270,10 +278,7 @@ async fn put_host(
         mtu: i32::from(spec.mtu.get()),
     };
     let mut tx = st.db.begin().await?;
-    let before = hosts::get(&mut tx, name.as_str())
-        .await?
-        .map(Host::from_row)
-        .transpose()?;
+    let before = read(&mut tx, &name).await?;
     if let Some(b) = &before {
         let same_token = match &spec.agent_token {
             None => true,
@@ -290,13 +295,9 @@ async fn put_host(
         }
     }
     let created = hosts::upsert(&mut tx, name.as_str(), &columns, &uplinks).await?;
-    let after = hosts::get(&mut tx, name.as_str())
+    let after = read(&mut tx, &name)
         .await?
-        .map(Host::from_row)
-        .transpose()?;
-    let after = after.ok_or_else(|| {
-        ApiError::Internal(anyhow::anyhow!("host vanished inside its own transaction"))
-    })?;
+        .ok_or_else(|| vanished("host"))?;
     // The audit entry holds the response shape, which has no token.
     audit::record(
         &mut tx,
@@ -321,30 +322,18 @@ async fn delete_host(
 ) -> ApiResult<StatusCode> {
     let name = ApicName::parse(&name)?;
     let mut tx = st.db.begin().await?;
-    let before = hosts::get(&mut tx, name.as_str())
-        .await?
-        .map(Host::from_row)
-        .transpose()?;
-    match hosts::delete(&mut tx, name.as_str()).await? {
-        Deleted::Missing => return Ok(StatusCode::NO_CONTENT),
-        Deleted::InUse(n) => {
-            return Err(ApiError::InUse(format!(
-                "host `{name}` has {n} attachment(s)"
-            )))
-        }
-        Deleted::Done => {}
-    }
-    audit::record(
-        &mut tx,
+    let before = read(&mut tx, &name).await?;
+    let outcome = hosts::delete(&mut tx, name.as_str()).await?;
+    finish_delete(
+        tx,
+        outcome,
+        |n| format!("host `{name}` has {n} attachment(s)"),
         auth.actor(),
         "host.delete",
         &resource(&name),
         before.as_ref(),
-        None::<&Host>,
     )
-    .await?;
-    tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+    .await
 }
 
 fn validate_url(s: &str) -> ApiResult<()> {

@@ -16,9 +16,12 @@ use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, Transaction};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::error::ApiError;
+use crate::db::audit::{record, Actor};
+use crate::db::Deleted;
+use crate::error::{ApiError, ApiResult};
 
 /// JSON body; syntax errors are 400, values refused by the domain types are 422.
 #[derive(FromRequest)]
@@ -143,4 +146,33 @@ impl<T: Serialize> IntoResponse for Put<T> {
         };
         (status, axum::Json(self.1)).into_response()
     }
+}
+
+/// The error for a row a transaction wrote and then could not read back.
+pub(crate) fn vanished(what: &str) -> ApiError {
+    ApiError::Internal(anyhow::anyhow!(
+        "{what} vanished inside its own transaction"
+    ))
+}
+
+/// The end of a DELETE of a named resource: absent is a no-op, in use is a 409 saying by
+/// what (`in_use` gets the count), otherwise the deletion is audited with `before` and
+/// committed. Always 204 on success, so a repeated DELETE answers the same.
+pub(crate) async fn finish_delete<T: Serialize>(
+    mut tx: Transaction<'_, Postgres>,
+    outcome: Deleted,
+    in_use: impl FnOnce(i64) -> String,
+    actor: Actor<'_>,
+    action: &str,
+    resource: &str,
+    before: Option<&T>,
+) -> ApiResult<StatusCode> {
+    match outcome {
+        Deleted::Missing => return Ok(StatusCode::NO_CONTENT),
+        Deleted::InUse(n) => return Err(ApiError::InUse(in_use(n))),
+        Deleted::Done => {}
+    }
+    record(&mut tx, actor, action, resource, before, None::<&T>).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -5,13 +5,14 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{ApiJson, ApiPath, ApiQuery, Page, Paging, Put};
+use super::{finish_delete, vanished, ApiJson, ApiPath, ApiQuery, Page, Paging, Put};
 use crate::auth::{Admin, Auth, Viewer};
 use crate::db::audit;
-use crate::db::pools::{self, Deleted, PoolRow};
+use crate::db::pools::{self, PoolRow};
 use crate::domain::{ApicName, VlanRange};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::startup::AppState;
@@ -80,6 +81,14 @@ fn resource(name: &ApicName) -> String {
     format!("vlan-pools/{name}")
 }
 
+/// A stored pool, read in the caller's connection or transaction.
+async fn read(conn: &mut PgConnection, name: &ApicName) -> ApiResult<Option<Pool>> {
+    pools::get(conn, name.as_str())
+        .await?
+        .map(Pool::from_row)
+        .transpose()
+}
+
 #[utoipa::path(get, path = "/api/v1/vlan-pools", tag = "vlan-pools", params(Paging, PoolFilter),
     responses((status = 200, body = Page<Pool>)))]
 async fn list_pools(
@@ -107,10 +116,10 @@ async fn get_pool(
 ) -> ApiResult<Json<Pool>> {
     let name = ApicName::parse(&name)?;
     let mut conn = st.db.acquire().await?;
-    let row = pools::get(&mut conn, name.as_str())
+    read(&mut conn, &name)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no VLAN pool `{name}`")))?;
-    Ok(Json(Pool::from_row(row)?))
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no VLAN pool `{name}`")))
 }
 
 /// Creates or replaces a pool. Shrinking the ranges below a VLAN held by an EPG is a 409.
@@ -129,10 +138,7 @@ async fn put_pool(
     // Stored and returned in order, so a repeated PUT compares equal whatever order it uses.
     spec.ranges.sort_by_key(|r| r.first);
     let mut tx = st.db.begin().await?;
-    let before = pools::get(&mut tx, name.as_str())
-        .await?
-        .map(Pool::from_row)
-        .transpose()?;
+    let before = read(&mut tx, &name).await?;
     if let Some(unchanged) = before.as_ref().filter(|b| b.ranges == spec.ranges) {
         return Ok(Put(false, unchanged.clone()));
     }
@@ -144,13 +150,9 @@ async fn put_pool(
         )));
     }
     pools::set_ranges(&mut tx, id, &spec.ranges).await?;
-    let after = pools::get(&mut tx, name.as_str())
+    let after = read(&mut tx, &name)
         .await?
-        .map(Pool::from_row)
-        .transpose()?;
-    let after = after.ok_or_else(|| {
-        ApiError::Internal(anyhow::anyhow!("pool vanished inside its own transaction"))
-    })?;
+        .ok_or_else(|| vanished("pool"))?;
     audit::record(
         &mut tx,
         auth.actor(),
@@ -174,30 +176,18 @@ async fn delete_pool(
 ) -> ApiResult<StatusCode> {
     let name = ApicName::parse(&name)?;
     let mut tx = st.db.begin().await?;
-    let before = pools::get(&mut tx, name.as_str())
-        .await?
-        .map(Pool::from_row)
-        .transpose()?;
-    match pools::delete(&mut tx, name.as_str()).await? {
-        Deleted::Missing => return Ok(StatusCode::NO_CONTENT),
-        Deleted::InUse(n) => {
-            return Err(ApiError::InUse(format!(
-                "VLAN pool `{name}` is used by {n} EPG(s)"
-            )))
-        }
-        Deleted::Done => {}
-    }
-    audit::record(
-        &mut tx,
+    let before = read(&mut tx, &name).await?;
+    let outcome = pools::delete(&mut tx, name.as_str()).await?;
+    finish_delete(
+        tx,
+        outcome,
+        |n| format!("VLAN pool `{name}` is used by {n} EPG(s)"),
         auth.actor(),
         "vlan-pool.delete",
         &resource(&name),
         before.as_ref(),
-        None::<&Pool>,
     )
-    .await?;
-    tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+    .await
 }
 
 fn validate_ranges(ranges: &[VlanRange]) -> ApiResult<()> {
