@@ -8,28 +8,7 @@ use std::collections::BTreeMap;
 
 /// Splits a DN into its RNs; `None` when brackets are unbalanced or an RN is empty.
 pub fn split(dn: &str) -> Option<Vec<&str>> {
-    let mut out = Vec::new();
-    let mut depth = 0usize;
-    let mut start = 0;
-    for (i, ch) in dn.char_indices() {
-        match ch {
-            '[' => depth += 1,
-            ']' => depth = depth.checked_sub(1)?,
-            '/' if depth == 0 => {
-                out.push(&dn[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    if depth != 0 {
-        return None;
-    }
-    out.push(&dn[start..]);
-    if out.iter().any(|rn| rn.is_empty()) {
-        return None;
-    }
-    Some(out)
+    weft_domain::split_dn(dn).filter(|rns| rns.iter().all(|rn| !rn.is_empty()))
 }
 
 /// The parent DN (`None` for a root).
