@@ -249,12 +249,7 @@ async fn preflight_passes_for_a_host_learned_from_lldp_and_writes_nothing(db: Pg
 
     // A managed EPG Weft has yet to create passes on the domain, pool and leaf checks alone.
     epg_on_both(&app, &sim, "fresh", 160, false).await;
-    let body: Value = app
-        .get(&app.viewer, "/api/v1/epgs/t/ap/fresh")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = app.get_json(&app.viewer, "/api/v1/epgs/t/ap/fresh").await;
     let spec = json!({"bridge_domain": body["bridge_domain"], "physical_domain": "weft_phys",
         "vlan_pool": "p", "managed": true, "subnets": body["subnets"]});
     let r = app

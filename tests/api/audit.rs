@@ -35,12 +35,7 @@ async fn every_mutation_is_recorded_with_actor_request_id_and_before_after(db: P
     app.delete(&app.operator, "/api/v1/epgs/t/ap/a/reservations/r")
         .await; // no-op, not recorded
 
-    let page: Value = app
-        .get(&app.viewer, "/api/v1/audit")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json(&app.viewer, "/api/v1/audit").await;
     let actions: Vec<&str> = page["items"]
         .as_array()
         .unwrap()
@@ -59,11 +54,8 @@ async fn every_mutation_is_recorded_with_actor_request_id_and_before_after(db: P
     );
 
     let first: Value = app
-        .get(&app.viewer, "/api/v1/audit?request_id=req-pool-1")
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&app.viewer, "/api/v1/audit?request_id=req-pool-1")
+        .await;
     let e = &first["items"][0];
     assert_eq!(first["items"].as_array().unwrap().len(), 1);
     assert_eq!(e["actor"], "t-admin");
@@ -72,43 +64,31 @@ async fn every_mutation_is_recorded_with_actor_request_id_and_before_after(db: P
     assert_eq!(e["after"]["ranges"], json!([{"first": 10, "last": 20}]));
 
     let updates: Value = app
-        .get(&app.viewer, "/api/v1/audit?action=vlan-pool.put&limit=1")
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&app.viewer, "/api/v1/audit?action=vlan-pool.put&limit=1")
+        .await;
     let e = &updates["items"][0];
     assert_eq!(e["before"]["ranges"], json!([{"first": 10, "last": 20}]));
     assert_eq!(e["after"]["ranges"], json!([{"first": 10, "last": 30}]));
     let cursor = updates["next_cursor"].as_str().unwrap();
     let next: Value = app
-        .get(
+        .get_json(
             &app.viewer,
             &format!("/api/v1/audit?action=vlan-pool.put&limit=1&cursor={cursor}"),
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(next["items"][0]["request_id"], "req-pool-1");
     assert_eq!(next["next_cursor"], Value::Null);
 
     let by_actor: Value = app
-        .get(
+        .get_json(
             &app.viewer,
             "/api/v1/audit?actor=t-operator&resource=epgs/t/ap/a",
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(by_actor["items"].as_array().unwrap().len(), 3);
     let future: Value = app
-        .get(&app.viewer, "/api/v1/audit?since=2999-01-01T00:00:00Z")
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&app.viewer, "/api/v1/audit?since=2999-01-01T00:00:00Z")
+        .await;
     assert_eq!(future["items"], json!([]));
 }
 
@@ -142,23 +122,11 @@ async fn repeating_a_put_changes_nothing_and_is_not_recorded(db: PgPool) {
         assert_eq!(first.status(), StatusCode::CREATED, "{path}");
         let first: Value = first.json().await.unwrap();
         let entries = |v: Value| v["items"].as_array().unwrap().len();
-        let audit_before = entries(
-            app.get(&app.viewer, "/api/v1/audit")
-                .await
-                .json()
-                .await
-                .unwrap(),
-        );
+        let audit_before = entries(app.get_json(&app.viewer, "/api/v1/audit").await);
         let second = app.put(token, path, &body).await;
         assert_eq!(second.status(), StatusCode::OK, "{path}");
         assert_eq!(second.json::<Value>().await.unwrap(), first, "{path}");
-        let audit_after = entries(
-            app.get(&app.viewer, "/api/v1/audit")
-                .await
-                .json()
-                .await
-                .unwrap(),
-        );
+        let audit_after = entries(app.get_json(&app.viewer, "/api/v1/audit").await);
         assert_eq!(
             audit_before, audit_after,
             "{path}: a no-op PUT was recorded"
@@ -170,10 +138,7 @@ async fn repeating_a_put_changes_nothing_and_is_not_recorded(db: PgPool) {
                     {"interface": "eth1", "path_dn": "topology/pod-1/paths-102/pathep-[eth1/1]"}]});
     app.put(&app.admin, "/api/v1/hosts/h", &host).await;
     let audit: Value = app
-        .get(&app.viewer, "/api/v1/audit?action=host.put")
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&app.viewer, "/api/v1/audit?action=host.put")
+        .await;
     assert_eq!(audit["items"].as_array().unwrap().len(), 2);
 }

@@ -83,15 +83,7 @@ async fn every_route_checks_the_token_and_the_role(db: PgPool) {
     let app = spawn_app(db).await;
 
     // The table covers every documented operation, so a new route cannot skip this test.
-    let doc: Value = app
-        .client
-        .get(app.url("/api/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = app.openapi().await;
     let mut documented = Vec::new();
     for (path, ops) in doc["paths"].as_object().unwrap() {
         for method in ops.as_object().unwrap().keys() {

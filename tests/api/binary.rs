@@ -27,6 +27,18 @@ impl Drop for Server {
     }
 }
 
+/// `weft serve` on `listen` against `url`, logging JSON lines to a piped stdout.
+fn serve(url: &str, listen: &str) -> Command {
+    let mut c = Command::new(WEFT);
+    c.arg("serve")
+        .env("WEFT_DATABASE_URL", url)
+        .env("WEFT_LISTEN", listen)
+        .env("WEFT_LOG_FORMAT", "json")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped());
+    c
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -35,6 +47,8 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Waits for the server to accept connections; its first answer must already be ready
+/// (migrations run before it listens).
 async fn wait_ready(client: &reqwest::Client, base: &str) {
     let mut ready = false;
     for _ in 0..100 {
@@ -68,17 +82,7 @@ fn create_token(url: &str, role: &str, name: &str) -> String {
 async fn serve_migrates_at_start_and_logs_json_lines_with_the_request_id(db: PgPool) {
     let url = database_url(&db);
     let listen = format!("127.0.0.1:{}", free_port());
-    let mut server = Server(
-        Command::new(WEFT)
-            .arg("serve")
-            .env("WEFT_DATABASE_URL", &url)
-            .env("WEFT_LISTEN", &listen)
-            .env("WEFT_LOG_FORMAT", "json")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut server = Server(serve(&url, &listen).spawn().unwrap());
     let client = reqwest::Client::new();
     let base = format!("http://{listen}");
     wait_ready(&client, &base).await;
@@ -164,17 +168,11 @@ async fn the_apic_password_is_never_logged_even_at_debug_level(db: PgPool) {
     let url = database_url(&db);
     let listen = format!("127.0.0.1:{}", free_port());
     let mut server = Server(
-        Command::new(WEFT)
-            .arg("serve")
-            .env("WEFT_DATABASE_URL", &url)
-            .env("WEFT_LISTEN", &listen)
-            .env("WEFT_LOG_FORMAT", "json")
+        serve(&url, &listen)
             .env("WEFT_LOG_FILTER", "debug")
             .env("WEFT_APIC_CONTROLLERS", &sim.url)
             .env("WEFT_APIC_USERNAME", "admin")
             .env("WEFT_APIC_PASSWORD", secret)
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),

@@ -33,12 +33,7 @@ async fn an_epg_gets_the_lowest_free_vlan_and_keeps_it_across_updates(db: PgPool
         .json()
         .await
         .unwrap();
-    let got: Value = app
-        .get(&app.viewer, "/api/v1/epgs/t/ap/a")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let got: Value = app.get_json(&app.viewer, "/api/v1/epgs/t/ap/a").await;
     assert_eq!(again, got, "GET returns what the PUT returned");
     for k in [
         "bridge_domain",
@@ -246,11 +241,8 @@ async fn the_pool_of_an_epg_cannot_change_and_subnets_in_use_cannot_go(db: PgPoo
     let r = app.put(&app.operator, "/api/v1/epgs/t/ap/a", &body).await;
     assert_eq!(r.status(), StatusCode::OK);
     let got: Value = app
-        .get(&app.viewer, "/api/v1/epgs/t/ap/a/reservations/r1")
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&app.viewer, "/api/v1/epgs/t/ap/a/reservations/r1")
+        .await;
     assert_eq!(got["address"], "10.0.0.2");
 }
 
@@ -276,32 +268,17 @@ async fn epgs_list_filters_by_tenant_and_pool(db: PgPool) {
             .collect::<Vec<_>>()
     };
     assert_eq!(
-        names(
-            app.get(&app.viewer, "/api/v1/epgs?tenant=t")
-                .await
-                .json()
-                .await
-                .unwrap()
-        ),
+        names(app.get_json(&app.viewer, "/api/v1/epgs?tenant=t").await),
         ["a", "b"]
     );
     assert_eq!(
-        names(
-            app.get(&app.viewer, "/api/v1/epgs?vlan_pool=p")
-                .await
-                .json()
-                .await
-                .unwrap()
-        ),
+        names(app.get_json(&app.viewer, "/api/v1/epgs?vlan_pool=p").await),
         ["a", "c"]
     );
     assert_eq!(
         names(
-            app.get(&app.viewer, "/api/v1/epgs?tenant=t&vlan_pool=q")
+            app.get_json(&app.viewer, "/api/v1/epgs?tenant=t&vlan_pool=q")
                 .await
-                .json()
-                .await
-                .unwrap()
         ),
         ["b"]
     );

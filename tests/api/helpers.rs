@@ -121,6 +121,25 @@ impl TestApp {
             .unwrap()
     }
 
+    /// GETs `path` expecting 200 and returns the JSON body.
+    pub async fn get_json(&self, token: &str, path: &str) -> Value {
+        let r = self.get(token, path).await;
+        assert_eq!(r.status(), StatusCode::OK, "GET {path}");
+        r.json().await.unwrap()
+    }
+
+    /// The served OpenAPI document (public, no token).
+    pub async fn openapi(&self) -> Value {
+        let r = self
+            .client
+            .get(self.url("/api/v1/openapi.json"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+
     pub async fn put(&self, token: &str, path: &str, body: &Value) -> Response {
         self.client
             .put(self.url(path))

@@ -26,12 +26,7 @@ async fn a_host_round_trips_without_ever_showing_its_agent_token(db: PgPool) {
     assert_eq!(r.status(), StatusCode::CREATED);
     let text = r.text().await.unwrap();
     assert!(!text.contains("s3cret"), "{text}");
-    let got: Value = app
-        .get(&app.viewer, "/api/v1/hosts/host1")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let got: Value = app.get_json(&app.viewer, "/api/v1/hosts/host1").await;
     assert_eq!(got["agent_token_set"], true);
     assert_eq!(got["backend"], "linux-bridge");
     assert_eq!(got["mtu"], 9000);
@@ -133,12 +128,7 @@ async fn hosts_list_filters_by_backend(db: PgPool) {
         )
         .await;
     }
-    let page: Value = app
-        .get(&app.viewer, "/api/v1/hosts?backend=ovs")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json(&app.viewer, "/api/v1/hosts?backend=ovs").await;
     let names: Vec<&str> = page["items"]
         .as_array()
         .unwrap()

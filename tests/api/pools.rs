@@ -19,12 +19,7 @@ async fn put_twice_gives_the_same_pool_and_get_returns_it(db: PgPool) {
         r2["usage"],
         json!({"total": 15, "allocated": 0, "quarantined": 0, "free": 15})
     );
-    let got: Value = app
-        .get(&app.viewer, "/api/v1/vlan-pools/p1")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let got: Value = app.get_json(&app.viewer, "/api/v1/vlan-pools/p1").await;
     assert_eq!(got["ranges"], body["ranges"]);
     assert_eq!(got["name"], "p1");
 }
@@ -41,12 +36,7 @@ async fn usage_counts_allocated_and_quarantined(db: PgPool) {
             .status(),
         StatusCode::NO_CONTENT
     );
-    let got: Value = app
-        .get(&app.viewer, "/api/v1/vlan-pools/p")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let got: Value = app.get_json(&app.viewer, "/api/v1/vlan-pools/p").await;
     assert_eq!(
         got["usage"],
         json!({"total": 10, "allocated": 1, "quarantined": 1, "free": 8})
@@ -129,14 +119,11 @@ async fn lists_page_and_filter(db: PgPool) {
             .map(|c| format!("&cursor={c}"))
             .unwrap_or_default();
         let page: Value = app
-            .get(
+            .get_json(
                 &app.viewer,
                 &format!("/api/v1/vlan-pools?limit=2&name_prefix=pool-{q}"),
             )
-            .await
-            .json()
-            .await
-            .unwrap();
+            .await;
         let items = page["items"].as_array().unwrap();
         assert!(items.len() <= 2);
         names.extend(items.iter().map(|p| p["name"].as_str().unwrap().to_owned()));

@@ -36,12 +36,7 @@ async fn the_same_name_always_gets_the_same_address(db: PgPool) {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let got: Value = app
-        .get(&app.viewer, &format!("{R}/job-1"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let got: Value = app.get_json(&app.viewer, &format!("{R}/job-1")).await;
     assert_eq!(got, first);
 }
 
@@ -173,7 +168,7 @@ async fn reservations_list_pages_in_address_order(db: PgPool) {
     let mut seen = HashSet::new();
     let mut url = format!("{R}?limit=3");
     loop {
-        let page: Value = app.get(&app.viewer, &url).await.json().await.unwrap();
+        let page: Value = app.get_json(&app.viewer, &url).await;
         for item in page["items"].as_array().unwrap() {
             assert!(seen.insert(item["address"].as_str().unwrap().to_owned()));
         }

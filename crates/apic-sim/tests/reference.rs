@@ -75,6 +75,13 @@ impl Api {
             .await
     }
 
+    /// POSTs expecting the APIC's 400 error document; returns its (code, text).
+    async fn post_err(&self, dn: &str, body: Value) -> (String, String) {
+        let (s, v) = self.post(dn, body).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "POST {dn}: {v}");
+        error_of(&v)
+    }
+
     async fn post_ok(&self, dn: &str, body: Value) {
         let (s, v) = self.post(dn, body).await;
         assert_eq!(s, StatusCode::OK, "POST {dn}: {v}");
@@ -277,9 +284,7 @@ async fn status_semantics() {
     let api = sim().await;
     let t = |status: &str| json!({"fvTenant":{"attributes":{"name":"s1","status":status}}});
     api.post_ok("uni/tn-s1", t("created")).await;
-    let (s, v) = api.post("uni/tn-s1", t("created")).await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (code, text) = error_of(&v);
+    let (code, text) = api.post_err("uni/tn-s1", t("created")).await;
     assert_eq!(code, "103");
     assert!(text.contains("already exists"));
     api.post_ok("uni/tn-s1", t("created,modified")).await;
@@ -292,24 +297,23 @@ async fn status_semantics() {
     api.post_ok("uni/tn-s1", t("deleted")).await;
     api.post_ok("uni/tn-s1", t("deleted")).await;
     assert_eq!(api.get("/api/mo/uni/tn-s1.json").await["totalCount"], "0");
-    let (s, v) = api
-        .post(
+    let e = api
+        .post_err(
             "uni/tn-s2",
             json!({"fvTenant":{"attributes":{"status":"modified"}}}),
         )
         .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert_eq!(error_of(&v).0, "102");
-    let (_, v) = api.post("uni/tn-s1", t("bogus")).await;
-    assert_eq!(error_of(&v).0, "120");
-    let (_, v) = api
-        .post(
+    assert_eq!(e.0, "102");
+    let e = api.post_err("uni/tn-s1", t("bogus")).await;
+    assert_eq!(e.0, "120");
+    let e = api
+        .post_err(
             "uni/tn-s1",
             json!({"fvTenant":{"attributes":{"name":"other"}}}),
         )
         .await;
     assert_eq!(
-        error_of(&v).1,
+        e.1,
         "Create-only and naming props cannot be modified after creation, class=fvTenant, prop=name"
     );
 }
@@ -341,15 +345,14 @@ async fn rsp_subtree_modified_lists_changes() {
 #[tokio::test]
 async fn missing_parent_is_102_naming_the_child() {
     let api = sim().await;
-    let (s, v) = api
-        .post(
+    let e = api
+        .post_err(
             "uni/tn-customera",
             json!({"fvBD":{"attributes":{"name":"VLAN_NEW"}}}),
         )
         .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(
-        error_of(&v),
+        e,
         (
             "102".into(),
             "configured object ((Dn0)) not found Dn0=uni/tn-customera/BD-VLAN_NEW, ".into()
@@ -361,14 +364,11 @@ async fn missing_parent_is_102_naming_the_child() {
 async fn attribute_typo_is_rejected_and_nothing_changes() {
     let api = sim().await;
     api.tenant_with_epg(true).await;
-    let (s, v) = api
-        .post(EPG, json!({"fvAEPg":{"attributes":{},"children":[
+    let e = api.post_err(EPG, json!({"fvAEPg":{"attributes":{},"children":[
             {"fvRsPathAtt":{"attributes":{"tDn":"topology/pod-1/paths-101/pathep-[eth1/1]","encap":"vlan-150"}}},
-            {"fvRsPathAtt":{"attributes":{"tDn":P101,"encap":"vlan-150","instrImmedcy":"immediate"}}}]}}))
-        .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
+            {"fvRsPathAtt":{"attributes":{"tDn":P101,"encap":"vlan-150","instrImmedcy":"immediate"}}}]}})).await;
     assert_eq!(
-        error_of(&v),
+        e,
         (
             "400".into(),
             "unknown attribute 'instrImmedcy' in element 'fvRsPathAtt'".into()
@@ -386,39 +386,35 @@ async fn attribute_typo_is_rejected_and_nothing_changes() {
 #[tokio::test]
 async fn validation_errors_match_reference() {
     let api = sim().await;
-    let (_, v) = api
-        .post("uni/tn-x", json!({"fvFoobar":{"attributes":{}}}))
+    let e = api
+        .post_err("uni/tn-x", json!({"fvFoobar":{"attributes":{}}}))
         .await;
     assert_eq!(
-        error_of(&v),
+        e,
         ("122".into(), "unknown managed object class fvFoobar".into())
     );
-    let (_, v) = api
-        .post(
+    let e = api
+        .post_err(
             "uni/tn-ansible_test",
             json!({"fvTenant":{"attributes":{"descr":"This is an [invalid] description"}}}),
         )
         .await;
     assert_eq!(
-        error_of(&v),
+        e,
         ("801".into(), "property descr of uni/tn-ansible_test failed validation for value 'This is an [invalid] description'".into())
     );
-    let (_, v) = api
-        .post(
+    let e = api
+        .post_err(
             "uni/tn-x",
             json!({"fvTenant":{"attributes":{"description":"d"}}}),
         )
         .await;
-    assert_eq!(
-        error_of(&v).1,
-        "unknown attribute 'description' in element 'fvTenant'"
-    );
-    let (s, v) = api
-        .post("uni/tn-x", json!({"fvTenant":{"children":[]}}))
+    assert_eq!(e.1, "unknown attribute 'description' in element 'fvTenant'");
+    let e = api
+        .post_err("uni/tn-x", json!({"fvTenant":{"children":[]}}))
         .await;
-    assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(
-        error_of(&v).1,
+        e.1,
         "invalid data at line '1'. Attributes are missing, tag 'attributes' must be specified first, before any other tag"
     );
     let (_, v) = api
@@ -432,28 +428,28 @@ async fn validation_errors_match_reference() {
         .await;
     assert_eq!(error_of(&v).0, "400");
     api.tenant_with_epg(true).await;
-    let (_, v) = api
-        .post(
+    let e = api
+        .post_err(
             EPG,
             json!({"fvRsPathAtt":{"attributes":{"tDn":P101,"encap":"vlan-150","mode":"trunk"}}}),
         )
         .await;
-    assert_eq!(error_of(&v).0, "120");
-    assert!(error_of(&v)
+    assert_eq!(e.0, "120");
+    assert!(e
         .1
         .starts_with("unknown property value trunk, , name mode, class fvRsPathAtt"));
-    let (_, v) = api
-        .post(
+    let e = api
+        .post_err(
             EPG,
             json!({"fvRsPathAtt":{"attributes":{"tDn":P101,"encap":"vlan-4095"}}}),
         )
         .await;
-    assert_eq!(error_of(&v).0, "801");
-    let (_, v) = api
-        .post("uni", json!({"fvAp":{"attributes":{"name":"a"}}}))
+    assert_eq!(e.0, "801");
+    let e = api
+        .post_err("uni", json!({"fvAp":{"attributes":{"name":"a"}}}))
         .await;
     assert_eq!(
-        error_of(&v).1,
+        e.1,
         "Invalid request. Can not contain child 'ap-a' under parent 'uni'"
     );
     let (_, v) = api
@@ -787,14 +783,14 @@ async fn control_endpoints_over_http() {
 #[tokio::test]
 async fn one_post_stays_in_one_context_root_and_uni_is_not_deletable() {
     let api = sim().await;
-    let (_, v) = api
-        .post(
+    let e = api
+        .post_err(
             "uni",
             json!({"polUni":{"attributes":{},"children":[
             {"fvTenant":{"attributes":{"name":"a"}}},{"physDomP":{"attributes":{"name":"d"}}}]}}),
         )
         .await;
-    assert!(error_of(&v).1.starts_with("Failed to update multiple items in a single operation - request requires distributed transaction"));
+    assert!(e.1.starts_with("Failed to update multiple items in a single operation - request requires distributed transaction"));
     let (s, v) = api.call(Method::DELETE, "/api/mo/uni.json", None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(error_of(&v), ("1".into(), "uni cannot be deleted.".into()));
