@@ -55,6 +55,11 @@ fn binding(path: PathDn, v: u16, mode: BindingMode) -> Binding {
     }
 }
 
+/// A regular (tagged) binding on the pool's VLAN.
+fn regular(path: PathDn) -> Binding {
+    binding(path, POOL_VLAN, BindingMode::Regular)
+}
+
 fn port(node: u16, p: &str) -> PathDn {
     PathDn::port(1, node, p).unwrap()
 }
@@ -125,14 +130,7 @@ async fn expired_token_mid_work_means_one_relogin_and_a_retry() {
     client.ensure_epg(&managed(web())).await.unwrap();
     sim.expire_tokens();
     client
-        .apply_bindings(
-            &web(),
-            &[binding(
-                port(101, "eth1/7"),
-                POOL_VLAN,
-                BindingMode::Regular,
-            )],
-        )
+        .apply_bindings(&web(), &[regular(port(101, "eth1/7"))])
         .await
         .unwrap();
     assert_eq!(sim.count("login"), 2);
@@ -194,14 +192,7 @@ async fn retries_are_bounded() {
 async fn client_errors_are_not_retried() {
     let (sim, client) = setup().await;
     let err = client
-        .apply_bindings(
-            &web(),
-            &[binding(
-                port(101, "eth1/7"),
-                POOL_VLAN,
-                BindingMode::Regular,
-            )],
-        )
+        .apply_bindings(&web(), &[regular(port(101, "eth1/7"))])
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some("102"), "{err}");
@@ -230,12 +221,8 @@ async fn all_bindings_of_an_epg_go_in_one_post() {
     client.ensure_epg(&managed(web())).await.unwrap();
     sim.reset_counts();
     let bindings = [
-        binding(port(101, "eth1/1"), POOL_VLAN, BindingMode::Regular),
-        binding(
-            PathDn::vpc(1, 101, 102, "host-3_vpc").unwrap(),
-            POOL_VLAN,
-            BindingMode::Regular,
-        ),
+        regular(port(101, "eth1/1")),
+        regular(PathDn::vpc(1, 101, 102, "host-3_vpc").unwrap()),
         binding(
             PathDn::parse("topology/pod-1/paths-103/extpaths-111/pathep-[eth1/1]").unwrap(),
             POOL_VLAN,
@@ -322,13 +309,7 @@ async fn list_owned_bindings_pages_and_ignores_foreign_ones() {
     let client = ApicClient::new(cfg).unwrap();
     client.ensure_epg(&managed(web())).await.unwrap();
     let bindings: Vec<_> = (1..=5)
-        .map(|i| {
-            binding(
-                port(104, &format!("eth1/{i}")),
-                POOL_VLAN,
-                BindingMode::Regular,
-            )
-        })
+        .map(|i| regular(port(104, &format!("eth1/{i}"))))
         .collect();
     client.apply_bindings(&web(), &bindings).await.unwrap();
     sim.inject(
@@ -348,14 +329,7 @@ async fn delete_binding_only_touches_weft_objects() {
     let (sim, client) = setup().await;
     client.ensure_epg(&managed(web())).await.unwrap();
     client
-        .apply_bindings(
-            &web(),
-            &[binding(
-                port(101, "eth1/1"),
-                POOL_VLAN,
-                BindingMode::Regular,
-            )],
-        )
+        .apply_bindings(&web(), &[regular(port(101, "eth1/1"))])
         .await
         .unwrap();
     sim.inject(
@@ -384,26 +358,33 @@ async fn delete_binding_only_touches_weft_objects() {
         .is_some());
 }
 
-/// Runs pre-flight, then binds anyway and returns the F0467 qualifier the sim raised.
+/// A pre-flight of a regular binding on the pool's VLAN in `weft_phys`, EPG not managed.
+fn request<'a>(epg: &'a EpgKey, paths: &'a [PathDn]) -> PreflightRequest<'a> {
+    PreflightRequest {
+        epg,
+        physical_domain: "weft_phys",
+        encap: vlan(POOL_VLAN),
+        mode: BindingMode::Regular,
+        managed: false,
+        paths,
+    }
+}
+
+/// Runs pre-flight of a regular binding, then binds anyway and returns the F0467 qualifier the sim raised.
 async fn preflight_then_force(
     client: &ApicClient,
     epg: &EpgKey,
     path: PathDn,
     v: u16,
-    mode: BindingMode,
 ) -> (Result<PreflightReport, PreflightError>, Option<String>) {
     let paths = [path.clone()];
     let req = PreflightRequest {
-        epg,
-        physical_domain: "weft_phys",
         encap: vlan(v),
-        mode,
-        managed: false,
-        paths: &paths,
+        ..request(epg, &paths)
     };
     let verdict = client.preflight(&req).await;
     client
-        .apply_bindings(epg, &[binding(path.clone(), v, mode)])
+        .apply_bindings(epg, &[binding(path.clone(), v, BindingMode::Regular)])
         .await
         .unwrap();
     let faults = client.binding_faults(epg, &path).await.unwrap();
@@ -415,18 +396,12 @@ async fn preflight_accepts_a_good_binding_without_writing() {
     let (sim, client) = setup().await;
     client.ensure_epg(&managed(web())).await.unwrap();
     sim.reset_counts();
+    let web_key = web();
     let paths = [
         PathDn::vpc(1, 101, 102, "host-3_vpc").unwrap(),
         port(103, "eth1/1"),
     ];
-    let req = PreflightRequest {
-        epg: &web(),
-        physical_domain: "weft_phys",
-        encap: vlan(POOL_VLAN),
-        mode: BindingMode::Regular,
-        managed: false,
-        paths: &paths,
-    };
+    let req = request(&web_key, &paths);
     client.preflight(&req).await.unwrap();
     assert_eq!(
         sim.count("mo_post") + sim.count("mo_delete"),
@@ -438,15 +413,9 @@ async fn preflight_accepts_a_good_binding_without_writing() {
 #[tokio::test]
 async fn preflight_missing_epg() {
     let (_sim, client) = setup().await;
+    let web_key = web();
     let paths = [port(101, "eth1/1")];
-    let req = PreflightRequest {
-        epg: &web(),
-        physical_domain: "weft_phys",
-        encap: vlan(POOL_VLAN),
-        mode: BindingMode::Regular,
-        managed: false,
-        paths: &paths,
-    };
+    let req = request(&web_key, &paths);
     let err = client.preflight(&req).await.unwrap_err();
     assert!(matches!(err, PreflightError::EpgMissing { .. }));
     assert_eq!(err.object_dn(), Some("uni/tn-t1/ap-ap1/epg-web"));
@@ -455,14 +424,11 @@ async fn preflight_missing_epg() {
 #[tokio::test]
 async fn preflight_of_a_managed_epg_still_to_create_checks_domain_pool_and_leaves() {
     let (sim, client) = setup().await;
+    let web_key = web();
     let paths = [port(101, "eth1/1")];
     let req = PreflightRequest {
-        epg: &web(),
-        physical_domain: "weft_phys",
-        encap: vlan(POOL_VLAN),
-        mode: BindingMode::Regular,
         managed: true,
-        paths: &paths,
+        ..request(&web_key, &paths)
     };
     sim.reset_counts();
     let report = client.preflight(&req).await.unwrap();
@@ -488,14 +454,8 @@ async fn preflight_invalid_vlan_no_domain() {
     let (sim, client) = setup().await;
     sim.inject("uni", &json!({"fvTenant":{"attributes":{"name":"t1"},"children":[{"fvAp":{"attributes":{"name":"ap1"},"children":[
         {"fvAEPg":{"attributes":{"name":"web","annotation":"orchestrator:weft"}}}]}}]}})).unwrap();
-    let (verdict, fault) = preflight_then_force(
-        &client,
-        &web(),
-        port(101, "eth1/7"),
-        POOL_VLAN,
-        BindingMode::Regular,
-    )
-    .await;
+    let (verdict, fault) =
+        preflight_then_force(&client, &web(), port(101, "eth1/7"), POOL_VLAN).await;
     let err = verdict.unwrap_err();
     assert!(
         matches!(err, PreflightError::DomainNotAssociated { .. }),
@@ -513,14 +473,7 @@ async fn preflight_invalid_vlan_no_domain() {
 async fn preflight_invalid_vlan_outside_pool() {
     let (_sim, client) = setup().await;
     client.ensure_epg(&managed(web())).await.unwrap();
-    let (verdict, fault) = preflight_then_force(
-        &client,
-        &web(),
-        port(101, "eth1/7"),
-        250,
-        BindingMode::Regular,
-    )
-    .await;
+    let (verdict, fault) = preflight_then_force(&client, &web(), port(101, "eth1/7"), 250).await;
     let err = verdict.unwrap_err();
     assert!(matches!(err, PreflightError::VlanNotInPool { .. }), "{err}");
     assert_eq!(err.object_dn(), Some("uni/infra/vlanns-[weft_pool]-static"));
@@ -531,14 +484,8 @@ async fn preflight_invalid_vlan_outside_pool() {
 async fn preflight_invalid_path() {
     let (_sim, client) = setup().await;
     client.ensure_epg(&managed(web())).await.unwrap();
-    let (verdict, fault) = preflight_then_force(
-        &client,
-        &web(),
-        port(101, "eth1/99"),
-        POOL_VLAN,
-        BindingMode::Regular,
-    )
-    .await;
+    let (verdict, fault) =
+        preflight_then_force(&client, &web(), port(101, "eth1/99"), POOL_VLAN).await;
     let err = verdict.unwrap_err();
     assert!(matches!(err, PreflightError::PathMissing { .. }), "{err}");
     assert_eq!(
@@ -557,22 +504,12 @@ async fn preflight_encap_already_in_use_on_the_leaf() {
     client
         .apply_bindings(
             &db,
-            &[binding(
-                PathDn::vpc(1, 101, 102, "host-3_vpc").unwrap(),
-                POOL_VLAN,
-                BindingMode::Regular,
-            )],
+            &[regular(PathDn::vpc(1, 101, 102, "host-3_vpc").unwrap())],
         )
         .await
         .unwrap();
-    let (verdict, fault) = preflight_then_force(
-        &client,
-        &web(),
-        port(102, "eth1/2"),
-        POOL_VLAN,
-        BindingMode::Regular,
-    )
-    .await;
+    let (verdict, fault) =
+        preflight_then_force(&client, &web(), port(102, "eth1/2"), POOL_VLAN).await;
     let err = verdict.unwrap_err();
     assert!(
         matches!(err, PreflightError::EncapInUse { leaf: 102, .. }),
@@ -580,15 +517,9 @@ async fn preflight_encap_already_in_use_on_the_leaf() {
     );
     assert_eq!(err.object_dn(), Some("uni/tn-t1/ap-ap1/epg-db/rspathAtt-[topology/pod-1/protpaths-101-102/pathep-[host-3_vpc]]"));
     assert_eq!(fault.as_deref(), Some("encap-already-in-use"));
+    let web_key = web();
     let other_leaf = [port(104, "eth1/2")];
-    let ok = PreflightRequest {
-        epg: &web(),
-        physical_domain: "weft_phys",
-        encap: vlan(POOL_VLAN),
-        mode: BindingMode::Regular,
-        managed: false,
-        paths: &other_leaf,
-    };
+    let ok = request(&web_key, &other_leaf);
     client.preflight(&ok).await.unwrap();
 }
 
