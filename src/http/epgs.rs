@@ -9,7 +9,7 @@ use sqlx::PgConnection;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{vanished, ApiJson, ApiPath, ApiQuery, Page, Paging, Put};
+use super::{finish_put, vanished, ApiJson, ApiPath, ApiQuery, Page, Paging, Put};
 use crate::alloc::vlan;
 use crate::auth::{Auth, Operator, Viewer};
 use crate::db::{audit, epgs, epgs::EpgRow, subnets};
@@ -244,17 +244,16 @@ async fn put_epg(
     }
     subnets::replace(&mut tx, id, &spec.subnets).await?;
     let after = load(&mut tx, &key).await?.ok_or_else(|| vanished("EPG"))?;
-    audit::record(
-        &mut tx,
+    finish_put(
+        tx,
+        created,
         auth.actor(),
         "epg.put",
         &resource(&key),
         before.as_ref(),
-        Some(&after),
+        after,
     )
-    .await?;
-    tx.commit().await?;
-    Ok(Put(created, after))
+    .await
 }
 
 /// Deletes an EPG: 409 while attachments or reservations use it; its VLAN goes into quarantine.

@@ -12,11 +12,10 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use weft_apic::{match_uplinks, UplinkAgreement};
 
-use super::{finish_delete, vanished, ApiJson, ApiPath, ApiQuery, Page, Paging, Put};
+use super::{finish_delete, finish_put, vanished, ApiJson, ApiPath, ApiQuery, Page, Paging, Put};
 use crate::apic::Snapshot;
 use crate::auth::{Admin, Auth, Viewer};
 use crate::config::Secret;
-use crate::db::audit;
 use crate::db::hosts::{self, HostRow};
 use crate::domain::{ApicName, Backend, InterfaceName, Mtu, PathDn};
 use crate::error::{ApiError, ApiResult, Problem};
@@ -299,17 +298,16 @@ async fn put_host(
         .await?
         .ok_or_else(|| vanished("host"))?;
     // The audit entry holds the response shape, which has no token.
-    audit::record(
-        &mut tx,
+    finish_put(
+        tx,
+        created,
         auth.actor(),
         "host.put",
         &resource(&name),
         before.as_ref(),
-        Some(&after),
+        after,
     )
-    .await?;
-    tx.commit().await?;
-    Ok(Put(created, after))
+    .await
 }
 
 /// Deletes a host; 409 while containers on it are attached. Deleting a missing host is a no-op.

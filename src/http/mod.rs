@@ -155,6 +155,21 @@ pub(crate) fn vanished(what: &str) -> ApiError {
     ))
 }
 
+/// The end of a PUT that changed something: audited with both states, committed, 201 or 200.
+pub(crate) async fn finish_put<T: Serialize>(
+    mut tx: Transaction<'_, Postgres>,
+    created: bool,
+    actor: Actor<'_>,
+    action: &str,
+    resource: &str,
+    before: Option<&T>,
+    after: T,
+) -> ApiResult<Put<T>> {
+    record(&mut tx, actor, action, resource, before, Some(&after)).await?;
+    tx.commit().await?;
+    Ok(Put(created, after))
+}
+
 /// The end of a DELETE of a named resource: absent is a no-op, in use is a 409 saying by
 /// what (`in_use` gets the count), otherwise the deletion is audited with `before` and
 /// committed. Always 204 on success, so a repeated DELETE answers the same.

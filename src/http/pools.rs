@@ -9,9 +9,8 @@ use sqlx::PgConnection;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{finish_delete, vanished, ApiJson, ApiPath, ApiQuery, Page, Paging, Put};
+use super::{finish_delete, finish_put, vanished, ApiJson, ApiPath, ApiQuery, Page, Paging, Put};
 use crate::auth::{Admin, Auth, Viewer};
-use crate::db::audit;
 use crate::db::pools::{self, PoolRow};
 use crate::domain::{ApicName, VlanRange};
 use crate::error::{ApiError, ApiResult, Problem};
@@ -153,17 +152,16 @@ async fn put_pool(
     let after = read(&mut tx, &name)
         .await?
         .ok_or_else(|| vanished("pool"))?;
-    audit::record(
-        &mut tx,
+    finish_put(
+        tx,
+        created,
         auth.actor(),
         "vlan-pool.put",
         &resource(&name),
         before.as_ref(),
-        Some(&after),
+        after,
     )
-    .await?;
-    tx.commit().await?;
-    Ok(Put(created, after))
+    .await
 }
 
 /// Deletes a pool; 409 while an EPG uses it. Deleting a missing pool is a no-op.
