@@ -30,9 +30,9 @@ async fn every_mutation_is_recorded_with_actor_request_id_and_before_after(db: P
         &json!({}),
     )
     .await;
-    app.delete(&app.operator, "/api/v1/epgs/t/ap/a/reservations/r")
+    app.delete_ok(&app.operator, "/api/v1/epgs/t/ap/a/reservations/r")
         .await;
-    app.delete(&app.operator, "/api/v1/epgs/t/ap/a/reservations/r")
+    app.delete_ok(&app.operator, "/api/v1/epgs/t/ap/a/reservations/r")
         .await; // no-op, not recorded
 
     let page: Value = app.get_json(&app.viewer, "/api/v1/audit").await;

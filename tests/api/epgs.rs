@@ -100,12 +100,7 @@ async fn a_released_vlan_stays_quarantined(db: PgPool) {
     let app = spawn_app(db).await;
     app.pool("p", 100, 101).await;
     app.epg("a", "p", "10.0.0.0/24", "10.0.0.1").await;
-    assert_eq!(
-        app.delete(&app.operator, "/api/v1/epgs/t/ap/a")
-            .await
-            .status(),
-        StatusCode::NO_CONTENT
-    );
+    app.delete_ok(&app.operator, "/api/v1/epgs/t/ap/a").await;
     let b = app.epg("b", "p", "10.0.1.0/24", "10.0.1.1").await;
     assert_eq!(b["vlan"], 101, "VLAN 100 is quarantined");
     let r = app
@@ -126,7 +121,7 @@ async fn without_quarantine_a_released_vlan_is_reused(db: PgPool) {
     let app = spawn_with(db, NONE).await;
     app.pool("p", 100, 101).await;
     app.epg("a", "p", "10.0.0.0/24", "10.0.0.1").await;
-    app.delete(&app.operator, "/api/v1/epgs/t/ap/a").await;
+    app.delete_ok(&app.operator, "/api/v1/epgs/t/ap/a").await;
     let b = app.epg("b", "p", "10.0.1.0/24", "10.0.1.1").await;
     assert_eq!(b["vlan"], 100);
 }
@@ -171,24 +166,10 @@ async fn deleting_an_epg_with_attachments_or_reservations_is_refused(db: PgPool)
     .await;
     let r = app.delete(&app.operator, "/api/v1/epgs/t/ap/a").await;
     assert_problem(r, StatusCode::CONFLICT, "in-use").await;
-    app.delete(&app.operator, "/api/v1/epgs/t/ap/a/reservations/r1")
+    app.delete_ok(&app.operator, "/api/v1/epgs/t/ap/a/reservations/r1")
         .await;
-    assert_eq!(
-        app.delete(&app.operator, "/api/v1/epgs/t/ap/a")
-            .await
-            .status(),
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        app.get(&app.viewer, "/api/v1/epgs/t/ap/a").await.status(),
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        app.delete(&app.operator, "/api/v1/epgs/t/ap/a")
-            .await
-            .status(),
-        StatusCode::NO_CONTENT
-    );
+    app.delete_and_check_gone(&app.operator, "/api/v1/epgs/t/ap/a")
+        .await;
 }
 
 #[sqlx::test(migrations = "./migrations")]

@@ -169,6 +169,30 @@ impl TestApp {
             .unwrap()
     }
 
+    /// DELETEs `path` expecting 204.
+    pub async fn delete_ok(&self, token: &str, path: &str) {
+        let r = self.delete(token, path).await;
+        let status = r.status();
+        assert_eq!(
+            status,
+            StatusCode::NO_CONTENT,
+            "DELETE {path}: {}",
+            r.text().await.unwrap()
+        );
+    }
+
+    /// DELETEs `path`, then checks that it is gone (GET 404) and that deleting it again is a
+    /// no-op (204).
+    pub async fn delete_and_check_gone(&self, token: &str, path: &str) {
+        self.delete_ok(token, path).await;
+        assert_eq!(
+            self.get(&self.viewer, path).await.status(),
+            StatusCode::NOT_FOUND,
+            "GET {path} after DELETE"
+        );
+        self.delete_ok(token, path).await;
+    }
+
     /// Creates pool `name` with one VLAN range.
     pub async fn pool(&self, name: &str, first: u16, last: u16) {
         let r = self

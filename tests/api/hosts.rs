@@ -66,18 +66,8 @@ async fn a_host_round_trips_without_ever_showing_its_agent_token(db: PgPool) {
         "{audit}"
     );
 
-    assert_eq!(
-        app.delete(&app.admin, "/api/v1/hosts/host1").await.status(),
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        app.get(&app.viewer, "/api/v1/hosts/host1").await.status(),
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        app.delete(&app.admin, "/api/v1/hosts/host1").await.status(),
-        StatusCode::NO_CONTENT
-    );
+    app.delete_and_check_gone(&app.admin, "/api/v1/hosts/host1")
+        .await;
 }
 
 #[sqlx::test(migrations = "./migrations")]

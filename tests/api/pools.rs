@@ -30,12 +30,7 @@ async fn usage_counts_allocated_and_quarantined(db: PgPool) {
     app.pool("p", 10, 19).await;
     app.epg("a", "p", "10.0.0.0/24", "10.0.0.1").await;
     app.epg("b", "p", "10.0.1.0/24", "10.0.1.1").await;
-    assert_eq!(
-        app.delete(&app.operator, "/api/v1/epgs/t/ap/b")
-            .await
-            .status(),
-        StatusCode::NO_CONTENT
-    );
+    app.delete_ok(&app.operator, "/api/v1/epgs/t/ap/b").await;
     let got: Value = app.get_json(&app.viewer, "/api/v1/vlan-pools/p").await;
     assert_eq!(
         got["usage"],
@@ -56,28 +51,9 @@ async fn deleting_a_pool_in_use_is_a_conflict_and_deleting_a_missing_one_is_not_
         "in-use",
     )
     .await;
-    assert_eq!(
-        app.delete(&app.operator, "/api/v1/epgs/t/ap/a")
-            .await
-            .status(),
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        app.delete(&app.admin, "/api/v1/vlan-pools/p")
-            .await
-            .status(),
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        app.get(&app.viewer, "/api/v1/vlan-pools/p").await.status(),
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        app.delete(&app.admin, "/api/v1/vlan-pools/p")
-            .await
-            .status(),
-        StatusCode::NO_CONTENT
-    );
+    app.delete_ok(&app.operator, "/api/v1/epgs/t/ap/a").await;
+    app.delete_and_check_gone(&app.admin, "/api/v1/vlan-pools/p")
+        .await;
 }
 
 #[sqlx::test(migrations = "./migrations")]
