@@ -8,7 +8,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::{AgentState, Attachment, AttachmentSpec, Health, Problem, Segment, SegmentSpec, Vlan};
+use crate::{
+    AgentState, Attachment, AttachmentSpec, Health, Problem, Segment, SegmentSpec, VlanId,
+};
 
 /// Header carrying the caller's request id.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -128,14 +130,14 @@ impl AgentClient {
 
     pub async fn ensure_segment(
         &self,
-        vlan: Vlan,
+        vlan: VlanId,
         spec: &SegmentSpec,
     ) -> Result<Segment, ClientError> {
         self.call(Method::PUT, &format!("v1/segments/{vlan}"), Some(spec))
             .await
     }
 
-    pub async fn remove_segment(&self, vlan: Vlan) -> Result<(), ClientError> {
+    pub async fn remove_segment(&self, vlan: VlanId) -> Result<(), ClientError> {
         self.call_empty(Method::DELETE, &format!("v1/segments/{vlan}"))
             .await
     }

@@ -8,6 +8,8 @@ mod types;
 
 pub use client::{AgentClient, ClientError, Token, REQUEST_ID};
 pub use types::*;
+/// The project's single definitions of these values (one parser each), shared with `weft`.
+pub use weft_domain::{Backend, InterfaceName, Mtu, ParseError, VlanId};
 
 /// Version of this wire contract, reported by the agent in [`Versions::api`].
 pub const API_VERSION: &str = "1";

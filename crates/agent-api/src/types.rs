@@ -4,68 +4,13 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
+use crate::{Backend, InterfaceName, Mtu, VlanId};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 use uuid::Uuid;
-
-/// An 802.1Q VLAN id, 1..=4094 (0 and 4095 are reserved by the standard).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "u16", into = "u16")]
-pub struct Vlan(u16);
-
-impl utoipa::PartialSchema for Vlan {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::Integer)
-            .minimum(Some(1))
-            .maximum(Some(4094))
-            .examples([181])
-            .into()
-    }
-}
-
-impl ToSchema for Vlan {}
-
-impl Vlan {
-    /// The numeric id.
-    pub fn get(self) -> u16 {
-        self.0
-    }
-}
-
-impl TryFrom<u16> for Vlan {
-    type Error = String;
-    fn try_from(v: u16) -> Result<Self, String> {
-        if (1..=4094).contains(&v) {
-            Ok(Vlan(v))
-        } else {
-            Err(format!("VLAN id {v} is outside 1..=4094"))
-        }
-    }
-}
-
-impl From<Vlan> for u16 {
-    fn from(v: Vlan) -> u16 {
-        v.0
-    }
-}
-
-impl FromStr for Vlan {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let n: u16 = s.parse().map_err(|_| format!("{s:?} is not a VLAN id"))?;
-        Vlan::try_from(n)
-    }
-}
-
-impl fmt::Display for Vlan {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
 
 /// An Ethernet MAC address, written `aa:bb:cc:dd:ee:ff`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -162,7 +107,7 @@ pub struct SegmentSpec {
 /// A segment as found in the kernel (or OVS database).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Segment {
-    pub vlan: Vlan,
+    pub vlan: VlanId,
     pub mode: SegmentMode,
     pub uplink: String,
     /// The bridge containers are plugged into (linux-bridge, ovs); absent for macvlan.
@@ -187,8 +132,9 @@ pub enum Target {
     Netns { path: String },
 }
 
-fn default_ifname() -> String {
-    "eth0".to_owned()
+/// `eth0`, the interface name a container's first network conventionally gets.
+fn default_ifname() -> InterfaceName {
+    InterfaceName::parse("eth0").expect("eth0 is a valid interface name")
 }
 
 /// Body of `PUT /v1/attachments/{id}`: one container interface on one VLAN segment.
@@ -198,9 +144,8 @@ pub struct AttachmentSpec {
     pub target: Target,
     /// Interface name inside the container (`eth1`... for a second EPG).
     #[serde(default = "default_ifname")]
-    #[schema(example = "eth0", max_length = 15)]
-    pub ifname: String,
-    pub vlan: Vlan,
+    pub ifname: InterfaceName,
+    pub vlan: VlanId,
     /// Address with prefix length, e.g. `10.0.0.5/24`.
     #[schema(value_type = String, example = "10.0.0.5/24")]
     pub address: Ipv4Net,
@@ -213,8 +158,7 @@ pub struct AttachmentSpec {
     pub mac: Option<MacAddr>,
     /// MTU of the container interface; the agent's configured MTU when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 68, maximum = 65535)]
-    pub mtu: Option<u32>,
+    pub mtu: Option<Mtu>,
 }
 
 impl AttachmentSpec {
@@ -272,19 +216,10 @@ pub struct Versions {
     pub kernel: String,
 }
 
-/// Which host-side technology the agent uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum BackendKind {
-    LinuxBridge,
-    Ovs,
-    Macvlan,
-}
-
 /// Response of `GET /v1/state`: the host's actual state, read from the kernel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AgentState {
-    pub backend: BackendKind,
+    pub backend: Backend,
     pub segments: Vec<Segment>,
     pub attachments: Vec<Attachment>,
     pub uplinks: Vec<Uplink>,
@@ -339,9 +274,9 @@ mod tests {
 
     #[test]
     fn vlan_rejects_reserved_ids() {
-        assert!(serde_json::from_str::<Vlan>("0").is_err());
-        assert!(serde_json::from_str::<Vlan>("4095").is_err());
-        assert_eq!(serde_json::from_str::<Vlan>("181").unwrap().get(), 181);
+        assert!(serde_json::from_str::<VlanId>("0").is_err());
+        assert!(serde_json::from_str::<VlanId>("4095").is_err());
+        assert_eq!(serde_json::from_str::<VlanId>("181").unwrap().get(), 181);
     }
 
     #[test]
@@ -362,7 +297,29 @@ mod tests {
             "address": "10.0.0.5/24",
         }))
         .unwrap();
-        assert_eq!(spec.ifname, "eth0");
+        assert_eq!(spec.ifname.to_string(), "eth0");
         assert_eq!(spec.effective_mac().to_string(), "02:57:0a:00:00:05");
+    }
+
+    #[test]
+    fn attachment_spec_refuses_bad_interface_names_and_mtus() {
+        let spec = |extra: serde_json::Value| {
+            let mut body = serde_json::json!({
+                "target": {"kind": "pid", "pid": 1},
+                "vlan": 181,
+                "address": "10.0.0.5/24",
+            });
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            serde_json::from_value::<AttachmentSpec>(body)
+        };
+        assert!(spec(serde_json::json!({"ifname": "eth0", "mtu": 9000})).is_ok());
+        for bad in ["", "a/b", "eth0:1", "abcdefghijklmnop"] {
+            assert!(spec(serde_json::json!({"ifname": bad})).is_err(), "{bad:?}");
+        }
+        for bad in [67, 9217] {
+            assert!(spec(serde_json::json!({"mtu": bad})).is_err(), "{bad}");
+        }
     }
 }

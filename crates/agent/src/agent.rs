@@ -8,12 +8,12 @@ use tokio::sync::Mutex;
 use tracing::{info, instrument, warn};
 use uuid::Uuid;
 use weft_agent_api::{
-    AgentState, Attachment, AttachmentSpec, Segment, SegmentSpec, Target, Uplink, Versions, Vlan,
+    AgentState, Attachment, AttachmentSpec, Segment, SegmentSpec, Target, Uplink, Versions, VlanId,
     API_VERSION,
 };
 
 use crate::backend::{self, Backend, HostSide};
-use crate::config::{Config, IFNAMSIZ_MAX};
+use crate::config::Config;
 use crate::container;
 use crate::docker::Docker;
 use crate::error::ErrorList;
@@ -85,7 +85,7 @@ impl Agent {
     }
 
     #[instrument(skip(self, spec), fields(vlan.id = %vlan))]
-    pub async fn ensure_segment(&self, vlan: Vlan, spec: &SegmentSpec) -> Result<Segment> {
+    pub async fn ensure_segment(&self, vlan: VlanId, spec: &SegmentSpec) -> Result<Segment> {
         let uplink = match &spec.uplink {
             Some(u) if self.config.uplinks.contains(u) => u.clone(),
             Some(u) => {
@@ -118,7 +118,7 @@ impl Agent {
     }
 
     #[instrument(skip(self), fields(vlan.id = %vlan))]
-    pub async fn remove_segment(&self, vlan: Vlan) -> Result<()> {
+    pub async fn remove_segment(&self, vlan: VlanId) -> Result<()> {
         let desired = self.store.snapshot().await;
         let Some(seg) = desired.segments.get(&vlan) else {
             return Ok(());
@@ -186,12 +186,12 @@ impl Agent {
         }
         // Partially wired (or a stale host end): start from nothing.
         self.backend.unplug(id, spec, Some(&inside)).await?;
-        let mtu = spec.mtu.unwrap_or(self.config.mtu);
+        let name = spec.ifname.to_string();
         let end = ContainerEnd {
             netns: ns.as_fd(),
-            name: &spec.ifname,
+            name: &name,
             mac: spec.effective_mac(),
-            mtu,
+            mtu: spec.mtu.unwrap_or(self.config.mtu).get().into(),
         };
         self.backend.plug(id, spec, seg, &end).await?;
         if let Err(e) = container::configure(&inside, spec).await {
@@ -323,20 +323,6 @@ impl Agent {
 }
 
 fn validate(spec: &AttachmentSpec) -> Result<()> {
-    let name_ok = !spec.ifname.is_empty()
-        && spec.ifname.len() <= IFNAMSIZ_MAX
-        && !spec.ifname.contains(['/', ' ', ':'])
-        && spec.ifname != "."
-        && spec.ifname != "..";
-    if !name_ok {
-        return Err(Error::Invalid(format!(
-            "{:?} is not a valid interface name",
-            spec.ifname
-        )));
-    }
-    if spec.mtu.is_some_and(|m| !(68..=65535).contains(&m)) {
-        return Err(Error::Invalid("mtu must be within 68..=65535".into()));
-    }
     if let Some(gw) = spec.gateway {
         if !spec.address.contains(&gw) || gw == spec.address.addr() {
             return Err(Error::Invalid(format!(

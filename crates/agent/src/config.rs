@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use reqwest::Url;
 use uuid::Uuid;
-use weft_agent_api::{BackendKind, Token, Vlan};
+use weft_agent_api::{Backend, Mtu, Token, VlanId};
 use weft_ovsdb::DatapathType;
 
 /// Everything the agent needs to know about its host; built by `main` from flags and env.
@@ -16,10 +16,10 @@ pub struct Config {
     pub token: Token,
     /// Uplink interfaces; the first is the default for segments that name none.
     pub uplinks: Vec<String>,
-    pub backend: BackendKind,
+    pub backend: Backend,
     pub naming: Naming,
     /// Default MTU of container interfaces and bridges.
-    pub mtu: u32,
+    pub mtu: Mtu,
     /// OVSDB socket (`unix:/run/openvswitch/db.sock`), ovs backend only.
     pub ovs_db: String,
     /// `system` in production; `netdev` where only the userspace datapath exists.
@@ -59,11 +59,11 @@ impl Default for Naming {
 pub const IFNAMSIZ_MAX: usize = 15;
 
 impl Naming {
-    pub fn bridge(&self, vlan: Vlan) -> String {
+    pub fn bridge(&self, vlan: VlanId) -> String {
         format!("{}{vlan}", self.bridge_prefix)
     }
 
-    pub fn sub_interface(uplink: &str, vlan: Vlan) -> String {
+    pub fn sub_interface(uplink: &str, vlan: VlanId) -> String {
         format!("{uplink}.{vlan}")
     }
 

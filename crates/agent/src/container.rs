@@ -26,7 +26,7 @@ pub async fn resolve(target: &Target, docker: Option<&Docker>) -> Result<(Netns,
 /// Address, up (the kernel then sends the gratuitous ARP, see
 /// [`Netlink::enable_arp_notify`]) and default route on a new, still-down interface.
 pub async fn configure(inside: &Netlink, spec: &AttachmentSpec) -> Result<()> {
-    let link = inside.require(&spec.ifname).await?;
+    let link = inside.require(&spec.ifname.to_string()).await?;
     inside.enable_arp_notify(link.index).await?;
     inside.add_address(link.index, spec.address).await?;
     inside.set_up(link.index).await?;
@@ -38,7 +38,7 @@ pub async fn configure(inside: &Netlink, spec: &AttachmentSpec) -> Result<()> {
 
 /// What the kernel shows for the attachment's interface inside the namespace.
 pub async fn actual(inside: &Netlink, spec: &AttachmentSpec) -> Result<AttachmentActual> {
-    let Some(link) = inside.link(&spec.ifname).await? else {
+    let Some(link) = inside.link(&spec.ifname.to_string()).await? else {
         return Ok(not_wired(format!(
             "no interface {} in the container",
             spec.ifname

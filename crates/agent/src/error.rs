@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use weft_agent_api::Vlan;
+use weft_agent_api::VlanId;
 
 use crate::netlink::NetlinkError;
 
@@ -29,7 +29,7 @@ pub enum Error {
     #[error("open vswitch: {0}")]
     Ovs(#[from] weft_ovsdb::Error),
     #[error("no segment for VLAN {0} on this host; PUT /v1/segments/{0} first")]
-    SegmentMissing(Vlan),
+    SegmentMissing(VlanId),
     #[error("conflict: {0}")]
     Conflict(String),
     #[error("invalid request: {0}")]

@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 use weft_agent_api::{
     AgentState, Attachment, AttachmentSpec, ContainerEvent, ContainerEventKind, Health, Problem,
-    Segment, SegmentSpec, Vlan, REQUEST_ID,
+    Segment, SegmentSpec, VlanId, REQUEST_ID,
 };
 
 use crate::agent::Agent;
@@ -195,7 +195,7 @@ async fn get_state(
 async fn put_segment(
     _: Authorized,
     State(agent): State<Arc<Agent>>,
-    ValidPath(vlan): ValidPath<Vlan>,
+    ValidPath(vlan): ValidPath<VlanId>,
     ValidJson(spec): ValidJson<SegmentSpec>,
 ) -> Result<Json<Segment>, ApiError> {
     Ok(Json(agent.ensure_segment(vlan, &spec).await?))
@@ -210,7 +210,7 @@ async fn put_segment(
 async fn delete_segment(
     _: Authorized,
     State(agent): State<Arc<Agent>>,
-    ValidPath(vlan): ValidPath<Vlan>,
+    ValidPath(vlan): ValidPath<VlanId>,
 ) -> Result<StatusCode, ApiError> {
     agent.remove_segment(vlan).await?;
     Ok(StatusCode::NO_CONTENT)

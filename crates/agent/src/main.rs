@@ -9,7 +9,7 @@ use reqwest::Url;
 use tracing_subscriber::EnvFilter;
 use weft_agent::agent::Agent;
 use weft_agent::config::{Config, Naming};
-use weft_agent_api::{BackendKind, Token};
+use weft_agent_api::{Backend, Mtu, Token};
 use weft_ovsdb::DatapathType;
 
 #[derive(Parser)]
@@ -39,13 +39,6 @@ enum Command {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Backend {
-    LinuxBridge,
-    Ovs,
-    Macvlan,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
 enum Datapath {
     System,
     Netdev,
@@ -63,15 +56,17 @@ struct RunArgs {
         default_value = "eth0"
     )]
     uplinks: Vec<String>,
+    /// linux-bridge, ovs or macvlan.
     #[arg(
         long,
         env = "WEFT_AGENT_BACKEND",
-        value_enum,
+        value_parser = Backend::parse,
         default_value = "linux-bridge"
     )]
     backend: Backend,
-    #[arg(long, env = "WEFT_AGENT_MTU", default_value_t = 1500)]
-    mtu: u32,
+    /// Default MTU of container interfaces and bridges, 68-9216.
+    #[arg(long, env = "WEFT_AGENT_MTU", value_parser = parse_mtu, default_value = "1500")]
+    mtu: Mtu,
     #[arg(long, env = "WEFT_AGENT_BRIDGE_PREFIX", default_value = "wbr")]
     bridge_prefix: String,
     #[arg(long, env = "WEFT_AGENT_VETH_PREFIX", default_value = "wf")]
@@ -131,6 +126,13 @@ fn secret(var: &str, file: Option<&PathBuf>) -> anyhow::Result<Option<Token>> {
     }
 }
 
+fn parse_mtu(s: &str) -> anyhow::Result<Mtu> {
+    let n: u16 = s
+        .parse()
+        .with_context(|| format!("MTU {s:?} is not a number"))?;
+    Ok(Mtu::new(n)?)
+}
+
 impl RunArgs {
     fn into_config(self) -> anyhow::Result<Config> {
         let token = secret("WEFT_AGENT_TOKEN", self.token_file.as_ref())?.context(
@@ -140,11 +142,7 @@ impl RunArgs {
             listen: self.listen,
             token,
             uplinks: self.uplinks,
-            backend: match self.backend {
-                Backend::LinuxBridge => BackendKind::LinuxBridge,
-                Backend::Ovs => BackendKind::Ovs,
-                Backend::Macvlan => BackendKind::Macvlan,
-            },
+            backend: self.backend,
             naming: Naming {
                 bridge_prefix: self.bridge_prefix,
                 veth_prefix: self.veth_prefix,

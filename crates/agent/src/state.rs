@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use uuid::Uuid;
-use weft_agent_api::{AttachmentSpec, SegmentMode, Vlan};
+use weft_agent_api::{AttachmentSpec, SegmentMode, VlanId};
 
 use crate::{Error, Result};
 
@@ -30,7 +30,7 @@ pub struct DesiredAttachment {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Desired {
-    pub segments: BTreeMap<Vlan, DesiredSegment>,
+    pub segments: BTreeMap<VlanId, DesiredSegment>,
     pub attachments: BTreeMap<Uuid, DesiredAttachment>,
 }
 
@@ -112,7 +112,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("weft-state-{}", Uuid::new_v4()));
         let path = dir.join("state.json");
         let store = StateStore::load(&path).unwrap();
-        let vlan = Vlan::try_from(181).unwrap();
+        let vlan = VlanId::try_from(181).unwrap();
         let seg = DesiredSegment {
             mode: SegmentMode::Untagged,
             uplink: "eth0".into(),

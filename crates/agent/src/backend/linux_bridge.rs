@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use uuid::Uuid;
-use weft_agent_api::{AttachmentSpec, BackendKind, Segment, SegmentMode, Vlan};
+use weft_agent_api::{AttachmentSpec, Backend as BackendKind, Segment, SegmentMode, VlanId};
 
 use super::{Backend, HostSide};
 use crate::config::Naming;
@@ -26,7 +26,7 @@ impl LinuxBridge {
     }
 
     /// The link that carries the segment onto the uplink: sub-interface or the uplink.
-    fn port_name(vlan: Vlan, seg: &DesiredSegment) -> String {
+    fn port_name(vlan: VlanId, seg: &DesiredSegment) -> String {
         match seg.mode {
             SegmentMode::Regular => Naming::sub_interface(&seg.uplink, vlan),
             SegmentMode::Untagged => seg.uplink.clone(),
@@ -40,7 +40,7 @@ impl Backend for LinuxBridge {
         BackendKind::LinuxBridge
     }
 
-    async fn ensure_segment(&self, vlan: Vlan, seg: &DesiredSegment) -> Result<Segment> {
+    async fn ensure_segment(&self, vlan: VlanId, seg: &DesiredSegment) -> Result<Segment> {
         let uplink = self.nl.require(&seg.uplink).await?;
         if !uplink.up {
             self.nl.set_up(uplink.index).await?;
@@ -75,7 +75,7 @@ impl Backend for LinuxBridge {
         self.segment(vlan, seg).await
     }
 
-    async fn segment(&self, vlan: Vlan, seg: &DesiredSegment) -> Result<Segment> {
+    async fn segment(&self, vlan: VlanId, seg: &DesiredSegment) -> Result<Segment> {
         let bridge_name = self.naming.bridge(vlan);
         let bridge = self.nl.link(&bridge_name).await?;
         let port = self.nl.link(&Self::port_name(vlan, seg)).await?;
@@ -94,7 +94,7 @@ impl Backend for LinuxBridge {
         })
     }
 
-    async fn remove_segment(&self, vlan: Vlan, seg: &DesiredSegment) -> Result<()> {
+    async fn remove_segment(&self, vlan: VlanId, seg: &DesiredSegment) -> Result<()> {
         let mut errors = ErrorList::default();
         let bridge_name = self.naming.bridge(vlan);
         match seg.mode {

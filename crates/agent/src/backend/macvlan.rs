@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use netlink_packet_route::link::InfoKind;
 use uuid::Uuid;
-use weft_agent_api::{AttachmentSpec, BackendKind, Segment, SegmentMode, Vlan};
+use weft_agent_api::{AttachmentSpec, Backend as BackendKind, Segment, SegmentMode, VlanId};
 
 use super::{Backend, HostSide};
 use crate::config::Naming;
@@ -24,7 +24,7 @@ impl Macvlan {
         Macvlan { nl }
     }
 
-    fn parent_name(vlan: Vlan, seg: &DesiredSegment) -> String {
+    fn parent_name(vlan: VlanId, seg: &DesiredSegment) -> String {
         match seg.mode {
             SegmentMode::Regular => Naming::sub_interface(&seg.uplink, vlan),
             SegmentMode::Untagged => seg.uplink.clone(),
@@ -38,7 +38,7 @@ impl Backend for Macvlan {
         BackendKind::Macvlan
     }
 
-    async fn ensure_segment(&self, vlan: Vlan, seg: &DesiredSegment) -> Result<Segment> {
+    async fn ensure_segment(&self, vlan: VlanId, seg: &DesiredSegment) -> Result<Segment> {
         let uplink = self.nl.require(&seg.uplink).await?;
         if !uplink.up {
             self.nl.set_up(uplink.index).await?;
@@ -58,7 +58,7 @@ impl Backend for Macvlan {
         self.segment(vlan, seg).await
     }
 
-    async fn segment(&self, vlan: Vlan, seg: &DesiredSegment) -> Result<Segment> {
+    async fn segment(&self, vlan: VlanId, seg: &DesiredSegment) -> Result<Segment> {
         let parent = self.nl.link(&Self::parent_name(vlan, seg)).await?;
         Ok(Segment {
             vlan,
@@ -71,7 +71,7 @@ impl Backend for Macvlan {
         })
     }
 
-    async fn remove_segment(&self, vlan: Vlan, seg: &DesiredSegment) -> Result<()> {
+    async fn remove_segment(&self, vlan: VlanId, seg: &DesiredSegment) -> Result<()> {
         match seg.mode {
             // Deleting the sub-interface also deletes any macvlan child left on it.
             SegmentMode::Regular => Ok(self
@@ -104,9 +104,10 @@ impl Backend for Macvlan {
         inside: Option<&Netlink>,
     ) -> Result<()> {
         let Some(inside) = inside else { return Ok(()) };
-        match inside.link(&spec.ifname).await? {
+        let ifname = spec.ifname.to_string();
+        match inside.link(&ifname).await? {
             Some(l) if l.kind == Some(InfoKind::MacVlan) && l.mac == Some(spec.effective_mac()) => {
-                Ok(inside.delete(&spec.ifname).await?)
+                Ok(inside.delete_index(l.index).await?)
             }
             _ => Ok(()),
         }

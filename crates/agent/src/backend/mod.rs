@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use uuid::Uuid;
-use weft_agent_api::{AttachmentSpec, BackendKind, Segment, Vlan};
+use weft_agent_api::{AttachmentSpec, Backend as BackendKind, Segment, VlanId};
 use weft_ovsdb::{Vswitch, VswitchOptions};
 
 pub use linux_bridge::LinuxBridge;
@@ -26,11 +26,11 @@ use crate::Result;
 pub trait Backend: Send + Sync {
     fn kind(&self) -> BackendKind;
     /// builds the host side of a VLAN segment; repeating it changes nothing.
-    async fn ensure_segment(&self, vlan: Vlan, seg: &DesiredSegment) -> Result<Segment>;
+    async fn ensure_segment(&self, vlan: VlanId, seg: &DesiredSegment) -> Result<Segment>;
     /// reads a segment from the host; `ready` is false when a piece is missing.
-    async fn segment(&self, vlan: Vlan, seg: &DesiredSegment) -> Result<Segment>;
+    async fn segment(&self, vlan: VlanId, seg: &DesiredSegment) -> Result<Segment>;
     /// removes what `ensure_segment` built, attempting every step.
-    async fn remove_segment(&self, vlan: Vlan, seg: &DesiredSegment) -> Result<()>;
+    async fn remove_segment(&self, vlan: VlanId, seg: &DesiredSegment) -> Result<()>;
     /// creates the container's interface (up, final name, MAC, MTU) inside its namespace
     /// and connects it to the segment.
     async fn plug(
@@ -94,7 +94,9 @@ async fn sweep_host_veths(nl: &Netlink, naming: &Naming, keep: &HashSet<Uuid>) -
 pub async fn from_config(config: &Config, host: Netlink) -> Result<Box<dyn Backend>> {
     let naming = config.naming.clone();
     Ok(match config.backend {
-        BackendKind::LinuxBridge => Box::new(LinuxBridge::new(host, naming, config.mtu)),
+        BackendKind::LinuxBridge => {
+            Box::new(LinuxBridge::new(host, naming, config.mtu.get().into()))
+        }
         BackendKind::Macvlan => Box::new(Macvlan::new(host)),
         BackendKind::Ovs => {
             let vswitch = Vswitch::connect(&config.ovs_db, VswitchOptions::default()).await?;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
 use uuid::Uuid;
-use weft_agent_api::{AttachmentSpec, BackendKind, Segment, SegmentMode, Vlan};
+use weft_agent_api::{AttachmentSpec, Backend as BackendKind, Segment, SegmentMode, VlanId};
 use weft_ovsdb::{AccessPort, DatapathType, Vswitch};
 
 use super::{Backend, HostSide};
@@ -43,7 +43,7 @@ impl Backend for Ovs {
         BackendKind::Ovs
     }
 
-    async fn ensure_segment(&self, vlan: Vlan, seg: &DesiredSegment) -> Result<Segment> {
+    async fn ensure_segment(&self, vlan: VlanId, seg: &DesiredSegment) -> Result<Segment> {
         if seg.mode != SegmentMode::Regular {
             return Err(Error::Invalid(
                 "the ovs backend tags every VLAN on the uplink trunk; use mode regular".into(),
@@ -59,7 +59,7 @@ impl Backend for Ovs {
         self.segment(vlan, seg).await
     }
 
-    async fn segment(&self, vlan: Vlan, seg: &DesiredSegment) -> Result<Segment> {
+    async fn segment(&self, vlan: VlanId, seg: &DesiredSegment) -> Result<Segment> {
         let bridge = &self.naming.ovs_bridge;
         let ready = match self.vswitch.list_ports(bridge).await {
             Ok(ports) => ports
@@ -77,7 +77,7 @@ impl Backend for Ovs {
         })
     }
 
-    async fn remove_segment(&self, _vlan: Vlan, _seg: &DesiredSegment) -> Result<()> {
+    async fn remove_segment(&self, _vlan: VlanId, _seg: &DesiredSegment) -> Result<()> {
         // The trunk carries every VLAN: other segments still use it, and an idle trunk
         // port costs nothing. Access ports leave with their attachments.
         Ok(())

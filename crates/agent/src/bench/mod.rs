@@ -14,7 +14,8 @@ use futures::future::try_join_all;
 use nix::sched::{unshare, CloneFlags};
 use uuid::Uuid;
 use weft_agent_api::{
-    AgentClient, AttachmentSpec, BackendKind, SegmentMode, SegmentSpec, Target, Token, Vlan,
+    AgentClient, AttachmentSpec, Backend, InterfaceName, Mtu, SegmentMode, SegmentSpec, Target,
+    Token, VlanId,
 };
 
 mod ovs;
@@ -102,7 +103,7 @@ pub fn run(sizes: &[usize]) -> anyhow::Result<String> {
 }
 
 async fn run_size(namespaces: &[String]) -> anyhow::Result<Vec<Samples>> {
-    let linux_bridge = (BackendKind::LinuxBridge, SegmentMode::Untagged);
+    let linux_bridge = (Backend::LinuxBridge, SegmentMode::Untagged);
     let mut all = vec![
         agent(namespaces, linux_bridge, String::new(), Load::Sequential).await?,
         kernel_veth(namespaces).await?,
@@ -117,7 +118,7 @@ async fn run_size(namespaces: &[String]) -> anyhow::Result<Vec<Samples>> {
     match PrivateOvs::unavailable() {
         None => {
             let ovs = PrivateOvs::start()?;
-            let ovs_regular = (BackendKind::Ovs, SegmentMode::Regular);
+            let ovs_regular = (Backend::Ovs, SegmentMode::Regular);
             all.push(agent(namespaces, ovs_regular, ovs.db(), Load::Sequential).await?);
             all.push(agent(namespaces, ovs_regular, ovs.db(), Load::Concurrent).await?);
         }
@@ -129,7 +130,7 @@ async fn run_size(namespaces: &[String]) -> anyhow::Result<Vec<Samples>> {
 /// The warm agent over its HTTP API.
 async fn agent(
     namespaces: &[String],
-    (backend, mode): (BackendKind, SegmentMode),
+    (backend, mode): (Backend, SegmentMode),
     ovs_db: String,
     load: Load,
 ) -> anyhow::Result<Samples> {
@@ -140,7 +141,7 @@ async fn agent(
         uplinks: vec!["upl0".into()],
         backend,
         naming: Naming::default(),
-        mtu: 1500,
+        mtu: Mtu::ETHERNET,
         ovs_db,
         ovs_datapath: weft_ovsdb::DatapathType::Netdev,
         state_file: dir.join("state.json"),
@@ -153,7 +154,7 @@ async fn agent(
     let base = format!("http://{}/", listener.local_addr()?);
     let server = tokio::spawn(crate::http::serve(agent, listener, std::future::pending()));
     let client = AgentClient::new(base.parse()?, Token::new(TOKEN))?;
-    let vlan = Vlan::try_from(100).map_err(anyhow::Error::msg)?;
+    let vlan = VlanId::new(100)?;
     client
         .ensure_segment(vlan, &SegmentSpec { mode, uplink: None })
         .await?;
@@ -164,7 +165,7 @@ async fn agent(
             target: Target::Netns {
                 path: format!("/run/netns/{ns}"),
             },
-            ifname: "eth0".into(),
+            ifname: InterfaceName::parse("eth0")?,
             vlan,
             address: address(i).parse()?,
             gateway: Some("10.1.0.1".parse()?),

@@ -5,7 +5,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use uuid::Uuid;
-use weft_agent_api::{AgentClient, AttachmentSpec, SegmentMode, SegmentSpec, Target, Token, Vlan};
+use weft_agent_api::{
+    AgentClient, AttachmentSpec, SegmentMode, SegmentSpec, Target, Token, VlanId,
+};
 
 use crate::helpers::*;
 
@@ -66,7 +68,7 @@ async fn killed_agent_restarts_with_nothing_lost_or_duplicated() {
 
     let daemon = Daemon::start(port, &state_file);
     ready(&client).await;
-    let vlan = Vlan::try_from(181).unwrap();
+    let vlan = VlanId::try_from(181).unwrap();
     client
         .ensure_segment(
             vlan,
@@ -82,7 +84,7 @@ async fn killed_agent_restarts_with_nothing_lost_or_duplicated() {
         target: Target::Pid {
             pid: container.pid(),
         },
-        ifname: "eth0".into(),
+        ifname: "eth0".parse().unwrap(),
         vlan,
         address: "10.0.0.8/24".parse().unwrap(),
         gateway: Some("10.0.0.1".parse().unwrap()),

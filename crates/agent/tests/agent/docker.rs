@@ -10,8 +10,8 @@ use axum::Json;
 use uuid::Uuid;
 use weft_agent::agent::Agent;
 use weft_agent_api::{
-    AttachmentSpec, BackendKind, ContainerEvent, ContainerEventKind, SegmentMode, SegmentSpec,
-    Target, Vlan,
+    AttachmentSpec, Backend, ContainerEvent, ContainerEventKind, SegmentMode, SegmentSpec, Target,
+    VlanId,
 };
 
 use crate::helpers::*;
@@ -92,13 +92,13 @@ async fn docker_container_is_wired_rewired_after_restart_and_kept_across_agent_r
     let c = Container::run();
     let (callback, events) = callback_sink().await;
     let state_file = temp_state_file();
-    let mut cfg = config(BackendKind::LinuxBridge, state_file.clone());
+    let mut cfg = config(Backend::LinuxBridge, state_file.clone());
     cfg.docker_socket = Some(SOCKET.into());
     cfg.central_url = Some(callback);
     let agent = Agent::new(cfg.clone()).await.unwrap();
     let watcher = tokio::spawn(weft_agent::events::watch(agent.clone()));
 
-    let vlan = Vlan::try_from(181).unwrap();
+    let vlan = VlanId::try_from(181).unwrap();
     agent
         .ensure_segment(
             vlan,
@@ -114,7 +114,7 @@ async fn docker_container_is_wired_rewired_after_restart_and_kept_across_agent_r
         target: Target::Docker {
             container: c.0.clone(),
         },
-        ifname: "eth0".into(),
+        ifname: "eth0".parse().unwrap(),
         vlan,
         address: "10.0.0.9/24".parse().unwrap(),
         gateway: Some("10.0.0.1".parse().unwrap()),

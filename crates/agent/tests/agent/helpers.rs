@@ -13,7 +13,7 @@ use std::time::Duration;
 use nix::sched::{unshare, CloneFlags};
 use weft_agent::agent::Agent;
 use weft_agent::config::{Config, Naming};
-use weft_agent_api::{AgentClient, BackendKind, Token};
+use weft_agent_api::{AgentClient, Backend, Mtu, Token};
 use weft_ovsdb::DatapathType;
 
 pub const TOKEN: &str = "test-token";
@@ -124,14 +124,14 @@ pub fn uplink_with_leaf() -> NsProc {
     leaf
 }
 
-pub fn config(backend: BackendKind, state_file: PathBuf) -> Config {
+pub fn config(backend: Backend, state_file: PathBuf) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         token: Token::new(TOKEN),
         uplinks: vec!["upl0".into()],
         backend,
         naming: Naming::default(),
-        mtu: 1500,
+        mtu: Mtu::ETHERNET,
         ovs_db: String::new(),
         ovs_datapath: DatapathType::Netdev,
         state_file,

@@ -3,8 +3,8 @@
 use uuid::Uuid;
 use weft_agent::agent::Agent;
 use weft_agent_api::{
-    AgentClient, AttachmentSpec, BackendKind, ClientError, SegmentMode, SegmentSpec, Target, Token,
-    Vlan,
+    AgentClient, AttachmentSpec, Backend, ClientError, Mtu, SegmentMode, SegmentSpec, Target,
+    Token, VlanId,
 };
 
 use crate::helpers::*;
@@ -12,12 +12,12 @@ use crate::helpers::*;
 fn spec(pid: u32, addr: &str) -> AttachmentSpec {
     AttachmentSpec {
         target: Target::Pid { pid },
-        ifname: "eth0".into(),
-        vlan: Vlan::try_from(181).unwrap(),
+        ifname: "eth0".parse().unwrap(),
+        vlan: VlanId::try_from(181).unwrap(),
         address: addr.parse().unwrap(),
         gateway: Some("10.0.0.1".parse().unwrap()),
         mac: None,
-        mtu: Some(1400),
+        mtu: Some(Mtu::new(1400).unwrap()),
     }
 }
 
@@ -29,11 +29,11 @@ async fn attached_namespace_reaches_the_gateway_across_the_bridge_and_announces_
     let leaf = uplink_with_leaf();
     leaf.sh("ip addr add 10.0.0.1/24 dev far0");
     let container = NsProc::new();
-    let agent = Agent::new(config(BackendKind::LinuxBridge, temp_state_file()))
+    let agent = Agent::new(config(Backend::LinuxBridge, temp_state_file()))
         .await
         .unwrap();
     let (client, _) = serve(agent).await;
-    let vlan = Vlan::try_from(181).unwrap();
+    let vlan = VlanId::try_from(181).unwrap();
 
     // Attaching before the segment exists is refused with a problem document.
     let id = Uuid::new_v4();
@@ -124,7 +124,7 @@ async fn api_rejects_requests_without_the_token() {
     if !private_netns("agent api auth") {
         return;
     }
-    let agent = Agent::new(config(BackendKind::LinuxBridge, temp_state_file()))
+    let agent = Agent::new(config(Backend::LinuxBridge, temp_state_file()))
         .await
         .unwrap();
     let (client, base) = serve(agent).await;
@@ -179,11 +179,11 @@ async fn restarted_agent_keeps_attachments_and_removes_only_its_own_orphans() {
     leaf.sh("ip addr add 10.0.0.1/24 dev far0");
     let container = NsProc::new();
     let state_file = temp_state_file();
-    let vlan = Vlan::try_from(181).unwrap();
+    let vlan = VlanId::try_from(181).unwrap();
     let id = Uuid::new_v4();
     let spec = spec(container.pid(), "10.0.0.7/24");
     let host = {
-        let agent = Agent::new(config(BackendKind::LinuxBridge, state_file.clone()))
+        let agent = Agent::new(config(Backend::LinuxBridge, state_file.clone()))
             .await
             .unwrap();
         agent
@@ -208,7 +208,7 @@ async fn restarted_agent_keeps_attachments_and_removes_only_its_own_orphans() {
     sh("ip link add wf0123456789abc type veth peer name crashpeer");
     sh("ip link add wfnotours type veth peer name otherpeer");
 
-    let agent = Agent::new(config(BackendKind::LinuxBridge, state_file))
+    let agent = Agent::new(config(Backend::LinuxBridge, state_file))
         .await
         .unwrap();
     agent.reapply().await.unwrap();

@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 use weft_agent::agent::Agent;
-use weft_agent_api::{AttachmentSpec, BackendKind, SegmentMode, SegmentSpec, Target, Vlan};
+use weft_agent_api::{AttachmentSpec, Backend, SegmentMode, SegmentSpec, Target, VlanId};
 
 use crate::helpers::*;
 
@@ -14,10 +14,10 @@ async fn macvlan_child_in_the_container_reaches_the_gateway_and_leaves_cleanly()
     let leaf = uplink_with_leaf();
     leaf.sh("ip addr add 10.0.0.1/24 dev far0");
     let container = NsProc::new();
-    let agent = Agent::new(config(BackendKind::Macvlan, temp_state_file()))
+    let agent = Agent::new(config(Backend::Macvlan, temp_state_file()))
         .await
         .unwrap();
-    let vlan = Vlan::try_from(300).unwrap();
+    let vlan = VlanId::try_from(300).unwrap();
     let seg = agent
         .ensure_segment(
             vlan,
@@ -34,7 +34,7 @@ async fn macvlan_child_in_the_container_reaches_the_gateway_and_leaves_cleanly()
         target: Target::Pid {
             pid: container.pid(),
         },
-        ifname: "eth1".into(),
+        ifname: "eth1".parse().unwrap(),
         vlan,
         address: "10.0.0.20/24".parse().unwrap(),
         gateway: None,

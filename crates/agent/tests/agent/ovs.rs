@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use uuid::Uuid;
 use weft_agent::agent::Agent;
 use weft_agent::bench::PrivateOvs;
-use weft_agent_api::{AttachmentSpec, BackendKind, SegmentMode, SegmentSpec, Target, Vlan};
+use weft_agent_api::{AttachmentSpec, Backend, SegmentMode, SegmentSpec, Target, VlanId};
 
 use crate::helpers::*;
 
@@ -70,10 +70,10 @@ async fn ovs_access_port_tags_the_containers_frames_on_the_uplink() {
     sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
     let leaf = uplink_with_leaf();
     let container = NsProc::new();
-    let mut cfg = config(BackendKind::Ovs, temp_state_file());
+    let mut cfg = config(Backend::Ovs, temp_state_file());
     cfg.ovs_db = ovs.db();
     let agent = Agent::new(cfg).await.unwrap();
-    let vlan = Vlan::try_from(181).unwrap();
+    let vlan = VlanId::try_from(181).unwrap();
     let untagged = SegmentSpec {
         mode: SegmentMode::Untagged,
         uplink: None,
@@ -97,7 +97,7 @@ async fn ovs_access_port_tags_the_containers_frames_on_the_uplink() {
         target: Target::Pid {
             pid: container.pid(),
         },
-        ifname: "eth0".into(),
+        ifname: "eth0".parse().unwrap(),
         vlan,
         address: "10.0.0.5/24".parse().unwrap(),
         gateway: None,

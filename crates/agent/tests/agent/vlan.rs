@@ -8,7 +8,7 @@
 
 use uuid::Uuid;
 use weft_agent::agent::Agent;
-use weft_agent_api::{AttachmentSpec, BackendKind, SegmentMode, SegmentSpec, Target, Vlan};
+use weft_agent_api::{AttachmentSpec, Backend, SegmentMode, SegmentSpec, Target, VlanId};
 
 use crate::helpers::*;
 
@@ -38,10 +38,10 @@ fn leaf_on_vlan(vlan: u16) -> NsProc {
     leaf
 }
 
-fn spec(pid: u32, vlan: Vlan, addr: &str) -> AttachmentSpec {
+fn spec(pid: u32, vlan: VlanId, addr: &str) -> AttachmentSpec {
     AttachmentSpec {
         target: Target::Pid { pid },
-        ifname: "eth0".into(),
+        ifname: "eth0".parse().unwrap(),
         vlan,
         address: addr.parse().unwrap(),
         gateway: Some("10.0.0.1".parse().unwrap()),
@@ -57,10 +57,10 @@ async fn linux_bridge_regular_mode_tags_frames_on_the_uplink() {
     }
     let leaf = leaf_on_vlan(181);
     let container = NsProc::new();
-    let agent = Agent::new(config(BackendKind::LinuxBridge, temp_state_file()))
+    let agent = Agent::new(config(Backend::LinuxBridge, temp_state_file()))
         .await
         .unwrap();
-    let vlan = Vlan::try_from(181).unwrap();
+    let vlan = VlanId::try_from(181).unwrap();
     let seg = agent
         .ensure_segment(vlan, &SegmentSpec::default())
         .await
@@ -102,10 +102,10 @@ async fn macvlan_on_the_sub_interface_tags_frames_on_the_uplink() {
     }
     let leaf = leaf_on_vlan(300);
     let container = NsProc::new();
-    let agent = Agent::new(config(BackendKind::Macvlan, temp_state_file()))
+    let agent = Agent::new(config(Backend::Macvlan, temp_state_file()))
         .await
         .unwrap();
-    let vlan = Vlan::try_from(300).unwrap();
+    let vlan = VlanId::try_from(300).unwrap();
     let seg = agent
         .ensure_segment(
             vlan,
