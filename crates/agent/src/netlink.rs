@@ -185,36 +185,33 @@ impl Netlink {
 
     /// Creates an up bridge (no STP, forward delay 0) unless one of that name exists.
     pub async fn ensure_bridge(&self, name: &str, mtu: u32) -> Result<Link> {
-        if let Some(link) = self.link(name).await? {
-            return Ok(link);
-        }
         let msg = LinkBridge::new(name).mtu(mtu).up().build();
-        exist_ok(
-            self.handle
-                .link()
-                .add(msg)
-                .execute()
-                .await
-                .op(|| format!("create bridge {name}")),
-        )?;
-        self.found(name).await
+        self.ensure_link(name, msg).await
     }
 
     /// Creates an up 802.1Q sub-interface of `parent` unless one of that name exists.
     pub async fn ensure_vlan(&self, name: &str, parent: u32, vlan: u16) -> Result<Link> {
+        let msg = LinkVlan::new(name, parent, vlan).up().build();
+        self.ensure_link(name, msg).await
+    }
+
+    /// The link called `name`, created from `msg` when there is none.
+    async fn ensure_link(&self, name: &str, msg: LinkMessage) -> Result<Link> {
         if let Some(link) = self.link(name).await? {
             return Ok(link);
         }
-        let msg = LinkVlan::new(name, parent, vlan).up().build();
-        exist_ok(
-            self.handle
-                .link()
-                .add(msg)
-                .execute()
-                .await
-                .op(|| format!("create {name}")),
-        )?;
+        exist_ok(self.add_link(msg, || format!("create {name}")).await)?;
         self.found(name).await
+    }
+
+    /// One RTM_NEWLINK.
+    async fn add_link(&self, msg: LinkMessage, op: impl FnOnce() -> String) -> Result<()> {
+        self.handle.link().add(msg).execute().await.op(op)
+    }
+
+    /// One RTM_SETLINK.
+    async fn set_link(&self, msg: LinkMessage, op: impl FnOnce() -> String) -> Result<()> {
+        self.handle.link().set(msg).execute().await.op(op)
     }
 
     /// Makes `link` a port of `controller` (0 releases it) and brings it up.
@@ -223,12 +220,8 @@ impl Netlink {
             .controller(controller)
             .up()
             .build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
+        self.set_link(msg, || format!("enslave link {link} to {controller}"))
             .await
-            .op(|| format!("enslave link {link} to {controller}"))
     }
 
     /// Makes the kernel send a gratuitous ARP whenever `link` comes up or changes MAC
@@ -241,22 +234,13 @@ impl Netlink {
         let msg = LinkUnspec::new_with_index(link)
             .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![af]))
             .build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
+        self.set_link(msg, || format!("enable arp_notify on link {link}"))
             .await
-            .op(|| format!("enable arp_notify on link {link}"))
     }
 
     pub async fn set_up(&self, link: u32) -> Result<()> {
         let msg = LinkUnspec::new_with_index(link).up().build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .op(|| format!("bring link {link} up"))
+        self.set_link(msg, || format!("bring link {link} up")).await
     }
 
     /// Creates a veth pair in one request: `host` is up (and a port of `controller` when
@@ -278,12 +262,7 @@ impl Netlink {
         let msg = msg
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
             .build();
-        self.handle
-            .link()
-            .add(msg)
-            .execute()
-            .await
-            .op(|| format!("create veth {host}"))
+        self.add_link(msg, || format!("create veth {host}")).await
     }
 
     /// Creates a bridge-mode macvlan child of `parent` directly inside the container namespace
@@ -291,12 +270,8 @@ impl Netlink {
     pub async fn add_macvlan(&self, parent: u32, end: &ContainerEnd<'_>) -> Result<()> {
         let msg = LinkMacVlan::new(end.name, parent, MacVlanMode::Bridge);
         let msg = container_end(msg, end).build();
-        self.handle
-            .link()
-            .add(msg)
-            .execute()
+        self.add_link(msg, || format!("create macvlan {}", end.name))
             .await
-            .op(|| format!("create macvlan {}", end.name))
     }
 
     /// Deletes a link by name; a missing link is success.
