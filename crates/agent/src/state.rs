@@ -11,6 +11,7 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 use weft_agent_api::{AttachmentSpec, SegmentMode, VlanId};
 
+use crate::config::Naming;
 use crate::{Error, Result};
 
 /// A segment as asked for, with the uplink resolved.
@@ -18,6 +19,20 @@ use crate::{Error, Result};
 pub struct DesiredSegment {
     pub mode: SegmentMode,
     pub uplink: String,
+}
+
+impl DesiredSegment {
+    /// The 802.1Q sub-interface `<uplink>.<vlan>` that regular mode tags frames on.
+    pub fn sub_interface(&self, vlan: VlanId) -> Option<String> {
+        (self.mode == SegmentMode::Regular).then(|| Naming::sub_interface(&self.uplink, vlan))
+    }
+
+    /// The link that carries the segment onto the wire: the sub-interface, or the uplink
+    /// itself in untagged mode.
+    pub fn carrier(&self, vlan: VlanId) -> String {
+        self.sub_interface(vlan)
+            .unwrap_or_else(|| self.uplink.clone())
+    }
 }
 
 /// An attachment as asked for, plus the Docker container id it resolved to (events carry ids).

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use uuid::Uuid;
-use weft_agent_api::{AttachmentSpec, Backend as BackendKind, Segment, SegmentMode, VlanId};
+use weft_agent_api::{AttachmentSpec, Backend as BackendKind, Segment, VlanId};
 
 use super::{Backend, HostSide};
 use crate::config::Naming;
@@ -24,14 +24,6 @@ impl LinuxBridge {
     pub fn new(nl: Netlink, naming: Naming, mtu: u32) -> Self {
         LinuxBridge { nl, naming, mtu }
     }
-
-    /// The link that carries the segment onto the uplink: sub-interface or the uplink.
-    fn port_name(vlan: VlanId, seg: &DesiredSegment) -> String {
-        match seg.mode {
-            SegmentMode::Regular => Naming::sub_interface(&seg.uplink, vlan),
-            SegmentMode::Untagged => seg.uplink.clone(),
-        }
-    }
 }
 
 #[async_trait]
@@ -41,27 +33,12 @@ impl Backend for LinuxBridge {
     }
 
     async fn ensure_segment(&self, vlan: VlanId, seg: &DesiredSegment) -> Result<Segment> {
-        let uplink = self.nl.require(&seg.uplink).await?;
-        if !uplink.up {
-            self.nl.set_up(uplink.index).await?;
-        }
+        // The carrier first: a missing uplink must not leave a bridge behind.
+        let port = super::ensure_carrier(&self.nl, vlan, seg).await?;
         let bridge = self
             .nl
             .ensure_bridge(&self.naming.bridge(vlan), self.mtu)
             .await?;
-        let port = match seg.mode {
-            SegmentMode::Regular => {
-                let name = Naming::sub_interface(&seg.uplink, vlan);
-                let sub = self.nl.ensure_vlan(&name, uplink.index, vlan.get()).await?;
-                if sub.vlan_id != Some(vlan.get()) {
-                    return Err(Error::Conflict(format!(
-                        "{name} exists but is not an 802.1Q sub-interface for VLAN {vlan}"
-                    )));
-                }
-                sub
-            }
-            SegmentMode::Untagged => uplink,
-        };
         match port.controller {
             Some(c) if c == bridge.index && port.up => {}
             Some(c) if c != bridge.index && c != 0 => {
@@ -78,7 +55,7 @@ impl Backend for LinuxBridge {
     async fn segment(&self, vlan: VlanId, seg: &DesiredSegment) -> Result<Segment> {
         let bridge_name = self.naming.bridge(vlan);
         let bridge = self.nl.link(&bridge_name).await?;
-        let port = self.nl.link(&Self::port_name(vlan, seg)).await?;
+        let port = self.nl.link(&seg.carrier(vlan)).await?;
         let ready = match (&bridge, &port) {
             (Some(b), Some(p)) => b.up && p.up && p.controller == Some(b.index),
             _ => false,
@@ -88,8 +65,7 @@ impl Backend for LinuxBridge {
             mode: seg.mode,
             uplink: seg.uplink.clone(),
             bridge: Some(bridge_name),
-            sub_interface: (seg.mode == SegmentMode::Regular)
-                .then(|| Naming::sub_interface(&seg.uplink, vlan)),
+            sub_interface: seg.sub_interface(vlan),
             ready,
         })
     }
@@ -97,15 +73,11 @@ impl Backend for LinuxBridge {
     async fn remove_segment(&self, vlan: VlanId, seg: &DesiredSegment) -> Result<()> {
         let mut errors = ErrorList::default();
         let bridge_name = self.naming.bridge(vlan);
-        match seg.mode {
-            SegmentMode::Regular => {
-                errors.keep(
-                    self.nl
-                        .delete(&Naming::sub_interface(&seg.uplink, vlan))
-                        .await,
-                );
+        match seg.sub_interface(vlan) {
+            Some(sub) => {
+                errors.keep(self.nl.delete(&sub).await);
             }
-            SegmentMode::Untagged => {
+            None => {
                 // Release the uplink only from our own bridge; never delete the uplink.
                 let bridge = errors.keep(self.nl.link(&bridge_name).await).flatten();
                 let uplink = errors.keep(self.nl.link(&seg.uplink).await).flatten();

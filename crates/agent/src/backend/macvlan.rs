@@ -7,10 +7,9 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use netlink_packet_route::link::InfoKind;
 use uuid::Uuid;
-use weft_agent_api::{AttachmentSpec, Backend as BackendKind, Segment, SegmentMode, VlanId};
+use weft_agent_api::{AttachmentSpec, Backend as BackendKind, Segment, VlanId};
 
 use super::{Backend, HostSide};
-use crate::config::Naming;
 use crate::netlink::{ContainerEnd, Netlink};
 use crate::state::DesiredSegment;
 use crate::{Error, Result};
@@ -23,13 +22,6 @@ impl Macvlan {
     pub fn new(nl: Netlink) -> Self {
         Macvlan { nl }
     }
-
-    fn parent_name(vlan: VlanId, seg: &DesiredSegment) -> String {
-        match seg.mode {
-            SegmentMode::Regular => Naming::sub_interface(&seg.uplink, vlan),
-            SegmentMode::Untagged => seg.uplink.clone(),
-        }
-    }
 }
 
 #[async_trait]
@@ -39,46 +31,27 @@ impl Backend for Macvlan {
     }
 
     async fn ensure_segment(&self, vlan: VlanId, seg: &DesiredSegment) -> Result<Segment> {
-        let uplink = self.nl.require(&seg.uplink).await?;
-        if !uplink.up {
-            self.nl.set_up(uplink.index).await?;
-        }
-        if seg.mode == SegmentMode::Regular {
-            let name = Naming::sub_interface(&seg.uplink, vlan);
-            let sub = self.nl.ensure_vlan(&name, uplink.index, vlan.get()).await?;
-            if sub.vlan_id != Some(vlan.get()) {
-                return Err(Error::Conflict(format!(
-                    "{name} exists but is not an 802.1Q sub-interface for VLAN {vlan}"
-                )));
-            }
-            if !sub.up {
-                self.nl.set_up(sub.index).await?;
-            }
-        }
+        super::ensure_carrier(&self.nl, vlan, seg).await?;
         self.segment(vlan, seg).await
     }
 
     async fn segment(&self, vlan: VlanId, seg: &DesiredSegment) -> Result<Segment> {
-        let parent = self.nl.link(&Self::parent_name(vlan, seg)).await?;
+        let parent = self.nl.link(&seg.carrier(vlan)).await?;
         Ok(Segment {
             vlan,
             mode: seg.mode,
             uplink: seg.uplink.clone(),
             bridge: None,
-            sub_interface: (seg.mode == SegmentMode::Regular)
-                .then(|| Naming::sub_interface(&seg.uplink, vlan)),
+            sub_interface: seg.sub_interface(vlan),
             ready: parent.is_some_and(|p| p.up),
         })
     }
 
     async fn remove_segment(&self, vlan: VlanId, seg: &DesiredSegment) -> Result<()> {
-        match seg.mode {
-            // Deleting the sub-interface also deletes any macvlan child left on it.
-            SegmentMode::Regular => Ok(self
-                .nl
-                .delete(&Naming::sub_interface(&seg.uplink, vlan))
-                .await?),
-            SegmentMode::Untagged => Ok(()),
+        // Deleting the sub-interface also deletes any macvlan child left on it.
+        match seg.sub_interface(vlan) {
+            Some(sub) => Ok(self.nl.delete(&sub).await?),
+            None => Ok(()),
         }
     }
 
@@ -91,7 +64,7 @@ impl Backend for Macvlan {
     ) -> Result<()> {
         let parent = self
             .nl
-            .link(&Self::parent_name(spec.vlan, seg))
+            .link(&seg.carrier(spec.vlan))
             .await?
             .ok_or(Error::SegmentMissing(spec.vlan))?;
         Ok(self.nl.add_macvlan(parent.index, end).await?)

@@ -18,9 +18,9 @@ pub use ovs::Ovs;
 
 use crate::config::{Config, Naming};
 use crate::error::ErrorList;
-use crate::netlink::{ContainerEnd, Netlink};
+use crate::netlink::{ContainerEnd, Link, Netlink};
 use crate::state::DesiredSegment;
-use crate::Result;
+use crate::{Error, Result};
 
 #[async_trait]
 pub trait Backend: Send + Sync {
@@ -88,6 +88,36 @@ async fn sweep_host_veths(nl: &Netlink, naming: &Naming, keep: &HashSet<Uuid>) -
         }
     }
     errors.into_result()
+}
+
+/// Finds the segment's uplink and brings it up; a missing uplink is an error.
+async fn uplink_up(nl: &Netlink, seg: &DesiredSegment) -> Result<Link> {
+    let mut uplink = nl.require(&seg.uplink).await?;
+    if !uplink.up {
+        nl.set_up(uplink.index).await?;
+        uplink.up = true;
+    }
+    Ok(uplink)
+}
+
+/// Brings the uplink up and, in regular mode, the `<uplink>.<vlan>` sub-interface (refusing
+/// a link of that name that is not for this VLAN); returns the link carrying the segment.
+async fn ensure_carrier(nl: &Netlink, vlan: VlanId, seg: &DesiredSegment) -> Result<Link> {
+    let uplink = uplink_up(nl, seg).await?;
+    let Some(name) = seg.sub_interface(vlan) else {
+        return Ok(uplink);
+    };
+    let mut sub = nl.ensure_vlan(&name, uplink.index, vlan.get()).await?;
+    if sub.vlan_id != Some(vlan.get()) {
+        return Err(Error::Conflict(format!(
+            "{name} exists but is not an 802.1Q sub-interface for VLAN {vlan}"
+        )));
+    }
+    if !sub.up {
+        nl.set_up(sub.index).await?;
+        sub.up = true;
+    }
+    Ok(sub)
 }
 
 /// Builds the configured backend on the host's netlink socket.

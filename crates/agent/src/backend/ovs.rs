@@ -49,10 +49,7 @@ impl Backend for Ovs {
                 "the ovs backend tags every VLAN on the uplink trunk; use mode regular".into(),
             ));
         }
-        let uplink = self.nl.require(&seg.uplink).await?;
-        if !uplink.up {
-            self.nl.set_up(uplink.index).await?;
-        }
+        super::uplink_up(&self.nl, seg).await?;
         let bridge = &self.naming.ovs_bridge;
         self.vswitch.ensure_bridge(bridge, self.datapath).await?;
         self.vswitch.ensure_trunk_port(bridge, &seg.uplink).await?;
