@@ -1,5 +1,6 @@
 //! Subnets of an EPG as stored, with the allocation scan hint.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use sqlx::PgConnection;
@@ -40,6 +41,27 @@ pub async fn for_epg(
 ) -> Result<Vec<StoredSubnet>, AllocError> {
     let rows: Vec<Row> = sqlx::query_as(SELECT).bind(epg_id).fetch_all(conn).await?;
     rows.into_iter().map(decode).collect()
+}
+
+/// The subnets of several EPGs in one query (a list page), each EPG's in declaration order.
+pub async fn for_epgs(
+    conn: &mut PgConnection,
+    epg_ids: &[i64],
+) -> Result<HashMap<i64, Vec<StoredSubnet>>, AllocError> {
+    let rows: Vec<(i64, i64, String, String, serde_json::Value, String)> = sqlx::query_as(
+        "SELECT epg_id, id, cidr::text, host(gateway), reserved, host(alloc_hint) FROM subnets \
+         WHERE epg_id = ANY($1) ORDER BY epg_id, position",
+    )
+    .bind(epg_ids)
+    .fetch_all(conn)
+    .await?;
+    let mut out: HashMap<i64, Vec<StoredSubnet>> = HashMap::new();
+    for (epg_id, id, cidr, gateway, reserved, hint) in rows {
+        out.entry(epg_id)
+            .or_default()
+            .push(decode((id, cidr, gateway, reserved, hint))?);
+    }
+    Ok(out)
 }
 
 /// The EPG's subnets, row-locked (in order, so lockers never deadlock) until the transaction ends.

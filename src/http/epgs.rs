@@ -166,14 +166,19 @@ async fn list_epgs(
         pool: f.vlan_pool.as_deref(),
     };
     let rows = epgs::list(&mut conn, &filter, after, limit + 1).await?;
-    let mut items = Vec::with_capacity(rows.len());
-    for row in rows {
-        let subnets = subnets::for_epg(&mut conn, row.id).await?;
-        items.push((
-            row.id,
-            to_epg(row, subnets.into_iter().map(|s| s.spec).collect())?,
-        ));
-    }
+    // One query for the whole page's subnets, not one per EPG.
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let mut subnets = subnets::for_epgs(&mut conn, &ids).await?;
+    let items = rows
+        .into_iter()
+        .map(|row| {
+            let specs = subnets.remove(&row.id).unwrap_or_default();
+            Ok((
+                row.id,
+                to_epg(row, specs.into_iter().map(|s| s.spec).collect())?,
+            ))
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
     Ok(Json(Page::from_rows(items, limit)))
 }
 

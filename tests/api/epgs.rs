@@ -256,6 +256,25 @@ async fn epgs_list_filters_by_tenant_and_pool(db: PgPool) {
         names(app.get_json(&app.viewer, "/api/v1/epgs?vlan_pool=p").await),
         ["a", "c"]
     );
+    // Each listed EPG carries its own subnets, in declaration order.
+    let two = json!({
+        "bridge_domain": "bd1", "physical_domain": "phys1", "vlan_pool": "q",
+        "subnets": [{"cidr": "10.0.1.0/24", "gateway": "10.0.1.1"},
+                    {"cidr": "10.0.9.0/24", "gateway": "10.0.9.1"}]
+    });
+    let r = app.put(&app.operator, "/api/v1/epgs/t/ap/b", &two).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let page = app.get_json(&app.viewer, "/api/v1/epgs?tenant=t").await;
+    let cidrs = |i: usize| {
+        page["items"][i]["subnets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["cidr"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(cidrs(0), ["10.0.0.0/24"]);
+    assert_eq!(cidrs(1), ["10.0.1.0/24", "10.0.9.0/24"]);
     assert_eq!(
         names(
             app.get_json(&app.viewer, "/api/v1/epgs?tenant=t&vlan_pool=q")
