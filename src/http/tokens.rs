@@ -38,12 +38,22 @@ pub struct TokenInfo {
 }
 
 /// The one response that carries the secret.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct CreatedToken {
     #[serde(flatten)]
     pub info: TokenInfo,
     /// The bearer token; it cannot be shown again.
     pub token: String,
+}
+
+/// Redacts the token, so a debug log of the response cannot leak it.
+impl std::fmt::Debug for CreatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedToken")
+            .field("info", &self.info)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 type Row = (i64, String, String, DateTime<Utc>);
