@@ -78,13 +78,27 @@ fn num(s: &str, prefix: &str) -> Option<u16> {
     s.strip_prefix(prefix)?.parse().ok()
 }
 
-/// `topology/pod-P/node-N/sys/lldp/inst/if-[PORT]/...` -> (P, N, PORT).
-fn lldp_location(dn: &str) -> Option<(u16, u16, String)> {
+/// Where an LLDP adjacency was seen, from its DN.
+struct LldpLocation {
+    pod: u16,
+    node: u16,
+    port: String,
+    /// DN of the leaf's `lldpIf` (the first seven RNs), which carries the advertised path.
+    if_dn: String,
+}
+
+/// `topology/pod-P/node-N/sys/lldp/inst/if-[PORT]/...` -> its [`LldpLocation`].
+fn lldp_location(dn: &str) -> Option<LldpLocation> {
     let rns = split_dn(dn)?;
     let pod = num(rns.get(1)?, "pod-")?;
     let node = num(rns.get(2)?, "node-")?;
     let port = rns.get(6)?.strip_prefix("if-[")?.strip_suffix(']')?;
-    Some((pod, node, port.to_string()))
+    Some(LldpLocation {
+        pod,
+        node,
+        port: port.to_string(),
+        if_dn: rns.get(..7)?.join("/"),
+    })
 }
 
 fn node_of(mo: &Mo) -> Option<FabricNode> {
@@ -137,18 +151,16 @@ impl ApicClient {
             .await?
             .iter()
             .filter_map(|m| {
-                let dn = m.get("dn")?;
-                let (pod, node, local_port) = lldp_location(dn)?;
-                let if_dn = split_dn(dn)?[..7].join("/");
+                let at = lldp_location(m.get("dn")?)?;
                 let uplink = advertised
-                    .get(&if_dn)
+                    .get(&at.if_dn)
                     .and_then(|d| PathDn::parse(d).ok())
-                    .or_else(|| PathDn::port(pod, node, &local_port).ok())?;
+                    .or_else(|| PathDn::port(at.pod, at.node, &at.port).ok())?;
                 Some(LldpNeighbour {
-                    pod,
-                    node,
+                    pod: at.pod,
+                    node: at.node,
                     uplink,
-                    local_port,
+                    local_port: at.port,
                     sys_name: m.get("sysName").unwrap_or_default().to_string(),
                     port_id: m.get("portIdV").unwrap_or_default().to_string(),
                     mgmt_ip: m
