@@ -5,9 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use uuid::Uuid;
-use weft_agent_api::{
-    AgentClient, AttachmentSpec, SegmentMode, SegmentSpec, Target, Token, VlanId,
-};
+use weft_agent_api::{AgentClient, Token};
 
 use crate::helpers::*;
 
@@ -51,8 +49,7 @@ async fn killed_agent_restarts_with_nothing_lost_or_duplicated() {
     if !private_netns("agent binary restart") {
         return;
     }
-    let leaf = uplink_with_leaf();
-    leaf.sh("ip addr add 10.0.0.1/24 dev far0");
+    let _leaf = uplink_with_gateway();
     let container = NsProc::new();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -68,29 +65,10 @@ async fn killed_agent_restarts_with_nothing_lost_or_duplicated() {
 
     let daemon = Daemon::start(port, &state_file);
     ready(&client).await;
-    let vlan = VlanId::try_from(181).unwrap();
-    client
-        .ensure_segment(
-            vlan,
-            &SegmentSpec {
-                mode: SegmentMode::Untagged,
-                uplink: None,
-            },
-        )
-        .await
-        .unwrap();
+    let vlan = vlan(181);
+    client.ensure_segment(vlan, &untagged()).await.unwrap();
     let id = Uuid::new_v4();
-    let spec = AttachmentSpec {
-        target: Target::Pid {
-            pid: container.pid(),
-        },
-        ifname: "eth0".parse().unwrap(),
-        vlan,
-        address: "10.0.0.8/24".parse().unwrap(),
-        gateway: Some("10.0.0.1".parse().unwrap()),
-        mac: None,
-        mtu: None,
-    };
+    let spec = pid_spec(container.pid(), vlan, "10.0.0.8/24");
     let att = client.ensure_attachment(id, &spec).await.unwrap();
     let host = att.host_ifname.clone().unwrap();
     let before = (ifindex(&host), ifindex("wbr181"));

@@ -9,10 +9,7 @@ use axum::routing::post;
 use axum::Json;
 use uuid::Uuid;
 use weft_agent::agent::Agent;
-use weft_agent_api::{
-    AttachmentSpec, Backend, ContainerEvent, ContainerEventKind, SegmentMode, SegmentSpec, Target,
-    VlanId,
-};
+use weft_agent_api::{AttachmentSpec, Backend, ContainerEvent, ContainerEventKind, Target};
 
 use crate::helpers::*;
 
@@ -87,8 +84,7 @@ async fn docker_container_is_wired_rewired_after_restart_and_kept_across_agent_r
     if !docker_ready() || !private_netns("docker attach") {
         return;
     }
-    let leaf = uplink_with_leaf();
-    leaf.sh("ip addr add 10.0.0.1/24 dev far0");
+    let _leaf = uplink_with_gateway();
     let c = Container::run();
     let (callback, events) = callback_sink().await;
     let state_file = temp_state_file();
@@ -98,28 +94,15 @@ async fn docker_container_is_wired_rewired_after_restart_and_kept_across_agent_r
     let agent = Agent::new(cfg.clone()).await.unwrap();
     let watcher = tokio::spawn(weft_agent::events::watch(agent.clone()));
 
-    let vlan = VlanId::try_from(181).unwrap();
-    agent
-        .ensure_segment(
-            vlan,
-            &SegmentSpec {
-                mode: SegmentMode::Untagged,
-                uplink: None,
-            },
-        )
-        .await
-        .unwrap();
+    let vlan = vlan(181);
+    agent.ensure_segment(vlan, &untagged()).await.unwrap();
     let id = Uuid::new_v4();
     let spec = AttachmentSpec {
         target: Target::Docker {
             container: c.0.clone(),
         },
-        ifname: "eth0".parse().unwrap(),
-        vlan,
-        address: "10.0.0.9/24".parse().unwrap(),
-        gateway: Some("10.0.0.1".parse().unwrap()),
         mac: Some("02:00:00:00:00:99".parse().unwrap()),
-        mtu: None,
+        ..pid_spec(0, vlan, "10.0.0.9/24")
     };
     let att = agent.ensure_attachment(id, &spec).await.unwrap();
     assert!(att.actual.wired, "{att:?}");

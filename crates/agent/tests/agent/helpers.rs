@@ -13,7 +13,9 @@ use std::time::Duration;
 use nix::sched::{unshare, CloneFlags};
 use weft_agent::agent::Agent;
 use weft_agent::config::{Config, Naming};
-use weft_agent_api::{AgentClient, Backend, Mtu, Token};
+use weft_agent_api::{
+    AgentClient, AttachmentSpec, Backend, Mtu, SegmentMode, SegmentSpec, Target, Token, VlanId,
+};
 use weft_ovsdb::DatapathType;
 
 pub const TOKEN: &str = "test-token";
@@ -122,6 +124,46 @@ pub fn uplink_with_leaf() -> NsProc {
     ));
     leaf.sh("sysctl -qw net.ipv4.conf.all.arp_accept=1; ip link set far0 up; sysctl -qw net.ipv4.conf.far0.arp_accept=1");
     leaf
+}
+
+/// [`uplink_with_leaf`] whose leaf also answers the gateway 10.0.0.1/24, untagged.
+pub fn uplink_with_gateway() -> NsProc {
+    let leaf = uplink_with_leaf();
+    leaf.sh("ip addr add 10.0.0.1/24 dev far0");
+    leaf
+}
+
+/// An agent in the test namespace with a fresh state file and uplink `upl0`.
+pub async fn start_agent(backend: Backend) -> Arc<Agent> {
+    Agent::new(config(backend, temp_state_file()))
+        .await
+        .unwrap()
+}
+
+/// A segment sending frames untagged over the default uplink.
+pub fn untagged() -> SegmentSpec {
+    SegmentSpec {
+        mode: SegmentMode::Untagged,
+        uplink: None,
+    }
+}
+
+pub fn vlan(id: u16) -> VlanId {
+    VlanId::new(id).unwrap()
+}
+
+/// `eth0` in the namespace of process `pid` on `vlan` at `addr` (with prefix), default
+/// route via 10.0.0.1, derived MAC, the agent's MTU.
+pub fn pid_spec(pid: u32, vlan: VlanId, addr: &str) -> AttachmentSpec {
+    AttachmentSpec {
+        target: Target::Pid { pid },
+        ifname: "eth0".parse().unwrap(),
+        vlan,
+        address: addr.parse().unwrap(),
+        gateway: Some("10.0.0.1".parse().unwrap()),
+        mac: None,
+        mtu: None,
+    }
 }
 
 pub fn config(backend: Backend, state_file: PathBuf) -> Config {

@@ -2,22 +2,14 @@
 
 use uuid::Uuid;
 use weft_agent::agent::Agent;
-use weft_agent_api::{
-    AgentClient, AttachmentSpec, Backend, ClientError, Mtu, SegmentMode, SegmentSpec, Target,
-    Token, VlanId,
-};
+use weft_agent_api::{AgentClient, AttachmentSpec, Backend, ClientError, Mtu, Token};
 
 use crate::helpers::*;
 
 fn spec(pid: u32, addr: &str) -> AttachmentSpec {
     AttachmentSpec {
-        target: Target::Pid { pid },
-        ifname: "eth0".parse().unwrap(),
-        vlan: VlanId::try_from(181).unwrap(),
-        address: addr.parse().unwrap(),
-        gateway: Some("10.0.0.1".parse().unwrap()),
-        mac: None,
         mtu: Some(Mtu::new(1400).unwrap()),
+        ..pid_spec(pid, vlan(181), addr)
     }
 }
 
@@ -26,14 +18,10 @@ async fn attached_namespace_reaches_the_gateway_across_the_bridge_and_announces_
     if !private_netns("linux-bridge attach") {
         return;
     }
-    let leaf = uplink_with_leaf();
-    leaf.sh("ip addr add 10.0.0.1/24 dev far0");
+    let leaf = uplink_with_gateway();
     let container = NsProc::new();
-    let agent = Agent::new(config(Backend::LinuxBridge, temp_state_file()))
-        .await
-        .unwrap();
-    let (client, _) = serve(agent).await;
-    let vlan = VlanId::try_from(181).unwrap();
+    let (client, _) = serve(start_agent(Backend::LinuxBridge).await).await;
+    let vlan = vlan(181);
 
     // Attaching before the segment exists is refused with a problem document.
     let id = Uuid::new_v4();
@@ -46,16 +34,7 @@ async fn attached_namespace_reaches_the_gateway_across_the_bridge_and_announces_
         other => panic!("expected segment-missing, got {other:?}"),
     }
 
-    let seg = client
-        .ensure_segment(
-            vlan,
-            &SegmentSpec {
-                mode: SegmentMode::Untagged,
-                uplink: None,
-            },
-        )
-        .await
-        .unwrap();
+    let seg = client.ensure_segment(vlan, &untagged()).await.unwrap();
     assert!(seg.ready, "{seg:?}");
     assert!(link_line("upl0").unwrap().contains("master wbr181"));
 
@@ -124,10 +103,7 @@ async fn api_rejects_requests_without_the_token() {
     if !private_netns("agent api auth") {
         return;
     }
-    let agent = Agent::new(config(Backend::LinuxBridge, temp_state_file()))
-        .await
-        .unwrap();
-    let (client, base) = serve(agent).await;
+    let (client, base) = serve(start_agent(Backend::LinuxBridge).await).await;
     assert_eq!(client.health().await.unwrap().status, "ok");
     let intruder = AgentClient::new(base.parse().unwrap(), Token::new("wrong")).unwrap();
     match intruder.state().await {
@@ -175,27 +151,17 @@ async fn restarted_agent_keeps_attachments_and_removes_only_its_own_orphans() {
     if !private_netns("linux-bridge restart") {
         return;
     }
-    let leaf = uplink_with_leaf();
-    leaf.sh("ip addr add 10.0.0.1/24 dev far0");
+    let _leaf = uplink_with_gateway();
     let container = NsProc::new();
     let state_file = temp_state_file();
-    let vlan = VlanId::try_from(181).unwrap();
+    let vlan = vlan(181);
     let id = Uuid::new_v4();
     let spec = spec(container.pid(), "10.0.0.7/24");
     let host = {
         let agent = Agent::new(config(Backend::LinuxBridge, state_file.clone()))
             .await
             .unwrap();
-        agent
-            .ensure_segment(
-                vlan,
-                &SegmentSpec {
-                    mode: SegmentMode::Untagged,
-                    uplink: None,
-                },
-            )
-            .await
-            .unwrap();
+        agent.ensure_segment(vlan, &untagged()).await.unwrap();
         agent
             .ensure_attachment(id, &spec)
             .await

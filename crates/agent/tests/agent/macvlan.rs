@@ -1,8 +1,7 @@
 //! macvlan backend on an untagged uplink (a veth here; 802.1Q parents run in the VM).
 
 use uuid::Uuid;
-use weft_agent::agent::Agent;
-use weft_agent_api::{AttachmentSpec, Backend, SegmentMode, SegmentSpec, Target, VlanId};
+use weft_agent_api::{AttachmentSpec, Backend};
 
 use crate::helpers::*;
 
@@ -11,35 +10,17 @@ async fn macvlan_child_in_the_container_reaches_the_gateway_and_leaves_cleanly()
     if !private_netns("macvlan attach") {
         return;
     }
-    let leaf = uplink_with_leaf();
-    leaf.sh("ip addr add 10.0.0.1/24 dev far0");
+    let leaf = uplink_with_gateway();
     let container = NsProc::new();
-    let agent = Agent::new(config(Backend::Macvlan, temp_state_file()))
-        .await
-        .unwrap();
-    let vlan = VlanId::try_from(300).unwrap();
-    let seg = agent
-        .ensure_segment(
-            vlan,
-            &SegmentSpec {
-                mode: SegmentMode::Untagged,
-                uplink: None,
-            },
-        )
-        .await
-        .unwrap();
+    let agent = start_agent(Backend::Macvlan).await;
+    let vlan = vlan(300);
+    let seg = agent.ensure_segment(vlan, &untagged()).await.unwrap();
     assert!(seg.ready && seg.bridge.is_none());
     let id = Uuid::new_v4();
     let spec = AttachmentSpec {
-        target: Target::Pid {
-            pid: container.pid(),
-        },
         ifname: "eth1".parse().unwrap(),
-        vlan,
-        address: "10.0.0.20/24".parse().unwrap(),
         gateway: None,
-        mac: None,
-        mtu: None,
+        ..pid_spec(container.pid(), vlan, "10.0.0.20/24")
     };
     let att = agent.ensure_attachment(id, &spec).await.unwrap();
     assert!(att.actual.wired && att.host_ifname.is_none(), "{att:?}");

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use uuid::Uuid;
 use weft_agent::agent::Agent;
 use weft_agent::bench::PrivateOvs;
-use weft_agent_api::{AttachmentSpec, Backend, SegmentMode, SegmentSpec, Target, VlanId};
+use weft_agent_api::{AttachmentSpec, Backend, SegmentSpec};
 
 use crate::helpers::*;
 
@@ -73,13 +73,9 @@ async fn ovs_access_port_tags_the_containers_frames_on_the_uplink() {
     let mut cfg = config(Backend::Ovs, temp_state_file());
     cfg.ovs_db = ovs.db();
     let agent = Agent::new(cfg).await.unwrap();
-    let vlan = VlanId::try_from(181).unwrap();
-    let untagged = SegmentSpec {
-        mode: SegmentMode::Untagged,
-        uplink: None,
-    };
+    let vlan = vlan(181);
     assert!(
-        agent.ensure_segment(vlan, &untagged).await.is_err(),
+        agent.ensure_segment(vlan, &untagged()).await.is_err(),
         "ovs has no untagged mode"
     );
     let seg = agent
@@ -94,15 +90,8 @@ async fn ovs_access_port_tags_the_containers_frames_on_the_uplink() {
     let capture = Capture::start(&leaf, "arp and ether src 02:57:0a:00:00:05");
     let id = Uuid::new_v4();
     let spec = AttachmentSpec {
-        target: Target::Pid {
-            pid: container.pid(),
-        },
-        ifname: "eth0".parse().unwrap(),
-        vlan,
-        address: "10.0.0.5/24".parse().unwrap(),
         gateway: None,
-        mac: None,
-        mtu: None,
+        ..pid_spec(container.pid(), vlan, "10.0.0.5/24")
     };
     let att = agent.ensure_attachment(id, &spec).await.unwrap();
     assert!(att.actual.wired && att.host_ifname.is_some(), "{att:?}");

@@ -7,8 +7,7 @@
 //! learning the container from its gratuitous ARP there, prove the tag on the wire.
 
 use uuid::Uuid;
-use weft_agent::agent::Agent;
-use weft_agent_api::{AttachmentSpec, Backend, SegmentMode, SegmentSpec, Target, VlanId};
+use weft_agent_api::{Backend, SegmentMode, SegmentSpec};
 
 use crate::helpers::*;
 
@@ -38,18 +37,6 @@ fn leaf_on_vlan(vlan: u16) -> NsProc {
     leaf
 }
 
-fn spec(pid: u32, vlan: VlanId, addr: &str) -> AttachmentSpec {
-    AttachmentSpec {
-        target: Target::Pid { pid },
-        ifname: "eth0".parse().unwrap(),
-        vlan,
-        address: addr.parse().unwrap(),
-        gateway: Some("10.0.0.1".parse().unwrap()),
-        mac: None,
-        mtu: None,
-    }
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn linux_bridge_regular_mode_tags_frames_on_the_uplink() {
     if !private_netns("vlan linux-bridge") || !vlan_capable("vlan linux-bridge") {
@@ -57,10 +44,8 @@ async fn linux_bridge_regular_mode_tags_frames_on_the_uplink() {
     }
     let leaf = leaf_on_vlan(181);
     let container = NsProc::new();
-    let agent = Agent::new(config(Backend::LinuxBridge, temp_state_file()))
-        .await
-        .unwrap();
-    let vlan = VlanId::try_from(181).unwrap();
+    let agent = start_agent(Backend::LinuxBridge).await;
+    let vlan = vlan(181);
     let seg = agent
         .ensure_segment(vlan, &SegmentSpec::default())
         .await
@@ -76,7 +61,7 @@ async fn linux_bridge_regular_mode_tags_frames_on_the_uplink() {
 
     let id = Uuid::new_v4();
     let att = agent
-        .ensure_attachment(id, &spec(container.pid(), vlan, "10.0.0.5/24"))
+        .ensure_attachment(id, &pid_spec(container.pid(), vlan, "10.0.0.5/24"))
         .await
         .unwrap();
     assert!(att.actual.wired, "{att:?}");
@@ -102,10 +87,8 @@ async fn macvlan_on_the_sub_interface_tags_frames_on_the_uplink() {
     }
     let leaf = leaf_on_vlan(300);
     let container = NsProc::new();
-    let agent = Agent::new(config(Backend::Macvlan, temp_state_file()))
-        .await
-        .unwrap();
-    let vlan = VlanId::try_from(300).unwrap();
+    let agent = start_agent(Backend::Macvlan).await;
+    let vlan = vlan(300);
     let seg = agent
         .ensure_segment(
             vlan,
@@ -123,7 +106,7 @@ async fn macvlan_on_the_sub_interface_tags_frames_on_the_uplink() {
 
     let id = Uuid::new_v4();
     let att = agent
-        .ensure_attachment(id, &spec(container.pid(), vlan, "10.0.0.6/24"))
+        .ensure_attachment(id, &pid_spec(container.pid(), vlan, "10.0.0.6/24"))
         .await
         .unwrap();
     assert!(att.actual.wired, "{att:?}");
