@@ -138,6 +138,13 @@ impl RunArgs {
         let token = secret("WEFT_AGENT_TOKEN", self.token_file.as_ref())?.context(
             "set WEFT_AGENT_TOKEN or --token-file: the agent API requires a bearer token",
         )?;
+        if let Some(url) = &self.central_url {
+            // The URL is logged when a callback fails; credentials belong in the token.
+            anyhow::ensure!(
+                url.username().is_empty() && url.password().is_none(),
+                "--central-url must not carry credentials; use WEFT_AGENT_CENTRAL_TOKEN(_FILE)"
+            );
+        }
         Ok(Config {
             listen: self.listen,
             token,
@@ -200,4 +207,25 @@ async fn run(config: Config) -> anyhow::Result<()> {
     })
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> anyhow::Result<Config> {
+        std::env::set_var("WEFT_AGENT_TOKEN", "t");
+        let cli = Cli::try_parse_from([&["weft-agent"], args].concat())?;
+        cli.run.into_config()
+    }
+
+    #[test]
+    fn flags_use_the_domain_parsers_and_refuse_credentials_in_the_callback_url() {
+        let c = parse(&["--backend", "macvlan", "--mtu", "9000"]).unwrap();
+        assert_eq!((c.backend, c.mtu.get()), (Backend::Macvlan, 9000));
+        assert!(parse(&["--backend", "vxlan"]).is_err());
+        assert!(parse(&["--mtu", "9217"]).is_err());
+        assert!(parse(&["--central-url", "http://u:secret@central/cb"]).is_err());
+        assert!(parse(&["--central-url", "http://central/cb"]).is_ok());
+    }
 }
