@@ -168,6 +168,24 @@ struct Setting {
     env: &'static str,
 }
 
+impl Setting {
+    /// A value of this setting refused after it was read (from the file or the environment).
+    fn invalid(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            setting: self.name,
+            origin: "config".into(),
+            message: message.into(),
+        }
+    }
+
+    fn missing(&self) -> ConfigError {
+        ConfigError::Missing {
+            setting: self.name,
+            env: self.env,
+        }
+    }
+}
+
 const LISTEN: Setting = Setting {
     name: "server.listen",
     env: "WEFT_LISTEN",
@@ -280,24 +298,16 @@ fn apic_settings(env: &dyn Env, f: ApicSection) -> Result<Option<ApicSettings>, 
             matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.password().is_none()
         });
         if !ok {
-            return Err(ConfigError::Invalid {
-                setting: APIC_CONTROLLERS.name,
-                origin: "config".into(),
-                // The value is not shown: it may carry a password.
-                message: format!(
-                    "entry {} is not an http(s):// URL with a host and no credentials",
-                    i + 1
-                ),
-            });
+            // The value is not shown: it may carry a password.
+            return Err(APIC_CONTROLLERS.invalid(format!(
+                "entry {} is not an http(s):// URL with a host and no credentials",
+                i + 1
+            )));
         }
     }
-    let missing = |s: &Setting| ConfigError::Missing {
-        setting: s.name,
-        env: s.env,
-    };
-    let username = pick(env, &APIC_USER, f.username)?.ok_or_else(|| missing(&APIC_USER))?;
+    let username = pick(env, &APIC_USER, f.username)?.ok_or_else(|| APIC_USER.missing())?;
     let password = secret(env, &APIC_PASSWORD, f.password, f.password_file)?
-        .ok_or_else(|| missing(&APIC_PASSWORD))?;
+        .ok_or_else(|| APIC_PASSWORD.missing())?;
     let mut client = weft_apic::ApicConfig::new(controllers, username, password);
     client.ca_file =
         pick(env, &APIC_CA, f.ca_file.map(|p| p.display().to_string()))?.map(PathBuf::from);
@@ -311,11 +321,7 @@ fn apic_settings(env: &dyn Env, f: ApicSection) -> Result<Option<ApicSettings>, 
     }
     if let Some(n) = pick(env, &APIC_ATTEMPTS, f.max_attempts)? {
         if n == 0 {
-            return Err(ConfigError::Invalid {
-                setting: APIC_ATTEMPTS.name,
-                origin: "config".into(),
-                message: "must be at least 1".into(),
-            });
+            return Err(APIC_ATTEMPTS.invalid("must be at least 1"));
         }
         client.retry.max_attempts = n;
     }
@@ -397,35 +403,22 @@ impl Config {
     fn from_parts(file: FileConfig, env: &dyn Env) -> Result<Self, ConfigError> {
         let listen_raw = pick::<String>(env, &LISTEN, file.server.listen)?
             .unwrap_or_else(|| "127.0.0.1:8080".into());
-        let listen = listen_raw.parse().map_err(|e| ConfigError::Invalid {
-            setting: LISTEN.name,
-            origin: "config".into(),
-            message: format!("`{listen_raw}` is not host:port ({e})"),
-        })?;
-        let database_url = secret(env, &DB_URL, file.database.url, file.database.url_file)?.ok_or(
-            ConfigError::Missing {
-                setting: DB_URL.name,
-                env: DB_URL.env,
-            },
-        )?;
+        let listen = listen_raw
+            .parse()
+            .map_err(|e| LISTEN.invalid(format!("`{listen_raw}` is not host:port ({e})")))?;
+        let database_url = secret(env, &DB_URL, file.database.url, file.database.url_file)?
+            .ok_or_else(|| DB_URL.missing())?;
         if !database_url.expose().starts_with("postgres://")
             && !database_url.expose().starts_with("postgresql://")
         {
-            return Err(ConfigError::Invalid {
-                setting: DB_URL.name,
-                origin: "config".into(),
-                message: "must start with postgres:// (value not shown: it may contain a password)"
-                    .into(),
-            });
+            return Err(DB_URL.invalid(
+                "must start with postgres:// (value not shown: it may contain a password)",
+            ));
         }
         let database_max_connections =
             pick(env, &DB_MAX, file.database.max_connections)?.unwrap_or(10);
         if database_max_connections == 0 {
-            return Err(ConfigError::Invalid {
-                setting: DB_MAX.name,
-                origin: "config".into(),
-                message: "must be at least 1".into(),
-            });
+            return Err(DB_MAX.invalid("must be at least 1"));
         }
         let secs = |s: &Setting, v: Option<u64>, default: u64| {
             pick(env, s, v).map(|v| Duration::from_secs(v.unwrap_or(default)))
