@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use reqwest::Url;
 use uuid::Uuid;
-use weft_agent_api::{Backend, Mtu, Token, VlanId};
+use weft_agent_api::{Backend, InterfaceName, Mtu, Token, VlanId};
 use weft_ovsdb::DatapathType;
 
 /// Everything the agent needs to know about its host; built by `main` from flags and env.
@@ -82,18 +82,24 @@ impl Naming {
                 .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_hexdigit()))
     }
 
-    /// Checks lengths once at start-up instead of failing on the first request.
+    /// Checks once at start-up, with the one interface-name parser, that every name the
+    /// agent will make (longest VLAN id) is valid, instead of failing on the first request.
     pub fn validate(&self, uplinks: &[String]) -> Result<(), String> {
         if self.veth_prefix.is_empty() || self.veth_prefix.len() > 4 {
             return Err("veth prefix must be 1 to 4 bytes".into());
         }
-        if self.bridge_prefix.len() + 4 > IFNAMSIZ_MAX {
-            return Err("bridge prefix must leave room for a 4-digit VLAN".into());
-        }
-        for u in uplinks {
-            if u.len() + 5 > IFNAMSIZ_MAX {
-                return Err(format!("uplink {u} is too long for <uplink>.<vlan> names"));
-            }
+        let widest = VlanId::new(VlanId::MAX).map_err(|e| e.to_string())?;
+        let mut names = vec![
+            ("veth prefix", self.host_veth(Uuid::nil())),
+            ("bridge prefix", self.bridge(widest)),
+        ];
+        names.extend(
+            uplinks
+                .iter()
+                .map(|u| ("uplink", Self::sub_interface(u, widest))),
+        );
+        for (what, name) in names {
+            InterfaceName::parse(&name).map_err(|e| format!("{what} makes a bad name: {e}"))?;
         }
         Ok(())
     }
@@ -112,5 +118,21 @@ mod tests {
         assert!(n.is_host_veth(&name));
         assert!(!n.is_host_veth("eth0"));
         assert!(!n.is_host_veth("wfxyz"));
+    }
+
+    #[test]
+    fn names_the_agent_would_make_are_checked_at_start_up() {
+        let n = Naming::default();
+        assert!(n.validate(&["enp0s31f6".into()]).is_ok());
+        assert!(
+            n.validate(&["enp0s31f6np0".into()]).is_err(),
+            "no room for .4094"
+        );
+        assert!(n.validate(&["eth 0".into()]).is_err());
+        let slash = Naming {
+            bridge_prefix: "w/".into(),
+            ..Naming::default()
+        };
+        assert!(slash.validate(&[]).is_err());
     }
 }
