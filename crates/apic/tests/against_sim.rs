@@ -370,6 +370,14 @@ fn request<'a>(epg: &'a EpgKey, paths: &'a [PathDn]) -> PreflightRequest<'a> {
     }
 }
 
+/// Creates the managed EPGs `web` and `db` (same tenant and AP); returns `db`'s key.
+async fn web_and_db(client: &ApicClient) -> EpgKey {
+    let db = EpgKey::new("t1", "ap1", "db").unwrap();
+    client.ensure_epg(&managed(web())).await.unwrap();
+    client.ensure_epg(&managed(db.clone())).await.unwrap();
+    db
+}
+
 /// Runs pre-flight of a regular binding, then binds anyway and returns the F0467 qualifier the sim raised.
 async fn preflight_then_force(
     client: &ApicClient,
@@ -498,9 +506,7 @@ async fn preflight_invalid_path() {
 #[tokio::test]
 async fn preflight_encap_already_in_use_on_the_leaf() {
     let (_sim, client) = setup().await;
-    let db = EpgKey::new("t1", "ap1", "db").unwrap();
-    client.ensure_epg(&managed(web())).await.unwrap();
-    client.ensure_epg(&managed(db.clone())).await.unwrap();
+    let db = web_and_db(&client).await;
     client
         .apply_bindings(
             &db,
@@ -526,9 +532,7 @@ async fn preflight_encap_already_in_use_on_the_leaf() {
 #[tokio::test]
 async fn preflight_second_untagged_epg_on_a_port() {
     let (_sim, client) = setup().await;
-    let db = EpgKey::new("t1", "ap1", "db").unwrap();
-    client.ensure_epg(&managed(web())).await.unwrap();
-    client.ensure_epg(&managed(db.clone())).await.unwrap();
+    let db = web_and_db(&client).await;
     client
         .apply_bindings(
             &db,
@@ -536,14 +540,11 @@ async fn preflight_second_untagged_epg_on_a_port() {
         )
         .await
         .unwrap();
-    let paths = [port(103, "eth1/3")];
+    let (web_key, paths) = (web(), [port(103, "eth1/3")]);
     let req = PreflightRequest {
-        epg: &web(),
-        physical_domain: "weft_phys",
         encap: vlan(161),
         mode: BindingMode::Native,
-        managed: false,
-        paths: &paths,
+        ..request(&web_key, &paths)
     };
     let err = client.preflight(&req).await.unwrap_err();
     assert!(matches!(err, PreflightError::NativeInUse { .. }), "{err}");
