@@ -25,7 +25,19 @@ pub struct Apic {
     ttl: Duration,
     /// Held across a discovery so concurrent requests wait for one read instead of each
     /// starting their own.
-    snapshot: Mutex<Option<Arc<Snapshot>>>,
+    cache: Mutex<Cache>,
+}
+
+/// Longest wait before a failed re-read is tried again (shorter when the TTL is).
+const RETRY_FAILED_AFTER: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct Cache {
+    snapshot: Option<Arc<Snapshot>>,
+    /// When the last TTL re-read failed; until the retry wait passes the previous snapshot is
+    /// served without asking the APIC, so a down APIC does not cost every request a full
+    /// retry cycle.
+    failed_at: Option<Instant>,
 }
 
 impl Apic {
@@ -34,23 +46,31 @@ impl Apic {
         Ok(Self {
             client: ApicClient::new(settings.client.clone())?,
             ttl: settings.discovery_ttl,
-            snapshot: Mutex::new(None),
+            cache: Mutex::new(Cache::default()),
         })
     }
 
     /// The cached fabric, re-read when older than the TTL. When that re-read fails the older
     /// snapshot is served (its `fetched_at` tells its age) rather than failing every host
-    /// view while the APIC is busy; without any snapshot the error is returned.
+    /// view while the APIC is busy, and the APIC is not asked again for a while (the TTL, at
+    /// most 30 s); without any snapshot the error is returned.
     pub async fn fabric(&self) -> Result<Arc<Snapshot>, ApicError> {
-        let mut slot = self.snapshot.lock().await;
-        let stale = match slot.as_ref() {
+        let mut cache = self.cache.lock().await;
+        let stale = match cache.snapshot.as_ref() {
             Some(s) if s.read_at.elapsed() < self.ttl => return Ok(s.clone()),
             other => other.cloned(),
         };
-        match (Self::read(&self.client, &mut slot).await, stale) {
+        let retry_wait = self.ttl.min(RETRY_FAILED_AFTER);
+        if let (Some(stale), Some(failed)) = (&stale, cache.failed_at) {
+            if failed.elapsed() < retry_wait {
+                return Ok(stale.clone());
+            }
+        }
+        match (Self::read(&self.client, &mut cache).await, stale) {
             (Ok(fresh), _) => Ok(fresh),
             (Err(e), Some(stale)) => {
                 tracing::warn!(error = %e, fetched_at = %stale.fetched_at, "fabric re-read failed; serving the previous snapshot");
+                cache.failed_at = Some(Instant::now());
                 Ok(stale)
             }
             (Err(e), None) => Err(e),
@@ -60,15 +80,12 @@ impl Apic {
     /// Re-reads the fabric now (after a change made on the APIC by hand); errors are returned,
     /// never hidden behind the previous snapshot.
     pub async fn refresh(&self) -> Result<Arc<Snapshot>, ApicError> {
-        let mut slot = self.snapshot.lock().await;
-        Self::read(&self.client, &mut slot).await
+        let mut cache = self.cache.lock().await;
+        Self::read(&self.client, &mut cache).await
     }
 
     #[tracing::instrument(skip_all)]
-    async fn read(
-        client: &ApicClient,
-        slot: &mut Option<Arc<Snapshot>>,
-    ) -> Result<Arc<Snapshot>, ApicError> {
+    async fn read(client: &ApicClient, cache: &mut Cache) -> Result<Arc<Snapshot>, ApicError> {
         let fabric = client.discover().await?;
         tracing::info!(
             nodes = fabric.nodes.len(),
@@ -81,7 +98,8 @@ impl Apic {
             fetched_at: Utc::now(),
             read_at: Instant::now(),
         });
-        *slot = Some(snap.clone());
+        cache.snapshot = Some(snap.clone());
+        cache.failed_at = None;
         Ok(snap)
     }
 }

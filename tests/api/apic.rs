@@ -404,3 +404,41 @@ async fn a_busy_apic_leaves_the_last_snapshot_in_use_but_refresh_reports_it(db: 
         .await;
     assert_problem(r, StatusCode::SERVICE_UNAVAILABLE, "apic-unavailable").await;
 }
+
+#[sqlx::test(migrations = "./migrations")]
+async fn after_a_failed_re_read_the_apic_is_left_alone_for_a_while(db: PgPool) {
+    let sim = apic_sim::spawn(apic_sim::SimConfig::new(
+        apic_sim::Topology::example().unwrap(),
+    ))
+    .await
+    .unwrap();
+    let mut settings = apic_settings(&sim.url, "password");
+    settings.discovery_ttl = std::time::Duration::from_secs(1);
+    let app = spawn_with_apic(db, settings).await;
+    let first = json_ok(app.get(&app.viewer, "/api/v1/fabric").await).await;
+    sim.set_faults(apic_sim::FaultConfig {
+        overload_rate: 1.0,
+        ..Default::default()
+    });
+    let before = sim.count("class_get");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // past the TTL
+    let served = json_ok(app.get(&app.viewer, "/api/v1/fabric").await).await;
+    assert_eq!(served["fetched_at"], first["fetched_at"]);
+    let asked = sim.count("class_get");
+    assert!(asked > before, "the expired snapshot was re-read");
+    // Within the retry wait every request gets the previous snapshot at once.
+    for _ in 0..3 {
+        let again = json_ok(app.get(&app.viewer, "/api/v1/fabric").await).await;
+        assert_eq!(again["fetched_at"], first["fetched_at"]);
+    }
+    assert_eq!(
+        sim.count("class_get"),
+        asked,
+        "the APIC was not asked again"
+    );
+    // Once the APIC answers and the wait is over, the fabric is read again.
+    sim.set_faults(apic_sim::FaultConfig::default());
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let fresh = json_ok(app.get(&app.viewer, "/api/v1/fabric").await).await;
+    assert_ne!(fresh["fetched_at"], first["fetched_at"]);
+}
