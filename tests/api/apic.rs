@@ -8,19 +8,12 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 
 use crate::helpers::{
-    apic_settings, assert_problem, spawn_app, spawn_with_apic, spawn_with_sim, TestApp,
+    apic_settings, assert_problem, json_ok, spawn_app, spawn_with_apic, spawn_with_sim, TestApp,
 };
 
 const VPC: &str = "topology/pod-1/protpaths-101-102/pathep-[host-3_vpc]";
 const FEX_PORT: &str = "topology/pod-1/paths-103/extpaths-111/pathep-[eth1/1]";
 const HOST5_LLDP: &str = "topology/pod-1/paths-104/pathep-[eth1/2]";
-
-async fn json_ok(r: reqwest::Response) -> Value {
-    let status = r.status();
-    let body: Value = r.json().await.unwrap();
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
-}
 
 fn has_path(fabric: &Value, dn: &str, kind: &str) -> bool {
     fabric["paths"]
@@ -54,7 +47,7 @@ async fn bare_host(app: &TestApp, name: &str) {
 #[sqlx::test(migrations = "./migrations")]
 async fn fabric_shows_leaves_vpc_and_fex_paths_and_lldp_and_is_cached(db: PgPool) {
     let (app, sim) = spawn_with_sim(db).await;
-    let fabric = json_ok(app.get(&app.viewer, "/api/v1/fabric").await).await;
+    let fabric = app.get_json(&app.viewer, "/api/v1/fabric").await;
     let leaves: Vec<u64> = fabric["nodes"]
         .as_array()
         .unwrap()
@@ -82,7 +75,7 @@ async fn fabric_shows_leaves_vpc_and_fex_paths_and_lldp_and_is_cached(db: PgPool
 
     // Within the TTL the snapshot is served without asking the APIC again.
     sim.reset_counts();
-    let again = json_ok(app.get(&app.viewer, "/api/v1/fabric").await).await;
+    let again = app.get_json(&app.viewer, "/api/v1/fabric").await;
     assert_eq!(again["fetched_at"], fabric["fetched_at"]);
     assert_eq!(sim.count("class_get"), 0);
 }
@@ -91,12 +84,12 @@ async fn fabric_shows_leaves_vpc_and_fex_paths_and_lldp_and_is_cached(db: PgPool
 async fn refresh_picks_up_a_change_made_on_the_apic_by_hand(db: PgPool) {
     let (app, sim) = spawn_with_sim(db).await;
     bare_host(&app, "host-5").await;
-    let before = json_ok(app.get(&app.viewer, "/api/v1/fabric").await).await;
+    let before = app.get_json(&app.viewer, "/api/v1/fabric").await;
     assert!(lldp_names(&before).contains(&"host-5".to_string()));
 
     // Someone unplugs host-5: its LLDP adjacency disappears on the APIC.
     assert!(sim.remove("topology/pod-1/node-104/sys/lldp/inst/if-[eth1/2]/adj-1"));
-    let cached = json_ok(app.get(&app.viewer, "/api/v1/fabric").await).await;
+    let cached = app.get_json(&app.viewer, "/api/v1/fabric").await;
     assert!(
         lldp_names(&cached).contains(&"host-5".to_string()),
         "served from the cache until refreshed"
@@ -112,7 +105,7 @@ async fn refresh_picks_up_a_change_made_on_the_apic_by_hand(db: PgPool) {
     .await;
     assert!(!lldp_names(&refreshed).contains(&"host-5".to_string()));
     assert_ne!(refreshed["fetched_at"], before["fetched_at"]);
-    let host = json_ok(app.get(&app.viewer, "/api/v1/hosts/host-5").await).await;
+    let host = app.get_json(&app.viewer, "/api/v1/hosts/host-5").await;
     assert_eq!(host["effective_uplinks"]["agreement"]["state"], "unknown");
 }
 
@@ -120,7 +113,7 @@ async fn refresh_picks_up_a_change_made_on_the_apic_by_hand(db: PgPool) {
 async fn a_host_without_uplinks_gets_them_from_lldp_and_configured_ones_are_confirmed(db: PgPool) {
     let (app, _sim) = spawn_with_sim(db).await;
     bare_host(&app, "host-3").await;
-    let host = json_ok(app.get(&app.viewer, "/api/v1/hosts/host-3").await).await;
+    let host = app.get_json(&app.viewer, "/api/v1/hosts/host-3").await;
     assert_eq!(host["uplinks"], json!([]), "nothing configured");
     let eff = &host["effective_uplinks"];
     assert_eq!(eff["agreement"]["state"], "lldp_only");
@@ -140,7 +133,7 @@ async fn a_host_without_uplinks_gets_them_from_lldp_and_configured_ones_are_conf
         )
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let list = json_ok(app.get(&app.viewer, "/api/v1/hosts").await).await;
+    let list = app.get_json(&app.viewer, "/api/v1/hosts").await;
     let host1 = list["items"]
         .as_array()
         .unwrap()
@@ -164,7 +157,7 @@ async fn configured_uplinks_that_lldp_contradicts_are_a_conflict_not_a_guess(db:
         )
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let host = json_ok(app.get(&app.viewer, "/api/v1/hosts/host-5").await).await;
+    let host = app.get_json(&app.viewer, "/api/v1/hosts/host-5").await;
     assert_eq!(
         host["effective_uplinks"]["agreement"],
         json!({"state": "conflict", "configured_only": [wrong], "lldp_only": [HOST5_LLDP]})
@@ -343,7 +336,7 @@ async fn without_an_apic_its_endpoints_answer_503_and_hosts_show_configured_upli
         )
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let host = json_ok(app.get(&app.viewer, "/api/v1/hosts/host-1").await).await;
+    let host = app.get_json(&app.viewer, "/api/v1/hosts/host-1").await;
     assert_eq!(
         host["effective_uplinks"],
         json!({"uplinks": [{"path": VPC, "interfaces": ["eth0"], "source": "configured"}],
@@ -387,14 +380,14 @@ async fn a_busy_apic_leaves_the_last_snapshot_in_use_but_refresh_reports_it(db: 
     let mut settings = apic_settings(&sim.url, "password");
     settings.discovery_ttl = std::time::Duration::ZERO;
     let app = spawn_with_apic(db, settings).await;
-    let first = json_ok(app.get(&app.viewer, "/api/v1/fabric").await).await;
+    let first = app.get_json(&app.viewer, "/api/v1/fabric").await;
 
     // Every APIC request now gets nginx's overload page.
     sim.set_faults(apic_sim::FaultConfig {
         overload_rate: 1.0,
         ..Default::default()
     });
-    let served = json_ok(app.get(&app.viewer, "/api/v1/fabric").await).await;
+    let served = app.get_json(&app.viewer, "/api/v1/fabric").await;
     assert_eq!(
         served["fetched_at"], first["fetched_at"],
         "the older snapshot, dated"
@@ -415,20 +408,20 @@ async fn after_a_failed_re_read_the_apic_is_left_alone_for_a_while(db: PgPool) {
     let mut settings = apic_settings(&sim.url, "password");
     settings.discovery_ttl = std::time::Duration::from_secs(1);
     let app = spawn_with_apic(db, settings).await;
-    let first = json_ok(app.get(&app.viewer, "/api/v1/fabric").await).await;
+    let first = app.get_json(&app.viewer, "/api/v1/fabric").await;
     sim.set_faults(apic_sim::FaultConfig {
         overload_rate: 1.0,
         ..Default::default()
     });
     let before = sim.count("class_get");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // past the TTL
-    let served = json_ok(app.get(&app.viewer, "/api/v1/fabric").await).await;
+    let served = app.get_json(&app.viewer, "/api/v1/fabric").await;
     assert_eq!(served["fetched_at"], first["fetched_at"]);
     let asked = sim.count("class_get");
     assert!(asked > before, "the expired snapshot was re-read");
     // Within the retry wait every request gets the previous snapshot at once.
     for _ in 0..3 {
-        let again = json_ok(app.get(&app.viewer, "/api/v1/fabric").await).await;
+        let again = app.get_json(&app.viewer, "/api/v1/fabric").await;
         assert_eq!(again["fetched_at"], first["fetched_at"]);
     }
     assert_eq!(
@@ -439,6 +432,6 @@ async fn after_a_failed_re_read_the_apic_is_left_alone_for_a_while(db: PgPool) {
     // Once the APIC answers and the wait is over, the fabric is read again.
     sim.set_faults(apic_sim::FaultConfig::default());
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let fresh = json_ok(app.get(&app.viewer, "/api/v1/fabric").await).await;
+    let fresh = app.get_json(&app.viewer, "/api/v1/fabric").await;
     assert_ne!(fresh["fetched_at"], first["fetched_at"]);
 }

@@ -123,9 +123,7 @@ impl TestApp {
 
     /// GETs `path` expecting 200 and returns the JSON body.
     pub async fn get_json(&self, token: &str, path: &str) -> Value {
-        let r = self.get(token, path).await;
-        assert_eq!(r.status(), StatusCode::OK, "GET {path}");
-        r.json().await.unwrap()
+        json_ok(self.get(token, path).await).await
     }
 
     /// The served OpenAPI document (public, no token).
@@ -226,6 +224,14 @@ pub fn epg_body(pool: &str, cidr: &str, gateway: &str) -> Value {
         "vlan_pool": pool,
         "subnets": [{"cidr": cidr, "gateway": gateway, "reserved": []}]
     })
+}
+
+/// Asserts a 200 response and returns its JSON body.
+pub async fn json_ok(r: Response) -> Value {
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
 }
 
 /// Asserts a problem+json response with the given status and kind; returns the body.
