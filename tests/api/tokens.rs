@@ -8,13 +8,12 @@ use crate::helpers::{assert_problem, spawn_app};
 async fn an_admin_creates_lists_and_revokes_tokens_and_the_secret_is_shown_once(db: PgPool) {
     let app = spawn_app(db).await;
     let r = app
-        .client
-        .post(app.url("/api/v1/tokens"))
-        .bearer_auth(&app.admin)
-        .json(&json!({"name": "pipeline", "role": "operator"}))
-        .send()
-        .await
-        .unwrap();
+        .post(
+            &app.admin,
+            "/api/v1/tokens",
+            &json!({"name": "pipeline", "role": "operator"}),
+        )
+        .await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let created: Value = r.json().await.unwrap();
     assert_eq!(created["role"], "operator");
@@ -57,13 +56,12 @@ async fn an_admin_creates_lists_and_revokes_tokens_and_the_secret_is_shown_once(
     );
 
     let again = app
-        .client
-        .post(app.url("/api/v1/tokens"))
-        .bearer_auth(&app.admin)
-        .json(&json!({"name": "pipeline", "role": "viewer"}))
-        .send()
-        .await
-        .unwrap();
+        .post(
+            &app.admin,
+            "/api/v1/tokens",
+            &json!({"name": "pipeline", "role": "viewer"}),
+        )
+        .await;
     assert_problem(again, StatusCode::CONFLICT, "conflict").await;
 
     app.delete_ok(&app.admin, "/api/v1/tokens/pipeline").await;
