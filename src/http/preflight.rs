@@ -15,6 +15,10 @@ use crate::domain::{ApicName, BindingMode, Encap, PathDn};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::startup::AppState;
 
+/// Most explicit paths one check takes: they go into one APIC query filter (a host has a
+/// handful of uplinks), so a huge list only makes an oversized APIC request.
+const MAX_PATHS: usize = 64;
+
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(preflight))
 }
@@ -27,7 +31,7 @@ pub struct PreflightSpec {
     /// configured uplinks and LLDP disagree).
     #[serde(default)]
     pub host: Option<ApicName>,
-    /// Explicit fabric paths, instead of `host`.
+    /// Explicit fabric paths, instead of `host`; at most 64.
     #[serde(default)]
     pub paths: Option<Vec<PathDn>>,
 }
@@ -68,11 +72,11 @@ async fn preflight(
     let apic = fabric::apic(&st)?.clone();
     let paths = match (spec.host, spec.paths) {
         (Some(host), None) => hosts::effective_uplinks(&st, &host).await?.paths(&host)?,
-        (None, Some(paths)) if !paths.is_empty() => paths,
+        (None, Some(paths)) if (1..=MAX_PATHS).contains(&paths.len()) => paths,
         _ => {
-            return Err(ApiError::Invalid(
-                "give exactly one of `host` or a non-empty `paths`".into(),
-            ))
+            return Err(ApiError::Invalid(format!(
+                "give exactly one of `host` or `paths` (1 to {MAX_PATHS} paths)"
+            )))
         }
     };
     let epg = {

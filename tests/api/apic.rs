@@ -308,6 +308,11 @@ async fn each_preflight_failure_is_a_409_naming_the_apic_object(db: PgPool) {
     assert_problem(r, StatusCode::NOT_FOUND, "not-found").await;
     let r = preflight(&app, "web", json!({})).await;
     assert_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid-input").await;
+    let many: Vec<String> = (1..=65).map(|i| port(&format!("eth1/{i}"))).collect();
+    sim.reset_counts();
+    let r = preflight(&app, "web", json!({ "paths": many })).await;
+    assert_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid-input").await;
+    assert_eq!(sim.count("class_get"), 0, "refused before asking the APIC");
     let r = preflight(&app, "web", json!({"host": "nobody"})).await;
     assert_problem(r, StatusCode::NOT_FOUND, "not-found").await;
     bare_host(&app, "host-9").await;
