@@ -68,21 +68,18 @@ async fn list_audit(
     };
     let mut conn = st.db.acquire().await?;
     let rows = audit::list(&mut conn, &filter, before_id, limit + 1).await?;
-    let items = rows
-        .into_iter()
-        .map(|e| {
-            let entry = AuditEntry {
-                id: e.id,
-                at: e.at,
-                actor: e.actor,
-                action: e.action,
-                resource: e.resource,
-                before: e.before,
-                after: e.after,
-                request_id: e.request_id,
-            };
-            (e.id, entry)
-        })
-        .collect();
-    Ok(Json(Page::from_rows(items, limit)))
+    let page = Page::decode(rows, limit, |e| {
+        let entry = AuditEntry {
+            id: e.id,
+            at: e.at,
+            actor: e.actor,
+            action: e.action,
+            resource: e.resource,
+            before: e.before,
+            after: e.after,
+            request_id: e.request_id,
+        };
+        Ok((e.id, entry))
+    })?;
+    Ok(Json(page))
 }

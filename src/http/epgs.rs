@@ -169,17 +169,14 @@ async fn list_epgs(
     // One query for the whole page's subnets, not one per EPG.
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let mut subnets = subnets::for_epgs(&mut conn, &ids).await?;
-    let items = rows
-        .into_iter()
-        .map(|row| {
-            let specs = subnets.remove(&row.id).unwrap_or_default();
-            Ok((
-                row.id,
-                to_epg(row, specs.into_iter().map(|s| s.spec).collect())?,
-            ))
-        })
-        .collect::<ApiResult<Vec<_>>>()?;
-    Ok(Json(Page::from_rows(items, limit)))
+    let page = Page::decode(rows, limit, |row| {
+        let specs = subnets.remove(&row.id).unwrap_or_default();
+        Ok((
+            row.id,
+            to_epg(row, specs.into_iter().map(|s| s.spec).collect())?,
+        ))
+    })?;
+    Ok(Json(page))
 }
 
 #[utoipa::path(get, path = "/api/v1/epgs/{tenant}/{app}/{epg}", tag = "epgs",

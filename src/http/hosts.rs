@@ -219,11 +219,7 @@ async fn list_hosts(
     let mut conn = st.db.acquire().await?;
     let rows = hosts::list(&mut conn, backend.map(Backend::as_str), after, limit + 1).await?;
     drop(conn);
-    let rows = rows
-        .into_iter()
-        .map(|r| Ok((r.id, Host::from_row(r)?)))
-        .collect::<ApiResult<Vec<_>>>()?;
-    let mut page = Page::from_rows(rows, limit);
+    let mut page = Page::decode(rows, limit, |r| Ok((r.id, Host::from_row(r)?)))?;
     if !page.items.is_empty() {
         let snap = lldp_source(&st).await?;
         for h in &mut page.items {

@@ -118,19 +118,28 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
-    /// Builds a page from rows fetched with `LIMIT limit + 1`, each with its id.
-    pub fn from_rows(mut rows: Vec<(i64, T)>, limit: i64) -> Self {
+    /// Builds a page from rows fetched with `LIMIT limit + 1` (the extra row only tells that
+    /// more follow and is not decoded); `decode` turns a row into (id, item).
+    pub fn decode<R>(
+        mut rows: Vec<R>,
+        limit: i64,
+        decode: impl FnMut(R) -> ApiResult<(i64, T)>,
+    ) -> ApiResult<Self> {
         let more = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
+        let rows = rows
+            .into_iter()
+            .map(decode)
+            .collect::<ApiResult<Vec<_>>>()?;
         let next_cursor = if more {
             rows.last().map(|(id, _)| id.to_string())
         } else {
             None
         };
-        Self {
+        Ok(Self {
             items: rows.into_iter().map(|(_, t)| t).collect(),
             next_cursor,
-        }
+        })
     }
 }
 

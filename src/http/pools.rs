@@ -99,11 +99,9 @@ async fn list_pools(
     let (after, limit) = paging.resolve()?;
     let mut conn = st.db.acquire().await?;
     let rows = pools::list(&mut conn, filter.name_prefix.as_deref(), after, limit + 1).await?;
-    let rows = rows
-        .into_iter()
-        .map(|r| Ok((r.id, Pool::from_row(r)?)))
-        .collect::<ApiResult<Vec<_>>>()?;
-    Ok(Json(Page::from_rows(rows, limit)))
+    Ok(Json(Page::decode(rows, limit, |r| {
+        Ok((r.id, Pool::from_row(r)?))
+    })?))
 }
 
 #[utoipa::path(get, path = "/api/v1/vlan-pools/{name}", tag = "vlan-pools", params(("name" = String, Path)),

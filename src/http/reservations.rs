@@ -126,11 +126,7 @@ async fn list_reservations(
     .bind(limit + 1)
     .fetch_all(&mut *conn)
     .await?;
-    let items = rows
-        .into_iter()
-        .map(|r| Ok((r.0, decode(r)?)))
-        .collect::<ApiResult<Vec<_>>>()?;
-    Ok(Json(Page::from_rows(items, limit)))
+    Ok(Json(Page::decode(rows, limit, |r| Ok((r.0, decode(r)?)))?))
 }
 
 #[utoipa::path(get, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", tag = "reservations",

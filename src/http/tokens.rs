@@ -83,11 +83,7 @@ async fn list_tokens(
         .bind(limit + 1)
         .fetch_all(&st.db)
         .await?;
-    let items = rows
-        .into_iter()
-        .map(|r| Ok((r.0, decode(r)?)))
-        .collect::<ApiResult<Vec<_>>>()?;
-    Ok(Json(Page::from_rows(items, limit)))
+    Ok(Json(Page::decode(rows, limit, |r| Ok((r.0, decode(r)?)))?))
 }
 
 /// Creates a token and returns it once. 409 when the name is taken.
