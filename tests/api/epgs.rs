@@ -283,3 +283,28 @@ async fn epgs_list_filters_by_tenant_and_pool(db: PgPool) {
         ["b"]
     );
 }
+
+#[sqlx::test(migrations = "./migrations")]
+async fn overlapping_subnets_are_refused_wherever_they_stand_in_the_list(db: PgPool) {
+    let app = spawn_app(db).await;
+    app.pool("p", 100, 101).await;
+    let mut body = epg_body("p", "10.0.0.0/16", "10.0.0.1");
+    body["subnets"] = json!([
+        {"cidr": "10.0.0.0/16", "gateway": "10.0.0.1"},
+        {"cidr": "10.1.0.0/24", "gateway": "10.1.0.1"},
+        {"cidr": "10.2.0.0/24", "gateway": "10.2.0.1"},
+        {"cidr": "10.0.5.0/24", "gateway": "10.0.5.1"}
+    ]);
+    let r = app.put(&app.operator, "/api/v1/epgs/t/ap/a", &body).await;
+    let p = assert_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid-input").await;
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("subnets 10.0.0.0/16 and 10.0.5.0/24 overlap"),
+        "{p}"
+    );
+    body["subnets"][3] = json!({"cidr": "10.3.0.0/24", "gateway": "10.3.0.1"});
+    let r = app.put(&app.operator, "/api/v1/epgs/t/ap/a", &body).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+}
