@@ -114,3 +114,25 @@ async fn lists_page_and_filter(db: PgPool) {
     let r = app.get(&app.viewer, "/api/v1/vlan-pools?cursor=zzz").await;
     assert_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid-input").await;
 }
+
+#[sqlx::test(migrations = "./migrations")]
+async fn overlapping_or_missing_ranges_are_refused(db: PgPool) {
+    let app = spawn_app(db).await;
+    for ranges in [
+        json!([{"first": 10, "last": 20}, {"first": 30, "last": 40}, {"first": 20, "last": 25}]),
+        json!([]),
+    ] {
+        let r = app
+            .put(
+                &app.admin,
+                "/api/v1/vlan-pools/p",
+                &json!({ "ranges": ranges }),
+            )
+            .await;
+        assert_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid-input").await;
+    }
+    assert_eq!(
+        app.get(&app.viewer, "/api/v1/vlan-pools/p").await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
