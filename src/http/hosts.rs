@@ -275,17 +275,22 @@ async fn put_host(
     let mut tx = st.db.begin().await?;
     let before = read(&mut tx, &name).await?;
     if let Some(b) = &before {
-        let same_token = match &spec.agent_token {
-            None => true,
-            Some(t) => hosts::token_is(&mut tx, name.as_str(), t.expose()).await?,
-        };
         let stored: Vec<(String, String)> = b
             .uplinks
             .iter()
             .map(|u| (u.interface.to_string(), u.path_dn.to_string()))
             .collect();
-        let same = b.agent_url == spec.agent_url && b.backend == spec.backend && b.mtu == spec.mtu;
-        if same && same_token && stored == uplinks {
+        let same = b.agent_url == spec.agent_url
+            && b.backend == spec.backend
+            && b.mtu == spec.mtu
+            && stored == uplinks;
+        // The stored token is only compared (in SQL) when everything else is unchanged.
+        let same = same
+            && match &spec.agent_token {
+                None => true,
+                Some(t) => hosts::token_is(&mut tx, name.as_str(), t.expose()).await?,
+            };
+        if same {
             return Ok(Put(false, b.clone()));
         }
     }

@@ -134,3 +134,45 @@ async fn hosts_list_filters_by_backend(db: PgPool) {
     )
     .await;
 }
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_repeated_host_put_writes_nothing_but_a_new_token_is_a_change(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    let put = |body: Value| {
+        let app = &app;
+        async move {
+            let r = app.put(&app.admin, "/api/v1/hosts/host1", &body).await;
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let audit_rows = || async {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM audit_log WHERE action = 'host.put'")
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        n
+    };
+    let (status, first) = put(host_body()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    // Same fields, same token, uplinks in another order: nothing changes.
+    let mut same = host_body();
+    same["uplinks"].as_array_mut().unwrap().reverse();
+    let (status, again) = put(same).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again, first, "identical document, no new updated_at");
+    assert_eq!(audit_rows().await, 1);
+    // Only the token differs: that is a change.
+    let mut rotated = host_body();
+    rotated["agent_token"] = json!("rotated-agent-token");
+    let (status, changed) = put(rotated).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(changed["updated_at"], first["updated_at"]);
+    assert_eq!(audit_rows().await, 2);
+    let (stored,): (String,) = sqlx::query_as("SELECT agent_token FROM hosts")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(stored, "rotated-agent-token");
+}
