@@ -220,6 +220,78 @@ async fn drifted_ports_are_corrected_and_recognised_after_reconnect() {
     );
 }
 
+/// Port changes and `Vswitch::port` read only the rows they name; a port
+/// whose interface has another name still shows (and checks) that name.
+#[tokio::test]
+async fn one_port_is_read_by_name_whatever_its_interface_is_called() {
+    let Some(ovs) = Ovs::start() else { return };
+    let vs = connect(&ovs).await;
+    vs.ensure_bridge("brw", DatapathType::Netdev).await.unwrap();
+    vs.ensure_bridge("brx", DatapathType::Netdev).await.unwrap();
+    ovs.veth("c1", "c1p", None);
+    ovs.veth("dev9", "dev9p", None);
+    ovs.veth("x1", "x1p", None);
+    vs.ensure_access_ports("brw", &[access("c1", 10, "a1")])
+        .await
+        .unwrap();
+    vs.ensure_access_ports("brx", &[access("x1", 11, "a2")])
+        .await
+        .unwrap();
+    ovs.vsctl(&[
+        "--",
+        "--id=@i",
+        "create",
+        "interface",
+        "name=dev9",
+        "--",
+        "--id=@p",
+        "create",
+        "port",
+        "name=p9",
+        "interfaces=@i",
+        "tag=12",
+        "--",
+        "add",
+        "bridge",
+        "brw",
+        "ports",
+        "@p",
+    ]);
+
+    assert_eq!(
+        vs.port("brw", "c1").await.unwrap(),
+        Some(PortInfo {
+            name: "c1".into(),
+            interfaces: vec!["c1".into()],
+            tag: Some(10),
+            external_ids: ids(&[("weft-attachment", "a1")]),
+            error: None,
+        })
+    );
+    let p9 = vs.port("brw", "p9").await.unwrap().expect("p9 on brw");
+    assert_eq!((p9.interfaces, p9.tag), (vec!["dev9".to_owned()], Some(12)));
+    assert_eq!(vs.port("brw", "x1").await.unwrap(), None, "x1 is on brx");
+    assert_eq!(vs.port("brw", "absent").await.unwrap(), None);
+    assert!(matches!(
+        vs.port("nobr", "c1").await,
+        Err(Error::NoBridge(_))
+    ));
+
+    let mismatch = vs
+        .ensure_access_ports("brw", &[access("p9", 12, "a9")])
+        .await;
+    match mismatch {
+        Err(Error::PortInterfaceMismatch { existing, .. }) => assert_eq!(existing, ["dev9"]),
+        other => panic!("interface mismatch accepted: {other:?}"),
+    }
+    assert_eq!(
+        vs.remove_ports("brw", &["p9", "x1"]).await.unwrap(),
+        Outcome::Changed
+    );
+    assert_eq!(ovs.vsctl(&["list-ports", "brw"]), "c1");
+    assert_eq!(ovs.vsctl(&["list-ports", "brx"]), "x1");
+}
+
 #[tokio::test]
 async fn bad_requests_fail_alone_with_their_reason() {
     let Some(ovs) = Ovs::start() else { return };

@@ -151,10 +151,8 @@ impl Backend for Ovs {
         if self.nl.link(&host).await?.is_none_or(|l| !l.up) {
             return Ok(HostSide::Missing);
         }
-        let ports = self.vswitch.list_ports(&self.naming.ovs_bridge).await?;
-        let ok = ports
-            .iter()
-            .any(|p| p.name == host && p.tag == Some(spec.vlan.get()));
+        let port = self.vswitch.port(&self.naming.ovs_bridge, &host).await?;
+        let ok = port.is_some_and(|p| p.tag == Some(spec.vlan.get()));
         Ok(HostSide::ready_if(ok, host))
     }
 }

@@ -4,7 +4,7 @@
 //! 1 ms each. Callers queue requests on a channel; a single task drains
 //! everything pending, commits it as one transaction and answers each caller.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use super::core::Core;
 use super::plan::{plan, PortRequest};
+use super::snapshot::Scope;
 use super::Outcome;
 use crate::datum;
 use crate::error::{Error, Result};
@@ -110,10 +111,22 @@ async fn commit_batch(
     let opts = &core.opts;
     let wait =
         opts.wait_applied && (opts.wait_for_removals || requests.iter().any(|r| r.ensures()));
+    let mut ports = BTreeSet::new();
+    let mut ifaces = BTreeSet::new();
+    for request in requests {
+        ports.extend(request.port_names());
+        ifaces.extend(request.iface_names());
+    }
+    let ports: Vec<&str> = ports.into_iter().collect();
+    let ifaces: Vec<&str> = ifaces.into_iter().collect();
+    let scope = Scope::Named {
+        ports: &ports,
+        ifaces: &ifaces,
+    };
     let mut attempt = 0;
     let (mut plan, results, guards) = loop {
         attempt += 1;
-        let snap = core.snapshot().await?;
+        let snap = core.snapshot(scope).await?;
         let mut plan = plan(&snap, requests);
         if plan.ops.is_empty() {
             if retry && wait {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, Mutex};
 
-use super::snapshot::{rows, select, Snapshot, DB};
+use super::snapshot::{rows, select, Scope, Snapshot, DB};
 use super::VswitchOptions;
 use crate::client::Client;
 use crate::datum;
@@ -108,9 +108,21 @@ impl Core {
         session.client.transact(DB, ops).await
     }
 
-    pub async fn snapshot(&self) -> Result<Snapshot> {
+    /// A consistent read of `scope`. Interfaces of the read ports that the
+    /// scope did not name are fetched by uuid afterwards: an interface's name
+    /// never changes (the column is immutable), so that second read cannot
+    /// contradict the first.
+    pub async fn snapshot(&self, scope: Scope<'_>) -> Result<Snapshot> {
         let session = self.session().await?;
-        Snapshot::parse(&self.transact(&session, &Snapshot::query()).await?)
+        let results = self.transact(&session, &Snapshot::query(scope)).await?;
+        let mut snap = Snapshot::parse(scope, &results)?;
+        let missing = snap.missing_ifaces_query();
+        if !missing.is_empty() {
+            for result in self.transact(&session, &missing).await? {
+                snap.add_ifaces(&result)?;
+            }
+        }
+        Ok(snap)
     }
 
     /// Commits `ops`. With `wait`, also bumps `next_cfg` in the same

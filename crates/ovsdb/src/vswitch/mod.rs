@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::core::Core;
 use self::plan::{PortChange, PortRequest, PortSpec};
+use self::snapshot::Scope;
 use crate::error::{Error, Result};
 
 /// Which datapath a bridge uses: `system` (kernel module, production) or
@@ -190,7 +191,10 @@ impl Vswitch {
     /// Every port of `bridge`, sorted by name.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn list_ports(&self, bridge: &str) -> Result<Vec<PortInfo>> {
-        let snap = self.core.reconnecting(|_| self.core.snapshot()).await?;
+        let snap = self
+            .core
+            .reconnecting(|_| self.core.snapshot(Scope::All))
+            .await?;
         let row = snap
             .bridges
             .get(bridge)
@@ -203,6 +207,33 @@ impl Vswitch {
             .collect();
         ports.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(ports)
+    }
+
+    /// Port `name` if it is on `bridge`. Unlike [`Vswitch::list_ports`] it
+    /// reads only that port's rows, so its cost does not grow with the
+    /// number of ports.
+    #[tracing::instrument(level = "debug", skip(self))]
+    pub async fn port(&self, bridge: &str, name: &str) -> Result<Option<PortInfo>> {
+        // Callers usually name the interface like the port; any other
+        // interface is fetched by uuid.
+        let names = [name];
+        let scope = Scope::Named {
+            ports: &names,
+            ifaces: &names,
+        };
+        let snap = self
+            .core
+            .reconnecting(|_| self.core.snapshot(scope))
+            .await?;
+        let row = snap
+            .bridges
+            .get(bridge)
+            .ok_or_else(|| Error::NoBridge(bridge.to_owned()))?;
+        Ok(snap
+            .ports
+            .get(name)
+            .filter(|p| row.ports.contains(&p.uuid))
+            .map(|p| snap.port_info(name, p)))
     }
 
     async fn submit(&self, bridge: &str, changes: Vec<PortChange>) -> Result<Outcome> {
@@ -229,7 +260,7 @@ impl Vswitch {
         let plan = &plan;
         self.core
             .reconnecting(|retry| async move {
-                let snap = self.core.snapshot().await?;
+                let snap = self.core.snapshot(Scope::All).await?;
                 let ops = plan(&snap)?;
                 if ops.is_empty() {
                     if retry && self.core.opts.wait_applied {

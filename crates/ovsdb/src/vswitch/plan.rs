@@ -41,6 +41,16 @@ impl PortRequest {
             .any(|c| matches!(c, PortChange::Ensure(_)))
     }
 
+    /// Interfaces whose rows planning the request reads: those it attaches,
+    /// and for a removal the port's own name (ports are usually named like
+    /// their interface), so one read almost always covers every row needed.
+    pub fn iface_names(&self) -> impl Iterator<Item = &str> {
+        self.changes.iter().map(|c| match c {
+            PortChange::Ensure(spec) => spec.iface.as_str(),
+            PortChange::Remove(name) => name.as_str(),
+        })
+    }
+
     pub fn port_names(&self) -> impl Iterator<Item = &str> {
         self.changes.iter().map(|c| match c {
             PortChange::Ensure(spec) => spec.name.as_str(),

@@ -3,12 +3,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::PortInfo;
 use crate::datum;
 use crate::error::{Error, Result};
-use crate::op::Operation;
+use crate::op::{Condition, Operation};
 
 pub(crate) const DB: &str = "Open_vSwitch";
 
@@ -74,35 +74,74 @@ fn string_column(row: &Value, name: &str) -> Result<String> {
         .ok_or_else(|| Error::Protocol(format!("column {name} is not a string: {row}")))
 }
 
+/// Which Port and Interface rows a snapshot reads. Bridges and the root row
+/// are always read whole; reading every port costs time that grows with the
+/// number of ports, so a port change reads only the rows it names.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Scope<'a> {
+    All,
+    /// The ports with these names and the interfaces with these names.
+    Named {
+        ports: &'a [&'a str],
+        ifaces: &'a [&'a str],
+    },
+}
+
+const PORT_COLUMNS: &[&str] = &[
+    "_uuid",
+    "name",
+    "tag",
+    "trunks",
+    "interfaces",
+    "external_ids",
+];
+const IFACE_COLUMNS: &[&str] = &["_uuid", "name", "error"];
+
+/// Selects `columns` of the rows of `table` whose `key` equals `value`.
+fn select_where(table: &str, key: &str, value: Value, columns: &[&str]) -> Operation {
+    Operation::Select {
+        table: table.to_owned(),
+        conditions: vec![Condition::eq(key, value)],
+        columns: Some(columns.iter().map(|c| (*c).to_owned()).collect()),
+    }
+}
+
 impl Snapshot {
-    /// The selects that make up a snapshot, to run as one transaction.
-    pub fn query() -> Vec<Operation> {
-        vec![
+    /// The selects that make up a snapshot of `scope`, to run as one transaction.
+    pub fn query(scope: Scope<'_>) -> Vec<Operation> {
+        let mut ops = vec![
             select("Open_vSwitch", &["_uuid"]),
             select("Bridge", &["_uuid", "name", "ports", "datapath_type"]),
-            select(
-                "Port",
-                &[
-                    "_uuid",
-                    "name",
-                    "tag",
-                    "trunks",
-                    "interfaces",
-                    "external_ids",
-                ],
-            ),
-            select("Interface", &["_uuid", "name", "error"]),
-        ]
+        ];
+        match scope {
+            Scope::All => {
+                ops.push(select("Port", PORT_COLUMNS));
+                ops.push(select("Interface", IFACE_COLUMNS));
+            }
+            Scope::Named { ports, ifaces } => {
+                let port = |n: &&str| select_where("Port", "name", json!(n), PORT_COLUMNS);
+                let iface = |n: &&str| select_where("Interface", "name", json!(n), IFACE_COLUMNS);
+                ops.extend(ports.iter().map(port));
+                ops.extend(ifaces.iter().map(iface));
+            }
+        }
+        ops
     }
 
-    /// Parses the results of [`Snapshot::query`].
-    pub fn parse(results: &[Value]) -> Result<Self> {
-        let [roots, bridges, ports, ifaces] = results else {
+    /// Parses the results of [`Snapshot::query`] for the same `scope`.
+    pub fn parse(scope: Scope<'_>, results: &[Value]) -> Result<Self> {
+        let port_selects = match scope {
+            Scope::All => 1,
+            Scope::Named { ports, .. } => ports.len(),
+        };
+        let expected = Self::query(scope).len();
+        let ([roots, bridges, rest @ ..], true) = (results, results.len() == expected) else {
             return Err(Error::Protocol(format!(
-                "snapshot expects 4 results, got {}",
+                "snapshot expects {expected} results, got {}",
                 results.len()
             )));
         };
+        let (ports, ifaces) = rest.split_at(port_selects);
         let mut snap = Snapshot::default();
         if let Some(root) = rows(roots)?.first() {
             snap.root = Some(datum::read_uuid(column(root, "_uuid")?)?);
@@ -115,25 +154,52 @@ impl Snapshot {
             };
             snap.bridges.insert(string_column(row, "name")?, bridge);
         }
-        for row in rows(ports)? {
-            let port = PortRow {
-                uuid: datum::read_uuid(column(row, "_uuid")?)?,
-                tag: datum::read_optional_int(column(row, "tag")?)?,
-                trunks: datum::members(column(row, "trunks")?).len(),
-                interfaces: datum::read_uuid_set(column(row, "interfaces")?)?,
-                external_ids: datum::read_string_map(column(row, "external_ids")?)?,
-            };
-            snap.ports.insert(string_column(row, "name")?, port);
+        for result in ports {
+            for row in rows(result)? {
+                let port = PortRow {
+                    uuid: datum::read_uuid(column(row, "_uuid")?)?,
+                    tag: datum::read_optional_int(column(row, "tag")?)?,
+                    trunks: datum::members(column(row, "trunks")?).len(),
+                    interfaces: datum::read_uuid_set(column(row, "interfaces")?)?,
+                    external_ids: datum::read_string_map(column(row, "external_ids")?)?,
+                };
+                snap.ports.insert(string_column(row, "name")?, port);
+            }
         }
-        for row in rows(ifaces)? {
+        for result in ifaces {
+            snap.add_ifaces(result)?;
+        }
+        Ok(snap)
+    }
+
+    /// Adds the Interface rows of a select result.
+    pub fn add_ifaces(&mut self, result: &Value) -> Result<()> {
+        for row in rows(result)? {
             let iface = IfaceRow {
                 name: string_column(row, "name")?,
                 error: datum::read_optional_string(column(row, "error")?)?,
             };
-            snap.ifaces
+            self.ifaces
                 .insert(datum::read_uuid(column(row, "_uuid")?)?, iface);
         }
-        Ok(snap)
+        Ok(())
+    }
+
+    /// Selects for the interfaces of read ports that were not read with them
+    /// (a port whose interface is not named as the caller expected).
+    pub fn missing_ifaces_query(&self) -> Vec<Operation> {
+        let mut missing: Vec<&String> = self
+            .ports
+            .values()
+            .flat_map(|p| &p.interfaces)
+            .filter(|u| !self.ifaces.contains_key(*u))
+            .collect();
+        missing.sort();
+        missing.dedup();
+        missing
+            .into_iter()
+            .map(|u| select_where("Interface", "_uuid", datum::uuid(u), IFACE_COLUMNS))
+            .collect()
     }
 
     /// The bridge a port (by uuid) belongs to, if any.
