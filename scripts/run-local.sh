@@ -12,7 +12,9 @@ pg_isready -q -h 127.0.0.1 -p 5432 || { echo "run-local: PostgreSQL is not runni
 
 db=${WEFT_LOCAL_DB:-weft_local}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$( [ -d /var/cache/weft-target ] && echo /var/cache/weft-target || echo target)}
-cargo build -q --bin weft && cargo build -q -p apic-sim --bin apic-sim
+# One build for both binaries: two `-p` builds resolve features separately and compile
+# shared dependencies twice.
+cargo build -q --workspace --bins
 weft="$CARGO_TARGET_DIR/debug/weft"
 sim="$CARGO_TARGET_DIR/debug/apic-sim"
 
