@@ -13,14 +13,10 @@ use crate::agent::Agent;
 use crate::docker::{Action, ContainerEvent as DockerEvent};
 
 /// Follows the Docker event stream until the process ends, reconnecting after errors.
-pub async fn watch(agent: Arc<Agent>) {
+pub async fn watch(agent: Arc<Agent>, callback: Callback) {
     let Some(docker) = agent.docker().cloned() else {
         return;
     };
-    let callback = Callback::new(
-        agent.config().central_url.clone(),
-        agent.config().central_token.clone(),
-    );
     loop {
         let mut events = std::pin::pin!(docker.events());
         while let Some(event) = events.next().await {
@@ -68,21 +64,22 @@ async fn handle(agent: &Agent, callback: &Callback, event: DockerEvent) {
 }
 
 /// POSTs container events to the central service, retrying in the background.
-struct Callback {
+pub struct Callback {
     target: Option<(Url, Option<Token>)>,
     http: reqwest::Client,
 }
 
 impl Callback {
-    fn new(url: Option<Url>, token: Option<Token>) -> Self {
+    /// The callback to `url` (none: events are only logged). Fails at start-up when the
+    /// HTTP client cannot be built (e.g. no usable TLS backend), not later per event.
+    pub fn new(url: Option<Url>, token: Option<Token>) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap_or_default();
-        Callback {
+            .build()?;
+        Ok(Callback {
             target: url.map(|u| (u, token)),
             http,
-        }
+        })
     }
 
     /// Delivers `event` with exponential backoff (1 s doubling to 60 s, 20 tries).

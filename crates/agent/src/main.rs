@@ -9,6 +9,7 @@ use reqwest::Url;
 use tracing_subscriber::EnvFilter;
 use weft_agent::agent::Agent;
 use weft_agent::config::{Config, Naming};
+use weft_agent::events::Callback;
 use weft_agent_api::{Backend, Mtu, Token};
 use weft_ovsdb::DatapathType;
 
@@ -193,11 +194,13 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
+    let callback = Callback::new(config.central_url.clone(), config.central_token.clone())
+        .context("build the HTTP client for container event callbacks")?;
     let agent = Agent::new(config).await.context("start agent")?;
     if let Err(e) = agent.reapply().await {
         tracing::warn!(error = %e, "re-applying desired state at start-up was incomplete");
     }
-    tokio::spawn(weft_agent::events::watch(agent.clone()));
+    tokio::spawn(weft_agent::events::watch(agent.clone(), callback));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("bind {listen}"))?;

@@ -9,6 +9,7 @@ use axum::routing::post;
 use axum::Json;
 use uuid::Uuid;
 use weft_agent::agent::Agent;
+use weft_agent::events::Callback;
 use weft_agent_api::{AttachmentSpec, Backend, ContainerEvent, ContainerEventKind, Target};
 
 use crate::helpers::*;
@@ -92,7 +93,8 @@ async fn docker_container_is_wired_rewired_after_restart_and_kept_across_agent_r
     cfg.docker_socket = Some(SOCKET.into());
     cfg.central_url = Some(callback);
     let agent = Agent::new(cfg.clone()).await.unwrap();
-    let watcher = tokio::spawn(weft_agent::events::watch(agent.clone()));
+    let sender = Callback::new(cfg.central_url.clone(), cfg.central_token.clone()).unwrap();
+    let watcher = tokio::spawn(weft_agent::events::watch(agent.clone(), sender));
 
     let vlan = vlan(181);
     agent.ensure_segment(vlan, &untagged()).await.unwrap();
