@@ -13,7 +13,7 @@ pub struct HostRow {
     pub agent_token_set: bool,
     pub backend: String,
     pub mtu: i32,
-    /// `[{"interface": .., "path_dn": .., "learned": ..}]` ordered by interface.
+    /// `[{"interface": .., "path_dn": ..}]` ordered by interface.
     pub uplinks: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -21,7 +21,7 @@ pub struct HostRow {
 
 const SELECT: &str = "
     SELECT h.id, h.name, h.agent_url, h.agent_token IS NOT NULL AS agent_token_set, h.backend, h.mtu,
-        COALESCE((SELECT json_agg(json_build_object('interface', u.interface, 'path_dn', u.path_dn, 'learned', u.learned)
+        COALESCE((SELECT json_agg(json_build_object('interface', u.interface, 'path_dn', u.path_dn)
                   ORDER BY u.interface) FROM host_uplinks u WHERE u.host_id = h.id), '[]'::json)::jsonb AS uplinks,
         h.created_at, h.updated_at
     FROM hosts h";
@@ -87,11 +87,9 @@ pub async fn upsert(
         .bind(&ifaces)
         .execute(&mut *conn)
         .await?;
-    // An uplink whose path changed goes back to `configured`; LLDP discovery re-evaluates it.
     sqlx::query(
         "INSERT INTO host_uplinks (host_id, interface, path_dn) SELECT $1, i, p FROM unnest($2::text[], $3::text[]) AS t(i, p)
-         ON CONFLICT (host_id, interface) DO UPDATE SET path_dn = EXCLUDED.path_dn,
-             learned = CASE WHEN host_uplinks.path_dn = EXCLUDED.path_dn THEN host_uplinks.learned ELSE 'configured' END",
+         ON CONFLICT (host_id, interface) DO UPDATE SET path_dn = EXCLUDED.path_dn",
     )
     .bind(id)
     .bind(&ifaces)

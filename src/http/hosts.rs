@@ -27,10 +27,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(get_host, put_host, delete_host))
 }
 
-/// One host interface cabled to the fabric.
+/// One host interface cabled to the fabric, as configured. How it compares with the APIC's
+/// LLDP neighbours is in the host's `effective_uplinks`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct UplinkSpec {
+pub struct Uplink {
     pub interface: InterfaceName,
     /// The leaf port (or vPC) the interface is cabled to.
     pub path_dn: PathDn,
@@ -55,17 +56,7 @@ pub struct HostSpec {
     #[serde(default = "default_mtu")]
     pub mtu: Mtu,
     #[serde(default)]
-    pub uplinks: Vec<UplinkSpec>,
-}
-
-/// A configured uplink as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Uplink {
-    pub interface: InterfaceName,
-    pub path_dn: PathDn,
-    /// `configured` for the uplinks given in the PUT; how they compare with the APIC's LLDP
-    /// neighbours is in the host's `effective_uplinks`.
-    pub learned: String,
+    pub uplinks: Vec<Uplink>,
 }
 
 /// A host as stored. The agent token is never shown, only whether one is set.
