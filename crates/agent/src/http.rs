@@ -13,6 +13,7 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -52,7 +53,8 @@ impl Modify for BearerAuth {
 /// gets an `x-request-id` (the caller's, or a new UUID), echoed in the response and
 /// recorded on the request's tracing span.
 pub fn api(agent: Arc<Agent>) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, doc) = routes().with_state(agent).split_for_parts();
+    let (router, mut doc) = routes().with_state(agent).split_for_parts();
+    document_common_errors(&mut doc);
     let trace = TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
         let id = req
             .headers()
@@ -88,7 +90,46 @@ pub async fn serve(
 
 /// The OpenAPI document alone (for the committed `openapi/agent.json`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().into_openapi()
+    let mut doc = routes().into_openapi();
+    document_common_errors(&mut doc);
+    doc
+}
+
+/// Adds the errors every token-protected operation can answer (wrong token, host failure,
+/// Docker/OVS failure), so each route lists only its own. An operation is protected when it
+/// keeps the document-wide bearer requirement (`/healthz` overrides it).
+fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
+    let common = [
+        ("401", "missing or wrong bearer token"),
+        ("500", "the host failed the operation"),
+        ("502", "Docker or Open vSwitch failed the operation"),
+    ];
+    for item in doc.paths.paths.values_mut() {
+        let ops = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+        ];
+        for op in ops.into_iter().flatten().filter(|op| op.security.is_none()) {
+            for (status, why) in common {
+                op.responses
+                    .responses
+                    .entry(status.into())
+                    .or_insert_with(|| problem_response(why).into());
+            }
+        }
+    }
+}
+
+fn problem_response(description: &str) -> utoipa::openapi::Response {
+    let content = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("Problem")))
+        .build();
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/problem+json", content)
+        .build()
 }
 
 fn routes() -> OpenApiRouter<Arc<Agent>> {
@@ -174,8 +215,6 @@ async fn healthz(State(agent): State<Arc<Agent>>) -> Json<Health> {
 /// Actual state of the host, read from the kernel.
 #[utoipa::path(get, path = "/v1/state", responses(
     (status = 200, body = AgentState),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 500, body = Problem, content_type = "application/problem+json"),
 ))]
 async fn get_state(
     _: Authorized,
@@ -190,7 +229,8 @@ async fn get_state(
     (status = 200, body = Segment),
     (status = 400, body = Problem, content_type = "application/problem+json"),
     (status = 409, body = Problem, content_type = "application/problem+json"),
-    (status = 500, body = Problem, content_type = "application/problem+json"),
+    (status = 415, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
 ))]
 async fn put_segment(
     _: Authorized,
@@ -204,8 +244,8 @@ async fn put_segment(
 /// Removes a segment; a missing one is success.
 #[utoipa::path(delete, path = "/v1/segments/{vlan}", params(("vlan" = u16, Path, minimum = 1, maximum = 4094)), responses(
     (status = 204),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
     (status = 409, body = Problem, content_type = "application/problem+json"),
-    (status = 500, body = Problem, content_type = "application/problem+json"),
 ))]
 async fn delete_segment(
     _: Authorized,
@@ -221,8 +261,8 @@ async fn delete_segment(
     (status = 200, body = Attachment),
     (status = 400, body = Problem, content_type = "application/problem+json"),
     (status = 409, body = Problem, content_type = "application/problem+json"),
+    (status = 415, body = Problem, content_type = "application/problem+json"),
     (status = 422, body = Problem, content_type = "application/problem+json"),
-    (status = 500, body = Problem, content_type = "application/problem+json"),
 ))]
 async fn put_attachment(
     _: Authorized,
@@ -236,8 +276,7 @@ async fn put_attachment(
 /// Removes an attachment's interfaces; a missing one is success.
 #[utoipa::path(delete, path = "/v1/attachments/{id}", params(("id" = Uuid, Path)), responses(
     (status = 204),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 500, body = Problem, content_type = "application/problem+json"),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
 ))]
 async fn delete_attachment(
     _: Authorized,

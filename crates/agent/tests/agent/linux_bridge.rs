@@ -113,8 +113,37 @@ async fn api_rejects_requests_without_the_token() {
         }
         other => panic!("expected 401, got {other:?}"),
     }
-    // The caller's request id comes back (and is on the agent's log span).
+    // Every operation the OpenAPI document marks protected documents 401 and answers it.
+    let doc = weft_agent::http::openapi();
     let http = reqwest::Client::new();
+    let mut protected = 0;
+    for (path, item) in &doc.paths.paths {
+        let ops = [
+            (reqwest::Method::GET, &item.get),
+            (reqwest::Method::PUT, &item.put),
+            (reqwest::Method::DELETE, &item.delete),
+        ];
+        for (method, op) in ops {
+            let Some(op) = op.as_ref().filter(|op| op.security.is_none()) else {
+                continue;
+            };
+            assert!(
+                op.responses.responses.contains_key("401"),
+                "{method} {path}"
+            );
+            let url = format!("{base}{}", path.trim_start_matches('/'))
+                .replace("{vlan}", "181")
+                .replace("{id}", &Uuid::new_v4().to_string());
+            let resp = http.request(method.clone(), url).send().await.unwrap();
+            assert_eq!(resp.status(), 401, "{method} {path}");
+            protected += 1;
+        }
+    }
+    assert_eq!(
+        protected, 5,
+        "GET state, PUT/DELETE segments and attachments"
+    );
+    // The caller's request id comes back (and is on the agent's log span).
     let resp = http
         .get(format!("{base}healthz"))
         .header("x-request-id", "req-42")
