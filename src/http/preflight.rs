@@ -36,10 +36,9 @@ pub struct PreflightSpec {
     pub paths: Option<Vec<PathDn>>,
 }
 
-/// A passed check: what was checked.
+/// A passed check (a failed one is 409 `preflight-failed`): what was checked.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PreflightResult {
-    pub ok: bool,
     /// `false` for a managed EPG Weft has yet to create on the APIC (then the domain, pool,
     /// path and leaf checks ran without it).
     pub epg_exists: bool,
@@ -97,7 +96,6 @@ async fn preflight(
         })
         .await?;
     Ok(Json(PreflightResult {
-        ok: true,
         epg_exists: report.epg_exists,
         epg_dn: key.dn(),
         encap: epg.encap,

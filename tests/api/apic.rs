@@ -234,7 +234,7 @@ async fn preflight_passes_for_a_host_learned_from_lldp_and_writes_nothing(db: Pg
     let ok = json_ok(preflight(&app, "web", json!({"host": "host-3"})).await).await;
     assert_eq!(
         ok,
-        json!({"ok": true, "epg_exists": true, "epg_dn": "uni/tn-t/ap-ap/epg-web", "encap": "vlan-150",
+        json!({"epg_exists": true, "epg_dn": "uni/tn-t/ap-ap/epg-web", "encap": "vlan-150",
                "mode": "regular", "physical_domain": "weft_phys", "paths": [VPC]})
     );
     let fex = json_ok(preflight(&app, "web", json!({"paths": [FEX_PORT]})).await).await;
