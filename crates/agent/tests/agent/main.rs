@@ -2,6 +2,7 @@
 //! OVS (userspace datapath), and 802.1Q inside a QEMU VM (scripts/vm-test.sh).
 
 mod binary;
+mod client;
 mod docker;
 mod helpers;
 mod linux_bridge;
