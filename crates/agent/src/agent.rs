@@ -160,7 +160,7 @@ impl Agent {
             .get(&spec.vlan)
             .cloned()
             .ok_or(Error::SegmentMissing(spec.vlan))?;
-        let container_id = self.wire(id, spec, &seg).await?;
+        let (container_id, attachment) = self.wire(id, spec, &seg).await?;
         let record = DesiredAttachment {
             spec: spec.clone(),
             container_id,
@@ -168,21 +168,32 @@ impl Agent {
         self.store
             .update(|d| d.attachments.insert(id, record.clone()) != Some(record))
             .await?;
-        self.attachment(id, spec).await
+        Ok(attachment)
     }
 
-    /// Makes the kernel match `spec`; returns the Docker container id when the target is one.
+    /// Makes the kernel match `spec`; returns the Docker container id when the target is
+    /// one, and the attachment as the kernel then shows it, read through the namespace
+    /// already resolved here (no second Docker inspect or namespace entry).
     async fn wire(
         &self,
         id: Uuid,
         spec: &AttachmentSpec,
         seg: &DesiredSegment,
-    ) -> Result<Option<String>> {
+    ) -> Result<(Option<String>, Attachment)> {
         let (ns, container_id) = container::resolve(&spec.target, self.docker.as_ref()).await?;
         let inside = ns.netlink().await?;
-        let host_ok = self.backend.host_side(id, spec).await? != HostSide::Missing;
-        if host_ok && container::actual(&inside, spec).await?.wired {
-            return Ok(container_id);
+        let report = |host: HostSide, actual| Attachment {
+            id,
+            spec: spec.clone(),
+            host_ifname: host.ifname(),
+            actual,
+        };
+        let host = self.backend.host_side(id, spec).await?;
+        if host != HostSide::Missing {
+            let actual = container::actual(&inside, spec).await?;
+            if actual.wired {
+                return Ok((container_id, report(host, actual)));
+            }
         }
         // Partially wired (or a stale host end): start from nothing.
         self.backend.unplug(id, spec, Some(&inside)).await?;
@@ -199,7 +210,9 @@ impl Agent {
             return Err(e);
         }
         info!(netns = %ns.path().display(), "attachment wired");
-        Ok(container_id)
+        let host = self.backend.host_side(id, spec).await?;
+        let actual = container::actual(&inside, spec).await?;
+        Ok((container_id, report(host, actual)))
     }
 
     /// Removes the attachment's interfaces; a missing attachment is success.
