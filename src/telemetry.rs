@@ -1,5 +1,7 @@
 //! Log setup: human-readable text or one JSON object per line. Each HTTP request runs in a
-//! span carrying its `request_id`, so every line logged while serving it carries the id too.
+//! span carrying its `request_id`, so every line logged while serving it carries the id too:
+//! JSON lines list every enclosing span (`spans`, outermost first), because a nested span
+//! (an APIC call, a fabric read) is the `span` of its lines and would hide the request's.
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -18,7 +20,7 @@ pub fn init(format: LogFormat, filter: &str) {
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
-                    .with_span_list(false),
+                    .with_span_list(true),
             )
             .try_init(),
         LogFormat::Text => registry.with(tracing_subscriber::fmt::layer()).try_init(),

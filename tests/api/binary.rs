@@ -206,3 +206,85 @@ async fn the_apic_password_is_never_logged_even_at_debug_level(db: PgPool) {
     assert!(logs.contains("fabric discovered"), "debug logs captured");
     assert!(!logs.contains(secret), "the APIC password was logged");
 }
+
+#[sqlx::test(migrations = false)]
+async fn every_log_line_of_a_request_carries_its_request_id(db: PgPool) {
+    let sim = apic_sim::spawn(apic_sim::SimConfig::new(
+        apic_sim::Topology::example().unwrap(),
+    ))
+    .await
+    .unwrap();
+    let url = database_url(&db);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut server = Server(
+        serve(&url, &listen)
+            .env("WEFT_LOG_FILTER", "debug")
+            .env("WEFT_APIC_CONTROLLERS", &sim.url)
+            .env("WEFT_APIC_USERNAME", "admin")
+            .env("WEFT_APIC_PASSWORD", "password")
+            .spawn()
+            .unwrap(),
+    );
+    // Lines arrive on a channel as the server writes them, so those logged while serving one
+    // request can be told from the start-up and readiness lines before it.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = server.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let client = reqwest::Client::new();
+    let base = format!("http://{listen}");
+    wait_ready(&client, &base).await;
+    let token = create_token(&url, "operator", "every-line");
+    let quiet = |rx: &std::sync::mpsc::Receiver<String>| {
+        let mut got = Vec::new();
+        while let Ok(l) = rx.recv_timeout(Duration::from_millis(500)) {
+            got.push(l);
+        }
+        got
+    };
+    quiet(&rx);
+
+    // A refresh logs in to the APIC, reads it, writes the snapshot and the audit log.
+    let r = client
+        .post(format!("{base}/api/v1/fabric/refresh"))
+        .bearer_auth(&token)
+        .header("x-request-id", "it-every-line")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-request-id"], "it-every-line");
+    let lines = quiet(&rx);
+    drop(server);
+
+    let lines: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("every log line is JSON"))
+        .collect();
+    // Lines of nested spans (the APIC client's, the fabric read's) and of sqlx included.
+    for wanted in [
+        "sqlx::query",
+        "weft_apic::client",
+        "weft::apic",
+        "tower_http::trace::on_response",
+    ] {
+        assert!(
+            lines.iter().any(|l| l["target"] == wanted),
+            "no {wanted} line: {lines:#?}"
+        );
+    }
+    for line in &lines {
+        let ids: Vec<&Value> = line["spans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.get("request_id"))
+            .collect();
+        assert_eq!(ids, [&Value::from("it-every-line")], "{line}");
+    }
+}
