@@ -104,8 +104,11 @@ impl Agent {
             mode: spec.mode,
             uplink,
         };
-        let existing = self.store.snapshot().await.segments.get(&vlan).cloned();
-        if existing.as_ref().is_some_and(|e| *e != want) {
+        let differs = self
+            .store
+            .read(|d| d.segments.get(&vlan).is_some_and(|e| *e != want))
+            .await;
+        if differs {
             return Err(Error::Conflict(format!(
                 "segment {vlan} exists with another mode or uplink; delete it first"
             )));
@@ -119,21 +122,22 @@ impl Agent {
 
     #[instrument(skip(self), fields(vlan.id = %vlan))]
     pub async fn remove_segment(&self, vlan: VlanId) -> Result<()> {
-        let desired = self.store.snapshot().await;
-        let Some(seg) = desired.segments.get(&vlan) else {
+        let (seg, user) = self
+            .store
+            .read(|d| {
+                let user = d.attachments.iter().find(|(_, a)| a.spec.vlan == vlan);
+                (d.segments.get(&vlan).cloned(), user.map(|(id, _)| *id))
+            })
+            .await;
+        let Some(seg) = seg else {
             return Ok(());
         };
-        if let Some(id) = desired
-            .attachments
-            .iter()
-            .find(|(_, a)| a.spec.vlan == vlan)
-            .map(|(id, _)| id)
-        {
+        if let Some(id) = user {
             return Err(Error::Conflict(format!(
                 "attachment {id} still uses VLAN {vlan}"
             )));
         }
-        self.backend.remove_segment(vlan, seg).await?;
+        self.backend.remove_segment(vlan, &seg).await?;
         self.store
             .update(|d| d.segments.remove(&vlan).is_some())
             .await
@@ -145,21 +149,19 @@ impl Agent {
         validate(spec)?;
         let lock = self.lock(id).await;
         let _held = lock.lock().await;
-        let desired = self.store.snapshot().await;
-        if desired
-            .attachments
-            .get(&id)
-            .is_some_and(|a| a.spec != *spec)
-        {
+        let (differs, seg) = self
+            .store
+            .read(|d| {
+                let differs = d.attachments.get(&id).is_some_and(|a| a.spec != *spec);
+                (differs, d.segments.get(&spec.vlan).cloned())
+            })
+            .await;
+        if differs {
             return Err(Error::Conflict(format!(
                 "attachment {id} exists with another spec; delete it first"
             )));
         }
-        let seg = desired
-            .segments
-            .get(&spec.vlan)
-            .cloned()
-            .ok_or(Error::SegmentMissing(spec.vlan))?;
+        let seg = seg.ok_or(Error::SegmentMissing(spec.vlan))?;
         let (container_id, attachment) = self.wire(id, spec, &seg).await?;
         let record = DesiredAttachment {
             spec: spec.clone(),
@@ -220,7 +222,7 @@ impl Agent {
     pub async fn remove_attachment(&self, id: Uuid) -> Result<()> {
         let lock = self.lock(id).await;
         let _held = lock.lock().await;
-        let Some(record) = self.store.snapshot().await.attachments.get(&id).cloned() else {
+        let Some(record) = self.store.read(|d| d.attachments.get(&id).cloned()).await else {
             return Ok(());
         };
         // The container may be gone already; then only host-side objects remain.
@@ -314,20 +316,22 @@ impl Agent {
         id: &str,
         name: Option<&str>,
     ) -> Vec<(Uuid, AttachmentSpec)> {
-        let desired = self.store.snapshot().await;
-        desired
-            .attachments
-            .into_iter()
-            .filter(|(_, a)| {
-                let Target::Docker { container } = &a.spec.target else {
-                    return false;
-                };
-                a.container_id.as_deref() == Some(id)
-                    || container == id
-                    || Some(container.as_str()) == name
+        self.store
+            .read(|d| {
+                d.attachments
+                    .iter()
+                    .filter(|(_, a)| {
+                        let Target::Docker { container } = &a.spec.target else {
+                            return false;
+                        };
+                        a.container_id.as_deref() == Some(id)
+                            || container == id
+                            || Some(container.as_str()) == name
+                    })
+                    .map(|(uuid, a)| (*uuid, a.spec.clone()))
+                    .collect()
             })
-            .map(|(uuid, a)| (uuid, a.spec))
-            .collect()
+            .await
     }
 
     async fn lock(&self, id: Uuid) -> Arc<Mutex<()>> {

@@ -74,8 +74,15 @@ impl StateStore {
         })
     }
 
+    /// A copy of the whole desired state, for walks that await between entries.
     pub async fn snapshot(&self) -> Desired {
         self.desired.lock().await.clone()
+    }
+
+    /// Reads from the desired state under its lock, copying only what `f` returns
+    /// (requests need one entry, not the whole state).
+    pub async fn read<R>(&self, f: impl FnOnce(&Desired) -> R) -> R {
+        f(&*self.desired.lock().await)
     }
 
     /// Applies `change` and persists the result; nothing is written when it returns false.

@@ -2,7 +2,9 @@
 
 use uuid::Uuid;
 use weft_agent::agent::Agent;
-use weft_agent_api::{AgentClient, AttachmentSpec, Backend, ClientError, Mtu, Token};
+use weft_agent_api::{
+    AgentClient, AttachmentSpec, Backend, ClientError, Mtu, SegmentMode, SegmentSpec, Token,
+};
 
 use crate::helpers::*;
 
@@ -37,6 +39,14 @@ async fn attached_namespace_reaches_the_gateway_across_the_bridge_and_announces_
     let seg = client.ensure_segment(vlan, &untagged()).await.unwrap();
     assert!(seg.ready, "{seg:?}");
     assert!(link_line("upl0").unwrap().contains("master wbr181"));
+    // The same segment again is fine; another mode for it is a conflict.
+    assert_eq!(client.ensure_segment(vlan, &untagged()).await.unwrap(), seg);
+    let regular = SegmentSpec {
+        mode: SegmentMode::Regular,
+        ..untagged()
+    };
+    assert!(matches!(client.ensure_segment(vlan, &regular).await,
+            Err(ClientError::Api { status, problem }) if status == 409 && problem.kind == "urn:weft:agent:conflict"));
 
     let att = client.ensure_attachment(id, &spec).await.unwrap();
     assert!(att.actual.wired, "{att:?}");
@@ -85,7 +95,8 @@ async fn attached_namespace_reaches_the_gateway_across_the_bridge_and_announces_
     assert!(state.uplinks[0].present && state.uplinks[0].up);
 
     // The segment cannot go while an attachment uses it.
-    assert!(client.remove_segment(vlan).await.is_err());
+    assert!(matches!(client.remove_segment(vlan).await,
+            Err(ClientError::Api { status, problem }) if status == 409 && problem.kind == "urn:weft:agent:conflict"));
     client.remove_attachment(id).await.unwrap();
     assert!(link_line(&host).is_none());
     assert!(!container.sh_ok("ip link show dev eth0"));
