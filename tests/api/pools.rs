@@ -120,6 +120,8 @@ async fn overlapping_or_missing_ranges_are_refused(db: PgPool) {
     let app = spawn_app(db).await;
     for ranges in [
         json!([{"first": 10, "last": 20}, {"first": 30, "last": 40}, {"first": 20, "last": 25}]),
+        // One range inside another, apart in the list.
+        json!([{"first": 100, "last": 400}, {"first": 500, "last": 600}, {"first": 150, "last": 160}]),
         json!([]),
     ] {
         let r = app
