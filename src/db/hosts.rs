@@ -13,7 +13,8 @@ pub struct HostRow {
     pub agent_token_set: bool,
     pub backend: String,
     pub mtu: i32,
-    /// `[{"interface": .., "path_dn": ..}]` ordered by interface.
+    /// `[{"interface": .., "path_dn": ..}]` ordered by interface bytewise (as Rust sorts them,
+    /// whatever the database's collation), so a repeated PUT compares equal.
     pub uplinks: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -22,7 +23,7 @@ pub struct HostRow {
 const SELECT: &str = "
     SELECT h.id, h.name, h.agent_url, h.agent_token IS NOT NULL AS agent_token_set, h.backend, h.mtu,
         COALESCE((SELECT json_agg(json_build_object('interface', u.interface, 'path_dn', u.path_dn)
-                  ORDER BY u.interface) FROM host_uplinks u WHERE u.host_id = h.id), '[]'::json)::jsonb AS uplinks,
+                  ORDER BY u.interface COLLATE \"C\") FROM host_uplinks u WHERE u.host_id = h.id), '[]'::json)::jsonb AS uplinks,
         h.created_at, h.updated_at
     FROM hosts h";
 

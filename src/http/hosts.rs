@@ -241,22 +241,27 @@ async fn put_host(
     auth: Auth<Admin>,
     State(st): State<AppState>,
     ApiPath(name): ApiPath<String>,
-    ApiJson(spec): ApiJson<HostSpec>,
+    ApiJson(mut spec): ApiJson<HostSpec>,
 ) -> ApiResult<Put<Host>> {
     let name = ApicName::parse(&name)?;
     validate_url(&spec.agent_url)?;
-    let mut uplinks: Vec<(String, String)> = spec
+    // In the stored order (by interface, bytewise), so a repeated PUT compares equal.
+    spec.uplinks.sort_by(|a, b| a.interface.cmp(&b.interface));
+    if let Some(w) = spec
+        .uplinks
+        .windows(2)
+        .find(|w| w[0].interface == w[1].interface)
+    {
+        return Err(ApiError::Invalid(format!(
+            "uplink interface `{}` is listed twice",
+            w[0].interface
+        )));
+    }
+    let uplinks: Vec<(String, String)> = spec
         .uplinks
         .iter()
         .map(|u| (u.interface.to_string(), u.path_dn.to_string()))
         .collect();
-    uplinks.sort();
-    if let Some(w) = uplinks.windows(2).find(|w| w[0].0 == w[1].0) {
-        return Err(ApiError::Invalid(format!(
-            "uplink interface `{}` is listed twice",
-            w[0].0
-        )));
-    }
     let columns = hosts::HostColumns {
         agent_url: &spec.agent_url,
         agent_token: spec.agent_token.as_ref().map(Secret::expose),
@@ -266,15 +271,10 @@ async fn put_host(
     let mut tx = st.db.begin().await?;
     let before = read(&mut tx, &name).await?;
     if let Some(b) = &before {
-        let stored: Vec<(String, String)> = b
-            .uplinks
-            .iter()
-            .map(|u| (u.interface.to_string(), u.path_dn.to_string()))
-            .collect();
         let same = b.agent_url == spec.agent_url
             && b.backend == spec.backend
             && b.mtu == spec.mtu
-            && stored == uplinks;
+            && b.uplinks == spec.uplinks;
         // The stored token is only compared (in SQL) when everything else is unchanged.
         let same = same
             && match &spec.agent_token {
