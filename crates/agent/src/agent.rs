@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::container;
 use crate::docker::Docker;
 use crate::error::ErrorList;
+use crate::garp;
 use crate::netlink::{ContainerEnd, Netlink};
 use crate::state::{DesiredAttachment, DesiredSegment, StateStore};
 use crate::{Error, Result};
@@ -210,6 +211,10 @@ impl Agent {
         if let Err(e) = container::configure(&inside, spec).await {
             let _ = self.backend.unplug(id, spec, Some(&inside)).await;
             return Err(e);
+        }
+        let announced = garp::announce_later(&ns, &name, end.mac.0, spec.address.addr());
+        if let Err(e) = announced {
+            warn!(error = %e, "follow-up gratuitous ARPs not scheduled");
         }
         info!(netns = %ns.path().display(), "attachment wired");
         let host = self.backend.host_side(id, spec).await?;

@@ -9,6 +9,7 @@ pub mod container;
 pub mod docker;
 mod error;
 pub mod events;
+mod garp;
 pub mod http;
 pub mod netlink;
 pub mod netns;

@@ -49,22 +49,11 @@ impl Netns {
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        let fd = self.fd.try_clone().map_err(|source| Error::Netns {
-            path: self.path.clone(),
-            source,
+        let (tx, rx) = oneshot::channel();
+        self.on_thread(move |joined| {
+            let _ = tx.send(joined.map(|()| f()));
         })?;
         let path = self.path.clone();
-        let (tx, rx) = oneshot::channel();
-        std::thread::Builder::new()
-            .name("weft-netns".into())
-            .spawn(move || {
-                let joined = setns(&fd, CloneFlags::CLONE_NEWNET).map(|()| f());
-                let _ = tx.send(joined);
-            })
-            .map_err(|source| Error::Netns {
-                path: path.clone(),
-                source,
-            })?;
         let joined = rx.await.map_err(|_| Error::Netns {
             path: path.clone(),
             source: std::io::Error::other("namespace thread ended without answering"),
@@ -73,6 +62,37 @@ impl Netns {
             path,
             source: errno.into(),
         })
+    }
+
+    /// Starts `f` on a fresh thread that joined this namespace, without waiting for it.
+    pub fn spawn<F>(&self, f: F) -> Result<()>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        let path = self.path.clone();
+        self.on_thread(move |joined| match joined {
+            Ok(()) => f(),
+            Err(e) => tracing::warn!(netns = %path.display(), error = %e, "could not enter"),
+        })
+    }
+
+    /// A fresh thread that tries to join this namespace and hands the outcome to `f`.
+    fn on_thread<F>(&self, f: F) -> Result<()>
+    where
+        F: FnOnce(nix::Result<()>) + Send + 'static,
+    {
+        let fd = self.fd.try_clone().map_err(|source| Error::Netns {
+            path: self.path.clone(),
+            source,
+        })?;
+        std::thread::Builder::new()
+            .name("weft-netns".into())
+            .spawn(move || f(setns(&fd, CloneFlags::CLONE_NEWNET)))
+            .map_err(|source| Error::Netns {
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok(())
     }
 
     /// Opens a netlink socket inside this namespace (driven on the current runtime).

@@ -58,6 +58,14 @@ async fn attached_namespace_reaches_the_gateway_across_the_bridge_and_announces_
         leaf.learns("10.0.0.5", "far0", "02:57:0a:00:00:05"),
         "leaf did not learn the endpoint from the GARP"
     );
+    // The kernel's first announcement can be lost while the bridge port comes up, so the
+    // agent announces twice more within half a second: a leaf that forgot the entry (the
+    // container has sent nothing else) learns it again.
+    leaf.sh("ip neigh flush dev far0");
+    assert!(
+        leaf.learns("10.0.0.5", "far0", "02:57:0a:00:00:05"),
+        "no follow-up gratuitous ARP after the kernel's own"
+    );
 
     let inside = container.sh("ip -o addr show dev eth0; ip -o link show dev eth0; ip route");
     assert!(inside.contains("inet 10.0.0.5/24"), "{inside}");
