@@ -67,13 +67,8 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t tmpfs tmp /tmp; mount -t tmpfs run /run
 mount -t devtmpfs dev /dev 2>/dev/null
 for m in llc stp garp mrp 8021q bridge veth macvlan; do insmod /lib/modules/$m.ko || echo "insmod $m failed"; done
-run() { WEFT_VM_TESTS=1 RUST_BACKTRACE=1 /weft-agent-tests --test-threads=1 vlan:: --skip macvlan::; }
-run; rc=$?
-# Known race, not yet fixed in the agent: the kernel's gratuitous ARP (arp_notify, sent when the
-# container end comes up) can reach the bridge before the host end's port is forwarding, and is
-# then lost. Under TCG this happens about once in ten runs; one retry, said loudly.
-if [ "$rc" -ne 0 ]; then echo "WEFT-VM-RETRY: first run failed (rc=$rc), running once more"; run; rc=$?; fi
-echo "WEFT-VM-VERDICT rc=$rc"
+WEFT_VM_TESTS=1 RUST_BACKTRACE=1 /weft-agent-tests --test-threads=1 vlan:: --skip macvlan::
+echo "WEFT-VM-VERDICT rc=$?"
 poweroff -f
 INIT
 chmod +x "$root/init"
@@ -87,8 +82,6 @@ timeout 600 qemu-system-x86_64 -accel tcg -m 1024 -nographic -no-reboot \
   -append "console=ttyS0 quiet panic=-1" | tee "$work/console.log" >&2 || true
 
 verdict=$(grep -ao 'WEFT-VM-VERDICT rc=[0-9]*' "$work/console.log" | tail -1 | tr -d '\r')
-grep -aq 'WEFT-VM-RETRY' "$work/console.log" &&
-  log "WARNING: the first VM run failed and was retried (known GARP race, see above)"
 case $verdict in
   "WEFT-VM-VERDICT rc=0") log "802.1Q tests passed in the VM"; exit 0 ;;
   "") log "no verdict from the VM (boot failure or timeout)"; exit 1 ;;
