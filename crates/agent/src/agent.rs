@@ -208,7 +208,11 @@ impl Agent {
             mtu: spec.mtu.unwrap_or(self.config.mtu).get().into(),
         };
         self.backend.plug(id, spec, seg, &end).await?;
-        if let Err(e) = container::configure(&inside, spec).await {
+        let connected = async {
+            container::configure(&inside, spec).await?;
+            self.backend.connect(id, spec).await
+        };
+        if let Err(e) = connected.await {
             let _ = self.backend.unplug(id, spec, Some(&inside)).await;
             return Err(e);
         }

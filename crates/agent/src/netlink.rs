@@ -111,6 +111,16 @@ impl From<LinkMessage> for Link {
     }
 }
 
+/// How the host end of a new veth joins its segment.
+#[derive(Debug, Clone, Copy)]
+pub enum HostPort {
+    /// Enslaved to this kernel bridge in the creating message.
+    Bridge(u32),
+    /// Added to Open vSwitch afterwards. Created promiscuous, as ovs-vswitchd would set it:
+    /// every flag change of a host link costs ovs-vswitchd a full reconfiguration.
+    Switch,
+}
+
 /// The far end of a veth pair or a macvlan child, created directly inside the container's
 /// namespace under its final name (one request instead of create, move, rename).
 pub struct ContainerEnd<'a> {
@@ -248,7 +258,7 @@ impl Netlink {
     pub async fn add_veth(
         &self,
         host: &str,
-        controller: Option<u32>,
+        port: HostPort,
         host_mtu: u32,
         peer: &ContainerEnd<'_>,
     ) -> Result<()> {
@@ -256,9 +266,10 @@ impl Netlink {
         // so it is brought up from inside the namespace afterwards.
         let peer_msg = container_end(LinkMessageBuilder::<LinkUnspec>::default(), peer).build();
         let mut msg = LinkVeth::new(host, peer.name).mtu(host_mtu).up();
-        if let Some(c) = controller {
-            msg = msg.controller(c);
-        }
+        msg = match port {
+            HostPort::Bridge(index) => msg.controller(index),
+            HostPort::Switch => msg.promiscuous(true),
+        };
         let msg = msg
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
             .build();

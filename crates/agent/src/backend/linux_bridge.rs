@@ -10,7 +10,7 @@ use weft_agent_api::{AttachmentSpec, Backend as BackendKind, Segment, VlanId};
 use super::{Backend, HostSide};
 use crate::config::Naming;
 use crate::error::ErrorList;
-use crate::netlink::{ContainerEnd, Link, Netlink};
+use crate::netlink::{ContainerEnd, HostPort, Link, Netlink};
 use crate::state::DesiredSegment;
 use crate::{Error, Result};
 
@@ -115,7 +115,7 @@ impl Backend for LinuxBridge {
         let host = self.naming.host_veth(id);
         Ok(self
             .nl
-            .add_veth(&host, Some(bridge.index), end.mtu, end)
+            .add_veth(&host, HostPort::Bridge(bridge.index), end.mtu, end)
             .await?)
     }
 

@@ -31,8 +31,8 @@ pub trait Backend: Send + Sync {
     async fn segment(&self, vlan: VlanId, seg: &DesiredSegment) -> Result<Segment>;
     /// removes what `ensure_segment` built, attempting every step.
     async fn remove_segment(&self, vlan: VlanId, seg: &DesiredSegment) -> Result<()>;
-    /// creates the container's interface (up, final name, MAC, MTU) inside its namespace
-    /// and connects it to the segment.
+    /// creates the container's interface (final name, MAC, MTU) inside its namespace and,
+    /// where the kernel can do it in the same step, connects it to the segment.
     async fn plug(
         &self,
         id: Uuid,
@@ -40,6 +40,13 @@ pub trait Backend: Send + Sync {
         seg: &DesiredSegment,
         end: &ContainerEnd<'_>,
     ) -> Result<()>;
+    /// connects a plugged attachment to the segment once its container end is configured
+    /// and up, for backends that cannot do it while creating it (Open vSwitch: the switch
+    /// then meets a port whose link has settled, instead of reconfiguring again for each
+    /// later change of it).
+    async fn connect(&self, _id: Uuid, _spec: &AttachmentSpec) -> Result<()> {
+        Ok(())
+    }
     /// removes the attachment's interfaces; `inside` is the container namespace, if it still exists.
     async fn unplug(&self, id: Uuid, spec: &AttachmentSpec, inside: Option<&Netlink>)
         -> Result<()>;
@@ -129,7 +136,14 @@ pub async fn from_config(config: &Config, host: Netlink) -> Result<Box<dyn Backe
         }
         BackendKind::Macvlan => Box::new(Macvlan::new(host)),
         BackendKind::Ovs => {
-            let vswitch = Vswitch::connect(&config.ovs_db, VswitchOptions::default()).await?;
+            // The agent deletes the veth itself right after removing its port, so the port
+            // is dead either way: waiting for ovs-vswitchd to forget it (~15 ms a port on the
+            // userspace datapath) would only slow every detach.
+            let opts = VswitchOptions {
+                wait_for_removals: false,
+                ..VswitchOptions::default()
+            };
+            let vswitch = Vswitch::connect(&config.ovs_db, opts).await?;
             Box::new(Ovs::new(host, vswitch, naming, config.ovs_datapath))
         }
     })

@@ -12,7 +12,7 @@ use weft_ovsdb::{AccessPort, DatapathType, Vswitch};
 use super::{Backend, HostSide};
 use crate::config::Naming;
 use crate::error::ErrorList;
-use crate::netlink::{ContainerEnd, Netlink};
+use crate::netlink::{ContainerEnd, HostPort, Netlink};
 use crate::state::DesiredSegment;
 use crate::{Error, Result};
 
@@ -83,12 +83,19 @@ impl Backend for Ovs {
     async fn plug(
         &self,
         id: Uuid,
-        spec: &AttachmentSpec,
+        _spec: &AttachmentSpec,
         _seg: &DesiredSegment,
         end: &ContainerEnd<'_>,
     ) -> Result<()> {
         let host = self.naming.host_veth(id);
-        self.nl.add_veth(&host, None, end.mtu, end).await?;
+        self.nl
+            .add_veth(&host, HostPort::Switch, end.mtu, end)
+            .await?;
+        Ok(())
+    }
+
+    async fn connect(&self, id: Uuid, spec: &AttachmentSpec) -> Result<()> {
+        let host = self.naming.host_veth(id);
         let port = AccessPort {
             name: host.clone(),
             iface: host,

@@ -24,7 +24,7 @@ pub use ovs::PrivateOvs;
 
 use crate::agent::Agent;
 use crate::config::{Config, Naming};
-use crate::netlink::{ContainerEnd, Netlink};
+use crate::netlink::{ContainerEnd, HostPort, Netlink};
 use crate::netns::Netns;
 
 const NETAVARK: &str = "/usr/lib/podman/netavark";
@@ -242,7 +242,8 @@ async fn kernel_veth(namespaces: &[String]) -> anyhow::Result<Samples> {
             mtu: 1500,
         };
         let t = Instant::now();
-        nl.add_veth("wfkernel", None, 1500, &end).await?;
+        nl.add_veth("wfkernel", HostPort::Switch, 1500, &end)
+            .await?;
         attach.push(t.elapsed());
         let index = nl
             .link("wfkernel")
