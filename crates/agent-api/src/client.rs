@@ -55,6 +55,9 @@ pub enum ClientError {
     /// The base URL cannot be joined with the API path.
     #[error("invalid agent URL {0}")]
     Url(String),
+    /// The root CA given to [`AgentClient::with_root_ca_pem`] holds no usable certificate.
+    #[error("invalid root CA PEM: {0}")]
+    RootCa(String),
 }
 
 impl ClientError {
@@ -63,7 +66,7 @@ impl ClientError {
         match self {
             ClientError::Transport { .. } => true,
             ClientError::Api { status, .. } => status.is_server_error(),
-            ClientError::Url(_) => false,
+            ClientError::Url(_) | ClientError::RootCa(_) => false,
         }
     }
 }
@@ -80,14 +83,38 @@ pub struct AgentClient {
 impl AgentClient {
     /// A client with a 30 s request timeout (attaching is fast; this bounds a hung host).
     pub fn new(base: Url, token: Token) -> Result<Self, ClientError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
+        let http = Self::http_builder()
             .build()
             .map_err(|source| ClientError::Transport {
                 url: base.to_string(),
                 source,
             })?;
         Ok(Self::with_http(base, token, http))
+    }
+
+    /// Like [`AgentClient::new`], also trusting the root CA certificate(s) in `pem`, for
+    /// agents serving `https://` with certificates from a private CA. The built-in web
+    /// roots stay trusted.
+    pub fn with_root_ca_pem(base: Url, token: Token, pem: &[u8]) -> Result<Self, ClientError> {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| ClientError::RootCa(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(ClientError::RootCa("no certificate found".into()));
+        }
+        // reqwest checks the certificates only here; a bad one is still a RootCa error.
+        let http = certs
+            .into_iter()
+            .fold(Self::http_builder(), |b, cert| b.add_root_certificate(cert))
+            .build()
+            .map_err(|e| {
+                let why = std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string());
+                ClientError::RootCa(why)
+            })?;
+        Ok(Self::with_http(base, token, http))
+    }
+
+    fn http_builder() -> reqwest::ClientBuilder {
+        reqwest::Client::builder().timeout(Duration::from_secs(30))
     }
 
     /// A client sharing an existing reqwest client (connection pool, timeouts).
@@ -222,6 +249,23 @@ mod tests {
         let c =
             AgentClient::new("http://127.0.0.1:1/".parse().unwrap(), Token::new("s3cret")).unwrap();
         assert!(!format!("{c:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn a_root_ca_without_a_certificate_is_refused() {
+        let base: Url = "https://127.0.0.1:1/".parse().unwrap();
+        for pem in [
+            &b""[..],
+            b"not pem",
+            b"-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n",
+            // Valid PEM, but not a certificate inside.
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        ] {
+            let err =
+                AgentClient::with_root_ca_pem(base.clone(), Token::new("t"), pem).unwrap_err();
+            assert!(matches!(err, ClientError::RootCa(_)), "{err:?}");
+            assert!(!err.is_transient());
+        }
     }
 
     #[test]

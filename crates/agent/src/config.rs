@@ -8,6 +8,8 @@ use uuid::Uuid;
 use weft_agent_api::{Backend, InterfaceName, Mtu, Token, VlanId};
 use weft_ovsdb::DatapathType;
 
+use crate::tls::TlsError;
+
 /// Everything the agent needs to know about its host; built by `main` from flags and env.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -31,6 +33,28 @@ pub struct Config {
     /// Where container events are POSTed (`<url>` receives [`weft_agent_api::ContainerEvent`]).
     pub central_url: Option<Url>,
     pub central_token: Option<Token>,
+}
+
+/// PEM files the listener serves TLS with. Kept out of [`Config`]: only `main` and
+/// [`crate::tls::acceptor`] need them, and the key is read once, at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain, server certificate first.
+    pub cert: PathBuf,
+    /// Private key of the server certificate.
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// TLS on when both settings are given, off when neither is; one alone is a mistake
+    /// (serving plain HTTP would silently expose the token).
+    pub fn new(cert: Option<PathBuf>, key: Option<PathBuf>) -> Result<Option<Self>, TlsError> {
+        match (cert, key) {
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles { cert, key })),
+            (None, None) => Ok(None),
+            _ => Err(TlsError::Incomplete),
+        }
+    }
 }
 
 /// How the agent names what it creates; names recognise the agent's own objects after a
@@ -118,6 +142,27 @@ mod tests {
         assert!(n.is_host_veth(&name));
         assert!(!n.is_host_veth("eth0"));
         assert!(!n.is_host_veth("wfxyz"));
+    }
+
+    #[test]
+    fn tls_needs_both_cert_and_key_and_the_error_names_both_settings() {
+        let (cert, key) = (PathBuf::from("/c.pem"), PathBuf::from("/k.pem"));
+        for (c, k) in [(Some(cert.clone()), None), (None, Some(key.clone()))] {
+            let msg = TlsFiles::new(c, k).unwrap_err().to_string();
+            for name in [
+                "--tls-cert",
+                "WEFT_AGENT_TLS_CERT",
+                "--tls-key",
+                "WEFT_AGENT_TLS_KEY",
+            ] {
+                assert!(msg.contains(name), "{name} missing from {msg:?}");
+            }
+        }
+        assert_eq!(TlsFiles::new(None, None).unwrap(), None);
+        assert_eq!(
+            TlsFiles::new(Some(cert.clone()), Some(key.clone())).unwrap(),
+            Some(TlsFiles { cert, key })
+        );
     }
 
     #[test]

@@ -6,9 +6,10 @@ use axum::extract::{FromRequest, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
+use axum::serve::{Listener, ListenerExt};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -24,6 +25,7 @@ use weft_agent_api::{
 };
 
 use crate::agent::Agent;
+use crate::tls::TlsListener;
 use crate::Error;
 
 #[derive(OpenApi)]
@@ -70,22 +72,41 @@ pub fn api(agent: Arc<Agent>) -> (Router, utoipa::openapi::OpenApi) {
     (router.layer(layers), doc)
 }
 
-/// Serves the API on `listener` until `shutdown` resolves. Responses are small and
-/// latency matters, so Nagle is off (otherwise delayed ACKs add ~40 ms per request).
+/// Serves the API on `listener` until `shutdown` resolves.
 pub async fn serve(
     agent: Arc<Agent>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (router, _) = api(agent);
-    let listener = listener.tap_io(|tcp| {
+    axum::serve(nodelay(listener), router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// [`serve`] over TLS; a failed handshake drops only that connection.
+pub async fn serve_tls(
+    agent: Arc<Agent>,
+    listener: tokio::net::TcpListener,
+    tls: TlsAcceptor,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (router, _) = api(agent);
+    axum::serve(TlsListener::new(nodelay(listener), tls), router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Responses are small and latency matters, so Nagle is off on every accepted socket
+/// (otherwise delayed ACKs add ~40 ms per request).
+fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> impl Listener<Io = tokio::net::TcpStream, Addr = std::net::SocketAddr> {
+    listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::warn!(error = %e, "TCP_NODELAY");
         }
-    });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    })
 }
 
 /// The OpenAPI document alone (for the committed `openapi/agent.json`).

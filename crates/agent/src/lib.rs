@@ -14,5 +14,6 @@ pub mod http;
 pub mod netlink;
 pub mod netns;
 pub mod state;
+pub mod tls;
 
 pub use error::{Error, ErrorList, Result};

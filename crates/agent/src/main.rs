@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use reqwest::Url;
+use tokio_rustls::TlsAcceptor;
 use tracing_subscriber::EnvFilter;
 use weft_agent::agent::Agent;
-use weft_agent::config::{Config, Naming};
+use weft_agent::config::{Config, Naming, TlsFiles};
 use weft_agent::events::Callback;
 use weft_agent_api::{Backend, Mtu, Token};
 use weft_ovsdb::DatapathType;
@@ -109,6 +110,12 @@ struct RunArgs {
     /// File holding the token for the central callback (or set WEFT_AGENT_CENTRAL_TOKEN).
     #[arg(long, env = "WEFT_AGENT_CENTRAL_TOKEN_FILE")]
     central_token_file: Option<PathBuf>,
+    /// PEM certificate chain to serve the API over TLS with (needs --tls-key).
+    #[arg(long, env = "WEFT_AGENT_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "WEFT_AGENT_TLS_KEY")]
+    tls_key: Option<PathBuf>,
 }
 
 /// A secret from `<VAR>` or the file named by a flag; never from a plain flag (it would
@@ -135,6 +142,12 @@ fn parse_mtu(s: &str) -> anyhow::Result<Mtu> {
 }
 
 impl RunArgs {
+    /// The TLS acceptor, loaded now so a bad file stops the agent before it touches the host.
+    fn tls(&self) -> anyhow::Result<Option<TlsAcceptor>> {
+        let files = TlsFiles::new(self.tls_cert.clone(), self.tls_key.clone())?;
+        Ok(files.as_ref().map(weft_agent::tls::acceptor).transpose()?)
+    }
+
     fn into_config(self) -> anyhow::Result<Config> {
         let token = secret("WEFT_AGENT_TOKEN", self.token_file.as_ref())?.context(
             "set WEFT_AGENT_TOKEN or --token-file: the agent API requires a bearer token",
@@ -186,13 +199,14 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run => {
+            let tls = cli.run.tls()?;
             let config = cli.run.into_config()?;
-            tokio::runtime::Runtime::new()?.block_on(run(config))
+            tokio::runtime::Runtime::new()?.block_on(run(config, tls))
         }
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, tls: Option<TlsAcceptor>) -> anyhow::Result<()> {
     let listen = config.listen;
     let callback = Callback::new(config.central_url.clone(), config.central_token.clone())
         .context("build the HTTP client for container event callbacks")?;
@@ -204,11 +218,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("bind {listen}"))?;
-    tracing::info!(%listen, "weft-agent serving");
-    weft_agent::http::serve(agent, listener, async {
+    tracing::info!(%listen, tls = tls.is_some(), "weft-agent serving");
+    let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    };
+    match tls {
+        Some(tls) => weft_agent::http::serve_tls(agent, listener, tls, shutdown).await?,
+        None => weft_agent::http::serve(agent, listener, shutdown).await?,
+    }
     Ok(())
 }
 
@@ -230,5 +247,17 @@ mod tests {
         assert!(parse(&["--mtu", "9217"]).is_err());
         assert!(parse(&["--central-url", "http://u:secret@central/cb"]).is_err());
         assert!(parse(&["--central-url", "http://central/cb"]).is_ok());
+    }
+
+    #[test]
+    fn tls_key_without_cert_is_refused_naming_both_settings() {
+        let cli = Cli::try_parse_from(["weft-agent", "--tls-key", "/nonexistent/key.pem"]).unwrap();
+        let msg = cli.run.tls().err().expect("refused").to_string();
+        assert!(
+            msg.contains("WEFT_AGENT_TLS_CERT") && msg.contains("WEFT_AGENT_TLS_KEY"),
+            "{msg}"
+        );
+        let cli = Cli::try_parse_from(["weft-agent"]).unwrap();
+        assert!(cli.run.tls().unwrap().is_none());
     }
 }

@@ -9,4 +9,5 @@ mod linux_bridge;
 mod macvlan;
 mod openapi;
 mod ovs;
+mod tls;
 mod vlan;
