@@ -112,6 +112,12 @@ impl<L: Listener<Addr = SocketAddr>> Listener for TlsListener<L> {
                     self.handshakes.spawn(async move {
                         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                             Ok(Ok(tls)) => Some((tls, peer)),
+                            // A TCP health probe connects and closes without a word: not
+                            // worth a warning every few seconds.
+                            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                                tracing::debug!(%peer, "closed before the TLS handshake");
+                                None
+                            }
                             Ok(Err(e)) => {
                                 tracing::warn!(%peer, error = %e, "TLS handshake failed");
                                 None
