@@ -150,6 +150,19 @@ impl Agent {
         validate(spec)?;
         let lock = self.lock(id).await;
         let _held = lock.lock().await;
+        let result = self.ensure_attachment_locked(id, spec).await;
+        if result.is_err() && !self.store.read(|d| d.attachments.contains_key(&id)).await {
+            // Nothing to guard for an id that failed before it was ever stored.
+            self.forget_lock(id, &lock).await;
+        }
+        result
+    }
+
+    async fn ensure_attachment_locked(
+        &self,
+        id: Uuid,
+        spec: &AttachmentSpec,
+    ) -> Result<Attachment> {
         let (differs, seg) = self
             .store
             .read(|d| {
@@ -232,6 +245,7 @@ impl Agent {
         let lock = self.lock(id).await;
         let _held = lock.lock().await;
         let Some(record) = self.store.read(|d| d.attachments.get(&id).cloned()).await else {
+            self.forget_lock(id, &lock).await;
             return Ok(());
         };
         // The container may be gone already; then only host-side objects remain.
@@ -245,7 +259,7 @@ impl Agent {
         self.store
             .update(|d| d.attachments.remove(&id).is_some())
             .await?;
-        self.locks.lock().await.remove(&id);
+        self.forget_lock(id, &lock).await;
         Ok(())
     }
 
@@ -345,6 +359,18 @@ impl Agent {
 
     async fn lock(&self, id: Uuid) -> Arc<Mutex<()>> {
         self.locks.lock().await.entry(id).or_default().clone()
+    }
+
+    /// Drops a deleted attachment's lock from the map, unless another request holds or
+    /// awaits it: a request arriving later must then find that same lock, not a fresh one
+    /// that would let it wire the attachment alongside the waiting request. Clones are only
+    /// taken under the map's mutex, so the count cannot grow while it is checked.
+    async fn forget_lock(&self, id: Uuid, lock: &Arc<Mutex<()>>) {
+        let mut locks = self.locks.lock().await;
+        // One reference in the map, one held by the caller.
+        if Arc::strong_count(lock) == 2 {
+            locks.remove(&id);
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod binary;
 mod client;
+mod concurrency;
 mod docker;
 mod helpers;
 mod linux_bridge;

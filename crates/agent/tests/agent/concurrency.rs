@@ -1,0 +1,128 @@
+//! Many requests at once against one agent (linux-bridge, untagged), then the invariants a
+//! caller relies on: every answered attachment is wired exactly once, the kernel holds
+//! exactly the agent's links, and the state file (read by a fresh agent) lists them all.
+
+use std::collections::BTreeSet;
+
+use futures::future::join_all;
+use uuid::Uuid;
+use weft_agent::agent::Agent;
+use weft_agent_api::{AttachmentSpec, Backend};
+
+use crate::helpers::*;
+
+const CONTAINERS: usize = 50;
+
+fn address(i: usize) -> String {
+    format!("10.0.{}.{}/16", i / 200, i % 200 + 10)
+}
+
+/// The agent's host veths (`wf<hex>`) in the test's namespace.
+fn host_veths() -> BTreeSet<String> {
+    sh("ip -o link show type veth")
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|name| name.split('@').next().unwrap_or(name).to_owned())
+        .filter(|name| name.starts_with("wf"))
+        .collect()
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn fifty_parallel_attaches_repeats_and_deletes_leave_one_consistent_state() {
+    if !private_netns("agent concurrency") {
+        return;
+    }
+    let _leaf = uplink_with_gateway();
+    let state_file = temp_state_file();
+    let agent = Agent::new(config(Backend::LinuxBridge, state_file.clone()))
+        .await
+        .unwrap();
+    let vlan = vlan(181);
+    agent.ensure_segment(vlan, &untagged()).await.unwrap();
+
+    let containers: Vec<NsProc> = (0..CONTAINERS).map(|_| NsProc::new()).collect();
+    let specs: Vec<(Uuid, AttachmentSpec)> = containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (Uuid::new_v4(), pid_spec(c.pid(), vlan, &address(i))))
+        .collect();
+
+    // Every attachment at once, the first ten of them three times each.
+    let puts = specs
+        .iter()
+        .chain(specs.iter().take(10))
+        .chain(specs.iter().take(10))
+        .map(|(id, spec)| agent.ensure_attachment(*id, spec));
+    let answers = join_all(puts).await;
+    for (i, answer) in answers.iter().enumerate() {
+        let att = answer.as_ref().unwrap_or_else(|e| panic!("PUT #{i}: {e}"));
+        assert!(att.actual.wired, "PUT #{i}: {att:?}");
+    }
+    // A repeat answers exactly what the first PUT did.
+    for i in 0..10 {
+        let first = answers[i].as_ref().ok();
+        assert_eq!(first, answers[CONTAINERS + i].as_ref().ok());
+        assert_eq!(first, answers[CONTAINERS + 10 + i].as_ref().ok());
+    }
+
+    // Delete the last ten while others re-PUT them: a PUT that waited behind the DELETE, and
+    // one issued after the DELETE answered, must take turns on the same attachment.
+    let churn = specs[CONTAINERS - 10..].iter().map(|(id, spec)| {
+        let agent = &agent;
+        async move {
+            let delete_then_put = async {
+                agent.remove_attachment(*id).await?;
+                agent.ensure_attachment(*id, spec).await
+            };
+            let (late, waiting) =
+                futures::join!(delete_then_put, agent.ensure_attachment(*id, spec));
+            (late, waiting)
+        }
+    });
+    for (late, waiting) in join_all(churn).await {
+        let (late, waiting) = (late.unwrap(), waiting.unwrap());
+        assert!(
+            late.actual.wired && waiting.actual.wired,
+            "{late:?} {waiting:?}"
+        );
+    }
+
+    // Invariants: one host veth per attachment, each container with its one address, and
+    // the same set known to a fresh agent reading the state file.
+    let state = agent.state().await.unwrap();
+    let ids: BTreeSet<Uuid> = state.attachments.iter().map(|a| a.id).collect();
+    let expected: BTreeSet<Uuid> = specs.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, expected);
+    assert!(state.attachments.iter().all(|a| a.actual.wired));
+    let hosts: BTreeSet<String> = state
+        .attachments
+        .iter()
+        .map(|a| a.host_ifname.clone().expect("host end"))
+        .collect();
+    assert_eq!(
+        host_veths(),
+        hosts,
+        "kernel and agent disagree on host links"
+    );
+    for (i, c) in containers.iter().enumerate() {
+        let addrs = c.sh("ip -o -4 addr show dev eth0");
+        assert_eq!(addrs.lines().count(), 1, "container {i}: {addrs}");
+        assert!(addrs.contains(&address(i)), "container {i}: {addrs}");
+    }
+    drop(agent);
+    let fresh = Agent::new(config(Backend::LinuxBridge, state_file))
+        .await
+        .unwrap();
+    let reread: BTreeSet<Uuid> = fresh
+        .state()
+        .await
+        .unwrap()
+        .attachments
+        .iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(
+        reread, expected,
+        "the state file lost or kept an attachment"
+    );
+}
