@@ -328,8 +328,20 @@ impl Agent {
                 other => drop(errors.keep(other)),
             }
         }
-        let keep: HashSet<Uuid> = desired.attachments.keys().copied().collect();
+        // Requests wiring an attachment right now have created links that the state file
+        // does not list yet: they hold an entry in the lock map, and holding the map's
+        // mutex keeps new requests from starting until the sweep is done.
+        let locks = self.locks.lock().await;
+        let stored = self
+            .store
+            .read(|d| d.attachments.keys().copied().collect::<Vec<_>>());
+        let keep: HashSet<Uuid> = stored
+            .await
+            .into_iter()
+            .chain(locks.keys().copied())
+            .collect();
         errors.keep(self.backend.sweep(&keep).await);
+        drop(locks);
         errors.into_result()
     }
 

@@ -126,3 +126,51 @@ async fn fifty_parallel_attaches_repeats_and_deletes_leave_one_consistent_state(
         "the state file lost or kept an attachment"
     );
 }
+
+/// A re-apply (agent start, Docker reconnect) sweeps links of ours that no attachment
+/// claims; attachments being wired at that moment are claimed, and must survive it.
+#[tokio::test(flavor = "current_thread")]
+async fn reapply_during_parallel_attaches_sweeps_none_of_them() {
+    if !private_netns("agent reapply during attaches") {
+        return;
+    }
+    let _leaf = uplink_with_gateway();
+    let agent = Agent::new(config(Backend::LinuxBridge, temp_state_file()))
+        .await
+        .unwrap();
+    let vlan = vlan(181);
+    agent.ensure_segment(vlan, &untagged()).await.unwrap();
+    let containers: Vec<NsProc> = (0..20).map(|_| NsProc::new()).collect();
+    let specs: Vec<(Uuid, AttachmentSpec)> = containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (Uuid::new_v4(), pid_spec(c.pid(), vlan, &address(i))))
+        .collect();
+
+    let puts = join_all(
+        specs
+            .iter()
+            .map(|(id, spec)| agent.ensure_attachment(*id, spec)),
+    );
+    let reapplies = async {
+        for _ in 0..50 {
+            agent.reapply().await.unwrap();
+        }
+    };
+    let (answers, ()) = futures::join!(puts, reapplies);
+    for answer in answers {
+        answer.unwrap();
+    }
+
+    let state = agent.state().await.unwrap();
+    assert_eq!(state.attachments.len(), specs.len());
+    let hosts: BTreeSet<String> = state
+        .attachments
+        .iter()
+        .map(|a| {
+            assert!(a.actual.wired, "{a:?}");
+            a.host_ifname.clone().expect("host end")
+        })
+        .collect();
+    assert_eq!(host_veths(), hosts, "a re-apply swept a live attachment");
+}
