@@ -4,12 +4,12 @@ use std::collections::{HashMap, HashSet};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, RwLock};
 use tracing::{info, instrument, warn};
 use uuid::Uuid;
 use weft_agent_api::{
-    AgentState, Attachment, AttachmentSpec, Segment, SegmentSpec, Target, Uplink, Versions, VlanId,
-    API_VERSION,
+    AgentState, Attachment, AttachmentSpec, Segment, SegmentMode, SegmentSpec, Target, Uplink,
+    Versions, VlanId, API_VERSION,
 };
 
 use crate::backend::{self, Backend, HostSide};
@@ -31,6 +31,9 @@ pub struct Agent {
     /// One lock per attachment id, so concurrent PUT/DELETE of the same id serialise
     /// while different attachments proceed in parallel.
     locks: Mutex<HashMap<Uuid, Arc<Mutex<()>>>>,
+    /// Segment changes are exclusive (rare, and two of them can compete for one uplink);
+    /// wiring an attachment shares it, so a segment cannot go away under one being wired.
+    segments_lock: RwLock<()>,
 }
 
 impl Agent {
@@ -65,6 +68,7 @@ impl Agent {
             store,
             docker,
             locks: Mutex::default(),
+            segments_lock: RwLock::default(),
         }))
     }
 
@@ -105,6 +109,7 @@ impl Agent {
             mode: spec.mode,
             uplink,
         };
+        let _held = self.segments_lock.write().await;
         let differs = self
             .store
             .read(|d| d.segments.get(&vlan).is_some_and(|e| *e != want))
@@ -113,6 +118,27 @@ impl Agent {
             return Err(Error::Conflict(format!(
                 "segment {vlan} exists with another mode or uplink; delete it first"
             )));
+        }
+        if want.mode == SegmentMode::Untagged {
+            let taken = self
+                .store
+                .read(|d| {
+                    d.segments
+                        .iter()
+                        .find(|(v, s)| {
+                            **v != vlan
+                                && s.mode == SegmentMode::Untagged
+                                && s.uplink == want.uplink
+                        })
+                        .map(|(v, _)| *v)
+                })
+                .await;
+            if let Some(other) = taken {
+                return Err(Error::Conflict(format!(
+                    "uplink {} already carries VLAN {other} untagged; it can carry one untagged segment",
+                    want.uplink
+                )));
+            }
         }
         let segment = self.backend.ensure_segment(vlan, &want).await?;
         self.store
@@ -123,6 +149,7 @@ impl Agent {
 
     #[instrument(skip(self), fields(vlan.id = %vlan))]
     pub async fn remove_segment(&self, vlan: VlanId) -> Result<()> {
+        let _held = self.segments_lock.write().await;
         let (seg, user) = self
             .store
             .read(|d| {
@@ -150,7 +177,9 @@ impl Agent {
         validate(spec)?;
         let lock = self.lock(id).await;
         let _held = lock.lock().await;
+        let segments_held = self.segments_lock.read().await;
         let result = self.ensure_attachment_locked(id, spec).await;
+        drop(segments_held);
         if result.is_err() && !self.store.read(|d| d.attachments.contains_key(&id)).await {
             // Nothing to guard for an id that failed before it was ever stored.
             self.forget_lock(id, &lock).await;
@@ -317,8 +346,11 @@ impl Agent {
     pub async fn reapply(&self) -> Result<()> {
         let desired = self.store.snapshot().await;
         let mut errors = ErrorList::default();
-        for (vlan, seg) in &desired.segments {
-            errors.keep(self.backend.ensure_segment(*vlan, seg).await);
+        {
+            let _held = self.segments_lock.write().await;
+            for (vlan, seg) in &desired.segments {
+                errors.keep(self.backend.ensure_segment(*vlan, seg).await);
+            }
         }
         for (id, a) in &desired.attachments {
             match self.ensure_attachment(*id, &a.spec).await {

@@ -174,3 +174,65 @@ async fn reapply_during_parallel_attaches_sweeps_none_of_them() {
         .collect();
     assert_eq!(host_veths(), hosts, "a re-apply swept a live attachment");
 }
+
+/// Building and removing segments race with the attachments on them: whatever the order,
+/// an attachment that was answered wired has its segment, and a segment removal that
+/// succeeded left no attachment on it. An uplink carries one untagged segment.
+#[tokio::test(flavor = "current_thread")]
+async fn segment_changes_and_attaches_at_once_stay_consistent() {
+    if !private_netns("agent segment races") {
+        return;
+    }
+    let _leaf = uplink_with_gateway();
+    let agent = Agent::new(config(Backend::LinuxBridge, temp_state_file()))
+        .await
+        .unwrap();
+    let untagged = untagged();
+    let containers: Vec<NsProc> = (0..10).map(|_| NsProc::new()).collect();
+    for (i, c) in containers.iter().enumerate() {
+        let v = vlan(101 + i as u16);
+        // The same segment asked three times at once: one build, the same answer each time.
+        let (a, b, d) = futures::join!(
+            agent.ensure_segment(v, &untagged),
+            agent.ensure_segment(v, &untagged),
+            agent.ensure_segment(v, &untagged)
+        );
+        let a = a.unwrap_or_else(|e| panic!("VLAN {v}: {e}"));
+        assert!(a.ready, "{a:?}");
+        assert_eq!(Some(&a), b.as_ref().ok(), "VLAN {v}");
+        assert_eq!(Some(&a), d.as_ref().ok(), "VLAN {v}");
+        // The uplink is this segment's now: another untagged VLAN on it is a conflict.
+        let other = vlan(201 + i as u16);
+        assert!(matches!(
+            agent.ensure_segment(other, &untagged).await,
+            Err(weft_agent::Error::Conflict(_))
+        ));
+
+        // Remove the segment while an attachment is being wired onto it.
+        let spec = pid_spec(c.pid(), v, &address(i));
+        let id = Uuid::new_v4();
+        let (attached, removed) =
+            futures::join!(agent.ensure_attachment(id, &spec), agent.remove_segment(v));
+        let state = agent.state().await.unwrap();
+        let segment = state.segments.iter().find(|s| s.vlan == v);
+        match (&attached, &removed) {
+            (Ok(att), Err(_)) => {
+                assert!(att.actual.wired, "{att:?}");
+                assert!(
+                    segment.is_some_and(|s| s.ready),
+                    "VLAN {v}: wired without its segment"
+                );
+                agent.remove_attachment(id).await.unwrap();
+                agent.remove_segment(v).await.unwrap();
+            }
+            (Err(_), Ok(())) => {
+                assert!(segment.is_none(), "VLAN {v}: removed but still listed")
+            }
+            other => panic!("VLAN {v}: attach and segment removal both {other:?}"),
+        }
+        assert!(
+            host_veths().is_empty(),
+            "VLAN {v}: a host veth outlived its attachment"
+        );
+    }
+}
