@@ -236,3 +236,62 @@ async fn segment_changes_and_attaches_at_once_stay_consistent() {
         );
     }
 }
+
+/// The OVS backend under the same load, on two VLANs: afterwards the switch holds exactly
+/// one access port per attachment, tagged with its VLAN and marked with its id, and
+/// concurrent detaches leave only the trunk and no veth.
+#[tokio::test(flavor = "current_thread")]
+async fn fifty_parallel_ovs_attaches_give_one_tagged_port_each() {
+    if !private_netns("agent concurrency (ovs)") {
+        return;
+    }
+    if let Some(reason) = weft_agent::bench::PrivateOvs::unavailable() {
+        eprintln!("SKIPPED: agent concurrency (ovs): {reason}");
+        return;
+    }
+    let ovs = weft_agent::bench::PrivateOvs::start().unwrap();
+    sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+    let _leaf = uplink_with_leaf();
+    let mut cfg = config(Backend::Ovs, temp_state_file());
+    cfg.ovs_db = ovs.db();
+    let agent = Agent::new(cfg).await.unwrap();
+    let vlans = [vlan(181), vlan(182)];
+    for v in vlans {
+        agent
+            .ensure_segment(v, &weft_agent_api::SegmentSpec::default())
+            .await
+            .unwrap();
+    }
+    let containers: Vec<NsProc> = (0..CONTAINERS).map(|_| NsProc::new()).collect();
+    let specs: Vec<(Uuid, AttachmentSpec)> = containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (Uuid::new_v4(), pid_spec(c.pid(), vlans[i % 2], &address(i))))
+        .collect();
+
+    let answers = join_all(
+        specs
+            .iter()
+            .map(|(id, spec)| agent.ensure_attachment(*id, spec)),
+    )
+    .await;
+    let vsctl = format!("ovs-vsctl --db={}", ovs.db());
+    for ((id, spec), answer) in specs.iter().zip(answers) {
+        let att = answer.unwrap();
+        assert!(att.actual.wired, "{att:?}");
+        let port = att.host_ifname.expect("host end");
+        let row = sh(&format!("{vsctl} get Port {port} tag external_ids"));
+        assert!(
+            row.starts_with(&spec.vlan.get().to_string()) && row.contains(&id.to_string()),
+            "{port}: {row}"
+        );
+    }
+    let ports = sh(&format!("{vsctl} list-ports br-weft"));
+    assert_eq!(ports.lines().count(), CONTAINERS + 1, "{ports}");
+
+    for answer in join_all(specs.iter().map(|(id, _)| agent.remove_attachment(*id))).await {
+        answer.unwrap();
+    }
+    assert_eq!(sh(&format!("{vsctl} list-ports br-weft")).trim(), "upl0");
+    assert!(host_veths().is_empty(), "{:?}", host_veths());
+}
