@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use futures::future::join_all;
 use uuid::Uuid;
 use weft_agent::agent::Agent;
-use weft_agent_api::{AttachmentSpec, Backend};
+use weft_agent_api::{AttachmentSpec, Backend, VlanId};
 
 use crate::helpers::*;
 
@@ -27,6 +27,40 @@ fn host_veths() -> BTreeSet<String> {
         .collect()
 }
 
+/// `n` container namespaces, each with an attachment spec on `vlan_of(i)`.
+fn containers_with_specs(
+    n: usize,
+    vlan_of: impl Fn(usize) -> VlanId,
+) -> (Vec<NsProc>, Vec<(Uuid, AttachmentSpec)>) {
+    let containers: Vec<NsProc> = (0..n).map(|_| NsProc::new()).collect();
+    let specs = containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (Uuid::new_v4(), pid_spec(c.pid(), vlan_of(i), &address(i))))
+        .collect();
+    (containers, specs)
+}
+
+/// The ids of the agent's attachments, after checking each is wired and their host ends
+/// are exactly the kernel's `wf*` links.
+async fn assert_host_ends_match_the_kernel(agent: &Agent) -> BTreeSet<Uuid> {
+    let state = agent.state().await.unwrap();
+    let hosts: BTreeSet<String> = state
+        .attachments
+        .iter()
+        .map(|a| {
+            assert!(a.actual.wired, "{a:?}");
+            a.host_ifname.clone().expect("host end")
+        })
+        .collect();
+    assert_eq!(
+        host_veths(),
+        hosts,
+        "kernel and agent disagree on host links"
+    );
+    state.attachments.iter().map(|a| a.id).collect()
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn fifty_parallel_attaches_repeats_and_deletes_leave_one_consistent_state() {
     if !private_netns("agent concurrency") {
@@ -40,12 +74,7 @@ async fn fifty_parallel_attaches_repeats_and_deletes_leave_one_consistent_state(
     let vlan = vlan(181);
     agent.ensure_segment(vlan, &untagged()).await.unwrap();
 
-    let containers: Vec<NsProc> = (0..CONTAINERS).map(|_| NsProc::new()).collect();
-    let specs: Vec<(Uuid, AttachmentSpec)> = containers
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (Uuid::new_v4(), pid_spec(c.pid(), vlan, &address(i))))
-        .collect();
+    let (containers, specs) = containers_with_specs(CONTAINERS, |_| vlan);
 
     // Every attachment at once, the first ten of them three times each.
     let puts = specs
@@ -89,21 +118,8 @@ async fn fifty_parallel_attaches_repeats_and_deletes_leave_one_consistent_state(
 
     // Invariants: one host veth per attachment, each container with its one address, and
     // the same set known to a fresh agent reading the state file.
-    let state = agent.state().await.unwrap();
-    let ids: BTreeSet<Uuid> = state.attachments.iter().map(|a| a.id).collect();
     let expected: BTreeSet<Uuid> = specs.iter().map(|(id, _)| *id).collect();
-    assert_eq!(ids, expected);
-    assert!(state.attachments.iter().all(|a| a.actual.wired));
-    let hosts: BTreeSet<String> = state
-        .attachments
-        .iter()
-        .map(|a| a.host_ifname.clone().expect("host end"))
-        .collect();
-    assert_eq!(
-        host_veths(),
-        hosts,
-        "kernel and agent disagree on host links"
-    );
+    assert_eq!(assert_host_ends_match_the_kernel(&agent).await, expected);
     for (i, c) in containers.iter().enumerate() {
         let addrs = c.sh("ip -o -4 addr show dev eth0");
         assert_eq!(addrs.lines().count(), 1, "container {i}: {addrs}");
@@ -140,12 +156,7 @@ async fn reapply_during_parallel_attaches_sweeps_none_of_them() {
         .unwrap();
     let vlan = vlan(181);
     agent.ensure_segment(vlan, &untagged()).await.unwrap();
-    let containers: Vec<NsProc> = (0..20).map(|_| NsProc::new()).collect();
-    let specs: Vec<(Uuid, AttachmentSpec)> = containers
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (Uuid::new_v4(), pid_spec(c.pid(), vlan, &address(i))))
-        .collect();
+    let (_containers, specs) = containers_with_specs(20, |_| vlan);
 
     let puts = join_all(
         specs
@@ -162,17 +173,9 @@ async fn reapply_during_parallel_attaches_sweeps_none_of_them() {
         answer.unwrap();
     }
 
-    let state = agent.state().await.unwrap();
-    assert_eq!(state.attachments.len(), specs.len());
-    let hosts: BTreeSet<String> = state
-        .attachments
-        .iter()
-        .map(|a| {
-            assert!(a.actual.wired, "{a:?}");
-            a.host_ifname.clone().expect("host end")
-        })
-        .collect();
-    assert_eq!(host_veths(), hosts, "a re-apply swept a live attachment");
+    // A swept attachment would be missing from the kernel, or not wired.
+    let ids = assert_host_ends_match_the_kernel(&agent).await;
+    assert_eq!(ids.len(), specs.len());
 }
 
 /// Building and removing segments race with the attachments on them: whatever the order,
@@ -262,12 +265,7 @@ async fn fifty_parallel_ovs_attaches_give_one_tagged_port_each() {
             .await
             .unwrap();
     }
-    let containers: Vec<NsProc> = (0..CONTAINERS).map(|_| NsProc::new()).collect();
-    let specs: Vec<(Uuid, AttachmentSpec)> = containers
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (Uuid::new_v4(), pid_spec(c.pid(), vlans[i % 2], &address(i))))
-        .collect();
+    let (_containers, specs) = containers_with_specs(CONTAINERS, |i| vlans[i % 2]);
 
     let answers = join_all(
         specs
