@@ -292,6 +292,24 @@ impl Agent {
         Ok(())
     }
 
+    /// Removes the host side of an attachment whose container stopped: its namespace, and
+    /// with it the veth, is gone, but a switch port left for a missing device makes
+    /// ovs-vswitchd warn and slows every one of its reconfigurations. The attachment stays
+    /// desired; the container's next start wires it again.
+    #[instrument(skip(self), fields(attachment.id = %id))]
+    pub async fn release_host_side(&self, id: Uuid) -> Result<()> {
+        let lock = self.lock(id).await;
+        let _held = lock.lock().await;
+        let spec = self
+            .store
+            .read(|d| d.attachments.get(&id).map(|a| a.spec.clone()))
+            .await;
+        match spec {
+            Some(spec) => self.backend.unplug(id, &spec, None).await,
+            None => Ok(()),
+        }
+    }
+
     /// The attachment as the kernel shows it.
     async fn attachment(&self, id: Uuid, spec: &AttachmentSpec) -> Result<Attachment> {
         let host_ifname = self.backend.host_side(id, spec).await?.ifname();
@@ -355,7 +373,8 @@ impl Agent {
         for (id, a) in &desired.attachments {
             match self.ensure_attachment(*id, &a.spec).await {
                 Err(Error::ContainerNotRunning(c) | Error::ContainerNotFound(c)) => {
-                    info!(attachment.id = %id, container = %c, "container not running; will re-wire when it starts")
+                    info!(attachment.id = %id, container = %c, "container not running; will re-wire when it starts");
+                    errors.keep(self.release_host_side(*id).await);
                 }
                 other => drop(errors.keep(other)),
             }

@@ -52,7 +52,12 @@ async fn handle(agent: &Agent, callback: &Callback, event: DockerEvent) {
                     continue;
                 }
             },
-            Action::Die => ContainerEventKind::Died,
+            Action::Die => {
+                if let Err(e) = agent.release_host_side(id).await {
+                    warn!(attachment.id = %id, error = %e, "releasing the stopped container's host side failed");
+                }
+                ContainerEventKind::Died
+            }
             Action::Destroy => ContainerEventKind::Destroyed,
         };
         callback.send(ContainerEvent {

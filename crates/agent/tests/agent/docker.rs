@@ -9,8 +9,11 @@ use axum::routing::post;
 use axum::Json;
 use uuid::Uuid;
 use weft_agent::agent::Agent;
+use weft_agent::bench::PrivateOvs;
 use weft_agent::events::Callback;
-use weft_agent_api::{AttachmentSpec, Backend, ContainerEvent, ContainerEventKind, Target};
+use weft_agent_api::{
+    AttachmentSpec, Backend, ContainerEvent, ContainerEventKind, SegmentSpec, Target,
+};
 
 use crate::helpers::*;
 
@@ -159,4 +162,76 @@ async fn docker_container_is_wired_rewired_after_restart_and_kept_across_agent_r
     c.exec("ping -c1 -W2 10.0.0.1");
     agent.remove_attachment(id).await.unwrap();
     assert!(!sh_ok(&format!("docker exec {} ip link show eth0", c.0)));
+}
+
+/// On OVS a stopped container's port leaves the switch (a port without its device makes
+/// ovs-vswitchd warn and costs it on every reconfiguration), and comes back, wired, when the
+/// container starts again.
+#[tokio::test(flavor = "current_thread")]
+async fn ovs_port_of_a_stopped_container_leaves_the_switch_and_returns_on_start() {
+    if !docker_ready() || !private_netns("docker ovs stop/start") {
+        return;
+    }
+    if let Some(reason) = PrivateOvs::unavailable() {
+        eprintln!("SKIPPED: docker ovs stop/start: {reason}");
+        return;
+    }
+    let ovs = PrivateOvs::start().unwrap();
+    sh("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+    let _leaf = uplink_with_leaf();
+    let c = Container::run();
+    let mut cfg = config(Backend::Ovs, temp_state_file());
+    cfg.ovs_db = ovs.db();
+    cfg.docker_socket = Some(SOCKET.into());
+    let agent = Agent::new(cfg).await.unwrap();
+    let watcher = tokio::spawn(weft_agent::events::watch(
+        agent.clone(),
+        Callback::new(None, None).unwrap(),
+    ));
+
+    let vlan = vlan(181);
+    agent
+        .ensure_segment(vlan, &SegmentSpec::default())
+        .await
+        .unwrap();
+    let id = Uuid::new_v4();
+    let spec = AttachmentSpec {
+        target: Target::Docker {
+            container: c.0.clone(),
+        },
+        ..pid_spec(0, vlan, "10.0.0.9/24")
+    };
+    let host = agent
+        .ensure_attachment(id, &spec)
+        .await
+        .unwrap()
+        .host_ifname
+        .unwrap();
+    let vsctl = format!("ovs-vsctl --db={}", ovs.db());
+    let on_switch = || sh(&format!("{vsctl} list-ports br-weft")).contains(&host);
+    assert!(on_switch());
+
+    sh(&format!("docker stop -t 0 {}", c.0));
+    eventually("the stopped container's port to leave the switch", || {
+        !on_switch()
+    })
+    .await;
+    assert_eq!(
+        agent.state().await.unwrap().attachments.len(),
+        1,
+        "still desired"
+    );
+
+    sh(&format!("docker start {}", c.0));
+    eventually("the port back and the container wired", || {
+        on_switch()
+            && sh_ok(&format!(
+                "docker exec {} ip addr show eth0 | grep -q 'inet 10.0.0.9/24'",
+                c.0
+            ))
+    })
+    .await;
+    watcher.abort();
+    agent.remove_attachment(id).await.unwrap();
+    assert!(!on_switch());
 }
