@@ -8,8 +8,8 @@ use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{
-    AfSpecInet, AfSpecUnspec, InetDevConf, InfoData, InfoKind, InfoVeth, InfoVlan, LinkAttribute,
-    LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
+    AfSpecInet, AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InetDevConf, InfoData, InfoKind,
+    InfoVeth, InfoVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
 };
 use rtnetlink::{
     Handle, LinkBridge, LinkMacVlan, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVlan,
@@ -19,6 +19,7 @@ use weft_agent_api::MacAddr;
 
 const EEXIST: i32 = libc::EEXIST;
 const ENODEV: i32 = libc::ENODEV;
+const EAFNOSUPPORT: i32 = libc::EAFNOSUPPORT;
 
 /// A failed netlink request, with what the agent was doing.
 #[derive(Debug, thiserror::Error)]
@@ -195,22 +196,25 @@ impl Netlink {
 
     /// Creates an up bridge (no STP, forward delay 0) unless one of that name exists.
     pub async fn ensure_bridge(&self, name: &str, mtu: u32) -> Result<Link> {
-        let msg = LinkBridge::new(name).mtu(mtu).up().build();
+        // `LinkBridge::new` would bring it up in the creating message, before IPv6 is off.
+        let msg = LinkMessageBuilder::<LinkBridge>::new(name).mtu(mtu).build();
         self.ensure_link(name, msg).await
     }
 
     /// Creates an up 802.1Q sub-interface of `parent` unless one of that name exists.
     pub async fn ensure_vlan(&self, name: &str, parent: u32, vlan: u16) -> Result<Link> {
-        let msg = LinkVlan::new(name, parent, vlan).up().build();
+        let msg = LinkVlan::new(name, parent, vlan).build();
         self.ensure_link(name, msg).await
     }
 
-    /// The link called `name`, created from `msg` when there is none.
+    /// The link called `name`, created from `msg` (down) and brought up quietly when there
+    /// is none.
     async fn ensure_link(&self, name: &str, msg: LinkMessage) -> Result<Link> {
         if let Some(link) = self.link(name).await? {
             return Ok(link);
         }
         exist_ok(self.add_link(msg, || format!("create {name}")).await)?;
+        self.set_up_quiet(name).await?;
         self.found(name).await
     }
 
@@ -253,8 +257,43 @@ impl Netlink {
         self.set_link(msg, || format!("bring link {link} up")).await
     }
 
-    /// Creates a veth pair in one request: `host` is up (and a port of `controller` when
-    /// given) here, the peer is inside the container namespace under its final name.
+    /// Brings up a link the agent made on the host (bridge, sub-interface, host end of a
+    /// veth) without an IPv6 address of its own. It only carries containers' frames; a
+    /// link-local address would make it talk into the EPG (duplicate-address detection,
+    /// router and multicast-listener messages), and the leaf would learn its MAC as an
+    /// endpoint there. `addr_gen_mode none` must be set while the link is still down (the
+    /// kernel refuses it in the creating message, and a bridge that comes up first still
+    /// gets an address once it has a port); a kernel without IPv6 just skips it.
+    pub async fn set_up_quiet(&self, name: &str) -> Result<()> {
+        let (no_ipv6, up) = futures::join!(self.no_ipv6(name), self.up_by_name(name));
+        no_ipv6?;
+        up
+    }
+
+    /// `addr_gen_mode none` on `name` (see [`Netlink::set_up_quiet`]); nothing to do on a
+    /// kernel without IPv6.
+    async fn no_ipv6(&self, name: &str) -> Result<()> {
+        let af = AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)]);
+        let msg = LinkUnspec::new_with_name(name)
+            .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![af]))
+            .build();
+        match self
+            .set_link(msg, || format!("turn off IPv6 addresses on {name}"))
+            .await
+        {
+            Err(e) if e.errno() == Some(EAFNOSUPPORT) => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn up_by_name(&self, name: &str) -> Result<()> {
+        let msg = LinkUnspec::new_with_name(name).up().build();
+        self.set_link(msg, || format!("bring {name} up")).await
+    }
+
+    /// Creates a veth pair in one request, `host` here (joined to its segment as `port`
+    /// says) and the peer inside the container namespace under its final name, then brings
+    /// `host` up quietly (no IPv6 address of its own).
     pub async fn add_veth(
         &self,
         host: &str,
@@ -265,7 +304,7 @@ impl Netlink {
         // The peer stays down: veth_open() fails with ENOTCONN until both ends exist,
         // so it is brought up from inside the namespace afterwards.
         let peer_msg = container_end(LinkMessageBuilder::<LinkUnspec>::default(), peer).build();
-        let mut msg = LinkVeth::new(host, peer.name).mtu(host_mtu).up();
+        let mut msg = LinkVeth::new(host, peer.name).mtu(host_mtu);
         msg = match port {
             HostPort::Bridge(index) => msg.controller(index),
             HostPort::Switch => msg.promiscuous(true),
@@ -273,7 +312,18 @@ impl Netlink {
         let msg = msg
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
             .build();
-        self.add_link(msg, || format!("create veth {host}")).await
+        // The requests that bring `host` up quietly go right behind the creating one,
+        // without waiting for its answer (the kernel handles one socket's requests in
+        // order): the link appears and comes up within microseconds, so ovs-vswitchd, which
+        // reconfigures every port after each link change it sees, sees them together.
+        let (created, no_ipv6, up) = futures::join!(
+            self.add_link(msg, || format!("create veth {host}")),
+            self.no_ipv6(host),
+            self.up_by_name(host)
+        );
+        created?;
+        no_ipv6?;
+        up
     }
 
     /// Creates a bridge-mode macvlan child of `parent` directly inside the container namespace

@@ -121,7 +121,7 @@ async fn ensure_carrier(nl: &Netlink, vlan: VlanId, seg: &DesiredSegment) -> Res
         )));
     }
     if !sub.up {
-        nl.set_up(sub.index).await?;
+        nl.set_up_quiet(&sub.name).await?;
         sub.up = true;
     }
     Ok(sub)

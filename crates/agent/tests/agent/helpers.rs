@@ -220,3 +220,16 @@ pub fn link_line(name: &str) -> Option<String> {
 pub fn ifindex(name: &str) -> Option<u32> {
     link_line(name)?.split(':').next()?.trim().parse().ok()
 }
+
+/// The agent's own host links stay silent in the EPG: none of `links` has an IPv6 address,
+/// while the container's `eth0` has its link-local one (so IPv6 is on and the check means
+/// something).
+pub fn assert_quiet_host_links(container: &NsProc, links: &[&str]) {
+    assert!(container
+        .sh("ip -6 -o addr show dev eth0")
+        .contains("fe80::"));
+    for link in links {
+        let v6 = sh(&format!("ip -6 -o addr show dev {link}"));
+        assert!(v6.trim().is_empty(), "{link} has an IPv6 address: {v6}");
+    }
+}

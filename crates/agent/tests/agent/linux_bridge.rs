@@ -52,6 +52,7 @@ async fn attached_namespace_reaches_the_gateway_across_the_bridge_and_announces_
     assert!(att.actual.wired, "{att:?}");
     let host = att.host_ifname.clone().unwrap();
     assert!(link_line(&host).unwrap().contains("master wbr181"));
+    assert_quiet_host_links(&container, &[&host, "wbr181"]);
 
     // The gratuitous ARP reached the leaf before any traffic did.
     assert!(

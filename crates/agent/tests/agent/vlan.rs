@@ -65,6 +65,8 @@ async fn linux_bridge_regular_mode_tags_frames_on_the_uplink() {
         .await
         .unwrap();
     assert!(att.actual.wired, "{att:?}");
+    let host = att.host_ifname.clone().expect("host end");
+    assert_quiet_host_links(&container, &[&host, "wbr181", "upl0.181"]);
     assert!(
         leaf.learns("10.0.0.5", "far0.181", "02:57:0a:00:00:05"),
         "no tagged GARP at the leaf"
