@@ -3,6 +3,7 @@
 //! exactly the agent's links, and the state file (read by a fresh agent) lists them all.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use futures::future::join_all;
 use uuid::Uuid;
@@ -143,39 +144,129 @@ async fn fifty_parallel_attaches_repeats_and_deletes_leave_one_consistent_state(
     );
 }
 
+/// A Docker engine stand-in on a unix socket. It answers the version negotiation and
+/// shows one running container per entry of `pids` (named by the key, id = name). While
+/// `stall` is set, an inspection first signals `arrived` and then waits for that
+/// container's `release`: it keeps a request in flight at a point the test chooses.
+struct StandInDocker {
+    stall: Arc<std::sync::atomic::AtomicBool>,
+    arrived: Arc<tokio::sync::Notify>,
+    release: std::collections::HashMap<&'static str, Arc<tokio::sync::Notify>>,
+}
+
+impl StandInDocker {
+    async fn serve(socket: &std::path::Path, pids: &[(&'static str, u32)]) -> Self {
+        let docker = StandInDocker {
+            stall: Arc::default(),
+            arrived: Arc::default(),
+            release: pids.iter().map(|(n, _)| (*n, Arc::default())).collect(),
+        };
+        let pids: std::collections::HashMap<&'static str, u32> = pids.iter().copied().collect();
+        let (stall, arrived, release) = (
+            docker.stall.clone(),
+            docker.arrived.clone(),
+            docker.release.clone(),
+        );
+        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+            let (stall, arrived, release, pids) = (
+                stall.clone(),
+                arrived.clone(),
+                release.clone(),
+                pids.clone(),
+            );
+            async move {
+                if uri.path().ends_with("/version") {
+                    return axum::Json(serde_json::json!({"ApiVersion": "1.41"}));
+                }
+                // /v1.41/containers/<name>/json
+                let name = uri.path().split('/').rev().nth(1).unwrap_or_default();
+                let (Some(pid), Some(release)) = (pids.get(name), release.get(name)) else {
+                    return axum::Json(serde_json::json!({}));
+                };
+                if stall.load(std::sync::atomic::Ordering::SeqCst) {
+                    arrived.notify_one();
+                    release.notified().await;
+                }
+                axum::Json(serde_json::json!({
+                    "Id": name, "State": {"Running": true, "Pid": pid}
+                }))
+            }
+        });
+        let listener = tokio::net::UnixListener::bind(socket).unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        docker
+    }
+}
+
 /// A re-apply (agent start, Docker reconnect) sweeps links of ours that no attachment
-/// claims; attachments being wired at that moment are claimed, and must survive it.
+/// claims. An attachment being wired meanwhile is not in the state file yet, and its links
+/// must survive. Made deterministic with a Docker stand-in: the re-apply is held while it
+/// checks attachment `y`, a PUT of `x` starts and is held at its own Docker inspection
+/// with a link under its name in place, then `y` is let go and the re-apply sweeps.
 #[tokio::test(flavor = "current_thread")]
-async fn reapply_during_parallel_attaches_sweeps_none_of_them() {
-    if !private_netns("agent reapply during attaches") {
+async fn reapply_keeps_the_links_of_an_attachment_being_wired() {
+    if !private_netns("agent reapply during an attach") {
         return;
     }
     let _leaf = uplink_with_gateway();
-    let agent = Agent::new(config(Backend::LinuxBridge, temp_state_file()))
-        .await
-        .unwrap();
+    let (cx, cy) = (NsProc::new(), NsProc::new());
+    let state_file = temp_state_file();
+    let socket = state_file.with_file_name("docker.sock");
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    let docker = StandInDocker::serve(&socket, &[("x", cx.pid()), ("y", cy.pid())]).await;
+    let mut cfg = config(Backend::LinuxBridge, state_file);
+    cfg.docker_socket = Some(socket);
+    let naming = cfg.naming.clone();
+    let agent = Agent::new(cfg).await.unwrap();
     let vlan = vlan(181);
     agent.ensure_segment(vlan, &untagged()).await.unwrap();
-    let (_containers, specs) = containers_with_specs(20, |_| vlan);
-
-    let puts = join_all(
-        specs
-            .iter()
-            .map(|(id, spec)| agent.ensure_attachment(*id, spec)),
-    );
-    let reapplies = async {
-        for _ in 0..50 {
-            agent.reapply().await.unwrap();
-        }
+    let docker_spec = |name: &str, i| AttachmentSpec {
+        target: weft_agent_api::Target::Docker {
+            container: name.into(),
+        },
+        ..pid_spec(0, vlan, &address(i))
     };
-    let (answers, ()) = futures::join!(puts, reapplies);
-    for answer in answers {
-        answer.unwrap();
-    }
+    let (x, y) = (Uuid::new_v4(), Uuid::new_v4());
+    agent
+        .ensure_attachment(y, &docker_spec("y", 1))
+        .await
+        .unwrap();
 
-    // A swept attachment would be missing from the kernel, or not wired.
-    let ids = assert_host_ends_match_the_kernel(&agent).await;
-    assert_eq!(ids.len(), specs.len());
+    docker
+        .stall
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (busy, orphan) = (naming.host_veth(x), naming.host_veth(Uuid::new_v4()));
+    let x_spec = docker_spec("x", 0);
+    let reapplied = tokio::sync::Notify::new();
+    let reapply = async {
+        agent.reapply().await.unwrap();
+        reapplied.notify_one();
+    };
+    let put_x_during_it = async {
+        docker.arrived.notified().await; // the re-apply is at y
+        let put = agent.ensure_attachment(x, &x_spec);
+        let steer = async {
+            docker.arrived.notified().await; // the PUT of x is in flight
+            sh(&format!("ip link add {busy} type veth peer name busypeer"));
+            sh(&format!(
+                "ip link add {orphan} type veth peer name orphanpeer"
+            ));
+            docker.release["y"].notify_one();
+            reapplied.notified().await;
+            assert!(link_line(&orphan).is_none(), "the sweep did not run");
+            assert!(
+                link_line(&busy).is_some(),
+                "a re-apply swept the link of an attachment being wired"
+            );
+            docker.release["x"].notify_one();
+        };
+        futures::join!(put, steer).0
+    };
+    let ((), put) = futures::join!(reapply, put_x_during_it);
+    // The PUT found its half-made link and wired x from scratch.
+    assert!(put.unwrap().actual.wired);
+    docker.stall.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(assert_host_ends_match_the_kernel(&agent).await.len(), 2);
 }
 
 /// Building and removing segments race with the attachments on them: whatever the order,
