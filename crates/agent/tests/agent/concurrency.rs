@@ -265,15 +265,17 @@ async fn reapply_keeps_the_links_of_an_attachment_being_wired() {
     let ((), put) = futures::join!(reapply, put_x_during_it);
     // The PUT found its half-made link and wired x from scratch.
     assert!(put.unwrap().actual.wired);
-    docker.stall.store(false, std::sync::atomic::Ordering::SeqCst);
+    docker
+        .stall
+        .store(false, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(assert_host_ends_match_the_kernel(&agent).await.len(), 2);
 }
 
-/// Building and removing segments race with the attachments on them: whatever the order,
-/// an attachment that was answered wired has its segment, and a segment removal that
-/// succeeded left no attachment on it. An uplink carries one untagged segment.
+/// Segments under concurrent requests: the same segment asked three times at once is built
+/// once and answered alike, and an uplink carries one untagged segment, a second being
+/// refused before anything is built for it.
 #[tokio::test(flavor = "current_thread")]
-async fn segment_changes_and_attaches_at_once_stay_consistent() {
+async fn concurrent_segment_requests_build_one_segment_per_uplink() {
     if !private_netns("agent segment races") {
         return;
     }
@@ -282,11 +284,9 @@ async fn segment_changes_and_attaches_at_once_stay_consistent() {
         .await
         .unwrap();
     let untagged = untagged();
-    let containers: Vec<NsProc> = (0..10).map(|_| NsProc::new()).collect();
-    for (i, c) in containers.iter().enumerate() {
-        let v = vlan(101 + i as u16);
-        // The same segment asked three times at once: one build, the same answer each time.
-        let (a, b, d) = futures::join!(
+    for i in 0..10 {
+        let v = vlan(101 + i);
+        let (a, b, c) = futures::join!(
             agent.ensure_segment(v, &untagged),
             agent.ensure_segment(v, &untagged),
             agent.ensure_segment(v, &untagged)
@@ -294,41 +294,75 @@ async fn segment_changes_and_attaches_at_once_stay_consistent() {
         let a = a.unwrap_or_else(|e| panic!("VLAN {v}: {e}"));
         assert!(a.ready, "{a:?}");
         assert_eq!(Some(&a), b.as_ref().ok(), "VLAN {v}");
-        assert_eq!(Some(&a), d.as_ref().ok(), "VLAN {v}");
-        // The uplink is this segment's now: another untagged VLAN on it is a conflict.
-        let other = vlan(201 + i as u16);
+        assert_eq!(Some(&a), c.as_ref().ok(), "VLAN {v}");
+        // The uplink is this segment's now: another untagged VLAN on it is a conflict,
+        // refused before anything is built for it.
         assert!(matches!(
-            agent.ensure_segment(other, &untagged).await,
+            agent.ensure_segment(vlan(201 + i), &untagged).await,
             Err(weft_agent::Error::Conflict(_))
         ));
-
-        // Remove the segment while an attachment is being wired onto it.
-        let spec = pid_spec(c.pid(), v, &address(i));
-        let id = Uuid::new_v4();
-        let (attached, removed) =
-            futures::join!(agent.ensure_attachment(id, &spec), agent.remove_segment(v));
-        let state = agent.state().await.unwrap();
-        let segment = state.segments.iter().find(|s| s.vlan == v);
-        match (&attached, &removed) {
-            (Ok(att), Err(_)) => {
-                assert!(att.actual.wired, "{att:?}");
-                assert!(
-                    segment.is_some_and(|s| s.ready),
-                    "VLAN {v}: wired without its segment"
-                );
-                agent.remove_attachment(id).await.unwrap();
-                agent.remove_segment(v).await.unwrap();
-            }
-            (Err(_), Ok(())) => {
-                assert!(segment.is_none(), "VLAN {v}: removed but still listed")
-            }
-            other => panic!("VLAN {v}: attach and segment removal both {other:?}"),
-        }
         assert!(
-            host_veths().is_empty(),
-            "VLAN {v}: a host veth outlived its attachment"
+            link_line(&format!("wbr{}", 201 + i)).is_none(),
+            "refused, yet built"
         );
+        agent.remove_segment(v).await.unwrap();
     }
+}
+
+/// A segment removal waits for an attachment being wired onto it, then refuses (the
+/// attachment uses the segment): an attachment answered wired always has its segment.
+/// Steered with a Docker stand-in that holds the attach at its container inspection.
+#[tokio::test(flavor = "current_thread")]
+async fn segment_removal_waits_for_an_attachment_being_wired() {
+    if !private_netns("agent segment removal during an attach") {
+        return;
+    }
+    let _leaf = uplink_with_gateway();
+    let container = NsProc::new();
+    let state_file = temp_state_file();
+    let socket = state_file.with_file_name("docker.sock");
+    std::fs::create_dir_all(socket.parent().unwrap()).unwrap();
+    let docker = StandInDocker::serve(&socket, &[("c", container.pid())]).await;
+    let mut cfg = config(Backend::LinuxBridge, state_file);
+    cfg.docker_socket = Some(socket);
+    let agent = Agent::new(cfg).await.unwrap();
+    let vlan = vlan(181);
+    agent.ensure_segment(vlan, &untagged()).await.unwrap();
+    let spec = AttachmentSpec {
+        target: weft_agent_api::Target::Docker {
+            container: "c".into(),
+        },
+        ..pid_spec(0, vlan, &address(0))
+    };
+
+    docker
+        .stall
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let attach = agent.ensure_attachment(Uuid::new_v4(), &spec);
+    let remove_meanwhile = async {
+        docker.arrived.notified().await; // the attach is in flight
+        let removal = agent.remove_segment(vlan);
+        tokio::pin!(removal);
+        let early = tokio::time::timeout(std::time::Duration::from_millis(300), &mut removal);
+        assert!(
+            early.await.is_err(),
+            "the segment was removed under an attachment being wired"
+        );
+        docker.release["c"].notify_one();
+        removal.await
+    };
+    let (attached, removed) = futures::join!(attach, remove_meanwhile);
+    assert!(attached.unwrap().actual.wired);
+    assert!(
+        matches!(removed, Err(weft_agent::Error::Conflict(_))),
+        "{removed:?}"
+    );
+    docker
+        .stall
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let state = agent.state().await.unwrap();
+    assert!(state.segments.iter().any(|s| s.vlan == vlan && s.ready));
+    assert_eq!(assert_host_ends_match_the_kernel(&agent).await.len(), 1);
 }
 
 /// The OVS backend under the same load, on two VLANs: afterwards the switch holds exactly
