@@ -245,3 +245,54 @@ async fn restarted_agent_keeps_attachments_and_removes_only_its_own_orphans() {
     assert!(state.attachments[0].actual.wired);
     assert!(container.sh_ok("ping -c1 -W2 10.0.0.1"));
 }
+
+/// A network namespace given by path (runtimes other than Docker: `ip netns`, CNI, crun):
+/// wired, reaches the gateway, and leaves nothing behind; a path that is no namespace is
+/// refused without touching the host.
+#[tokio::test(flavor = "current_thread")]
+async fn netns_path_target_is_wired_and_a_bad_path_is_refused() {
+    if !private_netns("linux-bridge netns path") {
+        return;
+    }
+    let _leaf = uplink_with_gateway();
+    let name = format!("weftt-{}", &Uuid::new_v4().simple().to_string()[..8]);
+    sh(&format!("ip netns add {name}"));
+    let agent = start_agent(Backend::LinuxBridge).await;
+    let vlan = vlan(181);
+    agent.ensure_segment(vlan, &untagged()).await.unwrap();
+    let spec = AttachmentSpec {
+        target: weft_agent_api::Target::Netns {
+            path: format!("/run/netns/{name}"),
+        },
+        ..spec(0, "10.0.0.8/24")
+    };
+    let id = Uuid::new_v4();
+    let att = agent.ensure_attachment(id, &spec).await;
+    let inside = |cmd: &str| sh_ok(&format!("ip netns exec {name} {cmd}"));
+    let checks = att.as_ref().map(|a| a.actual.wired).unwrap_or(false)
+        && inside("ip addr show eth0 | grep -q 'inet 10.0.0.8/24'")
+        && inside("ping -c1 -W2 10.0.0.1");
+    let removed = agent.remove_attachment(id).await;
+    let left = inside("ip link show eth0");
+    sh(&format!("ip netns del {name}"));
+    assert!(checks, "netns target not wired: {att:?}");
+    removed.unwrap();
+    assert!(!left, "eth0 left in the namespace");
+
+    let bad = AttachmentSpec {
+        target: weft_agent_api::Target::Netns {
+            path: "/proc/self/status".into(),
+        },
+        ..spec
+    };
+    let refused = agent.ensure_attachment(Uuid::new_v4(), &bad).await;
+    // Error::Netns: the API answers 422.
+    assert!(
+        matches!(refused, Err(weft_agent::Error::Netns { .. })),
+        "{refused:?}"
+    );
+    assert!(
+        !sh("ip -o link show").contains(": wf"),
+        "a refused attach left a host link"
+    );
+}
