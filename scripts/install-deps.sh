@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs the system packages the tests and the local demo need (Debian).
+# Installs the system packages the tests and the local demo need (Debian), PostgreSQL
+# server included (scripts/services.sh creates and starts its cluster).
 # Idempotent: does nothing when everything is already there.
 set -euo pipefail
 pkgs=(docker.io openvswitch-switch busybox-static tcpdump qemu-system-x86 linux-image-amd64
-      netavark iproute2 iputils-ping postgresql-client cpio xz-utils)
+      netavark iproute2 iputils-ping postgresql postgresql-client cpio xz-utils)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs Weft locally against apic-sim: starts PostgreSQL if needed, creates a fresh database,
+# Runs Weft locally against apic-sim: as root, installs what is missing (scripts/install-deps.sh,
+# PostgreSQL server included) and starts PostgreSQL if needed, creates a fresh database,
 # applies the migrations, starts apic-sim (deploy/sim/topology.json) on a free port, creates an
 # admin token, prints the URLs and the token, then runs `weft serve` configured for the
 # simulator. apic-sim is stopped when weft exits.
@@ -7,7 +8,8 @@
 #                                WEFT_LOCAL_NO_APIC=1 runs without an APIC)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/services.sh >/dev/null
+if [ "$(id -u)" -eq 0 ]; then scripts/install-deps.sh; fi
+eval "$(scripts/services.sh)"
 pg_isready -q -h 127.0.0.1 -p 5432 || { echo "run-local: PostgreSQL is not running on 127.0.0.1:5432 (try scripts/services.sh)" >&2; exit 1; }
 
 db=${WEFT_LOCAL_DB:-weft_local}

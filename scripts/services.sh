@@ -7,12 +7,30 @@ set -euo pipefail
 log() { echo "services: $*" >&2; }
 root=$( [ "$(id -u)" -eq 0 ] && echo yes || echo no )
 
-# PostgreSQL
-if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
-  log "starting PostgreSQL"
-  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
-  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+# PostgreSQL: a cluster (Debian's package creates one; a machine where it was removed gets a
+# new one), started, and reachable from 127.0.0.1 as `postgres` without a password: the tests
+# and the demo create throw-away databases there. Never touches a cluster that already answers.
+pg_ok() { psql -qtA -h 127.0.0.1 -U postgres -d postgres -c 'select 1' >/dev/null 2>&1; }
+if ! pg_ok && [ "$root" = yes ] && command -v pg_ctlcluster >/dev/null; then
+  ver=$(ls /usr/lib/postgresql | sort -V | tail -1)
+  if [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then
+    log "creating PostgreSQL $ver cluster main"
+    pg_createcluster "$ver" main >/dev/null
+  fi
+  ver=$(ls /etc/postgresql | sort -V | tail -1)
+  hba=/etc/postgresql/$ver/main/pg_hba.conf
+  if ! grep -qE '^host\s+all\s+(all|postgres)\s+127\.0\.0\.1/32\s+trust' "$hba"; then
+    log "PostgreSQL: trusting local TCP connections (127.0.0.1, ::1) in $hba, for tests and the demo"
+    sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+    pg_ctlcluster --skip-systemctl-redirect "$ver" main reload >/dev/null 2>&1 || true
+  fi
+  if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    log "starting PostgreSQL $ver"
+    pg_ctlcluster --skip-systemctl-redirect "$ver" main start || true
+  fi
+  for _ in $(seq 1 30); do pg_ok && break; sleep 1; done
 fi
+pg_ok || log "PostgreSQL does not answer on 127.0.0.1:5432 as postgres (not root, or it failed to start)"
 
 if [ "$root" = yes ]; then
   # Docker engine
