@@ -215,7 +215,7 @@ pub struct SimHandle {
     pub url: String,
     pub addr: SocketAddr,
     pub state: Arc<SimState>,
-    task: tokio::task::JoinHandle<()>,
+    server: actix_web::dev::ServerHandle,
 }
 
 impl std::ops::Deref for SimHandle {
@@ -227,7 +227,8 @@ impl std::ops::Deref for SimHandle {
 
 impl Drop for SimHandle {
     fn drop(&mut self) {
-        self.task.abort();
+        // The stop command is sent at once; its completion future need not be awaited.
+        drop(self.server.stop(false));
     }
 }
 
@@ -237,16 +238,17 @@ pub async fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
     spawn_on(config, listener)
 }
 
-/// Starts a simulator on an already bound listener.
+/// Starts a simulator on an already bound listener; must be called inside a Tokio runtime.
 pub fn spawn_on(
     config: SimConfig,
     listener: tokio::net::TcpListener,
 ) -> Result<SimHandle, SimError> {
     let state = Arc::new(SimState::new(config)?);
     let addr = listener.local_addr()?;
-    let app = server::router(state.clone());
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+    let server = http_server(state.clone(), listener.into_std()?, 2)?;
+    let handle = server.handle();
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
             tracing::error!(error = %e, "apic-sim server stopped");
         }
     });
@@ -254,13 +256,32 @@ pub fn spawn_on(
         url: format!("http://{addr}"),
         addr,
         state,
-        task,
+        server: handle,
     })
 }
 
 /// Serves until the process ends (the binary).
 pub async fn serve(config: SimConfig, listener: tokio::net::TcpListener) -> Result<(), SimError> {
     let state = Arc::new(SimState::new(config)?);
-    axum::serve(listener, server::router(state)).await?;
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    http_server(state, listener.into_std()?, workers)?.await?;
     Ok(())
+}
+
+/// The actix-web server over `listener`; signals are left to the caller (tests, `main`).
+fn http_server(
+    state: Arc<SimState>,
+    listener: std::net::TcpListener,
+    workers: usize,
+) -> std::io::Result<actix_web::dev::Server> {
+    let data = actix_web::web::Data::from(state);
+    Ok(actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(data.clone())
+            .configure(server::configure)
+    })
+    .workers(workers)
+    .disable_signals()
+    .listen(listener)?
+    .run())
 }
