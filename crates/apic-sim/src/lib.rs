@@ -12,6 +12,7 @@ pub mod faults;
 pub mod payload;
 pub mod query;
 mod server;
+mod target;
 pub mod topology;
 pub mod tree;
 pub mod validate;
@@ -268,20 +269,34 @@ pub async fn serve(config: SimConfig, listener: tokio::net::TcpListener) -> Resu
     Ok(())
 }
 
-/// The actix-web server over `listener`; signals are left to the caller (tests, `main`).
+/// The actix-web app over `listener`, each connection read through [`target::LenientTarget`]
+/// (so raw quotes in a query are taken as nginx takes them); signals are left to the caller.
 fn http_server(
     state: Arc<SimState>,
     listener: std::net::TcpListener,
     workers: usize,
 ) -> std::io::Result<actix_web::dev::Server> {
+    use actix_service::ServiceFactoryExt;
     let data = actix_web::web::Data::from(state);
-    Ok(actix_web::HttpServer::new(move || {
-        actix_web::App::new()
-            .app_data(data.clone())
-            .configure(server::configure)
-    })
-    .workers(workers)
-    .disable_signals()
-    .listen(listener)?
-    .run())
+    let server = actix_server::Server::build()
+        .workers(workers)
+        .disable_signals()
+        .listen("apic-sim", listener, move || {
+            let app = actix_web::App::new()
+                .app_data(data.clone())
+                .configure(server::configure);
+            let http = actix_http::HttpService::build().h1(actix_service::map_config(app, |()| {
+                actix_web::dev::AppConfig::default()
+            }));
+            actix_service::fn_service(|io: tokio::net::TcpStream| {
+                let peer = io.peer_addr().ok();
+                std::future::ready(Ok::<_, actix_http::error::DispatchError>((
+                    target::LenientTarget::new(io),
+                    peer,
+                )))
+            })
+            .and_then(http)
+        })?
+        .run();
+    Ok(server)
 }

@@ -714,6 +714,40 @@ async fn lower_case_method_gets_nginx_html_in_200() {
     assert!(v.as_str().unwrap().contains("400 Bad Request"));
 }
 
+/// Writes `request` on a fresh connection and reads until the server closes it.
+async fn raw_exchange(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tcp.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// curl users type the filter's quotes raw (nginx takes them); reqwest would percent-encode
+/// them, so the request goes over a bare socket, pipelined behind a POST whose JSON body is
+/// full of quotes that must reach the tree unchanged.
+#[tokio::test]
+async fn raw_quotes_in_the_query_are_accepted_like_nginx_does() {
+    let api = sim().await;
+    let cookie = format!("Cookie: APIC-cookie={}", api.token);
+    let body = r#"{"fvTenant":{"attributes":{"name":"t-quote","descr":"kept as sent"}}}"#;
+    let request = format!(
+        "POST /api/mo/uni.json HTTP/1.1\r\nHost: apic\r\n{cookie}\r\nContent-Length: {}\r\n\r\n{body}\
+         GET /api/class/fvTenant.json?query-target-filter=eq(fvTenant.name,\"t-quote\") HTTP/1.1\r\n\
+         Host: apic\r\n{cookie}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let answer = raw_exchange(api.sim.addr, &request).await;
+    assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 2, "{answer}");
+    let tenants = answer.rsplit("\r\n\r\n").next().unwrap_or_default();
+    let tenants: Value = serde_json::from_str(tenants).expect("JSON body");
+    assert_eq!(tenants["totalCount"], "1", "{tenants}");
+    let tenant = &tenants["imdata"][0]["fvTenant"]["attributes"];
+    assert_eq!(tenant["dn"], "uni/tn-t-quote");
+    assert_eq!(tenant["descr"], "kept as sent");
+}
+
 #[tokio::test]
 async fn control_endpoints_over_http() {
     let api = sim().await;
