@@ -52,6 +52,28 @@ impl Default for FaultConfig {
     }
 }
 
+/// Connection limits of the HTTP listener, so a slow or hostile client (slowloris) cannot hold
+/// connections open indefinitely.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A connection that has not sent a complete request head within this time is closed.
+    pub client_request_timeout: Duration,
+    /// An idle keep-alive connection is closed after this time.
+    pub keep_alive: Duration,
+    /// Open connections per worker; beyond it new connections wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            client_request_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(60),
+            max_connections: 1024,
+        }
+    }
+}
+
 /// How to run a simulator.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -63,6 +85,7 @@ pub struct SimConfig {
     pub faults: FaultConfig,
     /// Unpaged class queries larger than this fail with "result dataset is too big".
     pub max_result: usize,
+    pub http: HttpLimits,
 }
 
 impl SimConfig {
@@ -75,6 +98,7 @@ impl SimConfig {
             token_lifetime: Duration::from_secs(600),
             faults: FaultConfig::default(),
             max_result: 100_000,
+            http: HttpLimits::default(),
         }
     }
 }
@@ -244,9 +268,10 @@ pub fn spawn_on(
     config: SimConfig,
     listener: tokio::net::TcpListener,
 ) -> Result<SimHandle, SimError> {
+    let limits = config.http.clone();
     let state = Arc::new(SimState::new(config)?);
     let addr = listener.local_addr()?;
-    let server = http_server(state.clone(), listener.into_std()?, 2)?;
+    let server = http_server(state.clone(), listener.into_std()?, 2, limits)?;
     let handle = server.handle();
     tokio::spawn(async move {
         if let Err(e) = server.await {
@@ -263,9 +288,10 @@ pub fn spawn_on(
 
 /// Serves until the process ends (the binary).
 pub async fn serve(config: SimConfig, listener: tokio::net::TcpListener) -> Result<(), SimError> {
+    let limits = config.http.clone();
     let state = Arc::new(SimState::new(config)?);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    http_server(state, listener.into_std()?, workers)?.await?;
+    http_server(state, listener.into_std()?, workers, limits)?.await?;
     Ok(())
 }
 
@@ -275,19 +301,24 @@ fn http_server(
     state: Arc<SimState>,
     listener: std::net::TcpListener,
     workers: usize,
+    limits: HttpLimits,
 ) -> std::io::Result<actix_web::dev::Server> {
     use actix_service::ServiceFactoryExt;
     let data = actix_web::web::Data::from(state);
     let server = actix_server::Server::build()
         .workers(workers)
         .disable_signals()
+        .max_concurrent_connections(limits.max_connections)
         .listen("apic-sim", listener, move || {
             let app = actix_web::App::new()
                 .app_data(data.clone())
                 .configure(server::configure);
-            let http = actix_http::HttpService::build().h1(actix_service::map_config(app, |()| {
-                actix_web::dev::AppConfig::default()
-            }));
+            let http = actix_http::HttpService::build()
+                .client_request_timeout(limits.client_request_timeout)
+                .keep_alive(limits.keep_alive)
+                .h1(actix_service::map_config(app, |()| {
+                    actix_web::dev::AppConfig::default()
+                }));
             actix_service::fn_service(|io: tokio::net::TcpStream| {
                 let peer = io.peer_addr().ok();
                 std::future::ready(Ok::<_, actix_http::error::DispatchError>((

@@ -748,6 +748,35 @@ async fn raw_quotes_in_the_query_are_accepted_like_nginx_does() {
     assert_eq!(tenant["descr"], "kept as sent");
 }
 
+/// A client that never finishes its request line (slowloris) is disconnected by the server.
+#[tokio::test]
+async fn a_half_sent_request_line_is_closed_by_the_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = SimConfig::new(Topology::example().unwrap());
+    config.http.client_request_timeout = std::time::Duration::from_millis(200);
+    let sim = spawn(config).await.unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(sim.addr).await.unwrap();
+    tcp.write_all(b"GET /api/class/fvTenant.json HT")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    // The bound only keeps a regression from hanging the suite; the closing is what is checked.
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tcp.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(
+        matches!(closed, Ok(Ok(_))),
+        "connection still open: {closed:?}"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+}
+
 #[tokio::test]
 async fn control_endpoints_over_http() {
     let api = sim().await;
