@@ -491,11 +491,31 @@ impl ApicClient {
 
     /// All objects of `class` matching `filter` (a `query-target-filter`), page by page.
     pub async fn class_all(&self, class: &str, filter: Option<&str>) -> Result<Vec<Mo>, ApicError> {
+        self.class_query("", class, filter).await
+    }
+
+    /// Objects of `class` in the subtree of `scope` (a DN-scoped class query), page by page.
+    pub async fn class_under(
+        &self,
+        scope: &str,
+        class: &str,
+        filter: Option<&str>,
+    ) -> Result<Vec<Mo>, ApicError> {
+        self.class_query(&format!("{scope}/"), class, filter).await
+    }
+
+    /// `prefix` is empty or a scope DN followed by `/`.
+    async fn class_query(
+        &self,
+        prefix: &str,
+        class: &str,
+        filter: Option<&str>,
+    ) -> Result<Vec<Mo>, ApicError> {
         let size = self.config.page_size.max(1);
         let mut out = Vec::new();
         for page in 0.. {
             let mut path = format!(
-                "/api/node/class/{class}.json?order-by={class}.dn|asc&page={page}&page-size={size}"
+                "/api/node/class/{prefix}{class}.json?order-by={class}.dn|asc&page={page}&page-size={size}"
             );
             if let Some(f) = filter {
                 path.push_str("&query-target-filter=");

@@ -4,6 +4,7 @@ use crate::client::ApicClient;
 use crate::error::ApicError;
 use crate::mo::Mo;
 use crate::model::{Binding, Fault, ManagedEpg, OwnedBinding, OWNER_ANNOTATION};
+use std::collections::HashSet;
 use weft_domain::{EpgKey, PathDn};
 
 /// Fails unless `mo` carries Weft's annotation.
@@ -67,8 +68,27 @@ impl ApicClient {
         self.post_mo("uni", &tenant).await
     }
 
+    /// Fails with `NotOwned` when a binding of `epg` on one of `paths` exists without Weft's
+    /// annotation: one DN-scoped class query for the whole batch, never one GET per binding.
+    pub(crate) async fn require_bindings_owned(
+        &self,
+        epg: &EpgKey,
+        paths: &[PathDn],
+    ) -> Result<(), ApicError> {
+        let targets: HashSet<String> = paths.iter().map(|p| Binding::dn(epg, p)).collect();
+        for mo in self.class_under(&epg.dn(), "fvRsPathAtt", None).await? {
+            let dn = mo.get("dn").unwrap_or_default();
+            if targets.contains(dn) {
+                require_owned(dn, &mo)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Creates or updates all `bindings` of one EPG in a single POST. The EPG must exist
     /// (`status: modified`), so a missing EPG is an error rather than silently created.
+    /// A binding already on one of the paths that is not Weft's (hand-made, another
+    /// orchestrator's) refuses the whole batch with `NotOwned` before anything is posted.
     #[tracing::instrument(skip(self, bindings), fields(epg = %epg, count = bindings.len()))]
     pub async fn apply_bindings(
         &self,
@@ -78,6 +98,8 @@ impl ApicClient {
         if bindings.is_empty() {
             return Ok(());
         }
+        let paths: Vec<PathDn> = bindings.iter().map(|b| b.path.clone()).collect();
+        self.require_bindings_owned(epg, &paths).await?;
         let root = bindings.iter().fold(
             Mo::new("fvAEPg")
                 .attr("dn", epg.dn())

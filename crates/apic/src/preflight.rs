@@ -1,7 +1,9 @@
 //! Pre-flight: refuse a binding the fabric would reject with F0467, before changing anything.
 //! Checks, in order: the EPG exists; it is associated with the physical domain; the domain has
 //! a VLAN pool that contains the VLAN; every path exists; no other EPG uses the VLAN on any of
-//! the leaves; no other EPG is untagged/native on the port. Only reads.
+//! the leaves; no other EPG is untagged/native on the port; no binding of the EPG on the
+//! paths belongs to someone else (that one is `Apic(NotOwned)`, as `apply_bindings` would
+//! refuse it). Only reads.
 //!
 //! For a managed EPG (Weft creates it and its domain association with `ensure_epg`) a missing
 //! EPG or association is not a failure; the domain, pool, path and leaf checks still run.
@@ -158,6 +160,9 @@ impl ApicClient {
             return Err(PreflightError::PathMissing {
                 path: missing.clone(),
             });
+        }
+        if report.epg_exists {
+            self.require_bindings_owned(req.epg, req.paths).await?;
         }
         let filter = format!("eq(fvRsPathAtt.encap,\"{}\")", req.encap.encap());
         let ours: Vec<u16> = req.paths.iter().flat_map(PathDn::leaves).collect();

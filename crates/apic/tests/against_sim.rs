@@ -136,8 +136,8 @@ async fn expired_token_mid_work_means_one_relogin_and_a_retry() {
     assert_eq!(sim.count("login"), 2);
     assert_eq!(
         sim.count("mo_post"),
-        3,
-        "one ensure_epg, then the apply rejected with 403 and retried once"
+        2,
+        "one ensure_epg and one apply: the 403 hit the apply's ownership query, retried once"
     );
     assert_eq!(client.list_owned_bindings().await.unwrap().len(), 1);
 }
@@ -356,6 +356,45 @@ async fn delete_binding_only_touches_weft_objects() {
     assert!(sim
         .get(&Binding::dn(&web(), &port(101, "eth1/2")))
         .is_some());
+}
+
+#[tokio::test]
+async fn a_foreign_binding_is_never_taken_over_and_the_whole_batch_is_refused() {
+    let (sim, client) = setup().await;
+    client.ensure_epg(&managed(web())).await.unwrap();
+    sim.inject(
+        &web().dn(),
+        &json!({"fvAEPg":{"attributes":{},"children":[
+            {"fvRsPathAtt":{"attributes":{"tDn":port(101, "eth1/2").to_string(),"encap":"vlan-182"}}},
+            {"fvRsPathAtt":{"attributes":{"tDn":port(101, "eth1/3").to_string(),"encap":"vlan-183","annotation":"orchestrator:terraform"}}}]}}),
+    )
+    .unwrap();
+    let before = sim.dump();
+    sim.reset_counts();
+    for (foreign, annotation) in [("eth1/2", ""), ("eth1/3", "orchestrator:terraform")] {
+        let batch = [regular(port(101, "eth1/1")), regular(port(101, foreign))];
+        let err = client.apply_bindings(&web(), &batch).await.unwrap_err();
+        match &err {
+            ApicError::NotOwned { dn, annotation: a } => {
+                assert_eq!(dn, &Binding::dn(&web(), &port(101, foreign)));
+                assert_eq!(a, annotation);
+            }
+            other => panic!("expected NotOwned, got {other}"),
+        }
+        let err = client.delete_binding(&web(), &port(101, foreign)).await;
+        assert!(matches!(err, Err(ApicError::NotOwned { .. })), "{err:?}");
+        let paths = [port(101, foreign)];
+        let err = client
+            .preflight(&request(&web(), &paths))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, PreflightError::Apic(ApicError::NotOwned { .. })),
+            "{err}"
+        );
+    }
+    assert_eq!(sim.count("mo_post") + sim.count("mo_delete"), 0);
+    assert_eq!(sim.dump(), before, "nothing changed, not even eth1/1");
 }
 
 /// A pre-flight of a regular binding on the pool's VLAN in `weft_phys`, EPG not managed.
