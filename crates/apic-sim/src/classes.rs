@@ -292,6 +292,22 @@ pub const CLASSES: &[Class] = &[
         writable: true,
     },
     Class {
+        name: "fvRsNodeAtt",
+        rn: "rsnodeAtt-[{tDn}]",
+        parents: &["fvAEPg"],
+        attrs: &[
+            a("tDn", Kind::Dn),
+            a("encap", Kind::Vlan),
+            d(
+                "mode",
+                Kind::Enum(&["regular", "native", "untagged"]),
+                "regular",
+            ),
+            d("instrImedcy", IMMEDIACY, "lazy"),
+        ],
+        writable: true,
+    },
+    Class {
         name: "physDomP",
         rn: "phys-{name}",
         parents: &["polUni"],

@@ -1,5 +1,7 @@
-//! F0467 faults on static path bindings, raised after a successful write the way the fabric
-//! raises them (reference §9.1-9.3): `invalid-path`, `invalid-vlan`, `encap-already-in-use`.
+//! F0467 faults on static path and leaf bindings (`fvRsPathAtt`, `fvRsNodeAtt`), raised after a
+//! successful write the way the fabric raises them (reference §9.1-9.3): `invalid-path`,
+//! `invalid-vlan`, `encap-already-in-use` (a VLAN belongs to the first EPG that uses it on a
+//! leaf, through either kind of binding).
 //! The simulator places them as `faultInst` children of the `fvRsPathAtt` itself, so that
 //! `rsp-subtree-include=faults` on the binding shows them. A real APIC raises them under
 //! `topology/.../uni/epp/fv-[<epg>]/node-N/stpathatt-[<port>]/nwissues/fault-F0467` with a
@@ -12,6 +14,9 @@ use crate::validate::parse_vlan;
 use std::collections::{BTreeMap, HashMap};
 
 const RULE: &str = "fv-nw-issues-config-failed";
+
+/// Static bindings: on a path (port, vPC, FEX port) and on a whole leaf.
+const BINDINGS: &[&str] = &["fvRsPathAtt", "fvRsNodeAtt"];
 
 /// The leaves a path DN lands on (both for a vPC).
 pub fn leaves_of(path: &str) -> Vec<String> {
@@ -28,6 +33,8 @@ pub fn leaves_of(path: &str) -> Vec<String> {
                     .collect()
             }
             "fabricPathEpCont" => return props.get("nodeId").cloned().into_iter().collect(),
+            // A static leaf binding (`fvRsNodeAtt`) points at the node itself.
+            "fabricNode" => return props.get("id").cloned().into_iter().collect(),
             _ => {}
         }
     }
@@ -78,7 +85,7 @@ fn epg_label(epg: &str) -> String {
 pub fn recompute(mit: &mut Mit, now: &str) {
     let mut bindings: Vec<(u64, String, String, String)> = mit
         .iter()
-        .filter(|(_, m)| m.class.name == "fvRsPathAtt")
+        .filter(|(_, m)| BINDINGS.contains(&m.class.name))
         .map(|(d, m)| {
             let attr = |k: &str| m.attrs.get(k).cloned().unwrap_or_default();
             (m.seq, d.clone(), attr("tDn"), attr("encap"))
@@ -97,9 +104,11 @@ pub fn recompute(mit: &mut Mit, now: &str) {
             "Configuration failed for {epg} node {node} {}",
             port_name(&path)
         );
-        let path_ok = mit
-            .get(&path)
-            .is_some_and(|m| m.class.name == "fabricPathEp");
+        let path_ok = mit.get(&path).is_some_and(|m| match m.class.name {
+            "fabricPathEp" => true,
+            "fabricNode" => m.attrs.get("role").is_some_and(|r| r == "leaf"),
+            _ => false,
+        });
         let vlan = parse_vlan(&encap);
         let fault = if !path_ok {
             Some((

@@ -681,6 +681,40 @@ async fn f0467_encap_already_in_use_on_same_leaf_and_vpc() {
 }
 
 #[tokio::test]
+async fn f0467_encap_already_in_use_by_a_static_leaf_binding() {
+    let api = sim().await;
+    api.tenant_with_epg(true).await;
+    let db = "uni/tn-t1/ap-ap1/epg-db";
+    api.post_ok(
+        db,
+        json!({"fvRsNodeAtt":{"attributes":{"tDn":"topology/pod-1/node-102","encap":"vlan-183","instrImedcy":"immediate"}}}),
+    )
+    .await;
+    let p102 = "topology/pod-1/paths-102/pathep-[eth1/3]";
+    api.bind(EPG, p102, "vlan-183").await;
+    let f = api
+        .fault_of(EPG, p102)
+        .await
+        .expect("the leaf's VLAN is db's");
+    assert!(f["descr"]
+        .as_str()
+        .unwrap()
+        .ends_with("encap-already-in-use: Encap (vlan-183) is already in use by t1:ap1:db;"));
+    api.bind(EPG, P101, "vlan-183").await;
+    assert!(
+        api.fault_of(EPG, P101).await.is_none(),
+        "other leaf is fine"
+    );
+    let (code, _) = api
+        .post_err(
+            db,
+            json!({"fvRsNodeAtt":{"attributes":{"tDn":"topology/pod-1/node-102","encap":"vlan-183","instrImmedcy":"lazy"}}}),
+        )
+        .await;
+    assert_eq!(code, "400", "attributes are checked as for path bindings");
+}
+
+#[tokio::test]
 async fn overload_injection_answers_html_503_and_counts() {
     let api = sim().await;
     api.sim.set_faults(FaultConfig {

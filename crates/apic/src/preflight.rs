@@ -1,7 +1,7 @@
 //! Pre-flight: refuse a binding the fabric would reject with F0467, before changing anything.
 //! Checks, in order: the EPG exists; it is associated with the physical domain; the domain has
 //! a VLAN pool that contains the VLAN; every path exists; no other EPG uses the VLAN on any of
-//! the leaves; no other EPG is untagged/native on the port; no binding of the EPG on the
+//! the leaves (by a path binding or a static leaf binding, `fvRsNodeAtt`); no other EPG is untagged/native on the port; no binding of the EPG on the
 //! paths belongs to someone else (that one is `Apic(NotOwned)`, as `apply_bindings` would
 //! refuse it). Only reads.
 //!
@@ -73,6 +73,18 @@ impl PreflightError {
             Apic(_) => None,
         }
     }
+}
+
+/// The leaves a binding's `tDn` lands on: a path's (both for a vPC), or the node of a static
+/// leaf binding (`topology/pod-P/node-N`).
+fn target_leaves(tdn: &str) -> Vec<u16> {
+    if let Ok(path) = PathDn::parse(tdn) {
+        return path.leaves();
+    }
+    tdn.rsplit_once("/node-")
+        .and_then(|(_, n)| n.parse().ok())
+        .into_iter()
+        .collect()
 }
 
 fn or_of(class: &str, prop: &str, values: &[String]) -> String {
@@ -164,24 +176,23 @@ impl ApicClient {
         if report.epg_exists {
             self.require_bindings_owned(req.epg, req.paths).await?;
         }
-        let filter = format!("eq(fvRsPathAtt.encap,\"{}\")", req.encap.encap());
         let ours: Vec<u16> = req.paths.iter().flat_map(PathDn::leaves).collect();
-        for other in self.class_all("fvRsPathAtt", Some(&filter)).await? {
-            let dn = other.get("dn").unwrap_or_default();
-            if EpgKey::from_dn(dn).as_ref() == Some(req.epg) {
-                continue;
-            }
-            let leaves = other
-                .get("tDn")
-                .and_then(|t| PathDn::parse(t).ok())
-                .map(|p| p.leaves())
-                .unwrap_or_default();
-            if let Some(leaf) = leaves.into_iter().find(|l| ours.contains(l)) {
-                return Err(PreflightError::EncapInUse {
-                    encap: req.encap.encap().to_string(),
-                    leaf,
-                    binding: dn.to_string(),
-                });
+        // Static path bindings and static leaf bindings both hold the VLAN on their leaves.
+        for class in ["fvRsPathAtt", "fvRsNodeAtt"] {
+            let filter = format!("eq({class}.encap,\"{}\")", req.encap.encap());
+            for other in self.class_all(class, Some(&filter)).await? {
+                let dn = other.get("dn").unwrap_or_default();
+                if EpgKey::from_dn(dn).as_ref() == Some(req.epg) {
+                    continue;
+                }
+                let leaves = other.get("tDn").map(target_leaves).unwrap_or_default();
+                if let Some(leaf) = leaves.into_iter().find(|l| ours.contains(l)) {
+                    return Err(PreflightError::EncapInUse {
+                        encap: req.encap.encap().to_string(),
+                        leaf,
+                        binding: dn.to_string(),
+                    });
+                }
             }
         }
         if req.mode != BindingMode::Regular {

@@ -569,6 +569,30 @@ async fn preflight_encap_already_in_use_on_the_leaf() {
 }
 
 #[tokio::test]
+async fn preflight_encap_already_in_use_by_a_static_leaf_binding() {
+    let (sim, client) = setup().await;
+    client.ensure_epg(&managed(web())).await.unwrap();
+    sim.inject("uni", &json!({"fvTenant":{"attributes":{"name":"foreign"},"children":[{"fvAp":{"attributes":{"name":"app"},"children":[
+        {"fvAEPg":{"attributes":{"name":"db"},"children":[
+            {"fvRsDomAtt":{"attributes":{"tDn":"uni/phys-weft_phys"}}},
+            {"fvRsNodeAtt":{"attributes":{"tDn":"topology/pod-1/node-102","encap":"vlan-183"}}}]}}]}}]}})).unwrap();
+    let (verdict, fault) = preflight_then_force(&client, &web(), port(102, "eth1/3"), 183).await;
+    let err = verdict.unwrap_err();
+    assert!(
+        matches!(err, PreflightError::EncapInUse { leaf: 102, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        err.object_dn(),
+        Some("uni/tn-foreign/ap-app/epg-db/rsnodeAtt-[topology/pod-1/node-102]")
+    );
+    assert_eq!(fault.as_deref(), Some("encap-already-in-use"));
+    let (verdict, fault) = preflight_then_force(&client, &web(), port(101, "eth1/3"), 183).await;
+    verdict.unwrap();
+    assert_eq!(fault, None, "leaf 101 is free");
+}
+
+#[tokio::test]
 async fn preflight_second_untagged_epg_on_a_port() {
     let (_sim, client) = setup().await;
     let db = web_and_db(&client).await;
