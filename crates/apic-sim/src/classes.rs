@@ -31,6 +31,8 @@ pub enum Kind {
     EnumList(&'static [&'static str]),
     /// Any printable text up to 512 characters (read-only operational data).
     Text,
+    /// A decimal number (node ids, card and port numbers in access policies).
+    Number,
 }
 
 /// One attribute of a class.
@@ -346,6 +348,124 @@ pub const CLASSES: &[Class] = &[
             d("role", Kind::Enum(&["external", "internal"]), "external"),
             d("name", Kind::OptName, ""),
         ],
+        writable: true,
+    },
+    // Access policies (reference §5.3): which domains a leaf port may carry.
+    Class {
+        name: "infraAttEntityP",
+        rn: "attentp-{name}",
+        parents: &["infraInfra"],
+        attrs: &[a("name", Kind::Name)],
+        writable: true,
+    },
+    Class {
+        name: "infraRsDomP",
+        rn: "rsdomP-[{tDn}]",
+        parents: &["infraAttEntityP"],
+        attrs: &[a("tDn", Kind::Dn)],
+        writable: true,
+    },
+    Class {
+        name: "infraFuncP",
+        rn: "funcprof",
+        parents: &["infraInfra"],
+        attrs: &[],
+        writable: true,
+    },
+    Class {
+        name: "infraAccPortGrp",
+        rn: "accportgrp-{name}",
+        parents: &["infraFuncP"],
+        attrs: &[a("name", Kind::Name)],
+        writable: true,
+    },
+    Class {
+        name: "infraAccBndlGrp",
+        rn: "accbundle-{name}",
+        parents: &["infraFuncP"],
+        attrs: &[
+            a("name", Kind::Name),
+            d("lagT", Kind::Enum(&["link", "node"]), "link"),
+        ],
+        writable: true,
+    },
+    Class {
+        name: "infraRsAttEntP",
+        rn: "rsattEntP",
+        parents: &["infraAccPortGrp", "infraAccBndlGrp"],
+        attrs: &[a("tDn", Kind::Dn)],
+        writable: true,
+    },
+    Class {
+        name: "infraAccPortP",
+        rn: "accportprof-{name}",
+        parents: &["infraInfra"],
+        attrs: &[a("name", Kind::Name)],
+        writable: true,
+    },
+    Class {
+        name: "infraHPortS",
+        rn: "hports-{name}-typ-{type}",
+        parents: &["infraAccPortP"],
+        attrs: &[
+            a("name", Kind::Name),
+            a("type", Kind::Enum(&["range", "ALL"])),
+        ],
+        writable: true,
+    },
+    Class {
+        name: "infraPortBlk",
+        rn: "portblk-{name}",
+        parents: &["infraHPortS"],
+        attrs: &[
+            a("name", Kind::Name),
+            d("fromCard", Kind::Number, "1"),
+            d("fromPort", Kind::Number, "1"),
+            d("toCard", Kind::Number, "1"),
+            d("toPort", Kind::Number, "1"),
+        ],
+        writable: true,
+    },
+    Class {
+        name: "infraRsAccBaseGrp",
+        rn: "rsaccBaseGrp",
+        parents: &["infraHPortS"],
+        attrs: &[a("tDn", Kind::Dn)],
+        writable: true,
+    },
+    Class {
+        name: "infraNodeP",
+        rn: "nprof-{name}",
+        parents: &["infraInfra"],
+        attrs: &[a("name", Kind::Name)],
+        writable: true,
+    },
+    Class {
+        name: "infraLeafS",
+        rn: "leaves-{name}-typ-{type}",
+        parents: &["infraNodeP"],
+        attrs: &[
+            a("name", Kind::Name),
+            a("type", Kind::Enum(&["range", "ALL"])),
+        ],
+        writable: true,
+    },
+    Class {
+        name: "infraNodeBlk",
+        rn: "nodeblk-{name}",
+        parents: &["infraLeafS"],
+        attrs: &[
+            a("name", Kind::Name),
+            a("from_", Kind::Number),
+            a("to_", Kind::Number),
+        ],
+        writable: true,
+    },
+    Class {
+        name: "infraRsAccPortP",
+        rn: "rsaccPortP-[{tDn}]",
+        parents: &["infraNodeP"],
+        attrs: &[a("tDn", Kind::Dn)],
         writable: true,
     },
     Class {

@@ -7,6 +7,7 @@
 //! `topology/.../uni/epp/fv-[<epg>]/node-N/stpathatt-[<port>]/nwissues/fault-F0467` with a
 //! `faultDelegate` on the tenant side (reference §6.6); that tree is not simulated.
 
+use crate::access;
 use crate::classes;
 use crate::dn;
 use crate::tree::Mit;
@@ -81,6 +82,75 @@ fn epg_label(epg: &str) -> String {
     names.join(":")
 }
 
+/// One F0467 a binding raises on one leaf.
+struct Raised {
+    qualifier: &'static str,
+    descr: String,
+}
+
+/// The faults of one binding, leaf by leaf (a vPC is deployed, or not, on each of its two
+/// leaves); `owners` holds who has which VLAN on which leaf, first binding first.
+fn check_binding(
+    mit: &Mit,
+    epg: &str,
+    path: &str,
+    encap: &str,
+    owners: &mut HashMap<(String, u16), String>,
+) -> Vec<Raised> {
+    let leaves = leaves_of(path);
+    let head = |node: &str| {
+        format!(
+            "Configuration failed for {epg} node {node} {}",
+            port_name(path)
+        )
+    };
+    let path_ok = mit.get(path).is_some_and(|m| match m.class.name {
+        "fabricPathEp" => true,
+        "fabricNode" => m.attrs.get("role").is_some_and(|r| r == "leaf"),
+        _ => false,
+    });
+    if !path_ok {
+        let node = leaves.first().map_or("0", String::as_str);
+        return vec![Raised {
+            qualifier: "invalid-path",
+            descr: format!("{} due to Invalid Path Configuration, debug message: invalid-path: {path} :Path does not exist;", head(node)),
+        }];
+    }
+    let vlan = parse_vlan(encap).filter(|v| vlan_allowed(mit, epg, *v));
+    let Some(vlan) = vlan else {
+        return leaves.iter().map(|l| Raised {
+            qualifier: "invalid-vlan",
+            descr: format!("{} due to Invalid VLAN Configuration, debug message: invalid-vlan: {encap} :Either the EpG is not associated with a domain or the domain does not have this vlan assigned to it;", head(l)),
+        }).collect();
+    };
+    let domains: Vec<String> = mit
+        .children(epg)
+        .filter(|(_, m)| m.class.name == "fvRsDomAtt")
+        .filter_map(|(_, m)| m.attrs.get("tDn").cloned())
+        .collect();
+    let mut raised = Vec::new();
+    for leaf in &leaves {
+        let carried = access::domains_on(mit, path, leaf);
+        if carried.is_some_and(|c| !c.iter().any(|d| domains.contains(d))) {
+            raised.push(Raised {
+                qualifier: "invalid-path",
+                descr: format!("{} due to Invalid Path Configuration, debug message: invalid-path: Either the EpG is not associated with a domain or the domain does not have this interface assigned to it;", head(leaf)),
+            });
+            continue;
+        }
+        match owners.get(&(leaf.clone(), vlan)).filter(|o| *o != epg) {
+            Some(owner) => raised.push(Raised {
+                qualifier: "encap-already-in-use",
+                descr: format!("{} due to Encap Already Used in Another EPG, debug message: encap-already-in-use: Encap ({encap}) is already in use by {};", head(leaf), epg_label(owner)),
+            }),
+            None => {
+                owners.insert((leaf.clone(), vlan), epg.to_string());
+            }
+        }
+    }
+    raised
+}
+
 /// Recomputes all F0467 faults of static bindings; unchanged faults keep their timestamps.
 pub fn recompute(mit: &mut Mit, now: &str) {
     let mut bindings: Vec<(u64, String, String, String)> = mit
@@ -98,48 +168,12 @@ pub fn recompute(mit: &mut Mit, now: &str) {
         let Some(epg) = dn::parent(&binding) else {
             continue;
         };
-        let leaves = leaves_of(&path);
-        let node = leaves.first().cloned().unwrap_or_else(|| "0".into());
-        let head = format!(
-            "Configuration failed for {epg} node {node} {}",
-            port_name(&path)
-        );
-        let path_ok = mit.get(&path).is_some_and(|m| match m.class.name {
-            "fabricPathEp" => true,
-            "fabricNode" => m.attrs.get("role").is_some_and(|r| r == "leaf"),
-            _ => false,
-        });
-        let vlan = parse_vlan(&encap);
-        let fault = if !path_ok {
-            Some((
-                "invalid-path",
-                format!("{head} due to Invalid Path Configuration, debug message: invalid-path: {path} :Path does not exist;"),
-            ))
-        } else if !vlan.is_some_and(|v| vlan_allowed(mit, &epg, v)) {
-            Some((
-                "invalid-vlan",
-                format!("{head} due to Invalid VLAN Configuration, debug message: invalid-vlan: {encap} :Either the EpG is not associated with a domain or the domain does not have this vlan assigned to it;"),
-            ))
-        } else {
-            let v = vlan.unwrap_or_default();
-            let other = leaves
-                .iter()
-                .find_map(|l| owners.get(&(l.clone(), v)).filter(|o| **o != epg).cloned());
-            match other {
-                Some(owner) => Some((
-                    "encap-already-in-use",
-                    format!("{head} due to Encap Already Used in Another EPG, debug message: encap-already-in-use: Encap ({encap}) is already in use by {};", epg_label(&owner)),
-                )),
-                None => {
-                    for l in leaves {
-                        owners.entry((l, v)).or_insert_with(|| epg.clone());
-                    }
-                    None
-                }
-            }
-        };
-        if let Some((qual, descr)) = fault {
-            wanted.insert(format!("{binding}/fault-F0467"), (qual.to_string(), descr));
+        let raised = check_binding(mit, &epg, &path, &encap, &mut owners);
+        if let Some(f) = raised.into_iter().next() {
+            wanted.insert(
+                format!("{binding}/fault-F0467"),
+                (f.qualifier.to_string(), f.descr),
+            );
         }
     }
     let stale: Vec<String> = mit

@@ -4,6 +4,7 @@
 //! Start it in-process with [`spawn`] (random port) or run the `apic-sim` binary.
 //! Test-only controls live under `/_sim/...` and on [`SimHandle`].
 
+pub mod access;
 pub mod auth;
 pub mod classes;
 pub mod dn;

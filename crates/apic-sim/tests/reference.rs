@@ -714,6 +714,73 @@ async fn f0467_encap_already_in_use_by_a_static_leaf_binding() {
     assert_eq!(code, "400", "attributes are checked as for path bindings");
 }
 
+/// Moves leaf 102's eth1/2 and the vPC `host-3_vpc` onto an AAEP `bare_aaep` without domains.
+async fn bare_aaep_on_leaf_102_and_the_vpc(api: &Api) {
+    api.post_ok(
+        "uni/infra",
+        json!({"infraInfra":{"attributes":{},"children":[
+            {"infraAttEntityP":{"attributes":{"name":"bare_aaep"}}},
+            {"infraFuncP":{"attributes":{},"children":[
+                {"infraAccPortGrp":{"attributes":{"name":"bare_ipg"},"children":[
+                    {"infraRsAttEntP":{"attributes":{"tDn":"uni/infra/attentp-bare_aaep"}}}]}},
+                {"infraAccBndlGrp":{"attributes":{"name":"host-3_vpc","lagT":"node"},"children":[
+                    {"infraRsAttEntP":{"attributes":{"tDn":"uni/infra/attentp-bare_aaep"}}}]}}]}}]}}),
+    )
+    .await;
+    api.post_ok(
+        "uni/infra/accportprof-leaf-102/hports-eth1_2-typ-range",
+        json!({"infraRsAccBaseGrp":{"attributes":{"tDn":"uni/infra/funcprof/accportgrp-bare_ipg"}}}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn f0467_invalid_path_when_the_ports_aaep_lacks_the_domain() {
+    let api = sim().await;
+    api.tenant_with_epg(true).await;
+    bare_aaep_on_leaf_102_and_the_vpc(&api).await;
+    let p102 = "topology/pod-1/paths-102/pathep-[eth1/2]";
+    let vpc = "topology/pod-1/protpaths-101-102/pathep-[host-3_vpc]";
+    for path in [p102, vpc, P101] {
+        api.bind(EPG, path, "vlan-150").await;
+    }
+    let f = api
+        .fault_of(EPG, p102)
+        .await
+        .expect("leaf 102's AAEP has no weft_phys");
+    assert!(
+        f["changeSet"]
+            .as_str()
+            .unwrap()
+            .contains("configQual:invalid-path"),
+        "{f}"
+    );
+    assert!(
+        f["descr"].as_str().unwrap().starts_with(&format!(
+            "Configuration failed for {EPG} node 102 eth1/2 due to Invalid Path Configuration"
+        )),
+        "{f}"
+    );
+    assert!(
+        api.fault_of(EPG, vpc).await.is_some(),
+        "the vPC's group is on bare_aaep"
+    );
+    assert!(
+        api.fault_of(EPG, P101).await.is_none(),
+        "leaf 101's ports keep weft_aaep"
+    );
+    api.post_ok(
+        "uni/infra/attentp-bare_aaep",
+        json!({"infraRsDomP":{"attributes":{"tDn":"uni/phys-weft_phys"}}}),
+    )
+    .await;
+    assert!(
+        api.fault_of(EPG, p102).await.is_none(),
+        "cleared once the AAEP carries the domain"
+    );
+    assert!(api.fault_of(EPG, vpc).await.is_none());
+}
+
 #[tokio::test]
 async fn overload_injection_answers_html_503_and_counts() {
     let api = sim().await;

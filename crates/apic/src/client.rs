@@ -480,13 +480,18 @@ impl ApicClient {
 
     /// `GET /api/mo/<dn>.json?<query>`: the object, or `None` if absent.
     pub async fn get_mo(&self, dn: &str, query: &str) -> Result<Option<Mo>, ApicError> {
+        Ok(self.mo_query(dn, query).await?.into_iter().next())
+    }
+
+    /// `GET /api/mo/<dn>.json?<query>`: every object of the answer (`query-target=subtree`...).
+    pub async fn mo_query(&self, dn: &str, query: &str) -> Result<Vec<Mo>, ApicError> {
         let path = if query.is_empty() {
             format!("/api/mo/{dn}.json")
         } else {
             format!("/api/mo/{dn}.json?{query}")
         };
         let v = self.call(Method::GET, &path, None).await?;
-        Ok(Self::imdata(&path, &v)?.1.into_iter().next())
+        Ok(Self::imdata(&path, &v)?.1)
     }
 
     /// All objects of `class` matching `filter` (a `query-target-filter`), page by page.

@@ -1,6 +1,7 @@
 //! Pre-flight: refuse a binding the fabric would reject with F0467, before changing anything.
 //! Checks, in order: the EPG exists; it is associated with the physical domain; the domain has
-//! a VLAN pool that contains the VLAN; every path exists; no other EPG uses the VLAN on any of
+//! a VLAN pool that contains the VLAN; every path exists; each path's leaves reach the domain
+//! through their access policies (port → policy group → AAEP → domain); no other EPG uses the VLAN on any of
 //! the leaves (by a path binding or a static leaf binding, `fvRsNodeAtt`); no other EPG is untagged/native on the port; no binding of the EPG on the
 //! paths belongs to someone else (that one is `Apic(NotOwned)`, as `apply_bindings` would
 //! refuse it). Only reads.
@@ -8,6 +9,7 @@
 //! For a managed EPG (Weft creates it and its domain association with `ensure_epg`) a missing
 //! EPG or association is not a failure; the domain, pool, path and leaf checks still run.
 
+use crate::access::AccessPolicies;
 use crate::client::ApicClient;
 use crate::error::ApicError;
 use weft_domain::{BindingMode, Encap, EpgKey, PathDn, VlanId};
@@ -48,6 +50,14 @@ pub enum PreflightError {
     VlanNotInPool { encap: String, pool: String },
     #[error("path {path} does not exist in the fabric; the fabric would raise F0467 invalid-path")]
     PathMissing { path: String },
+    #[error("path {path} on leaf {leaf} reaches {}, which does not carry physical domain {domain} (no infraRsDomP); the fabric would raise F0467 invalid-path", aaep.as_deref().map_or_else(|| "no AAEP (no port selector, policy group or AAEP)".to_string(), |a| format!("AAEP {a}")))]
+    DomainNotOnPath {
+        path: String,
+        leaf: u16,
+        /// The AAEP the port reaches, when it reaches one.
+        aaep: Option<String>,
+        domain: String,
+    },
     #[error("{encap} is already used on leaf {leaf} by binding {binding}; the fabric would raise F0467 encap-already-in-use")]
     EncapInUse {
         encap: String,
@@ -69,6 +79,7 @@ impl PreflightError {
             DomainMissing { domain } | NoVlanPool { domain } => Some(domain),
             VlanPoolMissing { pool, .. } | VlanNotInPool { pool, .. } => Some(pool),
             PathMissing { path } => Some(path),
+            DomainNotOnPath { aaep, path, .. } => Some(aaep.as_deref().unwrap_or(path)),
             EncapInUse { binding, .. } | NativeInUse { binding, .. } => Some(binding),
             Apic(_) => None,
         }
@@ -172,6 +183,17 @@ impl ApicClient {
             return Err(PreflightError::PathMissing {
                 path: missing.clone(),
             });
+        }
+        let access = AccessPolicies::read(self).await?;
+        for path in req.paths {
+            if let Some(gap) = access.gap(path, &domain) {
+                return Err(PreflightError::DomainNotOnPath {
+                    path: path.to_string(),
+                    leaf: gap.leaf,
+                    aaep: gap.aaep,
+                    domain,
+                });
+            }
         }
         if report.epg_exists {
             self.require_bindings_owned(req.epg, req.paths).await?;

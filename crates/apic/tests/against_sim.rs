@@ -593,6 +593,74 @@ async fn preflight_encap_already_in_use_by_a_static_leaf_binding() {
 }
 
 #[tokio::test]
+async fn preflight_invalid_path_when_the_ports_aaep_lacks_the_domain() {
+    let (sim, client) = setup().await;
+    client.ensure_epg(&managed(web())).await.unwrap();
+    // Leaf 102's eth1/2 and the vPC's policy group move to an AAEP without weft_phys.
+    sim.inject(
+        "uni",
+        &json!({"infraInfra":{"attributes":{},"children":[
+        {"infraAttEntityP":{"attributes":{"name":"bare_aaep"}}},
+        {"infraFuncP":{"attributes":{},"children":[
+            {"infraAccPortGrp":{"attributes":{"name":"bare_ipg"},"children":[
+                {"infraRsAttEntP":{"attributes":{"tDn":"uni/infra/attentp-bare_aaep"}}}]}},
+            {"infraAccBndlGrp":{"attributes":{"name":"host-3_vpc","lagT":"node"},"children":[
+                {"infraRsAttEntP":{"attributes":{"tDn":"uni/infra/attentp-bare_aaep"}}}]}}]}}]}}),
+    )
+    .unwrap();
+    sim.inject(
+        "uni/infra/accportprof-leaf-102/hports-eth1_2-typ-range",
+        &json!({"infraRsAccBaseGrp":{"attributes":{"tDn":"uni/infra/funcprof/accportgrp-bare_ipg"}}}),
+    )
+    .unwrap();
+    let vpc = PathDn::vpc(1, 101, 102, "host-3_vpc").unwrap();
+    for (path, leaf) in [(port(102, "eth1/2"), 102), (vpc.clone(), 101)] {
+        let (verdict, fault) = preflight_then_force(&client, &web(), path, POOL_VLAN).await;
+        let err = verdict.unwrap_err();
+        assert!(
+            matches!(&err, PreflightError::DomainNotOnPath { leaf: l, .. } if *l == leaf),
+            "{err}"
+        );
+        assert_eq!(err.object_dn(), Some("uni/infra/attentp-bare_aaep"));
+        assert!(
+            err.to_string().contains("AAEP uni/infra/attentp-bare_aaep"),
+            "{err}"
+        );
+        assert_eq!(fault.as_deref(), Some("invalid-path"), "the sim agrees");
+    }
+    let (verdict, fault) =
+        preflight_then_force(&client, &web(), port(102, "eth1/3"), POOL_VLAN).await;
+    verdict.unwrap();
+    assert_eq!(fault, None, "the other ports of leaf 102 keep weft_aaep");
+    sim.inject(
+        "uni/infra/attentp-bare_aaep",
+        &json!({"infraRsDomP":{"attributes":{"tDn":"uni/phys-weft_phys"}}}),
+    )
+    .unwrap();
+    let paths = [port(102, "eth1/2"), vpc.clone()];
+    client.preflight(&request(&web(), &paths)).await.unwrap();
+    for path in &paths {
+        assert!(client
+            .binding_faults(&web(), path)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+    // A port no selector covers reaches no AAEP at all: named by its path.
+    sim.remove("uni/infra/accportprof-leaf-104/hports-eth1_4-typ-range");
+    let bare = [port(104, "eth1/4")];
+    let err = client.preflight(&request(&web(), &bare)).await.unwrap_err();
+    assert!(
+        matches!(err, PreflightError::DomainNotOnPath { aaep: None, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        err.object_dn(),
+        Some("topology/pod-1/paths-104/pathep-[eth1/4]")
+    );
+}
+
+#[tokio::test]
 async fn preflight_second_untagged_epg_on_a_port() {
     let (_sim, client) = setup().await;
     let db = web_and_db(&client).await;
