@@ -782,6 +782,38 @@ async fn f0467_invalid_path_when_the_ports_aaep_lacks_the_domain() {
 }
 
 #[tokio::test]
+async fn fv_rs_bd_resolves_in_the_tenant_then_in_common() {
+    let api = sim().await;
+    api.post_ok("uni", json!({"fvTenant":{"attributes":{"name":"t2"},"children":[{"fvAp":{"attributes":{"name":"ap"},"children":[
+        {"fvAEPg":{"attributes":{"name":"e"},"children":[{"fvRsBd":{"attributes":{"tnFvBDName":"bd1"}}}]}}]}}]}}))
+        .await;
+    let rsbd = |v: Value| v["imdata"][0]["fvRsBd"]["attributes"].clone();
+    let get = || api.get("/api/mo/uni/tn-t2/ap-ap/epg-e/rsbd.json");
+    let a = rsbd(get().await);
+    assert_eq!(
+        (a["state"].as_str(), a["tDn"].as_str()),
+        (Some("missing-target"), Some("uni/tn-t2/BD-bd1"))
+    );
+    api.post_ok(
+        "uni/tn-common",
+        json!({"fvBD":{"attributes":{"name":"bd1"}}}),
+    )
+    .await;
+    let a = rsbd(get().await);
+    assert_eq!(
+        (a["state"].as_str(), a["tDn"].as_str()),
+        (Some("formed"), Some("uni/tn-common/BD-bd1"))
+    );
+    api.post_ok("uni/tn-t2", json!({"fvBD":{"attributes":{"name":"bd1"}}}))
+        .await;
+    let a = rsbd(get().await);
+    assert_eq!(
+        (a["state"].as_str(), a["tDn"].as_str()),
+        (Some("formed"), Some("uni/tn-t2/BD-bd1"))
+    );
+}
+
+#[tokio::test]
 async fn overload_injection_answers_html_503_and_counts() {
     let api = sim().await;
     api.sim.set_faults(FaultConfig {

@@ -75,8 +75,12 @@ impl OwnedBinding {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ManagedEpg {
     pub epg: EpgKey,
+    /// Resolved in the EPG's tenant, then in `common`; created in the tenant when in neither.
     pub bridge_domain: String,
     pub physical_domain: String,
+    /// The VRF of the bridge domain when Weft creates it (created too when in neither the
+    /// tenant nor `common`); left alone for an existing bridge domain.
+    pub vrf: String,
 }
 
 /// A fault (`faultInst`) as Weft reports it.

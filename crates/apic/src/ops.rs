@@ -19,9 +19,32 @@ fn require_owned(dn: &str, mo: &Mo) -> Result<(), ApicError> {
 }
 
 impl ApicClient {
+    /// Whether an object `{prefix}{name}` of `class` exists in the tenant or in `common`
+    /// (where a relation by name resolves), in one class query.
+    async fn resolvable(
+        &self,
+        tenant_dn: &str,
+        class: &str,
+        prefix: &str,
+        name: &str,
+    ) -> Result<bool, ApicError> {
+        let filter = format!("eq({class}.name,\"{name}\")");
+        let wanted = [
+            format!("{tenant_dn}/{prefix}{name}"),
+            format!("uni/tn-common/{prefix}{name}"),
+        ];
+        Ok(self
+            .class_all(class, Some(&filter))
+            .await?
+            .iter()
+            .any(|mo| mo.get("dn").is_some_and(|d| wanted.iter().any(|w| w == d))))
+    }
+
     /// Makes sure a `managed` EPG exists with its BD relation and physical-domain association,
     /// in one POST. Tenant and AP are created (and marked as Weft's) only if missing; existing
-    /// ones are not modified. An existing EPG must be Weft's.
+    /// ones are not modified. An existing EPG must be Weft's. A bridge domain found in neither
+    /// the tenant nor `common` is created in the same POST (marked as Weft's, on `m.vrf`, itself
+    /// created when missing), so the EPG's `fvRsBd` resolves (reference §10 D).
     #[tracing::instrument(skip(self), fields(epg = %m.epg))]
     pub async fn ensure_epg(&self, m: &ManagedEpg) -> Result<(), ApicError> {
         let epg = &m.epg;
@@ -60,11 +83,23 @@ impl ApicClient {
                     .attr("annotation", OWNER_ANNOTATION),
             );
         let ap = mark(Mo::new("fvAp").attr("name", epg.app.as_str()), !has_ap).child(epg_mo);
-        let tenant = mark(
+        let mut tenant = mark(
             Mo::new("fvTenant").attr("name", epg.tenant.as_str()),
             !has_tenant,
-        )
-        .child(ap);
+        );
+        if !self
+            .resolvable(&tenant_dn, "fvBD", "BD-", &m.bridge_domain)
+            .await?
+        {
+            if !self.resolvable(&tenant_dn, "fvCtx", "ctx-", &m.vrf).await? {
+                tenant = tenant.child(mark(Mo::new("fvCtx").attr("name", &m.vrf), true));
+            }
+            let bd = Mo::new("fvBD")
+                .attr("name", &m.bridge_domain)
+                .child(Mo::new("fvRsCtx").attr("tnFvCtxName", &m.vrf));
+            tenant = tenant.child(mark(bd, true));
+        }
+        let tenant = tenant.child(ap);
         self.post_mo("uni", &tenant).await
     }
 

@@ -1,5 +1,5 @@
 //! Pre-flight: refuse a binding the fabric would reject with F0467, before changing anything.
-//! Checks, in order: the EPG exists; it is associated with the physical domain; the domain has
+//! Checks, in order: the EPG exists; its bridge domain resolves (`fvRsBd.state`); it is associated with the physical domain; the domain has
 //! a VLAN pool that contains the VLAN; every path exists; each path's leaves reach the domain
 //! through their access policies (port → policy group → AAEP → domain); no other EPG uses the VLAN on any of
 //! the leaves (by a path binding or a static leaf binding, `fvRsNodeAtt`); no other EPG is untagged/native on the port; no binding of the EPG on the
@@ -40,6 +40,13 @@ pub enum PreflightError {
     EpgMissing { epg: String },
     #[error("EPG {epg} is not associated with physical domain {domain} (no fvRsDomAtt); the fabric would raise F0467 invalid-vlan")]
     DomainNotAssociated { epg: String, domain: String },
+    #[error("EPG {epg} has bridge domain {bd} (fvRsBd state {state:?}), which does not resolve; the EPG would not be deployed")]
+    BdUnresolved {
+        epg: String,
+        /// The BD the relation points at, as the APIC reports it.
+        bd: String,
+        state: String,
+    },
     #[error("physical domain {domain} does not exist")]
     DomainMissing { domain: String },
     #[error("physical domain {domain} has no VLAN pool (infraRsVlanNs)")]
@@ -79,6 +86,7 @@ impl PreflightError {
             DomainMissing { domain } | NoVlanPool { domain } => Some(domain),
             VlanPoolMissing { pool, .. } | VlanNotInPool { pool, .. } => Some(pool),
             PathMissing { path } => Some(path),
+            BdUnresolved { bd, .. } => Some(bd),
             DomainNotOnPath { aaep, path, .. } => Some(aaep.as_deref().unwrap_or(path)),
             EncapInUse { binding, .. } | NativeInUse { binding, .. } => Some(binding),
             Apic(_) => None,
@@ -116,8 +124,27 @@ impl ApicClient {
         let epg_dn = req.epg.dn();
         let domain = format!("uni/phys-{}", req.physical_domain);
         let epg = self
-            .get_mo(&epg_dn, "rsp-subtree=children&rsp-subtree-class=fvRsDomAtt")
+            .get_mo(
+                &epg_dn,
+                "rsp-subtree=children&rsp-subtree-class=fvRsDomAtt,fvRsBd",
+            )
             .await?;
+        // Managed or not, an existing EPG must reach its bridge domain (a managed one still to
+        // create gets its BD from `ensure_epg`).
+        if let Some(rsbd) = epg.as_ref().and_then(|e| e.children_of("fvRsBd").next()) {
+            let state = rsbd.get("state").unwrap_or_default();
+            if state != "formed" {
+                let name = rsbd.get("tnFvBDName").unwrap_or_default();
+                return Err(PreflightError::BdUnresolved {
+                    epg: epg_dn.clone(),
+                    bd: rsbd.get("tDn").map_or_else(
+                        || format!("uni/tn-{}/BD-{name}", req.epg.tenant),
+                        str::to_string,
+                    ),
+                    state: state.to_string(),
+                });
+            }
+        }
         let report = PreflightReport {
             epg_exists: epg.is_some(),
         };

@@ -39,6 +39,7 @@ fn managed(epg: EpgKey) -> ManagedEpg {
         epg,
         bridge_domain: "bd1".into(),
         physical_domain: "weft_phys".into(),
+        vrf: "vrf1".into(),
     }
 }
 
@@ -395,6 +396,76 @@ async fn a_foreign_binding_is_never_taken_over_and_the_whole_batch_is_refused() 
     }
     assert_eq!(sim.count("mo_post") + sim.count("mo_delete"), 0);
     assert_eq!(sim.dump(), before, "nothing changed, not even eth1/1");
+}
+
+/// The `fvRsBd` of `epg` as the APIC reports it: (state, target DN).
+fn rsbd(sim: &SimHandle, epg: &EpgKey) -> (String, String) {
+    let v = sim.get(&format!("{}/rsbd", epg.dn())).expect("fvRsBd");
+    let a = &v["fvRsBd"]["attributes"];
+    (
+        a["state"].as_str().unwrap().into(),
+        a["tDn"].as_str().unwrap().into(),
+    )
+}
+
+#[tokio::test]
+async fn a_managed_epg_in_a_new_tenant_ends_with_a_resolved_bd() {
+    let (sim, client) = setup().await;
+    let e = EpgKey::new("fresh", "ap", "e").unwrap();
+    client.ensure_epg(&managed(e.clone())).await.unwrap();
+    assert_eq!(
+        rsbd(&sim, &e),
+        ("formed".into(), "uni/tn-fresh/BD-bd1".into())
+    );
+    let bd = sim.get("uni/tn-fresh/BD-bd1").unwrap();
+    assert_eq!(bd["fvBD"]["attributes"]["annotation"], OWNER_ANNOTATION);
+    let rsctx = sim.get("uni/tn-fresh/BD-bd1/rsctx").unwrap();
+    assert_eq!(rsctx["fvRsCtx"]["attributes"]["state"], "formed", "{rsctx}");
+    let vrf = sim.get("uni/tn-fresh/ctx-vrf1").unwrap();
+    assert_eq!(vrf["fvCtx"]["attributes"]["annotation"], OWNER_ANNOTATION);
+    // A BD (or VRF) that resolves in `common` is used, not shadowed by a new one.
+    sim.inject(
+        "uni/tn-common",
+        &json!({"fvBD":{"attributes":{"name":"shared"}}}),
+    )
+    .unwrap();
+    let s = EpgKey::new("fresh", "ap", "s").unwrap();
+    client
+        .ensure_epg(&ManagedEpg {
+            bridge_domain: "shared".into(),
+            ..managed(s.clone())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        rsbd(&sim, &s),
+        ("formed".into(), "uni/tn-common/BD-shared".into())
+    );
+    assert!(sim.get("uni/tn-fresh/BD-shared").is_none());
+}
+
+#[tokio::test]
+async fn preflight_refuses_an_epg_whose_bd_does_not_resolve() {
+    let (sim, client) = setup().await;
+    // Made by hand in a new tenant: the BD it names was never created.
+    sim.inject("uni", &json!({"fvTenant":{"attributes":{"name":"t1"},"children":[{"fvAp":{"attributes":{"name":"ap1"},"children":[
+        {"fvAEPg":{"attributes":{"name":"web","annotation":OWNER_ANNOTATION},"children":[
+            {"fvRsBd":{"attributes":{"tnFvBDName":"bd1"}}},
+            {"fvRsDomAtt":{"attributes":{"tDn":"uni/phys-weft_phys"}}}]}}]}}]}})).unwrap();
+    assert_eq!(rsbd(&sim, &web()).0, "missing-target");
+    let (web_key, paths) = (web(), [port(101, "eth1/1")]);
+    for managed_epg in [false, true] {
+        let req = PreflightRequest {
+            managed: managed_epg,
+            ..request(&web_key, &paths)
+        };
+        let err = client.preflight(&req).await.unwrap_err();
+        assert!(matches!(err, PreflightError::BdUnresolved { .. }), "{err}");
+        assert_eq!(err.object_dn(), Some("uni/tn-t1/BD-bd1"));
+    }
+    client.ensure_epg(&managed(web())).await.unwrap();
+    assert_eq!(rsbd(&sim, &web()).0, "formed");
+    client.preflight(&request(&web(), &paths)).await.unwrap();
 }
 
 /// A pre-flight of a regular binding on the pool's VLAN in `weft_phys`, EPG not managed.
