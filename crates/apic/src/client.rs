@@ -27,9 +27,11 @@ impl Token {
         self.obtained.elapsed() >= self.lifetime / 2
     }
 
-    /// Refreshing cannot outlive `maximumLifetimeSeconds`: log in afresh before that.
+    /// Refreshing cannot outlive `maximumLifetimeSeconds`, and an expired token cannot be
+    /// refreshed (the APIC answers 403): log in afresh instead of wasting a round trip.
     fn needs_login(&self) -> bool {
-        self.session_start.elapsed() >= self.max_lifetime.saturating_sub(self.lifetime)
+        self.obtained.elapsed() >= self.lifetime
+            || self.session_start.elapsed() >= self.max_lifetime.saturating_sub(self.lifetime)
     }
 }
 

@@ -126,6 +126,25 @@ async fn refreshes_the_session_before_the_token_expires() {
 }
 
 #[tokio::test]
+async fn an_expired_token_means_a_login_not_a_doomed_refresh() {
+    let sim = sim_with(|c| c.token_lifetime = Duration::from_secs(3)).await;
+    let client = ApicClient::new(config(vec![sim.url.clone()])).unwrap();
+    let expiries = 2;
+    client.class_all("fabricNode", None).await.unwrap();
+    for _ in 0..expiries {
+        // Idle past the token's lifetime (a long retry wait, a quiet period).
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        client.class_all("fabricNode", None).await.unwrap();
+    }
+    assert_eq!(sim.count("login"), 1 + expiries, "one login per expiry");
+    assert_eq!(
+        sim.count("refresh"),
+        0,
+        "no refresh with a token known to be expired"
+    );
+}
+
+#[tokio::test]
 async fn expired_token_mid_work_means_one_relogin_and_a_retry() {
     let (sim, client) = setup().await;
     client.ensure_epg(&managed(web())).await.unwrap();
