@@ -475,7 +475,7 @@ pub fn render(mit: &Mit, dn_: &str, mo: &Mo, o: &QueryOpts, top: bool) -> Value 
     let children: Vec<Value> = mit
         .children(dn_)
         .filter(|(d, c)| {
-            let is_fault = c.class.name == "faultInst";
+            let is_fault = matches!(c.class.name, "faultInst" | "faultDelegate");
             let wanted = o.rsp_subtree != RspSubtree::No
                 && o.rsp_classes
                     .as_ref()

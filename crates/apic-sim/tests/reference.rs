@@ -107,19 +107,38 @@ impl Api {
         self.post_ok(epg, json!({"fvRsPathAtt":{"attributes":{"tDn":path,"encap":encap,"instrImedcy":"immediate"}}})).await;
     }
 
-    async fn fault_of(&self, epg: &str, path: &str) -> Option<Value> {
+    /// The F0467 faults of one binding, one per leaf, read as a client reads them: the
+    /// `faultDelegate`s under the EPG whose faulted object is the binding's `stpathatt` on one
+    /// of the path's leaves.
+    async fn faults_of(&self, epg: &str, path: &str) -> Vec<Value> {
         let v = self
             .get(&format!(
-                "/api/mo/{epg}/rspathAtt-[{path}].json?rsp-subtree-include=faults"
+                "/api/mo/{epg}.json?query-target=children&target-subtree-class=faultDelegate"
             ))
             .await;
-        let children = v["imdata"][0]["fvRsPathAtt"]["children"]
-            .as_array()
-            .cloned()
+        let (head, name) = path.rsplit_once("/pathep-").unwrap_or_default();
+        let nodes: Vec<&str> = head
+            .rsplit('/')
+            .next()
+            .and_then(|c| c.strip_prefix("protpaths-").or(c.strip_prefix("paths-")))
+            .map(|n| n.split('-').collect())
             .unwrap_or_default();
-        children
+        v["imdata"]
+            .as_array()
             .into_iter()
-            .find_map(|c| c.get("faultInst").map(|f| f["attributes"].clone()))
+            .flatten()
+            .map(|d| d["faultDelegate"]["attributes"].clone())
+            .filter(|a| {
+                let affected = a["affected"].as_str().unwrap_or_default();
+                nodes
+                    .iter()
+                    .any(|n| affected.ends_with(&format!("/node-{n}/stpathatt-{name}/nwissues")))
+            })
+            .collect()
+    }
+
+    async fn fault_of(&self, epg: &str, path: &str) -> Option<Value> {
+        self.faults_of(epg, path).await.into_iter().next()
     }
 }
 
@@ -610,7 +629,10 @@ async fn f0467_invalid_path() {
     let f = api.fault_of(EPG, bad).await.expect("fault raised");
     assert_eq!(f["code"], "F0467");
     assert!(f["changeSet"].as_str().unwrap().contains("invalid-path"));
-    assert_eq!(f["rn"], "fault-F0467");
+    assert_eq!(
+        f["dn"],
+        format!("{EPG}/fd-[topology/pod-1/node-101/local/svc-policyelem-id-0/uni/epp/fv-[{EPG}]/node-101/stpathatt-[eth1/99]/nwissues]-fault-F0467")
+    );
 }
 
 #[tokio::test]
@@ -761,9 +783,11 @@ async fn f0467_invalid_path_when_the_ports_aaep_lacks_the_domain() {
         )),
         "{f}"
     );
-    assert!(
-        api.fault_of(EPG, vpc).await.is_some(),
-        "the vPC's group is on bare_aaep"
+    let on_vpc = api.faults_of(EPG, vpc).await;
+    assert_eq!(
+        on_vpc.len(),
+        2,
+        "the vPC's group is on bare_aaep on both leaves: {on_vpc:?}"
     );
     assert!(
         api.fault_of(EPG, P101).await.is_none(),
@@ -811,6 +835,54 @@ async fn fv_rs_bd_resolves_in_the_tenant_then_in_common() {
         (a["state"].as_str(), a["tDn"].as_str()),
         (Some("formed"), Some("uni/tn-t2/BD-bd1"))
     );
+}
+
+/// Faults live where the leaf raises them, with a delegate under the EPG, not under the binding.
+#[tokio::test]
+async fn f0467_is_placed_in_the_epp_tree_with_a_delegate_under_the_epg() {
+    let api = sim().await;
+    api.tenant_with_epg(true).await;
+    let p102 = "topology/pod-1/paths-102/pathep-[eth1/2]";
+    api.bind(EPG, p102, "vlan-250").await;
+    let fault = format!("topology/pod-1/node-102/local/svc-policyelem-id-0/uni/epp/fv-[{EPG}]/node-102/stpathatt-[eth1/2]/nwissues/fault-F0467");
+    let by_dn = api
+        .get(r#"/api/node/class/faultInst.json?query-target-filter=and(eq(faultInst.code,"F0467"),wcard(faultInst.dn,"epp/fv-\[uni/tn-t1/ap-ap1/epg-web\]"))"#)
+        .await;
+    assert_eq!(by_dn["totalCount"], "1", "{by_dn}");
+    let inst = &by_dn["imdata"][0]["faultInst"]["attributes"];
+    assert_eq!(inst["dn"], fault.as_str());
+    assert!(inst["changeSet"]
+        .as_str()
+        .unwrap()
+        .contains("configQual:invalid-vlan"));
+    let delegate = api
+        .fault_of(EPG, p102)
+        .await
+        .expect("delegate under the EPG");
+    assert_eq!(delegate["descr"], inst["descr"]);
+    assert_eq!(delegate["code"], "F0467");
+    let binding = api
+        .get(&format!(
+            "/api/mo/{EPG}/rspathAtt-[{p102}].json?rsp-subtree-include=faults"
+        ))
+        .await;
+    assert!(
+        binding["imdata"][0]["fvRsPathAtt"]
+            .get("children")
+            .is_none(),
+        "nothing under the binding: {binding}"
+    );
+    api.post_ok(
+        EPG,
+        json!({"fvRsPathAtt":{"attributes":{"tDn":p102,"encap":"vlan-150"}}}),
+    )
+    .await;
+    let cleared = api.get("/api/node/class/faultInst.json").await;
+    assert_eq!(
+        cleared["totalCount"], "0",
+        "fixed binding, fault and delegate gone: {cleared}"
+    );
+    assert!(api.fault_of(EPG, p102).await.is_none());
 }
 
 #[tokio::test]

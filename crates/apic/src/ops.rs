@@ -157,19 +157,36 @@ impl ApicClient {
         }
     }
 
-    /// Faults raised on one binding (F0467 and friends).
+    /// Faults raised for one binding (F0467 and friends), one per leaf it failed on. A leaf
+    /// raises them in its `epp` tree, not under the binding; each is mirrored by a
+    /// `faultDelegate` under the EPG whose `affected` object is the binding's
+    /// `.../node-N/stpathatt-[<port or bundle>]/nwissues` (reference §6.6): one read of the
+    /// EPG's delegates.
     pub async fn binding_faults(
         &self,
         epg: &EpgKey,
         path: &PathDn,
     ) -> Result<Vec<Fault>, ApicError> {
-        let dn = Binding::dn(epg, path);
-        let Some(mo) = self.get_mo(&dn, "rsp-subtree-include=faults").await? else {
-            return Ok(Vec::new());
-        };
-        Ok(mo
-            .children_of("faultInst")
-            .filter_map(|f| Fault::from_mo(f, &dn))
+        let text = path.to_string();
+        let name = text.rsplit_once("/pathep-").map_or("", |(_, n)| n);
+        let affected: Vec<(u16, String)> = path
+            .leaves()
+            .into_iter()
+            .map(|n| (n, format!("/node-{n}/stpathatt-{name}/nwissues")))
+            .collect();
+        let delegates = self
+            .mo_query(
+                &epg.dn(),
+                "query-target=children&target-subtree-class=faultDelegate",
+            )
+            .await?;
+        Ok(delegates
+            .iter()
+            .filter_map(|d| {
+                let on = d.get("affected").unwrap_or_default();
+                let (node, _) = affected.iter().find(|(_, tail)| on.ends_with(tail))?;
+                Fault::from_mo(d, &epg.dn(), Some(*node))
+            })
             .collect())
     }
 

@@ -718,6 +718,13 @@ async fn preflight_invalid_path_when_the_ports_aaep_lacks_the_domain() {
         );
         assert_eq!(fault.as_deref(), Some("invalid-path"), "the sim agrees");
     }
+    let on_vpc = client.binding_faults(&web(), &vpc).await.unwrap();
+    let nodes: Vec<_> = on_vpc.iter().map(|f| f.node).collect();
+    assert_eq!(
+        nodes,
+        [Some(101), Some(102)],
+        "raised on both leaves of the vPC"
+    );
     let (verdict, fault) =
         preflight_then_force(&client, &web(), port(102, "eth1/3"), POOL_VLAN).await;
     verdict.unwrap();
