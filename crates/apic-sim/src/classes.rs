@@ -121,6 +121,32 @@ const PRIO: Kind = Kind::Enum(&[
     "level6",
 ]);
 
+/// A fault's attributes (reference §6.6), plus those of the class (`faultDelegate`'s `affected`).
+macro_rules! fault_attrs {
+    ($($extra:expr),*) => {
+        &[
+            a("code", Kind::Text),
+            a("severity", Kind::Text),
+            a("origSeverity", Kind::Text),
+            a("highestSeverity", Kind::Text),
+            a("lc", Kind::Text),
+            a("cause", Kind::Text),
+            a("changeSet", Kind::Text),
+            a("descr", Kind::Text),
+            a("rule", Kind::Text),
+            a("type", Kind::Text),
+            a("created", Kind::Text),
+            a("lastTransition", Kind::Text),
+            a("ack", Kind::Text),
+            a("delegated", Kind::Text),
+            a("domain", Kind::Text),
+            a("subject", Kind::Text),
+            a("occur", Kind::Text),
+            $($extra),*
+        ]
+    };
+}
+
 /// Attributes every configurable class accepts (`status` is handled by the engine).
 pub const COMMON: &[Attr] = &[
     d("annotation", Kind::Annotation, ""),
@@ -472,51 +498,14 @@ pub const CLASSES: &[Class] = &[
         name: "faultInst",
         rn: "fault-{code}",
         parents: &["*"],
-        attrs: &[
-            a("code", Kind::Text),
-            a("severity", Kind::Text),
-            a("origSeverity", Kind::Text),
-            a("highestSeverity", Kind::Text),
-            a("lc", Kind::Text),
-            a("cause", Kind::Text),
-            a("changeSet", Kind::Text),
-            a("descr", Kind::Text),
-            a("rule", Kind::Text),
-            a("type", Kind::Text),
-            a("created", Kind::Text),
-            a("lastTransition", Kind::Text),
-            a("ack", Kind::Text),
-            a("delegated", Kind::Text),
-            a("domain", Kind::Text),
-            a("subject", Kind::Text),
-            a("occur", Kind::Text),
-        ],
+        attrs: fault_attrs!(),
         writable: false,
     },
     Class {
         name: "faultDelegate",
         rn: "fd-[{affected}]-fault-{code}",
         parents: &["*"],
-        attrs: &[
-            a("code", Kind::Text),
-            a("severity", Kind::Text),
-            a("origSeverity", Kind::Text),
-            a("highestSeverity", Kind::Text),
-            a("lc", Kind::Text),
-            a("cause", Kind::Text),
-            a("changeSet", Kind::Text),
-            a("descr", Kind::Text),
-            a("rule", Kind::Text),
-            a("type", Kind::Text),
-            a("created", Kind::Text),
-            a("lastTransition", Kind::Text),
-            a("ack", Kind::Text),
-            a("delegated", Kind::Text),
-            a("domain", Kind::Text),
-            a("subject", Kind::Text),
-            a("occur", Kind::Text),
-            a("affected", Kind::Text),
-        ],
+        attrs: fault_attrs!(a("affected", Kind::Text)),
         writable: false,
     },
     Class {

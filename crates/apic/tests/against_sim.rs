@@ -687,15 +687,17 @@ async fn preflight_invalid_path_when_the_ports_aaep_lacks_the_domain() {
     let (sim, client) = setup().await;
     client.ensure_epg(&managed(web())).await.unwrap();
     // Leaf 102's eth1/2 and the vPC's policy group move to an AAEP without weft_phys.
+    let bare = json!({"infraRsAttEntP":{"attributes":{"tDn":"uni/infra/attentp-bare_aaep"}}});
     sim.inject(
-        "uni",
-        &json!({"infraInfra":{"attributes":{},"children":[
-        {"infraAttEntityP":{"attributes":{"name":"bare_aaep"}}},
-        {"infraFuncP":{"attributes":{},"children":[
-            {"infraAccPortGrp":{"attributes":{"name":"bare_ipg"},"children":[
-                {"infraRsAttEntP":{"attributes":{"tDn":"uni/infra/attentp-bare_aaep"}}}]}},
-            {"infraAccBndlGrp":{"attributes":{"name":"host-3_vpc","lagT":"node"},"children":[
-                {"infraRsAttEntP":{"attributes":{"tDn":"uni/infra/attentp-bare_aaep"}}}]}}]}}]}}),
+        "uni/infra",
+        &json!({"infraAttEntityP":{"attributes":{"name":"bare_aaep"}}}),
+    )
+    .unwrap();
+    sim.inject("uni/infra/funcprof/accbundle-host-3_vpc", &bare)
+        .unwrap();
+    sim.inject(
+        "uni/infra/funcprof",
+        &json!({"infraAccPortGrp":{"attributes":{"name":"bare_ipg"},"children":[bare]}}),
     )
     .unwrap();
     sim.inject(
