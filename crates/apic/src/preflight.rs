@@ -1,10 +1,11 @@
 //! Pre-flight: refuse a binding the fabric would reject with F0467, before changing anything.
-//! Checks, in order: the EPG exists; its bridge domain resolves (`fvRsBd.state`); it is associated with the physical domain; the domain has
-//! a VLAN pool that contains the VLAN; every path exists; each path's leaves reach the domain
-//! through their access policies (port → policy group → AAEP → domain); no other EPG uses the VLAN on any of
-//! the leaves (by a path binding or a static leaf binding, `fvRsNodeAtt`); no other EPG is untagged/native on the port; no binding of the EPG on the
-//! paths belongs to someone else (that one is `Apic(NotOwned)`, as `apply_bindings` would
-//! refuse it). Only reads.
+//! Checks, in order: the EPG exists; its bridge domain resolves (`fvRsBd.state`); it is
+//! associated with the physical domain; the domain has a VLAN pool that contains the VLAN;
+//! every path exists; each path's leaves reach the domain through their access policies
+//! (port → policy group → AAEP → domain); no binding of the EPG on the paths belongs to
+//! someone else (`Apic(NotOwned)`, as `apply_bindings` would refuse it); no other EPG uses the
+//! VLAN on any of the leaves (by a path binding or a static leaf binding, `fvRsNodeAtt`); no
+//! other EPG is untagged/native on the port. Only reads.
 //!
 //! For a managed EPG (Weft creates it and its domain association with `ensure_epg`) a missing
 //! EPG or association is not a failure; the domain, pool, path and leaf checks still run.
