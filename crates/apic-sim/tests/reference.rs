@@ -1130,3 +1130,24 @@ async fn binary_serves_the_example_topology() {
         .unwrap();
     assert_eq!(leaves["totalCount"], "4");
 }
+
+/// Tests rely on a dropped handle freeing its port (failover to a dead controller).
+#[tokio::test]
+async fn dropping_the_handle_stops_the_server() {
+    let sim = spawn(SimConfig::new(Topology::example().unwrap()))
+        .await
+        .unwrap();
+    let addr = sim.addr;
+    tokio::net::TcpStream::connect(addr).await.expect("serving");
+    drop(sim);
+    // The stop is asynchronous: poll (bounded) until connections are refused.
+    let mut refused = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(refused, "still accepting connections on {addr}");
+}
