@@ -31,6 +31,8 @@ pub enum Kind {
     EnumList(&'static [&'static str]),
     /// Any printable text up to 512 characters (read-only operational data).
     Text,
+    /// A decimal number (node ids, card and port numbers in access policies).
+    Number,
 }
 
 /// One attribute of a class.
@@ -118,6 +120,32 @@ const PRIO: Kind = Kind::Enum(&[
     "level5",
     "level6",
 ]);
+
+/// A fault's attributes (reference §6.6), plus those of the class (`faultDelegate`'s `affected`).
+macro_rules! fault_attrs {
+    ($($extra:expr),*) => {
+        &[
+            a("code", Kind::Text),
+            a("severity", Kind::Text),
+            a("origSeverity", Kind::Text),
+            a("highestSeverity", Kind::Text),
+            a("lc", Kind::Text),
+            a("cause", Kind::Text),
+            a("changeSet", Kind::Text),
+            a("descr", Kind::Text),
+            a("rule", Kind::Text),
+            a("type", Kind::Text),
+            a("created", Kind::Text),
+            a("lastTransition", Kind::Text),
+            a("ack", Kind::Text),
+            a("delegated", Kind::Text),
+            a("domain", Kind::Text),
+            a("subject", Kind::Text),
+            a("occur", Kind::Text),
+            $($extra),*
+        ]
+    };
+}
 
 /// Attributes every configurable class accepts (`status` is handled by the engine).
 pub const COMMON: &[Attr] = &[
@@ -292,6 +320,22 @@ pub const CLASSES: &[Class] = &[
         writable: true,
     },
     Class {
+        name: "fvRsNodeAtt",
+        rn: "rsnodeAtt-[{tDn}]",
+        parents: &["fvAEPg"],
+        attrs: &[
+            a("tDn", Kind::Dn),
+            a("encap", Kind::Vlan),
+            d(
+                "mode",
+                Kind::Enum(&["regular", "native", "untagged"]),
+                "regular",
+            ),
+            d("instrImedcy", IMMEDIACY, "lazy"),
+        ],
+        writable: true,
+    },
+    Class {
         name: "physDomP",
         rn: "phys-{name}",
         parents: &["polUni"],
@@ -332,29 +376,136 @@ pub const CLASSES: &[Class] = &[
         ],
         writable: true,
     },
+    // Access policies (reference §5.3): which domains a leaf port may carry.
+    Class {
+        name: "infraAttEntityP",
+        rn: "attentp-{name}",
+        parents: &["infraInfra"],
+        attrs: &[a("name", Kind::Name)],
+        writable: true,
+    },
+    Class {
+        name: "infraRsDomP",
+        rn: "rsdomP-[{tDn}]",
+        parents: &["infraAttEntityP"],
+        attrs: &[a("tDn", Kind::Dn)],
+        writable: true,
+    },
+    Class {
+        name: "infraFuncP",
+        rn: "funcprof",
+        parents: &["infraInfra"],
+        attrs: &[],
+        writable: true,
+    },
+    Class {
+        name: "infraAccPortGrp",
+        rn: "accportgrp-{name}",
+        parents: &["infraFuncP"],
+        attrs: &[a("name", Kind::Name)],
+        writable: true,
+    },
+    Class {
+        name: "infraAccBndlGrp",
+        rn: "accbundle-{name}",
+        parents: &["infraFuncP"],
+        attrs: &[
+            a("name", Kind::Name),
+            d("lagT", Kind::Enum(&["link", "node"]), "link"),
+        ],
+        writable: true,
+    },
+    Class {
+        name: "infraRsAttEntP",
+        rn: "rsattEntP",
+        parents: &["infraAccPortGrp", "infraAccBndlGrp"],
+        attrs: &[a("tDn", Kind::Dn)],
+        writable: true,
+    },
+    Class {
+        name: "infraAccPortP",
+        rn: "accportprof-{name}",
+        parents: &["infraInfra"],
+        attrs: &[a("name", Kind::Name)],
+        writable: true,
+    },
+    Class {
+        name: "infraHPortS",
+        rn: "hports-{name}-typ-{type}",
+        parents: &["infraAccPortP"],
+        attrs: &[
+            a("name", Kind::Name),
+            a("type", Kind::Enum(&["range", "ALL"])),
+        ],
+        writable: true,
+    },
+    Class {
+        name: "infraPortBlk",
+        rn: "portblk-{name}",
+        parents: &["infraHPortS"],
+        attrs: &[
+            a("name", Kind::Name),
+            d("fromCard", Kind::Number, "1"),
+            d("fromPort", Kind::Number, "1"),
+            d("toCard", Kind::Number, "1"),
+            d("toPort", Kind::Number, "1"),
+        ],
+        writable: true,
+    },
+    Class {
+        name: "infraRsAccBaseGrp",
+        rn: "rsaccBaseGrp",
+        parents: &["infraHPortS"],
+        attrs: &[a("tDn", Kind::Dn)],
+        writable: true,
+    },
+    Class {
+        name: "infraNodeP",
+        rn: "nprof-{name}",
+        parents: &["infraInfra"],
+        attrs: &[a("name", Kind::Name)],
+        writable: true,
+    },
+    Class {
+        name: "infraLeafS",
+        rn: "leaves-{name}-typ-{type}",
+        parents: &["infraNodeP"],
+        attrs: &[
+            a("name", Kind::Name),
+            a("type", Kind::Enum(&["range", "ALL"])),
+        ],
+        writable: true,
+    },
+    Class {
+        name: "infraNodeBlk",
+        rn: "nodeblk-{name}",
+        parents: &["infraLeafS"],
+        attrs: &[
+            a("name", Kind::Name),
+            a("from_", Kind::Number),
+            a("to_", Kind::Number),
+        ],
+        writable: true,
+    },
+    Class {
+        name: "infraRsAccPortP",
+        rn: "rsaccPortP-[{tDn}]",
+        parents: &["infraNodeP"],
+        attrs: &[a("tDn", Kind::Dn)],
+        writable: true,
+    },
     Class {
         name: "faultInst",
         rn: "fault-{code}",
         parents: &["*"],
-        attrs: &[
-            a("code", Kind::Text),
-            a("severity", Kind::Text),
-            a("origSeverity", Kind::Text),
-            a("highestSeverity", Kind::Text),
-            a("lc", Kind::Text),
-            a("cause", Kind::Text),
-            a("changeSet", Kind::Text),
-            a("descr", Kind::Text),
-            a("rule", Kind::Text),
-            a("type", Kind::Text),
-            a("created", Kind::Text),
-            a("lastTransition", Kind::Text),
-            a("ack", Kind::Text),
-            a("delegated", Kind::Text),
-            a("domain", Kind::Text),
-            a("subject", Kind::Text),
-            a("occur", Kind::Text),
-        ],
+        attrs: fault_attrs!(),
+        writable: false,
+    },
+    Class {
+        name: "faultDelegate",
+        rn: "fd-[{affected}]-fault-{code}",
+        parents: &["*"],
+        attrs: fault_attrs!(a("affected", Kind::Text)),
         writable: false,
     },
     Class {

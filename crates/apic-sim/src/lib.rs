@@ -4,6 +4,7 @@
 //! Start it in-process with [`spawn`] (random port) or run the `apic-sim` binary.
 //! Test-only controls live under `/_sim/...` and on [`SimHandle`].
 
+pub mod access;
 pub mod auth;
 pub mod classes;
 pub mod dn;
@@ -12,6 +13,7 @@ pub mod faults;
 pub mod payload;
 pub mod query;
 mod server;
+mod target;
 pub mod topology;
 pub mod tree;
 pub mod validate;
@@ -51,6 +53,28 @@ impl Default for FaultConfig {
     }
 }
 
+/// Connection limits of the HTTP listener, so a slow or hostile client (slowloris) cannot hold
+/// connections open indefinitely.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A connection that has not sent a complete request head within this time is closed.
+    pub client_request_timeout: Duration,
+    /// An idle keep-alive connection is closed after this time.
+    pub keep_alive: Duration,
+    /// Open connections per worker; beyond it new connections wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            client_request_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(60),
+            max_connections: 1024,
+        }
+    }
+}
+
 /// How to run a simulator.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -62,6 +86,7 @@ pub struct SimConfig {
     pub faults: FaultConfig,
     /// Unpaged class queries larger than this fail with "result dataset is too big".
     pub max_result: usize,
+    pub http: HttpLimits,
 }
 
 impl SimConfig {
@@ -74,6 +99,7 @@ impl SimConfig {
             token_lifetime: Duration::from_secs(600),
             faults: FaultConfig::default(),
             max_result: 100_000,
+            http: HttpLimits::default(),
         }
     }
 }
@@ -215,7 +241,7 @@ pub struct SimHandle {
     pub url: String,
     pub addr: SocketAddr,
     pub state: Arc<SimState>,
-    task: tokio::task::JoinHandle<()>,
+    server: actix_web::dev::ServerHandle,
 }
 
 impl std::ops::Deref for SimHandle {
@@ -227,7 +253,8 @@ impl std::ops::Deref for SimHandle {
 
 impl Drop for SimHandle {
     fn drop(&mut self) {
-        self.task.abort();
+        // The stop command is sent at once; its completion future need not be awaited.
+        drop(self.server.stop(false));
     }
 }
 
@@ -237,16 +264,18 @@ pub async fn spawn(config: SimConfig) -> Result<SimHandle, SimError> {
     spawn_on(config, listener)
 }
 
-/// Starts a simulator on an already bound listener.
+/// Starts a simulator on an already bound listener; must be called inside a Tokio runtime.
 pub fn spawn_on(
     config: SimConfig,
     listener: tokio::net::TcpListener,
 ) -> Result<SimHandle, SimError> {
+    let limits = config.http.clone();
     let state = Arc::new(SimState::new(config)?);
     let addr = listener.local_addr()?;
-    let app = server::router(state.clone());
-    let task = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+    let server = http_server(state.clone(), listener.into_std()?, 2, limits)?;
+    let handle = server.handle();
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
             tracing::error!(error = %e, "apic-sim server stopped");
         }
     });
@@ -254,13 +283,52 @@ pub fn spawn_on(
         url: format!("http://{addr}"),
         addr,
         state,
-        task,
+        server: handle,
     })
 }
 
 /// Serves until the process ends (the binary).
 pub async fn serve(config: SimConfig, listener: tokio::net::TcpListener) -> Result<(), SimError> {
+    let limits = config.http.clone();
     let state = Arc::new(SimState::new(config)?);
-    axum::serve(listener, server::router(state)).await?;
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    http_server(state, listener.into_std()?, workers, limits)?.await?;
     Ok(())
+}
+
+/// The actix-web app over `listener`, each connection read through [`target::LenientTarget`]
+/// (so raw quotes in a query are taken as nginx takes them); signals are left to the caller.
+fn http_server(
+    state: Arc<SimState>,
+    listener: std::net::TcpListener,
+    workers: usize,
+    limits: HttpLimits,
+) -> std::io::Result<actix_web::dev::Server> {
+    use actix_service::ServiceFactoryExt;
+    let data = actix_web::web::Data::from(state);
+    let server = actix_server::Server::build()
+        .workers(workers)
+        .disable_signals()
+        .max_concurrent_connections(limits.max_connections)
+        .listen("apic-sim", listener, move || {
+            let app = actix_web::App::new()
+                .app_data(data.clone())
+                .configure(server::configure);
+            let http = actix_http::HttpService::build()
+                .client_request_timeout(limits.client_request_timeout)
+                .keep_alive(limits.keep_alive)
+                .h1(actix_service::map_config(app, |()| {
+                    actix_web::dev::AppConfig::default()
+                }));
+            actix_service::fn_service(|io: tokio::net::TcpStream| {
+                let peer = io.peer_addr().ok();
+                std::future::ready(Ok::<_, actix_http::error::DispatchError>((
+                    target::LenientTarget::new(io),
+                    peer,
+                )))
+            })
+            .and_then(http)
+        })?
+        .run();
+    Ok(server)
 }

@@ -1,7 +1,7 @@
 //! `apic-sim --topology deploy/sim/topology.json --port 8443`
 
 use anyhow::Context;
-use apic_sim::{FaultConfig, SimConfig, Topology};
+use apic_sim::{FaultConfig, HttpLimits, SimConfig, Topology};
 use clap::Parser;
 use std::time::Duration;
 
@@ -37,6 +37,19 @@ struct Args {
     /// Logins + refreshes per second before throttling (0 disables).
     #[arg(long, env = "APIC_SIM_LOGIN_RATE", default_value_t = 2)]
     login_rate: u32,
+    /// Milliseconds a client has to send a complete request head before it is disconnected.
+    #[arg(
+        long,
+        env = "APIC_SIM_CLIENT_REQUEST_TIMEOUT_MS",
+        default_value_t = 5000
+    )]
+    client_request_timeout_ms: u64,
+    /// Seconds an idle keep-alive connection stays open.
+    #[arg(long, env = "APIC_SIM_KEEP_ALIVE_SECS", default_value_t = 60)]
+    keep_alive_secs: u64,
+    /// Open connections per worker thread.
+    #[arg(long, env = "APIC_SIM_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
 }
 
 #[tokio::main]
@@ -58,6 +71,11 @@ async fn main() -> anyhow::Result<()> {
     config.faults = FaultConfig {
         login_rate_per_sec: (args.login_rate > 0).then_some(args.login_rate),
         ..FaultConfig::default()
+    };
+    config.http = HttpLimits {
+        client_request_timeout: Duration::from_millis(args.client_request_timeout_ms.max(1)),
+        keep_alive: Duration::from_secs(args.keep_alive_secs),
+        max_connections: args.max_connections.max(1),
     };
     let addr = format!("{}:{}", args.bind, args.port);
     let listener = tokio::net::TcpListener::bind(&addr)

@@ -420,6 +420,31 @@ pub fn run(
     Ok((total, imdata))
 }
 
+/// What a relation points at: its `tDn`, or for a relation by name (`fvRsBd`, `fvRsCtx`) the
+/// object of that name in the relation's tenant, else in `common` (as the APIC resolves them).
+fn relation_target(mit: &Mit, dn_: &str, mo: &Mo) -> Option<String> {
+    if !mo.class.name.contains("Rs") {
+        return None;
+    }
+    if let Some(t) = mo.attrs.get("tDn") {
+        return Some(t.clone());
+    }
+    let (prop, prefix) = match mo.class.name {
+        "fvRsBd" => ("tnFvBDName", "BD-"),
+        "fvRsCtx" => ("tnFvCtxName", "ctx-"),
+        _ => return None,
+    };
+    let name = mo.attrs.get(prop)?;
+    let tenant = dn::split(dn_)?.get(..2)?.join("/");
+    let local = format!("{tenant}/{prefix}{name}");
+    let common = format!("uni/tn-common/{prefix}{name}");
+    Some(if !mit.contains(&local) && mit.contains(&common) {
+        common
+    } else {
+        local
+    })
+}
+
 /// Renders one object; top-level objects carry `dn`, nested children `rn`.
 pub fn render(mit: &Mit, dn_: &str, mo: &Mo, o: &QueryOpts, top: bool) -> Value {
     let mut attrs = Map::new();
@@ -429,12 +454,15 @@ pub fn render(mit: &Mit, dn_: &str, mo: &Mo, o: &QueryOpts, top: bool) -> Value 
             attrs.insert(k.clone(), Value::String(v.clone()));
         }
     }
-    if let Some(t) = mo.attrs.get("tDn").filter(|_| mo.class.name.contains("Rs")) {
-        let state = if mit.contains(t) {
+    if let Some(t) = relation_target(mit, dn_, mo) {
+        let state = if mit.contains(&t) {
             "formed"
         } else {
             "missing-target"
         };
+        if !mo.attrs.contains_key("tDn") {
+            attrs.insert("tDn".into(), json!(t));
+        }
         attrs.insert("state".into(), json!(state));
     }
     if top {
@@ -447,7 +475,7 @@ pub fn render(mit: &Mit, dn_: &str, mo: &Mo, o: &QueryOpts, top: bool) -> Value 
     let children: Vec<Value> = mit
         .children(dn_)
         .filter(|(d, c)| {
-            let is_fault = c.class.name == "faultInst";
+            let is_fault = matches!(c.class.name, "faultInst" | "faultDelegate");
             let wanted = o.rsp_subtree != RspSubtree::No
                 && o.rsp_classes
                     .as_ref()

@@ -4,28 +4,41 @@ use crate::error::{ApicError, Envelope};
 use crate::query::{self, QueryOpts, Scope};
 use crate::tree::Writer;
 use crate::{dn, faults, now, payload, FaultConfig, SimState};
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::{Method, StatusCode, Uri};
+use actix_web::web::{self, Bytes, Data, Json, Path};
+use actix_web::{HttpRequest, HttpResponse};
 use serde_json::{json, Value};
-use std::sync::Arc;
 use std::time::Duration;
 
-type St = State<Arc<SimState>>;
+type St = Data<SimState>;
 
-pub fn router(state: Arc<SimState>) -> Router {
-    Router::new()
-        .route("/_sim/dump", get(dump))
-        .route("/_sim/reset", post(reset))
-        .route("/_sim/mo/{*dn}", post(inject).delete(remove))
-        .route("/_sim/requests", get(counts).delete(reset_counts))
-        .route("/_sim/expire-tokens", post(expire_tokens))
-        .route("/_sim/faults", get(get_faults).put(put_faults))
-        .fallback(api)
-        .with_state(state)
+/// Largest request body (2 MiB, what the sim accepted before and ample for a batch of bindings).
+const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// The routes: `/_sim/...` controls, everything else goes to the APIC API.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PayloadConfig::new(BODY_LIMIT))
+        .app_data(web::JsonConfig::default().limit(BODY_LIMIT))
+        .route("/_sim/dump", web::get().to(dump))
+        .route("/_sim/reset", web::post().to(reset))
+        .service(
+            web::resource("/_sim/mo/{dn:.*}")
+                .route(web::post().to(inject))
+                .route(web::delete().to(remove)),
+        )
+        .service(
+            web::resource("/_sim/requests")
+                .route(web::get().to(counts))
+                .route(web::delete().to(reset_counts)),
+        )
+        .route("/_sim/expire-tokens", web::post().to(expire_tokens))
+        .service(
+            web::resource("/_sim/faults")
+                .route(web::get().to(get_faults))
+                .route(web::put().to(put_faults)),
+        )
+        .default_service(web::to(api));
 }
 
 /// nginx's default 50x page, which an overloaded APIC returns instead of JSON (§3.2, §8.2).
@@ -34,17 +47,19 @@ const NGINX_503: &str = "<!DOCTYPE html>\n<html>\n<head>\n<title>Error</title>\n
 /// What nginx answers to a lower-case method, wrapped in HTTP 200 (Book Symptom 6).
 const NGINX_400: &str = "<html>\r\n<head><title>400 Bad Request</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
 
-fn html(status: StatusCode, body: &'static str) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/html")], body).into_response()
+fn html(status: StatusCode, body: &'static str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/html")
+        .body(body)
 }
 
-fn error(e: ApicError) -> Response {
+fn error(e: ApicError) -> HttpResponse {
     let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
-    (status, Json(e.body())).into_response()
+    HttpResponse::build(status).json(e.body())
 }
 
-fn ok(total: usize, imdata: Vec<Value>) -> Response {
-    Json(Envelope::new(imdata, total)).into_response()
+fn ok(total: usize, imdata: Vec<Value>) -> HttpResponse {
+    HttpResponse::Ok().json(Envelope::new(imdata, total))
 }
 
 fn percent_decode(s: &str) -> String {
@@ -112,7 +127,6 @@ fn admit(st: &SimState, kind: &str) -> (u64, bool) {
 fn cookie_token(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
-        .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
@@ -120,12 +134,13 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-async fn api(State(st): St, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn api(st: St, req: HttpRequest, body: Bytes) -> HttpResponse {
+    let (method, uri, headers) = (req.method(), req.uri(), req.headers());
     let path = percent_decode(uri.path());
     let Some(rest) = path.strip_prefix("/api/") else {
-        return (StatusCode::NOT_FOUND, "not found").into_response();
+        return HttpResponse::NotFound().body("not found");
     };
-    let kind = kind(&method, rest);
+    let kind = kind(method, rest);
     let (latency, overloaded) = admit(&st, kind);
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
@@ -139,11 +154,11 @@ async fn api(State(st): St, method: Method, uri: Uri, headers: HeaderMap, body: 
     let rest = rest.strip_prefix("node/").unwrap_or(rest);
     let result = match kind {
         "login" => return login(&st, &body),
-        "refresh" => return refresh(&st, &headers),
-        "logout" => logout(&st, &headers),
-        _ => match authorize(&st, &headers) {
+        "refresh" => return refresh(&st, headers),
+        "logout" => logout(&st, headers),
+        _ => match authorize(&st, headers) {
             Err(e) => Err(e),
-            Ok(()) => dispatch(&st, &method, rest, &params(&uri), &body),
+            Ok(()) => dispatch(&st, method, rest, &params(uri), &body),
         },
     };
     match result {
@@ -255,7 +270,7 @@ fn login_body(body: &[u8]) -> Option<(String, String)> {
     ))
 }
 
-fn session_response(st: &SimState, issued: crate::auth::Issued) -> Response {
+fn session_response(st: &SimState, issued: crate::auth::Issued) -> HttpResponse {
     let lifetime = st.config.token_lifetime.as_secs().max(1).to_string();
     let created = issued.created_epoch.to_string();
     let login = json!({"aaaLogin":{"attributes":{
@@ -278,14 +293,12 @@ fn session_response(st: &SimState, issued: crate::auth::Issued) -> Response {
         "node": "topology/pod-1/node-1"},
       "children":[{"aaaUserDomain":{"attributes":{"name":"all","rolesR":"admin","rolesW":"admin"}}}]}});
     let cookie = format!("APIC-cookie={}; path=/; HttpOnly", issued.token);
-    (
-        [(header::SET_COOKIE, cookie)],
-        Json(Envelope::new(vec![login], 1)),
-    )
-        .into_response()
+    HttpResponse::Ok()
+        .insert_header((header::SET_COOKIE, cookie))
+        .json(Envelope::new(vec![login], 1))
 }
 
-fn login(st: &SimState, body: &[u8]) -> Response {
+fn login(st: &SimState, body: &[u8]) -> HttpResponse {
     let Some((name, pwd)) = login_body(body) else {
         return error(ApicError::json_parse());
     };
@@ -302,7 +315,7 @@ fn login(st: &SimState, body: &[u8]) -> Response {
     session_response(st, issued)
 }
 
-fn refresh(st: &SimState, headers: &HeaderMap) -> Response {
+fn refresh(st: &SimState, headers: &HeaderMap) -> HttpResponse {
     let mut g = st.lock();
     let rate = g.faults.login_rate_per_sec;
     if !g.sessions.admit(rate) {
@@ -326,50 +339,50 @@ fn logout(st: &SimState, headers: &HeaderMap) -> Outcome {
     Ok((0, Vec::new()))
 }
 
-async fn dump(State(st): St) -> Response {
+async fn dump(st: St) -> HttpResponse {
     let all = st.dump();
     ok(all.len(), all)
 }
 
-async fn reset(State(st): St) -> StatusCode {
+async fn reset(st: St) -> HttpResponse {
     st.reset();
-    StatusCode::NO_CONTENT
+    HttpResponse::NoContent().finish()
 }
 
 fn strip_json(dn: &str) -> &str {
     dn.strip_suffix(".json").unwrap_or(dn)
 }
 
-async fn inject(State(st): St, Path(dn): Path<String>, Json(body): Json<Value>) -> Response {
+async fn inject(st: St, dn: Path<String>, body: Json<Value>) -> HttpResponse {
     match st.inject(strip_json(&dn), &body) {
         Ok(()) => ok(0, Vec::new()),
         Err(e) => error(e),
     }
 }
 
-async fn remove(State(st): St, Path(dn): Path<String>) -> Json<Value> {
-    Json(json!({"deleted": st.remove(strip_json(&dn))}))
+async fn remove(st: St, dn: Path<String>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({"deleted": st.remove(strip_json(&dn))}))
 }
 
-async fn counts(State(st): St) -> Json<Value> {
-    Json(json!(st.counts()))
+async fn counts(st: St) -> HttpResponse {
+    HttpResponse::Ok().json(st.counts())
 }
 
-async fn reset_counts(State(st): St) -> StatusCode {
+async fn reset_counts(st: St) -> HttpResponse {
     st.reset_counts();
-    StatusCode::NO_CONTENT
+    HttpResponse::NoContent().finish()
 }
 
-async fn expire_tokens(State(st): St) -> StatusCode {
+async fn expire_tokens(st: St) -> HttpResponse {
     st.expire_tokens();
-    StatusCode::NO_CONTENT
+    HttpResponse::NoContent().finish()
 }
 
-async fn get_faults(State(st): St) -> Json<FaultConfig> {
-    Json(st.faults())
+async fn get_faults(st: St) -> HttpResponse {
+    HttpResponse::Ok().json(st.faults())
 }
 
-async fn put_faults(State(st): St, Json(f): Json<FaultConfig>) -> Json<FaultConfig> {
-    st.set_faults(f);
-    Json(st.faults())
+async fn put_faults(st: St, f: Json<FaultConfig>) -> HttpResponse {
+    st.set_faults(f.into_inner());
+    HttpResponse::Ok().json(st.faults())
 }

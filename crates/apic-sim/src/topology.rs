@@ -25,6 +25,10 @@ pub struct Topology {
     pub fex: Vec<FexSpec>,
     #[serde(default)]
     pub lldp: Vec<LldpSpec>,
+    /// Attachable entity profiles and the domains they carry; ports reach them through the
+    /// access policies the simulator builds from `aaep` on nodes, ports and vPCs.
+    #[serde(default)]
+    pub aaeps: Vec<AaepSpec>,
     /// MO trees posted to `uni` at start (access policies an operator would have made).
     #[serde(default)]
     pub config: Vec<serde_json::Value>,
@@ -49,6 +53,22 @@ pub struct NodeSpec {
     /// Front-panel ports (`eth1/1`), each a bindable single-port path on a leaf.
     #[serde(default)]
     pub ports: Vec<String>,
+    /// The AAEP of this leaf's ports; a port with no AAEP carries no domain (F0467
+    /// invalid-path for every binding on it).
+    #[serde(default)]
+    pub aaep: Option<String>,
+    /// Per-port AAEPs, overriding `aaep`.
+    #[serde(default)]
+    pub port_aaeps: BTreeMap<String, String>,
+}
+
+/// An attachable entity profile (`infraAttEntityP`) with the physical domains it carries.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AaepSpec {
+    pub name: String,
+    #[serde(default)]
+    pub domains: Vec<String>,
 }
 
 /// A vPC: a pair of leaves and the interface policy group (the `pathep-[...]` name).
@@ -60,6 +80,9 @@ pub struct VpcSpec {
     /// The member port on each of the two leaves.
     #[serde(default)]
     pub ports: Vec<String>,
+    /// The AAEP of the vPC's interface policy group.
+    #[serde(default)]
+    pub aaep: Option<String>,
 }
 
 /// A FEX hanging off a leaf; its ports become `extpaths-{id}` paths.
@@ -250,6 +273,7 @@ impl Topology {
                 ],
             );
         }
+        self.access_policies(&mut b);
         for (index, obj) in self.config.iter().enumerate() {
             let node = serde_json::to_vec(obj)
                 .map_err(TopologyError::Json)
@@ -261,6 +285,109 @@ impl Topology {
                 .map_err(|error| TopologyError::Config { index, error })?;
         }
         Ok(b.mit)
+    }
+
+    /// The access policies an operator would have made (reference §5.3): AAEPs with their
+    /// domains, one access policy group per AAEP, a bundle policy group per vPC, and per leaf
+    /// a switch profile and an interface profile with one port selector per port.
+    fn access_policies(&self, b: &mut Builder) {
+        let infra = "uni/infra";
+        let funcprof = format!("{infra}/funcprof");
+        b.put(&funcprof, "infraFuncP", &[]);
+        for a in &self.aaeps {
+            let dn = format!("{infra}/attentp-{}", a.name);
+            b.put(&dn, "infraAttEntityP", &[("name", a.name.clone())]);
+            for d in &a.domains {
+                let t = format!("uni/phys-{d}");
+                b.put(&format!("{dn}/rsdomP-[{t}]"), "infraRsDomP", &[("tDn", t)]);
+            }
+        }
+        let attach = |b: &mut Builder, ipg: &str, aaep: &Option<String>| {
+            if let Some(a) = aaep {
+                b.put(
+                    &format!("{ipg}/rsattEntP"),
+                    "infraRsAttEntP",
+                    &[("tDn", format!("{infra}/attentp-{a}"))],
+                );
+            }
+        };
+        for v in &self.vpcs {
+            let ipg = format!("{funcprof}/accbundle-{}", v.name);
+            b.put(
+                &ipg,
+                "infraAccBndlGrp",
+                &[("name", v.name.clone()), ("lagT", "node".into())],
+            );
+            attach(b, &ipg, &v.aaep);
+        }
+        for n in self.nodes.iter().filter(|n| n.role == "leaf") {
+            let profile = format!("{infra}/accportprof-{}", n.name);
+            let nprof = format!("{infra}/nprof-{}", n.name);
+            let leaves = format!("{nprof}/leaves-{}-typ-range", n.name);
+            b.put(&nprof, "infraNodeP", &[("name", n.name.clone())]);
+            b.put(
+                &leaves,
+                "infraLeafS",
+                &[("name", n.name.clone()), ("type", "range".into())],
+            );
+            b.put(
+                &format!("{leaves}/nodeblk-1"),
+                "infraNodeBlk",
+                &[
+                    ("name", "1".into()),
+                    ("from_", n.id.to_string()),
+                    ("to_", n.id.to_string()),
+                ],
+            );
+            b.put(
+                &format!("{nprof}/rsaccPortP-[{profile}]"),
+                "infraRsAccPortP",
+                &[("tDn", profile.clone())],
+            );
+            b.put(&profile, "infraAccPortP", &[("name", n.name.clone())]);
+            for port in &n.ports {
+                let vpc = self
+                    .vpcs
+                    .iter()
+                    .find(|v| v.nodes.contains(&n.id) && v.ports.contains(port));
+                let ipg = match (vpc, n.port_aaeps.get(port).or(n.aaep.as_ref())) {
+                    (Some(v), _) => format!("{funcprof}/accbundle-{}", v.name),
+                    (None, Some(a)) => {
+                        let ipg = format!("{funcprof}/accportgrp-{a}_ipg");
+                        b.put(&ipg, "infraAccPortGrp", &[("name", format!("{a}_ipg"))]);
+                        attach(b, &ipg, &Some(a.clone()));
+                        ipg
+                    }
+                    (None, None) => continue,
+                };
+                let Some((card, number)) = card_port(port) else {
+                    continue;
+                };
+                let name = port.replace('/', "_");
+                let sel = format!("{profile}/hports-{name}-typ-range");
+                b.put(
+                    &sel,
+                    "infraHPortS",
+                    &[("name", name), ("type", "range".into())],
+                );
+                b.put(
+                    &format!("{sel}/portblk-1"),
+                    "infraPortBlk",
+                    &[
+                        ("name", "1".into()),
+                        ("fromCard", card.clone()),
+                        ("fromPort", number.clone()),
+                        ("toCard", card),
+                        ("toPort", number),
+                    ],
+                );
+                b.put(
+                    &format!("{sel}/rsaccBaseGrp"),
+                    "infraRsAccBaseGrp",
+                    &[("tDn", ipg)],
+                );
+            }
+        }
     }
 
     fn leaf(&self, id: u32) -> Result<&NodeSpec, TopologyError> {
@@ -285,6 +412,13 @@ impl Topology {
             None => format!("topology/pod-{pod}/paths-{node}/pathep-[{port}]"),
         }
     }
+}
+
+/// `eth1/7` → (`1`, `7`).
+fn card_port(port: &str) -> Option<(String, String)> {
+    let (card, number) = port.strip_prefix("eth")?.split_once('/')?;
+    let number = number.split('/').next()?;
+    Some((card.to_string(), number.to_string()))
 }
 
 struct Builder {

@@ -37,6 +37,7 @@ pub fn check(class: &Class, prop: &str, kind: Kind, dn: &str, v: &str) -> Result
         Kind::Dn => !v.is_empty() && !v.chars().any(char::is_whitespace),
         Kind::Cidr => cidr_ok(v),
         Kind::Text => v.chars().count() <= 512,
+        Kind::Number => !v.is_empty() && v.len() <= 6 && v.bytes().all(|b| b.is_ascii_digit()),
         Kind::Enum(values) => {
             return if values.contains(&v) {
                 Ok(())

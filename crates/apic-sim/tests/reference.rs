@@ -107,19 +107,38 @@ impl Api {
         self.post_ok(epg, json!({"fvRsPathAtt":{"attributes":{"tDn":path,"encap":encap,"instrImedcy":"immediate"}}})).await;
     }
 
-    async fn fault_of(&self, epg: &str, path: &str) -> Option<Value> {
+    /// The F0467 faults of one binding, one per leaf, read as a client reads them: the
+    /// `faultDelegate`s under the EPG whose faulted object is the binding's `stpathatt` on one
+    /// of the path's leaves.
+    async fn faults_of(&self, epg: &str, path: &str) -> Vec<Value> {
         let v = self
             .get(&format!(
-                "/api/mo/{epg}/rspathAtt-[{path}].json?rsp-subtree-include=faults"
+                "/api/mo/{epg}.json?query-target=children&target-subtree-class=faultDelegate"
             ))
             .await;
-        let children = v["imdata"][0]["fvRsPathAtt"]["children"]
-            .as_array()
-            .cloned()
+        let (head, name) = path.rsplit_once("/pathep-").unwrap_or_default();
+        let nodes: Vec<&str> = head
+            .rsplit('/')
+            .next()
+            .and_then(|c| c.strip_prefix("protpaths-").or(c.strip_prefix("paths-")))
+            .map(|n| n.split('-').collect())
             .unwrap_or_default();
-        children
+        v["imdata"]
+            .as_array()
             .into_iter()
-            .find_map(|c| c.get("faultInst").map(|f| f["attributes"].clone()))
+            .flatten()
+            .map(|d| d["faultDelegate"]["attributes"].clone())
+            .filter(|a| {
+                let affected = a["affected"].as_str().unwrap_or_default();
+                nodes
+                    .iter()
+                    .any(|n| affected.ends_with(&format!("/node-{n}/stpathatt-{name}/nwissues")))
+            })
+            .collect()
+    }
+
+    async fn fault_of(&self, epg: &str, path: &str) -> Option<Value> {
+        self.faults_of(epg, path).await.into_iter().next()
     }
 }
 
@@ -610,7 +629,10 @@ async fn f0467_invalid_path() {
     let f = api.fault_of(EPG, bad).await.expect("fault raised");
     assert_eq!(f["code"], "F0467");
     assert!(f["changeSet"].as_str().unwrap().contains("invalid-path"));
-    assert_eq!(f["rn"], "fault-F0467");
+    assert_eq!(
+        f["dn"],
+        format!("{EPG}/fd-[topology/pod-1/node-101/local/svc-policyelem-id-0/uni/epp/fv-[{EPG}]/node-101/stpathatt-[eth1/99]/nwissues]-fault-F0467")
+    );
 }
 
 #[tokio::test]
@@ -681,6 +703,189 @@ async fn f0467_encap_already_in_use_on_same_leaf_and_vpc() {
 }
 
 #[tokio::test]
+async fn f0467_encap_already_in_use_by_a_static_leaf_binding() {
+    let api = sim().await;
+    api.tenant_with_epg(true).await;
+    let db = "uni/tn-t1/ap-ap1/epg-db";
+    api.post_ok(
+        db,
+        json!({"fvRsNodeAtt":{"attributes":{"tDn":"topology/pod-1/node-102","encap":"vlan-183","instrImedcy":"immediate"}}}),
+    )
+    .await;
+    let p102 = "topology/pod-1/paths-102/pathep-[eth1/3]";
+    api.bind(EPG, p102, "vlan-183").await;
+    let f = api
+        .fault_of(EPG, p102)
+        .await
+        .expect("the leaf's VLAN is db's");
+    assert!(f["descr"]
+        .as_str()
+        .unwrap()
+        .ends_with("encap-already-in-use: Encap (vlan-183) is already in use by t1:ap1:db;"));
+    api.bind(EPG, P101, "vlan-183").await;
+    assert!(
+        api.fault_of(EPG, P101).await.is_none(),
+        "other leaf is fine"
+    );
+    let (code, _) = api
+        .post_err(
+            db,
+            json!({"fvRsNodeAtt":{"attributes":{"tDn":"topology/pod-1/node-102","encap":"vlan-183","instrImmedcy":"lazy"}}}),
+        )
+        .await;
+    assert_eq!(code, "400", "attributes are checked as for path bindings");
+}
+
+/// Moves leaf 102's eth1/2 and the vPC `host-3_vpc` onto an AAEP `bare_aaep` without domains.
+async fn bare_aaep_on_leaf_102_and_the_vpc(api: &Api) {
+    api.post_ok(
+        "uni/infra",
+        json!({"infraInfra":{"attributes":{},"children":[
+            {"infraAttEntityP":{"attributes":{"name":"bare_aaep"}}},
+            {"infraFuncP":{"attributes":{},"children":[
+                {"infraAccPortGrp":{"attributes":{"name":"bare_ipg"},"children":[
+                    {"infraRsAttEntP":{"attributes":{"tDn":"uni/infra/attentp-bare_aaep"}}}]}},
+                {"infraAccBndlGrp":{"attributes":{"name":"host-3_vpc","lagT":"node"},"children":[
+                    {"infraRsAttEntP":{"attributes":{"tDn":"uni/infra/attentp-bare_aaep"}}}]}}]}}]}}),
+    )
+    .await;
+    api.post_ok(
+        "uni/infra/accportprof-leaf-102/hports-eth1_2-typ-range",
+        json!({"infraRsAccBaseGrp":{"attributes":{"tDn":"uni/infra/funcprof/accportgrp-bare_ipg"}}}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn f0467_invalid_path_when_the_ports_aaep_lacks_the_domain() {
+    let api = sim().await;
+    api.tenant_with_epg(true).await;
+    bare_aaep_on_leaf_102_and_the_vpc(&api).await;
+    let p102 = "topology/pod-1/paths-102/pathep-[eth1/2]";
+    let vpc = "topology/pod-1/protpaths-101-102/pathep-[host-3_vpc]";
+    for path in [p102, vpc, P101] {
+        api.bind(EPG, path, "vlan-150").await;
+    }
+    let f = api
+        .fault_of(EPG, p102)
+        .await
+        .expect("leaf 102's AAEP has no weft_phys");
+    assert!(
+        f["changeSet"]
+            .as_str()
+            .unwrap()
+            .contains("configQual:invalid-path"),
+        "{f}"
+    );
+    assert!(
+        f["descr"].as_str().unwrap().starts_with(&format!(
+            "Configuration failed for {EPG} node 102 eth1/2 due to Invalid Path Configuration"
+        )),
+        "{f}"
+    );
+    let on_vpc = api.faults_of(EPG, vpc).await;
+    assert_eq!(
+        on_vpc.len(),
+        2,
+        "the vPC's group is on bare_aaep on both leaves: {on_vpc:?}"
+    );
+    assert!(
+        api.fault_of(EPG, P101).await.is_none(),
+        "leaf 101's ports keep weft_aaep"
+    );
+    api.post_ok(
+        "uni/infra/attentp-bare_aaep",
+        json!({"infraRsDomP":{"attributes":{"tDn":"uni/phys-weft_phys"}}}),
+    )
+    .await;
+    assert!(
+        api.fault_of(EPG, p102).await.is_none(),
+        "cleared once the AAEP carries the domain"
+    );
+    assert!(api.fault_of(EPG, vpc).await.is_none());
+}
+
+#[tokio::test]
+async fn fv_rs_bd_resolves_in_the_tenant_then_in_common() {
+    let api = sim().await;
+    api.post_ok("uni", json!({"fvTenant":{"attributes":{"name":"t2"},"children":[{"fvAp":{"attributes":{"name":"ap"},"children":[
+        {"fvAEPg":{"attributes":{"name":"e"},"children":[{"fvRsBd":{"attributes":{"tnFvBDName":"bd1"}}}]}}]}}]}}))
+        .await;
+    let rsbd = |v: Value| v["imdata"][0]["fvRsBd"]["attributes"].clone();
+    let get = || api.get("/api/mo/uni/tn-t2/ap-ap/epg-e/rsbd.json");
+    let a = rsbd(get().await);
+    assert_eq!(
+        (a["state"].as_str(), a["tDn"].as_str()),
+        (Some("missing-target"), Some("uni/tn-t2/BD-bd1"))
+    );
+    api.post_ok(
+        "uni/tn-common",
+        json!({"fvBD":{"attributes":{"name":"bd1"}}}),
+    )
+    .await;
+    let a = rsbd(get().await);
+    assert_eq!(
+        (a["state"].as_str(), a["tDn"].as_str()),
+        (Some("formed"), Some("uni/tn-common/BD-bd1"))
+    );
+    api.post_ok("uni/tn-t2", json!({"fvBD":{"attributes":{"name":"bd1"}}}))
+        .await;
+    let a = rsbd(get().await);
+    assert_eq!(
+        (a["state"].as_str(), a["tDn"].as_str()),
+        (Some("formed"), Some("uni/tn-t2/BD-bd1"))
+    );
+}
+
+/// Faults live where the leaf raises them, with a delegate under the EPG, not under the binding.
+#[tokio::test]
+async fn f0467_is_placed_in_the_epp_tree_with_a_delegate_under_the_epg() {
+    let api = sim().await;
+    api.tenant_with_epg(true).await;
+    let p102 = "topology/pod-1/paths-102/pathep-[eth1/2]";
+    api.bind(EPG, p102, "vlan-250").await;
+    let fault = format!("topology/pod-1/node-102/local/svc-policyelem-id-0/uni/epp/fv-[{EPG}]/node-102/stpathatt-[eth1/2]/nwissues/fault-F0467");
+    let by_dn = api
+        .get(r#"/api/node/class/faultInst.json?query-target-filter=and(eq(faultInst.code,"F0467"),wcard(faultInst.dn,"epp/fv-\[uni/tn-t1/ap-ap1/epg-web\]"))"#)
+        .await;
+    assert_eq!(by_dn["totalCount"], "1", "{by_dn}");
+    let inst = &by_dn["imdata"][0]["faultInst"]["attributes"];
+    assert_eq!(inst["dn"], fault.as_str());
+    assert!(inst["changeSet"]
+        .as_str()
+        .unwrap()
+        .contains("configQual:invalid-vlan"));
+    let delegate = api
+        .fault_of(EPG, p102)
+        .await
+        .expect("delegate under the EPG");
+    assert_eq!(delegate["descr"], inst["descr"]);
+    assert_eq!(delegate["code"], "F0467");
+    let binding = api
+        .get(&format!(
+            "/api/mo/{EPG}/rspathAtt-[{p102}].json?rsp-subtree-include=faults"
+        ))
+        .await;
+    assert!(
+        binding["imdata"][0]["fvRsPathAtt"]
+            .get("children")
+            .is_none(),
+        "nothing under the binding: {binding}"
+    );
+    api.post_ok(
+        EPG,
+        json!({"fvRsPathAtt":{"attributes":{"tDn":p102,"encap":"vlan-150"}}}),
+    )
+    .await;
+    let cleared = api.get("/api/node/class/faultInst.json").await;
+    assert_eq!(
+        cleared["totalCount"], "0",
+        "fixed binding, fault and delegate gone: {cleared}"
+    );
+    assert!(api.fault_of(EPG, p102).await.is_none());
+}
+
+#[tokio::test]
 async fn overload_injection_answers_html_503_and_counts() {
     let api = sim().await;
     api.sim.set_faults(FaultConfig {
@@ -712,6 +917,69 @@ async fn lower_case_method_gets_nginx_html_in_200() {
         .await;
     assert_eq!(s, StatusCode::OK);
     assert!(v.as_str().unwrap().contains("400 Bad Request"));
+}
+
+/// Writes `request` on a fresh connection and reads until the server closes it.
+async fn raw_exchange(addr: std::net::SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tcp.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// curl users type the filter's quotes raw (nginx takes them); reqwest would percent-encode
+/// them, so the request goes over a bare socket, pipelined behind a POST whose JSON body is
+/// full of quotes that must reach the tree unchanged.
+#[tokio::test]
+async fn raw_quotes_in_the_query_are_accepted_like_nginx_does() {
+    let api = sim().await;
+    let cookie = format!("Cookie: APIC-cookie={}", api.token);
+    let body = r#"{"fvTenant":{"attributes":{"name":"t-quote","descr":"kept as sent"}}}"#;
+    let request = format!(
+        "POST /api/mo/uni.json HTTP/1.1\r\nHost: apic\r\n{cookie}\r\nContent-Length: {}\r\n\r\n{body}\
+         GET /api/class/fvTenant.json?query-target-filter=eq(fvTenant.name,\"t-quote\") HTTP/1.1\r\n\
+         Host: apic\r\n{cookie}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let answer = raw_exchange(api.sim.addr, &request).await;
+    assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 2, "{answer}");
+    let tenants = answer.rsplit("\r\n\r\n").next().unwrap_or_default();
+    let tenants: Value = serde_json::from_str(tenants).expect("JSON body");
+    assert_eq!(tenants["totalCount"], "1", "{tenants}");
+    let tenant = &tenants["imdata"][0]["fvTenant"]["attributes"];
+    assert_eq!(tenant["dn"], "uni/tn-t-quote");
+    assert_eq!(tenant["descr"], "kept as sent");
+}
+
+/// A client that never finishes its request line (slowloris) is disconnected by the server.
+#[tokio::test]
+async fn a_half_sent_request_line_is_closed_by_the_server() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = SimConfig::new(Topology::example().unwrap());
+    config.http.client_request_timeout = std::time::Duration::from_millis(200);
+    let sim = spawn(config).await.unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(sim.addr).await.unwrap();
+    tcp.write_all(b"GET /api/class/fvTenant.json HT")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    // The bound only keeps a regression from hanging the suite; the closing is what is checked.
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tcp.read_to_end(&mut answer),
+    )
+    .await;
+    assert!(
+        matches!(closed, Ok(Ok(_))),
+        "connection still open: {closed:?}"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
 }
 
 #[tokio::test]
@@ -861,4 +1129,25 @@ async fn binary_serves_the_example_topology() {
         .await
         .unwrap();
     assert_eq!(leaves["totalCount"], "4");
+}
+
+/// Tests rely on a dropped handle freeing its port (failover to a dead controller).
+#[tokio::test]
+async fn dropping_the_handle_stops_the_server() {
+    let sim = spawn(SimConfig::new(Topology::example().unwrap()))
+        .await
+        .unwrap();
+    let addr = sim.addr;
+    tokio::net::TcpStream::connect(addr).await.expect("serving");
+    drop(sim);
+    // The stop is asynchronous: poll (bounded) until connections are refused.
+    let mut refused = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(refused, "still accepting connections on {addr}");
 }

@@ -36,15 +36,20 @@ async fn main() {
             (1..=8).map(move |p| PathDn::port(1, *n, &format!("eth1/{p}")).expect("port"))
         })
         .collect();
-    time("ensure_epg (3 GETs + 1 POST)", 20, |i| {
-        let m = ManagedEpg {
-            epg: epg(i),
-            bridge_domain: "bd".into(),
-            physical_domain: "weft_phys".into(),
-        };
-        let c = &client;
-        async move { c.ensure_epg(&m).await.expect("ensure") }
-    })
+    time(
+        "ensure_epg (3 GETs, 1-2 class queries for BD/VRF, 1 POST)",
+        20,
+        |i| {
+            let m = ManagedEpg {
+                epg: epg(i),
+                bridge_domain: "bd".into(),
+                physical_domain: "weft_phys".into(),
+                vrf: "vrf".into(),
+            };
+            let c = &client;
+            async move { c.ensure_epg(&m).await.expect("ensure") }
+        },
+    )
     .await;
     time("apply_bindings, 32 bindings in one POST", 20, |i| {
         let vlan = VlanId::new(100 + i as u16).expect("vlan");

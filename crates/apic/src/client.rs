@@ -27,9 +27,11 @@ impl Token {
         self.obtained.elapsed() >= self.lifetime / 2
     }
 
-    /// Refreshing cannot outlive `maximumLifetimeSeconds`: log in afresh before that.
+    /// Refreshing cannot outlive `maximumLifetimeSeconds`, and an expired token cannot be
+    /// refreshed (the APIC answers 403): log in afresh instead of wasting a round trip.
     fn needs_login(&self) -> bool {
-        self.session_start.elapsed() >= self.max_lifetime.saturating_sub(self.lifetime)
+        self.obtained.elapsed() >= self.lifetime
+            || self.session_start.elapsed() >= self.max_lifetime.saturating_sub(self.lifetime)
     }
 }
 
@@ -480,22 +482,47 @@ impl ApicClient {
 
     /// `GET /api/mo/<dn>.json?<query>`: the object, or `None` if absent.
     pub async fn get_mo(&self, dn: &str, query: &str) -> Result<Option<Mo>, ApicError> {
+        Ok(self.mo_query(dn, query).await?.into_iter().next())
+    }
+
+    /// `GET /api/mo/<dn>.json?<query>`: every object of the answer (`query-target=subtree`...).
+    pub async fn mo_query(&self, dn: &str, query: &str) -> Result<Vec<Mo>, ApicError> {
         let path = if query.is_empty() {
             format!("/api/mo/{dn}.json")
         } else {
             format!("/api/mo/{dn}.json?{query}")
         };
         let v = self.call(Method::GET, &path, None).await?;
-        Ok(Self::imdata(&path, &v)?.1.into_iter().next())
+        Ok(Self::imdata(&path, &v)?.1)
     }
 
     /// All objects of `class` matching `filter` (a `query-target-filter`), page by page.
     pub async fn class_all(&self, class: &str, filter: Option<&str>) -> Result<Vec<Mo>, ApicError> {
+        self.class_query("", class, filter).await
+    }
+
+    /// Objects of `class` in the subtree of `scope` (a DN-scoped class query), page by page.
+    pub async fn class_under(
+        &self,
+        scope: &str,
+        class: &str,
+        filter: Option<&str>,
+    ) -> Result<Vec<Mo>, ApicError> {
+        self.class_query(&format!("{scope}/"), class, filter).await
+    }
+
+    /// `prefix` is empty or a scope DN followed by `/`.
+    async fn class_query(
+        &self,
+        prefix: &str,
+        class: &str,
+        filter: Option<&str>,
+    ) -> Result<Vec<Mo>, ApicError> {
         let size = self.config.page_size.max(1);
         let mut out = Vec::new();
         for page in 0.. {
             let mut path = format!(
-                "/api/node/class/{class}.json?order-by={class}.dn|asc&page={page}&page-size={size}"
+                "/api/node/class/{prefix}{class}.json?order-by={class}.dn|asc&page={page}&page-size={size}"
             );
             if let Some(f) = filter {
                 path.push_str("&query-target-filter=");

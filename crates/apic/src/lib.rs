@@ -5,6 +5,7 @@
 //! rate limit, batched bindings, pre-flight checks for the F0467 cases, and fabric discovery.
 //! Tested against `apic-sim` over real HTTP.
 
+mod access;
 mod client;
 pub mod config;
 mod discovery;

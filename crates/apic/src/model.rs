@@ -75,14 +75,20 @@ impl OwnedBinding {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ManagedEpg {
     pub epg: EpgKey,
+    /// Resolved in the EPG's tenant, then in `common`; created in the tenant when in neither.
     pub bridge_domain: String,
     pub physical_domain: String,
+    /// The VRF of the bridge domain when Weft creates it (created too when in neither the
+    /// tenant nor `common`); left alone for an existing bridge domain.
+    pub vrf: String,
 }
 
-/// A fault (`faultInst`) as Weft reports it.
+/// A fault (`faultInst`, or the `faultDelegate` mirroring it) as Weft reports it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Fault {
     pub dn: String,
+    /// The leaf that raised it (a vPC binding can fail on either leaf or both).
+    pub node: Option<u16>,
     pub code: String,
     pub severity: String,
     /// `invalid-vlan`, `invalid-path`, `encap-already-in-use`... (from `changeSet`).
@@ -91,7 +97,7 @@ pub struct Fault {
 }
 
 impl Fault {
-    pub(crate) fn from_mo(mo: &Mo, parent_dn: &str) -> Option<Self> {
+    pub(crate) fn from_mo(mo: &Mo, parent_dn: &str, node: Option<u16>) -> Option<Self> {
         let change_set = mo.get("changeSet").unwrap_or_default();
         let qualifier = change_set
             .split(", ")
@@ -99,6 +105,7 @@ impl Fault {
             .map(str::to_string);
         Some(Self {
             dn: mo.dn_under(parent_dn)?,
+            node,
             code: mo.get("code")?.to_string(),
             severity: mo.get("severity").unwrap_or_default().to_string(),
             qualifier,

@@ -4,6 +4,7 @@ use crate::client::ApicClient;
 use crate::error::ApicError;
 use crate::mo::Mo;
 use crate::model::{Binding, Fault, ManagedEpg, OwnedBinding, OWNER_ANNOTATION};
+use std::collections::HashSet;
 use weft_domain::{EpgKey, PathDn};
 
 /// Fails unless `mo` carries Weft's annotation.
@@ -18,9 +19,32 @@ fn require_owned(dn: &str, mo: &Mo) -> Result<(), ApicError> {
 }
 
 impl ApicClient {
+    /// Whether an object `{prefix}{name}` of `class` exists in the tenant or in `common`
+    /// (where a relation by name resolves), in one class query.
+    async fn resolvable(
+        &self,
+        tenant_dn: &str,
+        class: &str,
+        prefix: &str,
+        name: &str,
+    ) -> Result<bool, ApicError> {
+        let filter = format!("eq({class}.name,\"{name}\")");
+        let wanted = [
+            format!("{tenant_dn}/{prefix}{name}"),
+            format!("uni/tn-common/{prefix}{name}"),
+        ];
+        Ok(self
+            .class_all(class, Some(&filter))
+            .await?
+            .iter()
+            .any(|mo| mo.get("dn").is_some_and(|d| wanted.iter().any(|w| w == d))))
+    }
+
     /// Makes sure a `managed` EPG exists with its BD relation and physical-domain association,
     /// in one POST. Tenant and AP are created (and marked as Weft's) only if missing; existing
-    /// ones are not modified. An existing EPG must be Weft's.
+    /// ones are not modified. An existing EPG must be Weft's. A bridge domain found in neither
+    /// the tenant nor `common` is created in the same POST (marked as Weft's, on `m.vrf`, itself
+    /// created when missing), so the EPG's `fvRsBd` resolves (reference §10 D).
     #[tracing::instrument(skip(self), fields(epg = %m.epg))]
     pub async fn ensure_epg(&self, m: &ManagedEpg) -> Result<(), ApicError> {
         let epg = &m.epg;
@@ -59,16 +83,47 @@ impl ApicClient {
                     .attr("annotation", OWNER_ANNOTATION),
             );
         let ap = mark(Mo::new("fvAp").attr("name", epg.app.as_str()), !has_ap).child(epg_mo);
-        let tenant = mark(
+        let mut tenant = mark(
             Mo::new("fvTenant").attr("name", epg.tenant.as_str()),
             !has_tenant,
-        )
-        .child(ap);
+        );
+        if !self
+            .resolvable(&tenant_dn, "fvBD", "BD-", &m.bridge_domain)
+            .await?
+        {
+            if !self.resolvable(&tenant_dn, "fvCtx", "ctx-", &m.vrf).await? {
+                tenant = tenant.child(mark(Mo::new("fvCtx").attr("name", &m.vrf), true));
+            }
+            let bd = Mo::new("fvBD")
+                .attr("name", &m.bridge_domain)
+                .child(Mo::new("fvRsCtx").attr("tnFvCtxName", &m.vrf));
+            tenant = tenant.child(mark(bd, true));
+        }
+        let tenant = tenant.child(ap);
         self.post_mo("uni", &tenant).await
+    }
+
+    /// Fails with `NotOwned` when a binding of `epg` on one of `paths` exists without Weft's
+    /// annotation: one DN-scoped class query for the whole batch, never one GET per binding.
+    pub(crate) async fn require_bindings_owned(
+        &self,
+        epg: &EpgKey,
+        paths: &[PathDn],
+    ) -> Result<(), ApicError> {
+        let targets: HashSet<String> = paths.iter().map(|p| Binding::dn(epg, p)).collect();
+        for mo in self.class_under(&epg.dn(), "fvRsPathAtt", None).await? {
+            let dn = mo.get("dn").unwrap_or_default();
+            if targets.contains(dn) {
+                require_owned(dn, &mo)?;
+            }
+        }
+        Ok(())
     }
 
     /// Creates or updates all `bindings` of one EPG in a single POST. The EPG must exist
     /// (`status: modified`), so a missing EPG is an error rather than silently created.
+    /// A binding already on one of the paths that is not Weft's (hand-made, another
+    /// orchestrator's) refuses the whole batch with `NotOwned` before anything is posted.
     #[tracing::instrument(skip(self, bindings), fields(epg = %epg, count = bindings.len()))]
     pub async fn apply_bindings(
         &self,
@@ -78,6 +133,8 @@ impl ApicClient {
         if bindings.is_empty() {
             return Ok(());
         }
+        let paths: Vec<PathDn> = bindings.iter().map(|b| b.path.clone()).collect();
+        self.require_bindings_owned(epg, &paths).await?;
         let root = bindings.iter().fold(
             Mo::new("fvAEPg")
                 .attr("dn", epg.dn())
@@ -100,19 +157,36 @@ impl ApicClient {
         }
     }
 
-    /// Faults raised on one binding (F0467 and friends).
+    /// Faults raised for one binding (F0467 and friends), one per leaf it failed on. A leaf
+    /// raises them in its `epp` tree, not under the binding; each is mirrored by a
+    /// `faultDelegate` under the EPG whose `affected` object is the binding's
+    /// `.../node-N/stpathatt-[<port or bundle>]/nwissues` (reference §6.6): one read of the
+    /// EPG's delegates.
     pub async fn binding_faults(
         &self,
         epg: &EpgKey,
         path: &PathDn,
     ) -> Result<Vec<Fault>, ApicError> {
-        let dn = Binding::dn(epg, path);
-        let Some(mo) = self.get_mo(&dn, "rsp-subtree-include=faults").await? else {
-            return Ok(Vec::new());
-        };
-        Ok(mo
-            .children_of("faultInst")
-            .filter_map(|f| Fault::from_mo(f, &dn))
+        let text = path.to_string();
+        let name = text.rsplit_once("/pathep-").map_or("", |(_, n)| n);
+        let affected: Vec<(u16, String)> = path
+            .leaves()
+            .into_iter()
+            .map(|n| (n, format!("/node-{n}/stpathatt-{name}/nwissues")))
+            .collect();
+        let delegates = self
+            .mo_query(
+                &epg.dn(),
+                "query-target=children&target-subtree-class=faultDelegate",
+            )
+            .await?;
+        Ok(delegates
+            .iter()
+            .filter_map(|d| {
+                let on = d.get("affected").unwrap_or_default();
+                let (node, _) = affected.iter().find(|(_, tail)| on.ends_with(tail))?;
+                Fault::from_mo(d, &epg.dn(), Some(*node))
+            })
             .collect())
     }
 

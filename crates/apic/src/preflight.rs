@@ -1,11 +1,16 @@
 //! Pre-flight: refuse a binding the fabric would reject with F0467, before changing anything.
-//! Checks, in order: the EPG exists; it is associated with the physical domain; the domain has
-//! a VLAN pool that contains the VLAN; every path exists; no other EPG uses the VLAN on any of
-//! the leaves; no other EPG is untagged/native on the port. Only reads.
+//! Checks, in order: the EPG exists; its bridge domain resolves (`fvRsBd.state`); it is
+//! associated with the physical domain; the domain has a VLAN pool that contains the VLAN;
+//! every path exists; each path's leaves reach the domain through their access policies
+//! (port → policy group → AAEP → domain); no binding of the EPG on the paths belongs to
+//! someone else (`Apic(NotOwned)`, as `apply_bindings` would refuse it); no other EPG uses the
+//! VLAN on any of the leaves (by a path binding or a static leaf binding, `fvRsNodeAtt`); no
+//! other EPG is untagged/native on the port. Only reads.
 //!
 //! For a managed EPG (Weft creates it and its domain association with `ensure_epg`) a missing
 //! EPG or association is not a failure; the domain, pool, path and leaf checks still run.
 
+use crate::access::AccessPolicies;
 use crate::client::ApicClient;
 use crate::error::ApicError;
 use weft_domain::{BindingMode, Encap, EpgKey, PathDn, VlanId};
@@ -36,6 +41,13 @@ pub enum PreflightError {
     EpgMissing { epg: String },
     #[error("EPG {epg} is not associated with physical domain {domain} (no fvRsDomAtt); the fabric would raise F0467 invalid-vlan")]
     DomainNotAssociated { epg: String, domain: String },
+    #[error("EPG {epg} has bridge domain {bd} (fvRsBd state {state:?}), which does not resolve; the EPG would not be deployed")]
+    BdUnresolved {
+        epg: String,
+        /// The BD the relation points at, as the APIC reports it.
+        bd: String,
+        state: String,
+    },
     #[error("physical domain {domain} does not exist")]
     DomainMissing { domain: String },
     #[error("physical domain {domain} has no VLAN pool (infraRsVlanNs)")]
@@ -46,6 +58,14 @@ pub enum PreflightError {
     VlanNotInPool { encap: String, pool: String },
     #[error("path {path} does not exist in the fabric; the fabric would raise F0467 invalid-path")]
     PathMissing { path: String },
+    #[error("path {path} on leaf {leaf} reaches {}, which does not carry physical domain {domain} (no infraRsDomP); the fabric would raise F0467 invalid-path", aaep.as_deref().map_or_else(|| "no AAEP (no port selector, policy group or AAEP)".to_string(), |a| format!("AAEP {a}")))]
+    DomainNotOnPath {
+        path: String,
+        leaf: u16,
+        /// The AAEP the port reaches, when it reaches one.
+        aaep: Option<String>,
+        domain: String,
+    },
     #[error("{encap} is already used on leaf {leaf} by binding {binding}; the fabric would raise F0467 encap-already-in-use")]
     EncapInUse {
         encap: String,
@@ -67,10 +87,24 @@ impl PreflightError {
             DomainMissing { domain } | NoVlanPool { domain } => Some(domain),
             VlanPoolMissing { pool, .. } | VlanNotInPool { pool, .. } => Some(pool),
             PathMissing { path } => Some(path),
+            BdUnresolved { bd, .. } => Some(bd),
+            DomainNotOnPath { aaep, path, .. } => Some(aaep.as_deref().unwrap_or(path)),
             EncapInUse { binding, .. } | NativeInUse { binding, .. } => Some(binding),
             Apic(_) => None,
         }
     }
+}
+
+/// The leaves a binding's `tDn` lands on: a path's (both for a vPC), or the node of a static
+/// leaf binding (`topology/pod-P/node-N`).
+fn target_leaves(tdn: &str) -> Vec<u16> {
+    if let Ok(path) = PathDn::parse(tdn) {
+        return path.leaves();
+    }
+    tdn.rsplit_once("/node-")
+        .and_then(|(_, n)| n.parse().ok())
+        .into_iter()
+        .collect()
 }
 
 fn or_of(class: &str, prop: &str, values: &[String]) -> String {
@@ -91,8 +125,27 @@ impl ApicClient {
         let epg_dn = req.epg.dn();
         let domain = format!("uni/phys-{}", req.physical_domain);
         let epg = self
-            .get_mo(&epg_dn, "rsp-subtree=children&rsp-subtree-class=fvRsDomAtt")
+            .get_mo(
+                &epg_dn,
+                "rsp-subtree=children&rsp-subtree-class=fvRsDomAtt,fvRsBd",
+            )
             .await?;
+        // Managed or not, an existing EPG must reach its bridge domain (a managed one still to
+        // create gets its BD from `ensure_epg`).
+        if let Some(rsbd) = epg.as_ref().and_then(|e| e.children_of("fvRsBd").next()) {
+            let state = rsbd.get("state").unwrap_or_default();
+            if state != "formed" {
+                let name = rsbd.get("tnFvBDName").unwrap_or_default();
+                return Err(PreflightError::BdUnresolved {
+                    epg: epg_dn.clone(),
+                    bd: rsbd.get("tDn").map_or_else(
+                        || format!("uni/tn-{}/BD-{name}", req.epg.tenant),
+                        str::to_string,
+                    ),
+                    state: state.to_string(),
+                });
+            }
+        }
         let report = PreflightReport {
             epg_exists: epg.is_some(),
         };
@@ -159,24 +212,37 @@ impl ApicClient {
                 path: missing.clone(),
             });
         }
-        let filter = format!("eq(fvRsPathAtt.encap,\"{}\")", req.encap.encap());
-        let ours: Vec<u16> = req.paths.iter().flat_map(PathDn::leaves).collect();
-        for other in self.class_all("fvRsPathAtt", Some(&filter)).await? {
-            let dn = other.get("dn").unwrap_or_default();
-            if EpgKey::from_dn(dn).as_ref() == Some(req.epg) {
-                continue;
-            }
-            let leaves = other
-                .get("tDn")
-                .and_then(|t| PathDn::parse(t).ok())
-                .map(|p| p.leaves())
-                .unwrap_or_default();
-            if let Some(leaf) = leaves.into_iter().find(|l| ours.contains(l)) {
-                return Err(PreflightError::EncapInUse {
-                    encap: req.encap.encap().to_string(),
-                    leaf,
-                    binding: dn.to_string(),
+        let access = AccessPolicies::read(self).await?;
+        for path in req.paths {
+            if let Some(gap) = access.gap(path, &domain) {
+                return Err(PreflightError::DomainNotOnPath {
+                    path: path.to_string(),
+                    leaf: gap.leaf,
+                    aaep: gap.aaep,
+                    domain,
                 });
+            }
+        }
+        if report.epg_exists {
+            self.require_bindings_owned(req.epg, req.paths).await?;
+        }
+        let ours: Vec<u16> = req.paths.iter().flat_map(PathDn::leaves).collect();
+        // Static path bindings and static leaf bindings both hold the VLAN on their leaves.
+        for class in ["fvRsPathAtt", "fvRsNodeAtt"] {
+            let filter = format!("eq({class}.encap,\"{}\")", req.encap.encap());
+            for other in self.class_all(class, Some(&filter)).await? {
+                let dn = other.get("dn").unwrap_or_default();
+                if EpgKey::from_dn(dn).as_ref() == Some(req.epg) {
+                    continue;
+                }
+                let leaves = other.get("tDn").map(target_leaves).unwrap_or_default();
+                if let Some(leaf) = leaves.into_iter().find(|l| ours.contains(l)) {
+                    return Err(PreflightError::EncapInUse {
+                        encap: req.encap.encap().to_string(),
+                        leaf,
+                        binding: dn.to_string(),
+                    });
+                }
             }
         }
         if req.mode != BindingMode::Regular {

@@ -39,6 +39,7 @@ fn managed(epg: EpgKey) -> ManagedEpg {
         epg,
         bridge_domain: "bd1".into(),
         physical_domain: "weft_phys".into(),
+        vrf: "vrf1".into(),
     }
 }
 
@@ -125,6 +126,25 @@ async fn refreshes_the_session_before_the_token_expires() {
 }
 
 #[tokio::test]
+async fn an_expired_token_means_a_login_not_a_doomed_refresh() {
+    let sim = sim_with(|c| c.token_lifetime = Duration::from_secs(3)).await;
+    let client = ApicClient::new(config(vec![sim.url.clone()])).unwrap();
+    let expiries = 2;
+    client.class_all("fabricNode", None).await.unwrap();
+    for _ in 0..expiries {
+        // Idle past the token's lifetime (a long retry wait, a quiet period).
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        client.class_all("fabricNode", None).await.unwrap();
+    }
+    assert_eq!(sim.count("login"), 1 + expiries, "one login per expiry");
+    assert_eq!(
+        sim.count("refresh"),
+        0,
+        "no refresh with a token known to be expired"
+    );
+}
+
+#[tokio::test]
 async fn expired_token_mid_work_means_one_relogin_and_a_retry() {
     let (sim, client) = setup().await;
     client.ensure_epg(&managed(web())).await.unwrap();
@@ -136,8 +156,8 @@ async fn expired_token_mid_work_means_one_relogin_and_a_retry() {
     assert_eq!(sim.count("login"), 2);
     assert_eq!(
         sim.count("mo_post"),
-        3,
-        "one ensure_epg, then the apply rejected with 403 and retried once"
+        2,
+        "one ensure_epg and one apply: the 403 hit the apply's ownership query, retried once"
     );
     assert_eq!(client.list_owned_bindings().await.unwrap().len(), 1);
 }
@@ -358,6 +378,115 @@ async fn delete_binding_only_touches_weft_objects() {
         .is_some());
 }
 
+#[tokio::test]
+async fn a_foreign_binding_is_never_taken_over_and_the_whole_batch_is_refused() {
+    let (sim, client) = setup().await;
+    client.ensure_epg(&managed(web())).await.unwrap();
+    sim.inject(
+        &web().dn(),
+        &json!({"fvAEPg":{"attributes":{},"children":[
+            {"fvRsPathAtt":{"attributes":{"tDn":port(101, "eth1/2").to_string(),"encap":"vlan-182"}}},
+            {"fvRsPathAtt":{"attributes":{"tDn":port(101, "eth1/3").to_string(),"encap":"vlan-183","annotation":"orchestrator:terraform"}}}]}}),
+    )
+    .unwrap();
+    let before = sim.dump();
+    sim.reset_counts();
+    for (foreign, annotation) in [("eth1/2", ""), ("eth1/3", "orchestrator:terraform")] {
+        let batch = [regular(port(101, "eth1/1")), regular(port(101, foreign))];
+        let err = client.apply_bindings(&web(), &batch).await.unwrap_err();
+        match &err {
+            ApicError::NotOwned { dn, annotation: a } => {
+                assert_eq!(dn, &Binding::dn(&web(), &port(101, foreign)));
+                assert_eq!(a, annotation);
+            }
+            other => panic!("expected NotOwned, got {other}"),
+        }
+        let err = client.delete_binding(&web(), &port(101, foreign)).await;
+        assert!(matches!(err, Err(ApicError::NotOwned { .. })), "{err:?}");
+        let paths = [port(101, foreign)];
+        let err = client
+            .preflight(&request(&web(), &paths))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, PreflightError::Apic(ApicError::NotOwned { .. })),
+            "{err}"
+        );
+    }
+    assert_eq!(sim.count("mo_post") + sim.count("mo_delete"), 0);
+    assert_eq!(sim.dump(), before, "nothing changed, not even eth1/1");
+}
+
+/// The `fvRsBd` of `epg` as the APIC reports it: (state, target DN).
+fn rsbd(sim: &SimHandle, epg: &EpgKey) -> (String, String) {
+    let v = sim.get(&format!("{}/rsbd", epg.dn())).expect("fvRsBd");
+    let a = &v["fvRsBd"]["attributes"];
+    (
+        a["state"].as_str().unwrap().into(),
+        a["tDn"].as_str().unwrap().into(),
+    )
+}
+
+#[tokio::test]
+async fn a_managed_epg_in_a_new_tenant_ends_with_a_resolved_bd() {
+    let (sim, client) = setup().await;
+    let e = EpgKey::new("fresh", "ap", "e").unwrap();
+    client.ensure_epg(&managed(e.clone())).await.unwrap();
+    assert_eq!(
+        rsbd(&sim, &e),
+        ("formed".into(), "uni/tn-fresh/BD-bd1".into())
+    );
+    let bd = sim.get("uni/tn-fresh/BD-bd1").unwrap();
+    assert_eq!(bd["fvBD"]["attributes"]["annotation"], OWNER_ANNOTATION);
+    let rsctx = sim.get("uni/tn-fresh/BD-bd1/rsctx").unwrap();
+    assert_eq!(rsctx["fvRsCtx"]["attributes"]["state"], "formed", "{rsctx}");
+    let vrf = sim.get("uni/tn-fresh/ctx-vrf1").unwrap();
+    assert_eq!(vrf["fvCtx"]["attributes"]["annotation"], OWNER_ANNOTATION);
+    // A BD (or VRF) that resolves in `common` is used, not shadowed by a new one.
+    sim.inject(
+        "uni/tn-common",
+        &json!({"fvBD":{"attributes":{"name":"shared"}}}),
+    )
+    .unwrap();
+    let s = EpgKey::new("fresh", "ap", "s").unwrap();
+    client
+        .ensure_epg(&ManagedEpg {
+            bridge_domain: "shared".into(),
+            ..managed(s.clone())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        rsbd(&sim, &s),
+        ("formed".into(), "uni/tn-common/BD-shared".into())
+    );
+    assert!(sim.get("uni/tn-fresh/BD-shared").is_none());
+}
+
+#[tokio::test]
+async fn preflight_refuses_an_epg_whose_bd_does_not_resolve() {
+    let (sim, client) = setup().await;
+    // Made by hand in a new tenant: the BD it names was never created.
+    sim.inject("uni", &json!({"fvTenant":{"attributes":{"name":"t1"},"children":[{"fvAp":{"attributes":{"name":"ap1"},"children":[
+        {"fvAEPg":{"attributes":{"name":"web","annotation":OWNER_ANNOTATION},"children":[
+            {"fvRsBd":{"attributes":{"tnFvBDName":"bd1"}}},
+            {"fvRsDomAtt":{"attributes":{"tDn":"uni/phys-weft_phys"}}}]}}]}}]}})).unwrap();
+    assert_eq!(rsbd(&sim, &web()).0, "missing-target");
+    let (web_key, paths) = (web(), [port(101, "eth1/1")]);
+    for managed_epg in [false, true] {
+        let req = PreflightRequest {
+            managed: managed_epg,
+            ..request(&web_key, &paths)
+        };
+        let err = client.preflight(&req).await.unwrap_err();
+        assert!(matches!(err, PreflightError::BdUnresolved { .. }), "{err}");
+        assert_eq!(err.object_dn(), Some("uni/tn-t1/BD-bd1"));
+    }
+    client.ensure_epg(&managed(web())).await.unwrap();
+    assert_eq!(rsbd(&sim, &web()).0, "formed");
+    client.preflight(&request(&web(), &paths)).await.unwrap();
+}
+
 /// A pre-flight of a regular binding on the pool's VLAN in `weft_phys`, EPG not managed.
 fn request<'a>(epg: &'a EpgKey, paths: &'a [PathDn]) -> PreflightRequest<'a> {
     PreflightRequest {
@@ -527,6 +656,107 @@ async fn preflight_encap_already_in_use_on_the_leaf() {
     let other_leaf = [port(104, "eth1/2")];
     let ok = request(&web_key, &other_leaf);
     client.preflight(&ok).await.unwrap();
+}
+
+#[tokio::test]
+async fn preflight_encap_already_in_use_by_a_static_leaf_binding() {
+    let (sim, client) = setup().await;
+    client.ensure_epg(&managed(web())).await.unwrap();
+    sim.inject("uni", &json!({"fvTenant":{"attributes":{"name":"foreign"},"children":[{"fvAp":{"attributes":{"name":"app"},"children":[
+        {"fvAEPg":{"attributes":{"name":"db"},"children":[
+            {"fvRsDomAtt":{"attributes":{"tDn":"uni/phys-weft_phys"}}},
+            {"fvRsNodeAtt":{"attributes":{"tDn":"topology/pod-1/node-102","encap":"vlan-183"}}}]}}]}}]}})).unwrap();
+    let (verdict, fault) = preflight_then_force(&client, &web(), port(102, "eth1/3"), 183).await;
+    let err = verdict.unwrap_err();
+    assert!(
+        matches!(err, PreflightError::EncapInUse { leaf: 102, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        err.object_dn(),
+        Some("uni/tn-foreign/ap-app/epg-db/rsnodeAtt-[topology/pod-1/node-102]")
+    );
+    assert_eq!(fault.as_deref(), Some("encap-already-in-use"));
+    let (verdict, fault) = preflight_then_force(&client, &web(), port(101, "eth1/3"), 183).await;
+    verdict.unwrap();
+    assert_eq!(fault, None, "leaf 101 is free");
+}
+
+#[tokio::test]
+async fn preflight_invalid_path_when_the_ports_aaep_lacks_the_domain() {
+    let (sim, client) = setup().await;
+    client.ensure_epg(&managed(web())).await.unwrap();
+    // Leaf 102's eth1/2 and the vPC's policy group move to an AAEP without weft_phys.
+    let bare = json!({"infraRsAttEntP":{"attributes":{"tDn":"uni/infra/attentp-bare_aaep"}}});
+    sim.inject(
+        "uni/infra",
+        &json!({"infraAttEntityP":{"attributes":{"name":"bare_aaep"}}}),
+    )
+    .unwrap();
+    sim.inject("uni/infra/funcprof/accbundle-host-3_vpc", &bare)
+        .unwrap();
+    sim.inject(
+        "uni/infra/funcprof",
+        &json!({"infraAccPortGrp":{"attributes":{"name":"bare_ipg"},"children":[bare]}}),
+    )
+    .unwrap();
+    sim.inject(
+        "uni/infra/accportprof-leaf-102/hports-eth1_2-typ-range",
+        &json!({"infraRsAccBaseGrp":{"attributes":{"tDn":"uni/infra/funcprof/accportgrp-bare_ipg"}}}),
+    )
+    .unwrap();
+    let vpc = PathDn::vpc(1, 101, 102, "host-3_vpc").unwrap();
+    for (path, leaf) in [(port(102, "eth1/2"), 102), (vpc.clone(), 101)] {
+        let (verdict, fault) = preflight_then_force(&client, &web(), path, POOL_VLAN).await;
+        let err = verdict.unwrap_err();
+        assert!(
+            matches!(&err, PreflightError::DomainNotOnPath { leaf: l, .. } if *l == leaf),
+            "{err}"
+        );
+        assert_eq!(err.object_dn(), Some("uni/infra/attentp-bare_aaep"));
+        assert!(
+            err.to_string().contains("AAEP uni/infra/attentp-bare_aaep"),
+            "{err}"
+        );
+        assert_eq!(fault.as_deref(), Some("invalid-path"), "the sim agrees");
+    }
+    let on_vpc = client.binding_faults(&web(), &vpc).await.unwrap();
+    let nodes: Vec<_> = on_vpc.iter().map(|f| f.node).collect();
+    assert_eq!(
+        nodes,
+        [Some(101), Some(102)],
+        "raised on both leaves of the vPC"
+    );
+    let (verdict, fault) =
+        preflight_then_force(&client, &web(), port(102, "eth1/3"), POOL_VLAN).await;
+    verdict.unwrap();
+    assert_eq!(fault, None, "the other ports of leaf 102 keep weft_aaep");
+    sim.inject(
+        "uni/infra/attentp-bare_aaep",
+        &json!({"infraRsDomP":{"attributes":{"tDn":"uni/phys-weft_phys"}}}),
+    )
+    .unwrap();
+    let paths = [port(102, "eth1/2"), vpc.clone()];
+    client.preflight(&request(&web(), &paths)).await.unwrap();
+    for path in &paths {
+        assert!(client
+            .binding_faults(&web(), path)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+    // A port no selector covers reaches no AAEP at all: named by its path.
+    sim.remove("uni/infra/accportprof-leaf-104/hports-eth1_4-typ-range");
+    let bare = [port(104, "eth1/4")];
+    let err = client.preflight(&request(&web(), &bare)).await.unwrap_err();
+    assert!(
+        matches!(err, PreflightError::DomainNotOnPath { aaep: None, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        err.object_dn(),
+        Some("topology/pod-1/paths-104/pathep-[eth1/4]")
+    );
 }
 
 #[tokio::test]
