@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use reqwest::Url;
-use tokio_rustls::TlsAcceptor;
 use tracing_subscriber::EnvFilter;
 use weft_agent::agent::Agent;
 use weft_agent::config::{Config, Naming, TlsFiles};
@@ -143,7 +142,7 @@ fn parse_mtu(s: &str) -> anyhow::Result<Mtu> {
 
 impl RunArgs {
     /// The TLS acceptor, loaded now so a bad file stops the agent before it touches the host.
-    fn tls(&self) -> anyhow::Result<Option<TlsAcceptor>> {
+    fn tls(&self) -> anyhow::Result<Option<rustls::ServerConfig>> {
         let files = TlsFiles::new(self.tls_cert.clone(), self.tls_key.clone())?;
         Ok(files.as_ref().map(weft_agent::tls::acceptor).transpose()?)
     }
@@ -206,7 +205,7 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn run(config: Config, tls: Option<TlsAcceptor>) -> anyhow::Result<()> {
+async fn run(config: Config, tls: Option<rustls::ServerConfig>) -> anyhow::Result<()> {
     let listen = config.listen;
     let callback = Callback::new(config.central_url.clone(), config.central_token.clone())
         .context("build the HTTP client for container event callbacks")?;
@@ -219,8 +218,15 @@ async fn run(config: Config, tls: Option<TlsAcceptor>) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("bind {listen}"))?;
     tracing::info!(%listen, tls = tls.is_some(), "weft-agent serving");
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listen for SIGTERM")?;
+    // SIGINT or SIGTERM (systemd, docker stop): finish the requests in flight, then exit.
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
     };
     match tls {
         Some(tls) => weft_agent::http::serve_tls(agent, listener, tls, shutdown).await?,
@@ -252,7 +258,7 @@ mod tests {
     #[test]
     fn tls_key_without_cert_is_refused_naming_both_settings() {
         let cli = Cli::try_parse_from(["weft-agent", "--tls-key", "/nonexistent/key.pem"]).unwrap();
-        let msg = cli.run.tls().err().expect("refused").to_string();
+        let msg = cli.run.tls().expect_err("refused").to_string();
         assert!(
             msg.contains("WEFT_AGENT_TLS_CERT") && msg.contains("WEFT_AGENT_TLS_KEY"),
             "{msg}"

@@ -35,16 +35,16 @@ async fn request_id_reaches_the_agent_log_and_errors_say_whether_to_retry() {
     if !private_netns("agent client") {
         return;
     }
-    // The agent's server task runs on this thread (current_thread runtime), so a
-    // thread-default subscriber sees its request spans.
+    // The agent's requests are handled on the server's own worker threads, so the
+    // subscriber must be the process-wide one.
     let captured = Captured::default();
     let writer = captured.clone();
     let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("weft_agent=info,tower_http=debug")
+        .with_env_filter("weft_agent=debug")
         .with_ansi(false)
         .with_writer(move || writer.clone())
         .finish();
-    let _log = tracing::subscriber::set_default(subscriber);
+    tracing::subscriber::set_global_default(subscriber).unwrap();
 
     let container = NsProc::new();
     let (client, _) = serve(start_agent(Backend::LinuxBridge).await).await;

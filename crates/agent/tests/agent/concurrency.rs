@@ -167,7 +167,7 @@ impl StandInDocker {
             docker.arrived.clone(),
             docker.release.clone(),
         );
-        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let answer = move |req: actix_web::HttpRequest| {
             let (stall, arrived, release, pids) = (
                 stall.clone(),
                 arrived.clone(),
@@ -175,25 +175,33 @@ impl StandInDocker {
                 pids.clone(),
             );
             async move {
-                if uri.path().ends_with("/version") {
-                    return axum::Json(serde_json::json!({"ApiVersion": "1.41"}));
+                let json = actix_web::web::Json;
+                if req.path().ends_with("/version") {
+                    return json(serde_json::json!({"ApiVersion": "1.41"}));
                 }
                 // /v1.41/containers/<name>/json
-                let name = uri.path().split('/').rev().nth(1).unwrap_or_default();
+                let name = req.path().split('/').rev().nth(1).unwrap_or_default();
                 let (Some(pid), Some(release)) = (pids.get(name), release.get(name)) else {
-                    return axum::Json(serde_json::json!({}));
+                    return json(serde_json::json!({}));
                 };
                 if stall.load(std::sync::atomic::Ordering::SeqCst) {
                     arrived.notify_one();
                     release.notified().await;
                 }
-                axum::Json(serde_json::json!({
+                json(serde_json::json!({
                     "Id": name, "State": {"Running": true, "Pid": pid}
                 }))
             }
-        });
-        let listener = tokio::net::UnixListener::bind(socket).unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        };
+        let server = actix_web::HttpServer::new(move || {
+            actix_web::App::new().default_service(actix_web::web::to(answer.clone()))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen_uds(std::os::unix::net::UnixListener::bind(socket).unwrap())
+        .unwrap()
+        .run();
+        tokio::spawn(server);
         docker
     }
 }
