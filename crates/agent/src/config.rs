@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use reqwest::Url;
 use uuid::Uuid;
@@ -33,6 +34,30 @@ pub struct Config {
     /// Where container events are POSTed (`<url>` receives [`weft_agent_api::ContainerEvent`]).
     pub central_url: Option<Url>,
     pub central_token: Option<Token>,
+    pub http: HttpLimits,
+}
+
+/// What the API listener allows a client, so a slow or greedy one cannot hold it
+/// (a half-sent request, idle connections by the thousand).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Time a client has to send a request's line and headers; a slower one is closed.
+    /// actix-web checks it against a clock it updates every 500 ms, so keep it >= 1 s.
+    pub request_head_timeout: Duration,
+    /// How long an idle connection is kept open for a next request (zero: not at all).
+    pub keep_alive: Duration,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            request_head_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(5),
+            max_connections: 256,
+        }
+    }
 }
 
 /// PEM files the listener serves TLS with. Kept out of [`Config`]: only `main` and

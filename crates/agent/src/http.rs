@@ -8,7 +8,7 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, Server, ServiceRequest, ServiceResponse};
 use actix_web::error::{JsonPayloadError, PathError};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
-use actix_web::http::StatusCode;
+use actix_web::http::{KeepAlive, StatusCode};
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, FromRequest, HttpRequest, HttpResponse, HttpServer, ResponseError};
 use tracing::Instrument;
@@ -26,6 +26,11 @@ use crate::Error;
 
 /// The largest JSON body accepted; the biggest legal request body is well under 1 KiB.
 const BODY_LIMIT: usize = 64 * 1024;
+/// The longest request target accepted (the longest route is under 60 bytes).
+const URI_LIMIT: usize = 2048;
+/// The most header bytes (names and values) accepted. Heads beyond actix-web's own
+/// limits (96 headers, 128 KiB) are refused by its parser with an empty 400 or 431.
+const HEADER_LIMIT: usize = 16 * 1024;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -126,8 +131,23 @@ async fn serve_on(
     tls: Option<rustls::ServerConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let limits = agent.config().http;
+    // actix-web counts connections per worker: the workers share the limit, so the
+    // listener never serves more than `max_connections` at once.
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, 4)
+        .min(limits.max_connections);
+    let keep_alive = match limits.keep_alive {
+        d if d.is_zero() => KeepAlive::Disabled,
+        d => KeepAlive::Timeout(d),
+    };
     let agent = web::Data::from(agent);
     let server = HttpServer::new(move || app(agent.clone()))
+        .workers(workers)
+        .max_connections(limits.max_connections / workers)
+        .client_request_timeout(limits.request_head_timeout)
+        .keep_alive(keep_alive)
         .tcp_nodelay(true)
         .disable_signals();
     let listener = listener.into_std()?;
@@ -176,11 +196,14 @@ async fn problems_and_request_id(
         request.id = %id.to_str().unwrap_or("-"),
     );
     async move {
+        if let Some(refused) = oversized(&req) {
+            let res = req.into_response(refused.error_response());
+            return Ok(with_request_id(res, id));
+        }
         let res = next.call(req).await?;
         let status = res.status();
         tracing::debug!(status = status.as_u16(), "finished processing request");
-        let mut res = if is_problem(&res) || !(status.is_client_error() || status.is_server_error())
-        {
+        let res = if is_problem(&res) || !(status.is_client_error() || status.is_server_error()) {
             res.map_into_boxed_body()
         } else {
             res.map_body(|head, _| {
@@ -194,12 +217,40 @@ async fn problems_and_request_id(
                 BoxBody::new(problem_body(status, kind_of(status), detail, Vec::new()))
             })
         };
-        res.headers_mut()
-            .insert(HeaderName::from_static(REQUEST_ID), id);
-        Ok(res)
+        Ok(with_request_id(res, id))
     }
     .instrument(span)
     .await
+}
+
+fn with_request_id(mut res: ServiceResponse<BoxBody>, id: HeaderValue) -> ServiceResponse<BoxBody> {
+    res.headers_mut()
+        .insert(HeaderName::from_static(REQUEST_ID), id);
+    res
+}
+
+/// A request target or head larger than any legal request needs, refused before routing.
+fn oversized(req: &ServiceRequest) -> Option<ApiProblem> {
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target > URI_LIMIT {
+        return Some(ApiProblem::new(
+            StatusCode::URI_TOO_LONG,
+            "uri-too-long",
+            format!("the request target has {target} bytes; at most {URI_LIMIT} are accepted"),
+        ));
+    }
+    let head: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    (head > HEADER_LIMIT).then(|| {
+        ApiProblem::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers-too-large",
+            format!("the headers have {head} bytes; at most {HEADER_LIMIT} are accepted"),
+        )
+    })
 }
 
 const PROBLEM_JSON: &str = "application/problem+json";

@@ -148,6 +148,7 @@ async fn agent(
         docker_socket: None,
         central_url: None,
         central_token: None,
+        http: Default::default(),
     };
     let agent = Agent::new(config).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

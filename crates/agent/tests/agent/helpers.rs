@@ -180,6 +180,7 @@ pub fn config(backend: Backend, state_file: PathBuf) -> Config {
         docker_socket: None,
         central_url: None,
         central_token: None,
+        http: Default::default(),
     }
 }
 

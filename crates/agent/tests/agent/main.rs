@@ -6,6 +6,7 @@ mod client;
 mod concurrency;
 mod docker;
 mod helpers;
+mod http;
 mod linux_bridge;
 mod macvlan;
 mod openapi;
