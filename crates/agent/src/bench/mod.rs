@@ -243,7 +243,7 @@ async fn kernel_veth(namespaces: &[String]) -> anyhow::Result<Samples> {
             mtu: 1500,
         };
         let t = Instant::now();
-        nl.add_veth("wfkernel", HostPort::Switch, 1500, &end)
+        nl.add_veth("wfkernel", "weft-bench", HostPort::Switch, 1500, &end)
             .await?;
         attach.push(t.elapsed());
         let index = nl
