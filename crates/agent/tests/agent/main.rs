@@ -9,6 +9,7 @@ mod helpers;
 mod http;
 mod linux_bridge;
 mod macvlan;
+mod names;
 mod openapi;
 mod ovs;
 mod tls;
