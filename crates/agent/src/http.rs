@@ -173,6 +173,10 @@ async fn until(
     server.await
 }
 
+/// The longest caller's request id kept; a longer one (or one not in visible ASCII) is
+/// replaced, so log lines stay short and printable.
+const REQUEST_ID_LIMIT: usize = 128;
+
 /// Every request gets an `x-request-id` (the caller's, or a new UUID), echoed in the
 /// response and recorded on the request's tracing span, so every log line of the request
 /// carries it. Every error answer leaves as `application/problem+json`, including those
@@ -184,7 +188,7 @@ async fn problems_and_request_id(
     let id = req
         .headers()
         .get(REQUEST_ID)
-        .filter(|v| v.to_str().is_ok())
+        .filter(|v| v.len() <= REQUEST_ID_LIMIT && v.to_str().is_ok())
         .cloned()
         .unwrap_or_else(|| {
             HeaderValue::from_str(&Uuid::new_v4().to_string()).expect("a UUID is a header value")

@@ -2,6 +2,7 @@
 //! (regular mode) or over the uplink itself (untagged mode); containers get veth pairs.
 
 use async_trait::async_trait;
+use netlink_packet_route::link::InfoKind;
 use uuid::Uuid;
 use weft_agent_api::{AttachmentSpec, Backend as BackendKind, Segment, VlanId};
 
@@ -31,12 +32,17 @@ impl Backend for LinuxBridge {
     }
 
     async fn ensure_segment(&self, vlan: VlanId, seg: &DesiredSegment) -> Result<Segment> {
+        let name = self.naming.bridge(vlan);
+        if let Some(link) = self.nl.link(&name).await? {
+            if link.kind != Some(InfoKind::Bridge) {
+                return Err(Error::Conflict(format!(
+                    "{name}, the bridge of VLAN {vlan}, exists and is not a bridge; nothing was changed"
+                )));
+            }
+        }
         // The carrier first: a missing uplink must not leave a bridge behind.
         let port = super::ensure_carrier(&self.nl, vlan, seg).await?;
-        let bridge = self
-            .nl
-            .ensure_bridge(&self.naming.bridge(vlan), self.mtu)
-            .await?;
+        let bridge = self.nl.ensure_bridge(&name, self.mtu).await?;
         match port.controller {
             Some(c) if c == bridge.index && port.up => {}
             Some(c) if c != bridge.index && c != 0 => {

@@ -168,4 +168,14 @@ async fn every_error_the_server_makes_is_a_problem_document() {
         assert_eq!(problem.status, status, "{what}");
         assert_eq!(problem.kind, format!("urn:weft:agent:{kind}"), "{what}");
     }
+    // An overlong request id is not echoed (nor logged): the request gets its own.
+    let long = "r".repeat(1000);
+    let resp = http
+        .get(format!("{base}/healthz"))
+        .header("x-request-id", &long)
+        .send()
+        .await
+        .unwrap();
+    let echoed = resp.headers()["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(echoed).is_ok(), "{echoed}");
 }

@@ -218,6 +218,25 @@ async fn names_held_by_others_are_refused_and_left_alone(backend: Backend) {
         sh(&format!("ip link del {name}"));
     }
 
+    if backend == Backend::LinuxBridge {
+        // The bridge name of a VLAN, taken by a link that is no bridge.
+        sh("ip link add wbr182 type veth peer name notabridge");
+        let before = link_line("wbr182").unwrap();
+        // Regular mode: the uplink already carries VLAN 181 untagged.
+        match client
+            .ensure_segment(vlan(182), &SegmentSpec::default())
+            .await
+        {
+            Err(ClientError::Api { status, problem }) => {
+                assert_eq!(status, 409, "{problem:?}");
+                let detail = problem.detail.unwrap_or_default();
+                assert!(detail.contains("wbr182"), "{detail}");
+            }
+            other => panic!("expected 409, got {other:?}"),
+        }
+        assert_eq!(link_line("wbr182").unwrap(), before, "wbr182 was changed");
+    }
+
     // Once the name is free, the same request wires.
     let att = client
         .ensure_attachment(id(0), &spec(&container, 0))
