@@ -2,15 +2,25 @@
 //! problem+json errors.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
+use actix_http::error::DispatchError;
+use actix_http::{HttpService, Protocol};
+use actix_service::{apply_fn_factory, fn_service, map_config, ServiceFactoryExt};
+use actix_tls::accept::rustls_0_23::{Acceptor, AcceptorService, TlsStream};
 use actix_web::body::{BoxBody, MessageBody};
-use actix_web::dev::{Payload, Server, ServiceRequest, ServiceResponse};
+use actix_web::dev::{
+    AppConfig, Payload, Server, Service, ServiceFactory, ServiceRequest, ServiceResponse,
+};
 use actix_web::error::{JsonPayloadError, PathError};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{KeepAlive, StatusCode};
 use actix_web::middleware::{from_fn, Next};
-use actix_web::{web, App, FromRequest, HttpRequest, HttpResponse, HttpServer, ResponseError};
+use actix_web::{web, App, FromRequest, HttpRequest, HttpResponse, ResponseError};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tracing::Instrument;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
@@ -122,8 +132,52 @@ pub async fn serve_tls(
     serve_on(agent, listener, Some(tls), shutdown).await
 }
 
-/// Responses are small and latency matters, so Nagle is off on every accepted socket
-/// (otherwise delayed ACKs add ~40 ms per request). Signals are the caller's business
+/// HTTP/1.1 over `T` (TCP or TLS), answered by the application.
+fn http<T: AsyncRead + AsyncWrite + Unpin + 'static>(
+    agent: web::Data<Agent>,
+    keep_alive: KeepAlive,
+    request_head_timeout: Duration,
+) -> impl ServiceFactory<
+    (T, Protocol, Option<SocketAddr>),
+    Config = (),
+    Response = (),
+    Error = DispatchError,
+    InitError = (),
+> {
+    HttpService::build()
+        .keep_alive(keep_alive)
+        .client_request_timeout(request_head_timeout)
+        .finish(map_config(app(agent), |_| AppConfig::default()))
+}
+
+/// The TLS handshake of an accepted connection, under a timeout. A failed or stalled one
+/// (a port scan, plain HTTP, a health probe) drops that connection only, logged at debug.
+fn handshake(
+    acceptor: Acceptor,
+) -> impl ServiceFactory<
+    (TcpStream, Option<SocketAddr>),
+    Config = (),
+    Response = (TlsStream<TcpStream>, Protocol, Option<SocketAddr>),
+    Error = (),
+    InitError = (),
+> {
+    apply_fn_factory::<_, _, _, _, _, TcpStream, _, _>(
+        acceptor,
+        |(io, peer): (TcpStream, Option<SocketAddr>), tls: &AcceptorService| {
+            let handshake = tls.call(io);
+            async move {
+                let io = handshake.await.inspect_err(|e| {
+                    tracing::debug!(?peer, error = %e, "TLS handshake failed; connection dropped");
+                })?;
+                Ok((io, Protocol::Http1, peer))
+            }
+        },
+    )
+    .map_err(|_| ())
+}
+
+/// The listener, plain or TLS, on actix-web's server and HTTP service, assembled here
+/// so that the TLS handshake's outcome can be logged. Signals are the caller's business
 /// (`shutdown`).
 async fn serve_on(
     agent: Arc<Agent>,
@@ -143,21 +197,43 @@ async fn serve_on(
         d => KeepAlive::Timeout(d),
     };
     let agent = web::Data::from(agent);
-    let server = HttpServer::new(move || app(agent.clone()))
+    let timeout = limits.request_head_timeout;
+    let server = actix_web::dev::Server::build()
         .workers(workers)
-        .max_connections(limits.max_connections / workers)
-        .client_request_timeout(limits.request_head_timeout)
-        .keep_alive(keep_alive)
-        .tcp_nodelay(true)
+        .max_concurrent_connections(limits.max_connections / workers)
         .disable_signals();
     let listener = listener.into_std()?;
     let server = match tls {
-        Some(tls) => server
-            .tls_handshake_timeout(crate::tls::HANDSHAKE_TIMEOUT)
-            .listen_rustls_0_23(listener, tls)?,
-        None => server.listen(listener)?,
+        None => server.listen("weft-agent", listener, move || {
+            fn_service(|io: TcpStream| async move {
+                let peer = accepted(&io);
+                Ok::<_, DispatchError>((io, Protocol::Http1, peer))
+            })
+            .and_then(http::<TcpStream>(agent.clone(), keep_alive, timeout))
+        })?,
+        Some(tls) => server.listen("weft-agent-tls", listener, move || {
+            let mut tls = Acceptor::new(tls.clone());
+            tls.set_handshake_timeout(crate::tls::HANDSHAKE_TIMEOUT);
+            fn_service(|io: TcpStream| async move {
+                let peer = accepted(&io);
+                Ok::<_, ()>((io, peer))
+            })
+            .and_then(handshake(tls))
+            .and_then(
+                http::<TlsStream<TcpStream>>(agent.clone(), keep_alive, timeout).map_err(|_| ()),
+            )
+        })?,
     };
     until(server.run(), shutdown).await
+}
+
+/// Responses are small and latency matters, so Nagle is off on every accepted socket
+/// (otherwise delayed ACKs add ~40 ms per request). Returns the peer's address.
+fn accepted(io: &TcpStream) -> Option<SocketAddr> {
+    if let Err(e) = io.set_nodelay(true) {
+        tracing::warn!(error = %e, "TCP_NODELAY");
+    }
+    io.peer_addr().ok()
 }
 
 /// Runs `server` until `shutdown` resolves, then stops it gracefully.

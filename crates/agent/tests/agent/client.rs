@@ -1,50 +1,17 @@
 //! The typed client the central service uses, against a real agent: its request id lands
 //! on the agent's log lines for that request, and its errors say whether a retry may help.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use uuid::Uuid;
 use weft_agent_api::{AgentClient, Backend, ClientError, Token};
 
 use crate::helpers::*;
-
-/// Log output of the agent under test, captured in memory.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 #[tokio::test(flavor = "current_thread")]
 async fn request_id_reaches_the_agent_log_and_errors_say_whether_to_retry() {
     if !private_netns("agent client") {
         return;
     }
-    // The agent's requests are handled on the server's own worker threads, so the
-    // subscriber must be the process-wide one.
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("weft_agent=debug")
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::set_global_default(subscriber).unwrap();
+    let captured = Captured::debug_log();
 
     let container = NsProc::new();
     let (client, _) = serve(start_agent(Backend::LinuxBridge).await).await;
