@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use uuid::Uuid;
-use weft_agent_api::{AgentClient, Token};
+use weft_agent_api::AgentClient;
 
 use crate::helpers::*;
 
@@ -51,17 +51,8 @@ async fn killed_agent_restarts_with_nothing_lost_or_duplicated() {
     }
     let _leaf = uplink_with_gateway();
     let container = NsProc::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let (port, client) = free_port_and_client();
     let state_file = temp_state_file();
-    let client = AgentClient::new(
-        format!("http://127.0.0.1:{port}/").parse().unwrap(),
-        Token::new(TOKEN),
-    )
-    .unwrap();
 
     let daemon = Daemon::start(port, &state_file);
     ready(&client).await;
@@ -103,16 +94,7 @@ async fn sigterm_stops_the_agent_cleanly() {
         return;
     }
     let _leaf = uplink_with_gateway();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let client = AgentClient::new(
-        format!("http://127.0.0.1:{port}/").parse().unwrap(),
-        Token::new(TOKEN),
-    )
-    .unwrap();
+    let (port, client) = free_port_and_client();
     let mut daemon = Daemon::start(port, &temp_state_file());
     ready(&client).await;
     sh(&format!("kill -TERM {}", daemon.0.id()));

@@ -2,7 +2,7 @@
 //! on the agent's log lines for that request, and its errors say whether a retry may help.
 
 use uuid::Uuid;
-use weft_agent_api::{AgentClient, Backend, ClientError, Token};
+use weft_agent_api::{Backend, ClientError};
 
 use crate::helpers::*;
 
@@ -46,16 +46,7 @@ async fn request_id_reaches_the_agent_log_and_errors_say_whether_to_retry() {
     assert!(!state_line.contains("central-req-7"), "{state_line}");
 
     // An agent that is down: a transport error, worth retrying.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let down = AgentClient::new(
-        format!("http://127.0.0.1:{port}/").parse().unwrap(),
-        Token::new(TOKEN),
-    )
-    .unwrap();
+    let (_, down) = free_port_and_client();
     let err = down.state().await.unwrap_err();
     assert!(
         matches!(err, ClientError::Transport { .. }) && err.is_transient(),

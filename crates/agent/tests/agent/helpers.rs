@@ -271,3 +271,18 @@ impl Captured {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 }
+
+/// A port nothing listens on yet, and a client for an agent there.
+pub fn free_port_and_client() -> (u16, AgentClient) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = AgentClient::new(
+        format!("http://127.0.0.1:{port}/").parse().unwrap(),
+        Token::new(TOKEN),
+    )
+    .unwrap();
+    (port, client)
+}
