@@ -174,7 +174,7 @@ impl AttachmentSpec {
 pub struct Attachment {
     pub id: Uuid,
     pub spec: AttachmentSpec,
-    /// Host-side interface name (veth end), derived from the id; absent for macvlan.
+    /// Host-side interface name (veth end), derived from a hash of the id; absent for macvlan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_ifname: Option<String>,
     pub actual: AttachmentActual,

@@ -83,13 +83,14 @@ impl TlsFiles {
     }
 }
 
-/// How the agent names what it creates; names recognise the agent's own objects after a
-/// restart, so it never touches links it did not make.
+/// How the agent names what it creates. Names can collide with other links; the owner
+/// mark ([`owner_mark`]) is what tells the agent's own links after a restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Naming {
     /// Linux bridge per VLAN: `<prefix><vlan>`, e.g. `wbr181`.
     pub bridge_prefix: String,
-    /// Host end of a container veth: `<prefix>` + hex of the attachment id, 15 bytes max.
+    /// Host end of a container veth: `<prefix>` + hex of a hash of the attachment id,
+    /// 15 bytes in all.
     pub veth_prefix: String,
     /// The single OVS integration bridge.
     pub ovs_bridge: String,
