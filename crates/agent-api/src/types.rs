@@ -174,7 +174,7 @@ impl AttachmentSpec {
 pub struct Attachment {
     pub id: Uuid,
     pub spec: AttachmentSpec,
-    /// Host-side interface name (veth end), derived from the id; absent for macvlan.
+    /// Host-side interface name (veth end), derived from a hash of the id; absent for macvlan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_ifname: Option<String>,
     pub actual: AttachmentActual,
@@ -222,8 +222,20 @@ pub struct AgentState {
     pub backend: Backend,
     pub segments: Vec<Segment>,
     pub attachments: Vec<Attachment>,
+    /// Host links of the agent's that no attachment it was given claims.
+    #[serde(default)]
+    pub unclaimed: Vec<UnclaimedLink>,
     pub uplinks: Vec<Uplink>,
     pub versions: Versions,
+}
+
+/// A host link the agent made (its name scheme and owner mark say so) for an attachment
+/// it has no record of, e.g. after its state file was lost. The agent leaves it wired:
+/// a PUT of the attachment adopts it, a DELETE of it removes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UnclaimedLink {
+    pub attachment: Uuid,
+    pub host_ifname: String,
 }
 
 /// Response of `GET /healthz`.

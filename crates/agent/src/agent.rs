@@ -8,11 +8,11 @@ use tokio::sync::{Mutex, RwLock};
 use tracing::{info, instrument, warn};
 use uuid::Uuid;
 use weft_agent_api::{
-    AgentState, Attachment, AttachmentSpec, Segment, SegmentMode, SegmentSpec, Target, Uplink,
-    Versions, VlanId, API_VERSION,
+    AgentState, Attachment, AttachmentSpec, Segment, SegmentMode, SegmentSpec, Target,
+    UnclaimedLink, Uplink, Versions, VlanId, API_VERSION,
 };
 
-use crate::backend::{self, Backend, HostSide};
+use crate::backend::{self, Backend, ContainerIf, HostSide};
 use crate::config::Config;
 use crate::container;
 use crate::docker::Docker;
@@ -233,6 +233,14 @@ impl Agent {
             host_ifname: host.ifname(),
             actual,
         };
+        // Before anything changes: the container interface and the host-side names must
+        // be free or already this attachment's, never another's or a stranger's.
+        let name = spec.ifname.to_string();
+        if let Some(link) = inside.link(&name).await? {
+            let what = format!("interface {name} in {}", ns.path().display());
+            backend::owned_by(&link, id, &what)?;
+        }
+        self.backend.claim(id).await?;
         let host = self.backend.host_side(id, spec).await?;
         if host != HostSide::Missing {
             let actual = container::actual(&inside, spec).await?;
@@ -241,8 +249,11 @@ impl Agent {
             }
         }
         // Partially wired (or a stale host end): start from nothing.
-        self.backend.unplug(id, spec, Some(&inside)).await?;
-        let name = spec.ifname.to_string();
+        let container = ContainerIf {
+            netlink: &inside,
+            name: &name,
+        };
+        self.backend.unplug(id, Some(container)).await?;
         let end = ContainerEnd {
             netns: ns.as_fd(),
             name: &name,
@@ -251,11 +262,13 @@ impl Agent {
         };
         self.backend.plug(id, spec, seg, &end).await?;
         let connected = async {
-            container::configure(&inside, spec).await?;
+            container::configure(&inside, id, spec).await?;
             self.backend.connect(id, spec).await
         };
         if let Err(e) = connected.await {
-            let _ = self.backend.unplug(id, spec, Some(&inside)).await;
+            // Undo: the host end carries its mark from creation, the container end from
+            // the first step of `configure`.
+            let _ = self.backend.unplug(id, Some(container)).await;
             return Err(e);
         }
         let announced = garp::announce_later(&ns, &name, end.mac.0, spec.address.addr());
@@ -268,23 +281,29 @@ impl Agent {
         Ok((container_id, report(host, actual)))
     }
 
-    /// Removes the attachment's interfaces; a missing attachment is success.
+    /// Removes the attachment's interfaces; a missing attachment is success. An
+    /// attachment the agent has no record of loses the host links marked as its own
+    /// (unclaimed ones, see [`Agent::state`]).
     #[instrument(skip(self), fields(attachment.id = %id))]
     pub async fn remove_attachment(&self, id: Uuid) -> Result<()> {
         let lock = self.lock(id).await;
         let _held = lock.lock().await;
         let Some(record) = self.store.read(|d| d.attachments.get(&id).cloned()).await else {
+            let unplugged = self.backend.unplug(id, None).await;
             self.forget_lock(id, &lock).await;
-            return Ok(());
+            return unplugged;
         };
         // The container may be gone already; then only host-side objects remain.
         let inside = match container::resolve(&record.spec.target, self.docker.as_ref()).await {
             Ok((ns, _)) => ns.netlink().await.ok(),
             Err(_) => None,
         };
-        self.backend
-            .unplug(id, &record.spec, inside.as_ref())
-            .await?;
+        let name = record.spec.ifname.to_string();
+        let container = inside.as_ref().map(|netlink| ContainerIf {
+            netlink,
+            name: &name,
+        });
+        self.backend.unplug(id, container).await?;
         self.store
             .update(|d| d.attachments.remove(&id).is_some())
             .await?;
@@ -300,13 +319,10 @@ impl Agent {
     pub async fn release_host_side(&self, id: Uuid) -> Result<()> {
         let lock = self.lock(id).await;
         let _held = lock.lock().await;
-        let spec = self
-            .store
-            .read(|d| d.attachments.get(&id).map(|a| a.spec.clone()))
-            .await;
-        match spec {
-            Some(spec) => self.backend.unplug(id, &spec, None).await,
-            None => Ok(()),
+        if self.store.read(|d| d.attachments.contains_key(&id)).await {
+            self.backend.unplug(id, None).await
+        } else {
+            Ok(())
         }
     }
 
@@ -325,7 +341,30 @@ impl Agent {
         })
     }
 
-    /// Segments, attachments and uplinks as found in the kernel now.
+    /// Host links of ours whose attachment is not in the desired state.
+    async fn unclaimed(&self) -> Result<Vec<UnclaimedLink>> {
+        let links = self.backend.links_of_ours().await?;
+        let known = self
+            .store
+            .read(|d| {
+                links
+                    .iter()
+                    .map(|(id, _)| d.attachments.contains_key(id))
+                    .collect::<Vec<_>>()
+            })
+            .await;
+        Ok(links
+            .into_iter()
+            .zip(known)
+            .filter(|(_, known)| !known)
+            .map(|((attachment, host_ifname), _)| UnclaimedLink {
+                attachment,
+                host_ifname,
+            })
+            .collect())
+    }
+
+    /// Segments, attachments, unclaimed links and uplinks as found in the kernel now.
     pub async fn state(&self) -> Result<AgentState> {
         let desired = self.store.snapshot().await;
         let mut segments = Vec::new();
@@ -354,13 +393,16 @@ impl Agent {
             backend: self.backend.kind(),
             segments,
             attachments,
+            unclaimed: self.unclaimed().await?,
             uplinks,
             versions: self.versions(),
         })
     }
 
     /// On start: rebuild every desired segment and attachment (running targets only) and
-    /// delete host veths of ours that no desired attachment owns. Keeps going on errors.
+    /// sweep what of ours can no longer carry traffic. Links of ours that no desired
+    /// attachment claims stay (the state file may be lost while containers still use
+    /// them): they are logged and listed in [`Agent::state`]. Keeps going on errors.
     pub async fn reapply(&self) -> Result<()> {
         let desired = self.store.snapshot().await;
         let mut errors = ErrorList::default();
@@ -393,6 +435,15 @@ impl Agent {
             .collect();
         errors.keep(self.backend.sweep(&keep).await);
         drop(locks);
+        if let Some(unclaimed) = errors.keep(self.unclaimed().await) {
+            if !unclaimed.is_empty() {
+                warn!(
+                    links = ?unclaimed.iter().map(|u| &u.host_ifname).collect::<Vec<_>>(),
+                    "host links of ours that no attachment claims are left wired; a DELETE of \
+                     their attachment removes them"
+                );
+            }
+        }
         errors.into_result()
     }
 

@@ -2,8 +2,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use reqwest::Url;
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 use weft_agent_api::{Backend, InterfaceName, Mtu, Token, VlanId};
 use weft_ovsdb::DatapathType;
@@ -33,6 +35,30 @@ pub struct Config {
     /// Where container events are POSTed (`<url>` receives [`weft_agent_api::ContainerEvent`]).
     pub central_url: Option<Url>,
     pub central_token: Option<Token>,
+    pub http: HttpLimits,
+}
+
+/// What the API listener allows a client, so a slow or greedy one cannot hold it
+/// (a half-sent request, idle connections by the thousand).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Time a client has to send a request's line and headers; a slower one is closed.
+    /// actix-web checks it against a clock it updates every 500 ms, so keep it >= 1 s.
+    pub request_head_timeout: Duration,
+    /// How long an idle connection is kept open for a next request (zero: not at all).
+    pub keep_alive: Duration,
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            request_head_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(5),
+            max_connections: 256,
+        }
+    }
 }
 
 /// PEM files the listener serves TLS with. Kept out of [`Config`]: only `main` and
@@ -57,13 +83,14 @@ impl TlsFiles {
     }
 }
 
-/// How the agent names what it creates; names recognise the agent's own objects after a
-/// restart, so it never touches links it did not make.
+/// How the agent names what it creates. Names can collide with other links; the owner
+/// mark ([`owner_mark`]) is what tells the agent's own links after a restart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Naming {
     /// Linux bridge per VLAN: `<prefix><vlan>`, e.g. `wbr181`.
     pub bridge_prefix: String,
-    /// Host end of a container veth: `<prefix>` + hex of the attachment id, 15 bytes max.
+    /// Host end of a container veth: `<prefix>` + hex of a hash of the attachment id,
+    /// 15 bytes in all.
     pub veth_prefix: String,
     /// The single OVS integration bridge.
     pub ovs_bridge: String,
@@ -82,6 +109,20 @@ impl Default for Naming {
 /// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
 pub const IFNAMSIZ_MAX: usize = 15;
 
+const OWNER_MARK_PREFIX: &str = "weft-attachment=";
+
+/// The `ifalias` the agent gives every link it makes for attachment `id` (the host end
+/// of a veth, the container's interface): names can collide, the mark says whose a link is.
+pub fn owner_mark(id: Uuid) -> String {
+    format!("{OWNER_MARK_PREFIX}{id}")
+}
+
+/// The attachment a link belongs to, from its `ifalias`; `None` for links the agent did
+/// not make.
+pub fn owner_of(alias: Option<&str>) -> Option<Uuid> {
+    Uuid::parse_str(alias?.strip_prefix(OWNER_MARK_PREFIX)?).ok()
+}
+
 impl Naming {
     pub fn bridge(&self, vlan: VlanId) -> String {
         format!("{}{vlan}", self.bridge_prefix)
@@ -91,10 +132,17 @@ impl Naming {
         format!("{uplink}.{vlan}")
     }
 
-    /// `wf` + the first hex digits of the id, filling the 15-byte name limit.
+    /// `wf` + hex digits of a SHA-256 of the whole id, filling the 15-byte name limit.
+    /// Ids that share their first digits (UUIDv7 from one millisecond) get different
+    /// names. A 15-byte name cannot hold every id, so two ids can still meet one name:
+    /// the owner mark ([`owner_mark`]) on the link tells whose it is, and the other
+    /// attachment is refused.
     pub fn host_veth(&self, id: Uuid) -> String {
-        let hex = id.simple().to_string();
         let room = IFNAMSIZ_MAX.saturating_sub(self.veth_prefix.len());
+        let hex: String = Sha256::digest(id.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         format!("{}{}", self.veth_prefix, &hex[..room.min(hex.len())])
     }
 
@@ -138,10 +186,48 @@ mod tests {
         let n = Naming::default();
         let id = Uuid::parse_str("6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b").unwrap();
         let name = n.host_veth(id);
-        assert_eq!(name, "wf6f1c2a3b4d5e4");
+        assert_eq!(name.len(), IFNAMSIZ_MAX);
+        assert_eq!(name, n.host_veth(id), "the name is stable across calls");
         assert!(n.is_host_veth(&name));
         assert!(!n.is_host_veth("eth0"));
         assert!(!n.is_host_veth("wfxyz"));
+        assert_eq!(owner_of(Some(&owner_mark(id))), Some(id));
+        assert_eq!(owner_of(Some("weft-attachment=nope")), None);
+        assert_eq!(owner_of(Some("uplink to rack 4")), None);
+        assert_eq!(owner_of(None), None);
+    }
+
+    /// Property: ids that differ only in their last bytes (UUIDv7 from one millisecond,
+    /// sequential ids) still get distinct, well-formed host names.
+    #[test]
+    fn ids_sharing_long_prefixes_get_distinct_host_names() {
+        use rand::{Rng, SeedableRng};
+        let n = Naming::default();
+        let seed = rand::random();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut seen = std::collections::HashMap::new();
+        for _ in 0..20_000 {
+            let mut a: [u8; 16] = rng.gen();
+            let shared = rng.gen_range(8..16);
+            let mut b = a;
+            for byte in &mut b[shared..] {
+                *byte = rng.gen();
+            }
+            if a == b {
+                a[15] ^= 1;
+            }
+            for id in [Uuid::from_bytes(a), Uuid::from_bytes(b)] {
+                let name = n.host_veth(id);
+                assert!(n.is_host_veth(&name), "{name} (seed {seed})");
+                if let Some(other) = seen.insert(name.clone(), id) {
+                    assert_eq!(other, id, "{other} and {id} share {name} (seed {seed})");
+                }
+            }
+        }
+        // The pair from issue 10: the same millisecond, the same 13 leading hex digits.
+        let first = Uuid::parse_str("0193a0c4-5e21-7a3f-9c1e-2b4d6f8a0b11").unwrap();
+        let second = Uuid::parse_str("0193a0c4-5e21-7b90-8d2f-7c3e1a5b9f22").unwrap();
+        assert_ne!(n.host_veth(first), n.host_veth(second));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The container end of an attachment: finding its namespace, configuring it from inside
 //! (address, default route, gratuitous ARP) and reading back what the kernel has.
 
+use uuid::Uuid;
 use weft_agent_api::{AttachmentActual, AttachmentSpec, Target};
 
+use crate::config::owner_mark;
 use crate::docker::Docker;
 use crate::netlink::Netlink;
 use crate::netns::Netns;
@@ -23,10 +25,12 @@ pub async fn resolve(target: &Target, docker: Option<&Docker>) -> Result<(Netns,
     }
 }
 
-/// Address, up (the kernel then sends the gratuitous ARP, see
-/// [`Netlink::enable_arp_notify`]) and default route on a new, still-down interface.
-pub async fn configure(inside: &Netlink, spec: &AttachmentSpec) -> Result<()> {
+/// Owner mark, address, up (the kernel then sends the gratuitous ARP, see
+/// [`Netlink::enable_arp_notify`]) and default route on attachment `id`'s new, still-down
+/// interface.
+pub async fn configure(inside: &Netlink, id: Uuid, spec: &AttachmentSpec) -> Result<()> {
     let link = inside.require(&spec.ifname.to_string()).await?;
+    inside.set_alias(link.index, &owner_mark(id)).await?;
     inside.enable_arp_notify(link.index).await?;
     inside.add_address(link.index, spec.address).await?;
     inside.set_up(link.index).await?;

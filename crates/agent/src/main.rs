@@ -2,14 +2,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use reqwest::Url;
-use tokio_rustls::TlsAcceptor;
 use tracing_subscriber::EnvFilter;
 use weft_agent::agent::Agent;
-use weft_agent::config::{Config, Naming, TlsFiles};
+use weft_agent::config::{Config, HttpLimits, Naming, TlsFiles};
 use weft_agent::events::Callback;
 use weft_agent_api::{Backend, Mtu, Token};
 use weft_ovsdb::DatapathType;
@@ -116,6 +116,17 @@ struct RunArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "WEFT_AGENT_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// Seconds a client has to send a request's line and headers before it is closed.
+    #[arg(long, env = "WEFT_AGENT_REQUEST_HEAD_TIMEOUT", default_value = "5",
+        value_parser = clap::value_parser!(u64).range(1..))]
+    request_head_timeout: u64,
+    /// Seconds an idle connection is kept open for a next request; 0 closes it at once.
+    #[arg(long, env = "WEFT_AGENT_KEEP_ALIVE", default_value = "5")]
+    keep_alive: u64,
+    /// Connections served at once; more wait in the listen backlog.
+    #[arg(long, env = "WEFT_AGENT_MAX_CONNECTIONS", default_value = "256",
+        value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
 }
 
 /// A secret from `<VAR>` or the file named by a flag; never from a plain flag (it would
@@ -143,7 +154,7 @@ fn parse_mtu(s: &str) -> anyhow::Result<Mtu> {
 
 impl RunArgs {
     /// The TLS acceptor, loaded now so a bad file stops the agent before it touches the host.
-    fn tls(&self) -> anyhow::Result<Option<TlsAcceptor>> {
+    fn tls(&self) -> anyhow::Result<Option<rustls::ServerConfig>> {
         let files = TlsFiles::new(self.tls_cert.clone(), self.tls_key.clone())?;
         Ok(files.as_ref().map(weft_agent::tls::acceptor).transpose()?)
     }
@@ -180,6 +191,11 @@ impl RunArgs {
                 .then(|| PathBuf::from(self.docker_socket)),
             central_url: self.central_url,
             central_token: secret("WEFT_AGENT_CENTRAL_TOKEN", self.central_token_file.as_ref())?,
+            http: HttpLimits {
+                request_head_timeout: Duration::from_secs(self.request_head_timeout),
+                keep_alive: Duration::from_secs(self.keep_alive),
+                max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            },
         })
     }
 }
@@ -206,7 +222,7 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn run(config: Config, tls: Option<TlsAcceptor>) -> anyhow::Result<()> {
+async fn run(config: Config, tls: Option<rustls::ServerConfig>) -> anyhow::Result<()> {
     let listen = config.listen;
     let callback = Callback::new(config.central_url.clone(), config.central_token.clone())
         .context("build the HTTP client for container event callbacks")?;
@@ -219,8 +235,15 @@ async fn run(config: Config, tls: Option<TlsAcceptor>) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("bind {listen}"))?;
     tracing::info!(%listen, tls = tls.is_some(), "weft-agent serving");
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listen for SIGTERM")?;
+    // SIGINT or SIGTERM (systemd, docker stop): finish the requests in flight, then exit.
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
     };
     match tls {
         Some(tls) => weft_agent::http::serve_tls(agent, listener, tls, shutdown).await?,
@@ -247,12 +270,21 @@ mod tests {
         assert!(parse(&["--mtu", "9217"]).is_err());
         assert!(parse(&["--central-url", "http://u:secret@central/cb"]).is_err());
         assert!(parse(&["--central-url", "http://central/cb"]).is_ok());
+        assert_eq!(parse(&[]).unwrap().http, HttpLimits::default());
+        let c = parse(&["--request-head-timeout", "2", "--keep-alive", "0"]).unwrap();
+        assert_eq!(c.http.request_head_timeout, Duration::from_secs(2));
+        assert_eq!(c.http.keep_alive, Duration::ZERO);
+        assert!(
+            parse(&["--request-head-timeout", "0"]).is_err(),
+            "0 would mean none"
+        );
+        assert!(parse(&["--max-connections", "0"]).is_err());
     }
 
     #[test]
     fn tls_key_without_cert_is_refused_naming_both_settings() {
         let cli = Cli::try_parse_from(["weft-agent", "--tls-key", "/nonexistent/key.pem"]).unwrap();
-        let msg = cli.run.tls().err().expect("refused").to_string();
+        let msg = cli.run.tls().expect_err("refused").to_string();
         assert!(
             msg.contains("WEFT_AGENT_TLS_CERT") && msg.contains("WEFT_AGENT_TLS_KEY"),
             "{msg}"

@@ -71,6 +71,8 @@ pub struct Link {
     pub controller: Option<u32>,
     pub kind: Option<InfoKind>,
     pub vlan_id: Option<u16>,
+    /// `ifalias`, where the agent puts the owner mark of the links it makes.
+    pub alias: Option<String>,
 }
 
 impl From<LinkMessage> for Link {
@@ -84,12 +86,14 @@ impl From<LinkMessage> for Link {
             controller: None,
             kind: None,
             vlan_id: None,
+            alias: None,
         };
         for attr in msg.attributes {
             match attr {
                 LinkAttribute::IfName(n) => link.name = n,
                 LinkAttribute::Mtu(m) => link.mtu = Some(m),
                 LinkAttribute::Controller(c) => link.controller = Some(c),
+                LinkAttribute::IfAlias(a) => link.alias = Some(a),
                 LinkAttribute::Address(a) => link.mac = <[u8; 6]>::try_from(a).ok().map(MacAddr),
                 LinkAttribute::LinkInfo(infos) => {
                     for info in infos {
@@ -291,12 +295,28 @@ impl Netlink {
         self.set_link(msg, || format!("bring {name} up")).await
     }
 
+    /// Sets the `ifalias` of `link` (the kernel takes none in the creating message).
+    pub async fn set_alias(&self, link: u32, alias: &str) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(link)
+            .append_extra_attribute(LinkAttribute::IfAlias(alias.to_owned()))
+            .build();
+        self.set_link(msg, || format!("mark link {link}")).await
+    }
+
+    async fn set_alias_by_name(&self, name: &str, alias: &str) -> Result<()> {
+        let msg = LinkUnspec::new_with_name(name)
+            .append_extra_attribute(LinkAttribute::IfAlias(alias.to_owned()))
+            .build();
+        self.set_link(msg, || format!("mark {name}")).await
+    }
+
     /// Creates a veth pair in one request, `host` here (joined to its segment as `port`
-    /// says) and the peer inside the container namespace under its final name, then brings
-    /// `host` up quietly (no IPv6 address of its own).
+    /// says) and the peer inside the container namespace under its final name, then marks
+    /// `host` with `alias` and brings it up quietly (no IPv6 address of its own).
     pub async fn add_veth(
         &self,
         host: &str,
+        alias: &str,
         port: HostPort,
         host_mtu: u32,
         peer: &ContainerEnd<'_>,
@@ -312,16 +332,19 @@ impl Netlink {
         let msg = msg
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
             .build();
-        // The requests that bring `host` up quietly go right behind the creating one,
-        // without waiting for its answer (the kernel handles one socket's requests in
-        // order): the link appears and comes up within microseconds, so ovs-vswitchd, which
-        // reconfigures every port after each link change it sees, sees them together.
-        let (created, no_ipv6, up) = futures::join!(
-            self.add_link(msg, || format!("create veth {host}")),
+        // Only a link this request created is marked and brought up: when the name is
+        // taken meanwhile, the link that has it is not touched. The three requests then go
+        // out together, without waiting for each answer (the kernel handles one socket's
+        // requests in order): the link appears and comes up within microseconds, so
+        // ovs-vswitchd, which reconfigures every port after each link change it sees, sees
+        // them together.
+        self.add_link(msg, || format!("create veth {host}")).await?;
+        let (marked, no_ipv6, up) = futures::join!(
+            self.set_alias_by_name(host, alias),
             self.no_ipv6(host),
             self.up_by_name(host)
         );
-        created?;
+        marked?;
         no_ipv6?;
         up
     }

@@ -57,7 +57,8 @@ pub struct StateStore {
 }
 
 impl StateStore {
-    /// Loads the file, or starts empty when it does not exist yet.
+    /// Loads the file, or starts empty when it does not exist (first start, or a lost
+    /// file: said loudly, since the host may still carry wired containers).
     pub fn load(path: impl Into<PathBuf>) -> Result<Self> {
         let path = path.into();
         let desired = match std::fs::read(&path) {
@@ -65,7 +66,15 @@ impl StateStore {
                 path: path.clone(),
                 source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Desired::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(
+                    state_file = %path.display(),
+                    "no state file: starting without desired state; links of ours already on \
+                     the host stay wired and are listed as unclaimed in /v1/state until the \
+                     central service re-applies or deletes their attachments"
+                );
+                Desired::default()
+            }
             Err(source) => return Err(Error::StateFile { path, source }),
         };
         Ok(StateStore {

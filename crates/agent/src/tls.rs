@@ -1,23 +1,18 @@
 //! Optional TLS on the API listener, so the bearer token does not cross the network in
 //! cleartext. Errors name the files, never what is in them.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::Listener;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
-use tokio::task::JoinSet;
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsFiles;
 
 /// How long a client may take over its handshake; one that stalls holds nothing longer.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the TLS settings cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -45,9 +40,9 @@ pub enum TlsError {
     },
 }
 
-/// Reads the PEM files into a TLS acceptor (ring provider, as reqwest uses); called at
-/// start-up so a bad file stops the agent before it serves anything.
-pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
+/// Reads the PEM files into the listener's TLS settings (ring provider, as reqwest uses);
+/// called at start-up so a bad file stops the agent before it serves anything.
+pub fn acceptor(files: &TlsFiles) -> Result<ServerConfig, TlsError> {
     let cert_pem = read(&files.cert)?;
     let chain = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
@@ -66,13 +61,12 @@ pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
         source,
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
+    ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(pair)?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .map_err(pair)?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+        .map_err(pair)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -80,67 +74,6 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
         path: path.to_owned(),
         source,
     })
-}
-
-/// A listener yielding TLS streams. Each handshake runs in its own task, so a slow or
-/// failing client (a port scan, plain HTTP) costs only its own connection.
-pub struct TlsListener<L: Listener> {
-    tcp: L,
-    acceptor: TlsAcceptor,
-    handshakes: JoinSet<Option<(TlsStream<L::Io>, SocketAddr)>>,
-}
-
-impl<L: Listener<Addr = SocketAddr>> TlsListener<L> {
-    pub fn new(tcp: L, acceptor: TlsAcceptor) -> Self {
-        TlsListener {
-            tcp,
-            acceptor,
-            handshakes: JoinSet::new(),
-        }
-    }
-}
-
-impl<L: Listener<Addr = SocketAddr>> Listener for TlsListener<L> {
-    type Io = TlsStream<L::Io>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            tokio::select! {
-                (tcp, peer) = self.tcp.accept() => {
-                    let acceptor = self.acceptor.clone();
-                    self.handshakes.spawn(async move {
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                            Ok(Ok(tls)) => Some((tls, peer)),
-                            // A TCP health probe connects and closes without a word: not
-                            // worth a warning every few seconds.
-                            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                                tracing::debug!(%peer, "closed before the TLS handshake");
-                                None
-                            }
-                            Ok(Err(e)) => {
-                                tracing::warn!(%peer, error = %e, "TLS handshake failed");
-                                None
-                            }
-                            Err(_) => {
-                                tracing::warn!(%peer, "TLS handshake timed out");
-                                None
-                            }
-                        }
-                    });
-                }
-                Some(done) = self.handshakes.join_next() => {
-                    if let Ok(Some(conn)) = done {
-                        return conn;
-                    }
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
-    }
 }
 
 #[cfg(test)]
@@ -196,7 +129,7 @@ mod tests {
             (files(&cert_path, &other), &other, "not a usable pair"),
         ];
         for (files, path, why) in cases {
-            let err = acceptor(&files).err().expect("refused");
+            let err = acceptor(&files).expect_err("refused");
             let shown = format!("{err} {err:?}");
             assert!(shown.contains(&*path.to_string_lossy()), "{shown}");
             assert!(shown.contains(why), "{shown}");

@@ -1,14 +1,13 @@
 //! Linux bridge per VLAN: `wbr<vlan>` over the `<uplink>.<vlan>` 802.1Q sub-interface
 //! (regular mode) or over the uplink itself (untagged mode); containers get veth pairs.
 
-use std::collections::HashSet;
-
 use async_trait::async_trait;
+use netlink_packet_route::link::InfoKind;
 use uuid::Uuid;
 use weft_agent_api::{AttachmentSpec, Backend as BackendKind, Segment, VlanId};
 
-use super::{Backend, HostSide};
-use crate::config::Naming;
+use super::{Backend, ContainerIf, HostSide};
+use crate::config::{owner_mark, Naming};
 use crate::error::ErrorList;
 use crate::netlink::{ContainerEnd, HostPort, Link, Netlink};
 use crate::state::DesiredSegment;
@@ -33,12 +32,17 @@ impl Backend for LinuxBridge {
     }
 
     async fn ensure_segment(&self, vlan: VlanId, seg: &DesiredSegment) -> Result<Segment> {
+        let name = self.naming.bridge(vlan);
+        if let Some(link) = self.nl.link(&name).await? {
+            if link.kind != Some(InfoKind::Bridge) {
+                return Err(Error::Conflict(format!(
+                    "{name}, the bridge of VLAN {vlan}, exists and is not a bridge; nothing was changed"
+                )));
+            }
+        }
         // The carrier first: a missing uplink must not leave a bridge behind.
         let port = super::ensure_carrier(&self.nl, vlan, seg).await?;
-        let bridge = self
-            .nl
-            .ensure_bridge(&self.naming.bridge(vlan), self.mtu)
-            .await?;
+        let bridge = self.nl.ensure_bridge(&name, self.mtu).await?;
         match port.controller {
             Some(c) if c == bridge.index && port.up => {}
             Some(c) if c != bridge.index && c != 0 => {
@@ -115,33 +119,38 @@ impl Backend for LinuxBridge {
         let host = self.naming.host_veth(id);
         Ok(self
             .nl
-            .add_veth(&host, HostPort::Bridge(bridge.index), end.mtu, end)
+            .add_veth(
+                &host,
+                &owner_mark(id),
+                HostPort::Bridge(bridge.index),
+                end.mtu,
+                end,
+            )
             .await?)
     }
 
-    async fn unplug(
-        &self,
-        id: Uuid,
-        _spec: &AttachmentSpec,
-        _inside: Option<&Netlink>,
-    ) -> Result<()> {
-        // Deleting one end of a veth deletes the other, wherever it is.
-        Ok(self.nl.delete(&self.naming.host_veth(id)).await?)
+    async fn claim(&self, id: Uuid) -> Result<()> {
+        super::claim_host_veth(&self.nl, &self.naming, id).await?;
+        Ok(())
     }
 
-    async fn sweep(&self, keep: &HashSet<Uuid>) -> Result<()> {
-        super::sweep_host_veths(&self.nl, &self.naming, keep).await
+    /// Deleting one end of a veth deletes the other, wherever it is.
+    async fn unplug(&self, id: Uuid, _container: Option<ContainerIf<'_>>) -> Result<()> {
+        super::delete_host_veth(&self.nl, &self.naming, id).await
+    }
+
+    async fn links_of_ours(&self) -> Result<Vec<(Uuid, String)>> {
+        super::host_veths_of_ours(&self.nl, &self.naming).await
     }
 
     async fn host_side(&self, id: Uuid, spec: &AttachmentSpec) -> Result<HostSide> {
-        let name = self.naming.host_veth(id);
         let (Some(veth), Some(bridge)) = (
-            self.nl.link(&name).await?,
+            super::own_host_veth(&self.nl, &self.naming, id).await?,
             self.nl.link(&self.naming.bridge(spec.vlan)).await?,
         ) else {
             return Ok(HostSide::Missing);
         };
         let ok = veth.up && veth.controller == Some(bridge.index);
-        Ok(HostSide::ready_if(ok, name))
+        Ok(HostSide::ready_if(ok, veth.name))
     }
 }

@@ -1,15 +1,13 @@
 //! macvlan (bridge mode) children of `<uplink>.<vlan>` (regular) or of the uplink itself
 //! (untagged), created directly inside the container namespace. No host-side interface:
-//! the agent recognises its own child by name, kind and MAC.
-
-use std::collections::HashSet;
+//! the agent recognises its own child by its owner mark.
 
 use async_trait::async_trait;
-use netlink_packet_route::link::InfoKind;
 use uuid::Uuid;
 use weft_agent_api::{AttachmentSpec, Backend as BackendKind, Segment, VlanId};
 
-use super::{Backend, HostSide};
+use super::{Backend, ContainerIf, HostSide};
+use crate::config::owner_of;
 use crate::netlink::{ContainerEnd, Netlink};
 use crate::state::DesiredSegment;
 use crate::{Error, Result};
@@ -70,25 +68,18 @@ impl Backend for Macvlan {
         Ok(self.nl.add_macvlan(parent.index, end).await?)
     }
 
-    async fn unplug(
-        &self,
-        _id: Uuid,
-        spec: &AttachmentSpec,
-        inside: Option<&Netlink>,
-    ) -> Result<()> {
-        let Some(inside) = inside else { return Ok(()) };
-        let ifname = spec.ifname.to_string();
-        match inside.link(&ifname).await? {
-            Some(l) if l.kind == Some(InfoKind::MacVlan) && l.mac == Some(spec.effective_mac()) => {
-                Ok(inside.delete_index(l.index).await?)
+    /// The child lives in the container: it goes when the namespace does, or here, when it
+    /// carries the attachment's mark.
+    async fn unplug(&self, id: Uuid, container: Option<ContainerIf<'_>>) -> Result<()> {
+        let Some(container) = container else {
+            return Ok(());
+        };
+        match container.netlink.link(container.name).await? {
+            Some(l) if owner_of(l.alias.as_deref()) == Some(id) => {
+                Ok(container.netlink.delete_index(l.index).await?)
             }
             _ => Ok(()),
         }
-    }
-
-    /// macvlan children live (and die) with their container namespaces.
-    async fn sweep(&self, _keep: &HashSet<Uuid>) -> Result<()> {
-        Ok(())
     }
 
     /// The macvlan child lives in the container; there is nothing on the host to check.

@@ -16,8 +16,7 @@ pub use linux_bridge::LinuxBridge;
 pub use macvlan::Macvlan;
 pub use ovs::Ovs;
 
-use crate::config::{Config, Naming};
-use crate::error::ErrorList;
+use crate::config::{owner_of, Config, Naming};
 use crate::netlink::{ContainerEnd, Link, Netlink};
 use crate::state::DesiredSegment;
 use crate::{Error, Result};
@@ -47,14 +46,34 @@ pub trait Backend: Send + Sync {
     async fn connect(&self, _id: Uuid, _spec: &AttachmentSpec) -> Result<()> {
         Ok(())
     }
-    /// removes the attachment's interfaces; `inside` is the container namespace, if it still exists.
-    async fn unplug(&self, id: Uuid, spec: &AttachmentSpec, inside: Option<&Netlink>)
-        -> Result<()>;
-    /// removes host-side objects of ours (by naming scheme or owner mark) that belong to
-    /// no attachment in `keep`, e.g. left by a crash mid-attach; never touches others.
-    async fn sweep(&self, keep: &HashSet<Uuid>) -> Result<()>;
+    /// refuses (409, changing nothing) when a host-side name attachment `id` needs is
+    /// held by another attachment or by something the agent did not make.
+    async fn claim(&self, _id: Uuid) -> Result<()> {
+        Ok(())
+    }
+    /// removes attachment `id`'s interfaces, only those carrying its owner mark;
+    /// `container` is its interface's namespace and name, if the namespace still exists.
+    async fn unplug(&self, id: Uuid, container: Option<ContainerIf<'_>>) -> Result<()>;
+    /// removes host-side objects of ours that belong to no attachment in `keep` and can
+    /// no longer carry traffic (their container namespace is gone); never touches others.
+    async fn sweep(&self, _keep: &HashSet<Uuid>) -> Result<()> {
+        Ok(())
+    }
+    /// host links of ours (naming scheme and owner mark) with their attachment, e.g. to
+    /// report those no desired attachment claims. macvlan has none: its interfaces live in
+    /// the containers.
+    async fn links_of_ours(&self) -> Result<Vec<(Uuid, String)>> {
+        Ok(Vec::new())
+    }
     /// whether the host side of an attachment is in place.
     async fn host_side(&self, id: Uuid, spec: &AttachmentSpec) -> Result<HostSide>;
+}
+
+/// An attachment's interface inside its container namespace.
+#[derive(Clone, Copy)]
+pub struct ContainerIf<'a> {
+    pub netlink: &'a Netlink,
+    pub name: &'a str,
 }
 
 /// The host side of one attachment.
@@ -84,17 +103,55 @@ impl HostSide {
     }
 }
 
-/// Deletes host veths that follow the naming scheme but belong to no kept attachment.
-async fn sweep_host_veths(nl: &Netlink, naming: &Naming, keep: &HashSet<Uuid>) -> Result<()> {
-    let ours: HashSet<String> = keep.iter().map(|id| naming.host_veth(*id)).collect();
-    let mut errors = ErrorList::default();
-    for link in nl.links().await? {
-        if naming.is_host_veth(&link.name) && !ours.contains(&link.name) {
-            tracing::warn!(link = %link.name, "deleting orphaned host veth of ours");
-            errors.keep(nl.delete_index(link.index).await);
-        }
+/// Ok when `link` carries the owner mark of attachment `id`; a conflict naming both
+/// otherwise. `what` names the link for the message.
+pub fn owned_by(link: &Link, id: Uuid, what: &str) -> Result<()> {
+    match owner_of(link.alias.as_deref()) {
+        Some(owner) if owner == id => Ok(()),
+        Some(owner) => Err(Error::Conflict(format!(
+            "{what}, needed by attachment {id}, belongs to attachment {owner}; nothing was changed"
+        ))),
+        None => Err(Error::Conflict(format!(
+            "{what}, needed by attachment {id}, exists and was not made by weft-agent; nothing was changed"
+        ))),
     }
-    errors.into_result()
+}
+
+/// The host veth name of attachment `id`, refused when a link of another owner has it.
+async fn claim_host_veth(nl: &Netlink, naming: &Naming, id: Uuid) -> Result<String> {
+    let name = naming.host_veth(id);
+    if let Some(link) = nl.link(&name).await? {
+        owned_by(&link, id, &format!("host link {name}"))?;
+    }
+    Ok(name)
+}
+
+/// The host end of attachment `id`'s veth, if it exists and carries its mark.
+async fn own_host_veth(nl: &Netlink, naming: &Naming, id: Uuid) -> Result<Option<Link>> {
+    let link = nl.link(&naming.host_veth(id)).await?;
+    Ok(link.filter(|l| owner_of(l.alias.as_deref()) == Some(id)))
+}
+
+/// Deletes the host end of attachment `id`'s veth (and with it the container end), only
+/// if it carries its mark.
+async fn delete_host_veth(nl: &Netlink, naming: &Naming, id: Uuid) -> Result<()> {
+    match own_host_veth(nl, naming, id).await? {
+        Some(link) => Ok(nl.delete_index(link.index).await?),
+        None => Ok(()),
+    }
+}
+
+/// Host veths named by the scheme for the attachment their mark names.
+async fn host_veths_of_ours(nl: &Netlink, naming: &Naming) -> Result<Vec<(Uuid, String)>> {
+    Ok(nl
+        .links()
+        .await?
+        .into_iter()
+        .filter_map(|l| {
+            let id = owner_of(l.alias.as_deref())?;
+            (naming.is_host_veth(&l.name) && naming.host_veth(id) == l.name).then_some((id, l.name))
+        })
+        .collect())
 }
 
 /// Finds the segment's uplink and brings it up; a missing uplink is an error.

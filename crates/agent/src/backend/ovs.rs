@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, HashSet};
 use async_trait::async_trait;
 use uuid::Uuid;
 use weft_agent_api::{AttachmentSpec, Backend as BackendKind, Segment, SegmentMode, VlanId};
-use weft_ovsdb::{AccessPort, DatapathType, Vswitch};
+use weft_ovsdb::{AccessPort, DatapathType, PortInfo, Vswitch};
 
-use super::{Backend, HostSide};
-use crate::config::Naming;
+use super::{Backend, ContainerIf, HostSide};
+use crate::config::{owner_mark, Naming};
 use crate::error::ErrorList;
 use crate::netlink::{ContainerEnd, HostPort, Netlink};
 use crate::state::DesiredSegment;
@@ -89,7 +89,7 @@ impl Backend for Ovs {
     ) -> Result<()> {
         let host = self.naming.host_veth(id);
         self.nl
-            .add_veth(&host, HostPort::Switch, end.mtu, end)
+            .add_veth(&host, &owner_mark(id), HostPort::Switch, end.mtu, end)
             .await?;
         Ok(())
     }
@@ -108,58 +108,94 @@ impl Backend for Ovs {
         Ok(())
     }
 
-    async fn unplug(
-        &self,
-        id: Uuid,
-        _spec: &AttachmentSpec,
-        _inside: Option<&Netlink>,
-    ) -> Result<()> {
+    /// The link, and a switch port of that name, must be free or this attachment's.
+    async fn claim(&self, id: Uuid) -> Result<()> {
+        let name = super::claim_host_veth(&self.nl, &self.naming, id).await?;
+        match self.port_of_name(&name).await? {
+            Some(port) if owner(&port) != Some(id) => Err(Error::Conflict(format!(
+                "switch port {name}, needed by attachment {id}, belongs to {}; nothing was changed",
+                owner(&port).map_or("a port weft-agent did not make".into(), |o| {
+                    format!("attachment {o}")
+                })
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes the port and the veth, each only when it carries this attachment's mark.
+    async fn unplug(&self, id: Uuid, _container: Option<ContainerIf<'_>>) -> Result<()> {
         let host = self.naming.host_veth(id);
         let mut errors = ErrorList::default();
-        errors.keep(
-            self.vswitch
-                .remove_ports(&self.naming.ovs_bridge, &[host.as_str()])
-                .await,
-        );
-        errors.keep(self.nl.delete(&host).await);
+        if let Some(Some(port)) = errors.keep(self.port_of_name(&host).await) {
+            if owner(&port) == Some(id) {
+                errors.keep(
+                    self.vswitch
+                        .remove_ports(&self.naming.ovs_bridge, &[host.as_str()])
+                        .await,
+                );
+            }
+        }
+        errors.keep(super::delete_host_veth(&self.nl, &self.naming, id).await);
         errors.into_result()
     }
 
-    /// Removes access ports marked as ours whose attachment is gone, then stray veths.
+    /// Removes access ports marked as ours whose attachment is gone and whose device went
+    /// with its container's namespace. A port whose veth still exists stays: its container
+    /// may still be using it (see [`Backend::links_of_ours`]).
     async fn sweep(&self, keep: &HashSet<Uuid>) -> Result<()> {
-        let bridge = &self.naming.ovs_bridge;
-        let mut errors = ErrorList::default();
-        let ports = match self.vswitch.list_ports(bridge).await {
+        let ports = match self.vswitch.list_ports(&self.naming.ovs_bridge).await {
             // No integration bridge yet: no ports of ours either.
-            Err(weft_ovsdb::Error::NoBridge(_)) => Some(Vec::new()),
-            other => errors.keep(other),
+            Err(weft_ovsdb::Error::NoBridge(_)) => return Ok(()),
+            other => other?,
         };
-        if let Some(ports) = ports {
-            let stale: Vec<String> = ports
-                .into_iter()
-                .filter(|p| {
-                    p.external_ids.get(OWNER_KEY).is_some_and(|owner| {
-                        Uuid::parse_str(owner).map_or(true, |id| !keep.contains(&id))
-                    })
-                })
-                .map(|p| p.name)
-                .collect();
-            if !stale.is_empty() {
-                tracing::warn!(ports = ?stale, "removing orphaned OVS ports of ours");
-                errors.keep(self.vswitch.remove_ports(bridge, &stale).await);
-            }
+        let links: HashSet<String> = self.nl.links().await?.into_iter().map(|l| l.name).collect();
+        let dead: Vec<String> = ports
+            .into_iter()
+            .filter(|p| {
+                p.external_ids.contains_key(OWNER_KEY)
+                    && owner(p).is_none_or(|id| !keep.contains(&id))
+                    && !links.contains(&p.name)
+            })
+            .map(|p| p.name)
+            .collect();
+        if !dead.is_empty() {
+            tracing::warn!(ports = ?dead, "removing OVS ports of ours whose device is gone");
+            self.vswitch
+                .remove_ports(&self.naming.ovs_bridge, &dead)
+                .await?;
         }
-        errors.keep(super::sweep_host_veths(&self.nl, &self.naming, keep).await);
-        errors.into_result()
+        Ok(())
+    }
+
+    async fn links_of_ours(&self) -> Result<Vec<(Uuid, String)>> {
+        super::host_veths_of_ours(&self.nl, &self.naming).await
     }
 
     async fn host_side(&self, id: Uuid, spec: &AttachmentSpec) -> Result<HostSide> {
-        let host = self.naming.host_veth(id);
-        if self.nl.link(&host).await?.is_none_or(|l| !l.up) {
+        let link = super::own_host_veth(&self.nl, &self.naming, id).await?;
+        let Some(link) = link.filter(|l| l.up) else {
             return Ok(HostSide::Missing);
-        }
-        let port = self.vswitch.port(&self.naming.ovs_bridge, &host).await?;
-        let ok = port.is_some_and(|p| p.tag == Some(spec.vlan.get()));
-        Ok(HostSide::ready_if(ok, host))
+        };
+        let port = self
+            .vswitch
+            .port(&self.naming.ovs_bridge, &link.name)
+            .await?;
+        let ok = port.is_some_and(|p| p.tag == Some(spec.vlan.get()) && owner(&p) == Some(id));
+        Ok(HostSide::ready_if(ok, link.name))
     }
+}
+
+impl Ovs {
+    /// The port called `name` on the integration bridge; none while there is no bridge.
+    async fn port_of_name(&self, name: &str) -> Result<Option<PortInfo>> {
+        match self.vswitch.port(&self.naming.ovs_bridge, name).await {
+            Err(weft_ovsdb::Error::NoBridge(_)) => Ok(None),
+            other => Ok(other?),
+        }
+    }
+}
+
+/// The attachment a switch port is marked with.
+fn owner(port: &PortInfo) -> Option<Uuid> {
+    Uuid::parse_str(port.external_ids.get(OWNER_KEY)?).ok()
 }

@@ -148,6 +148,7 @@ async fn agent(
         docker_socket: None,
         central_url: None,
         central_token: None,
+        http: Default::default(),
     };
     let agent = Agent::new(config).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -242,7 +243,7 @@ async fn kernel_veth(namespaces: &[String]) -> anyhow::Result<Samples> {
             mtu: 1500,
         };
         let t = Instant::now();
-        nl.add_veth("wfkernel", HostPort::Switch, 1500, &end)
+        nl.add_veth("wfkernel", "weft-bench", HostPort::Switch, 1500, &end)
             .await?;
         attach.push(t.elapsed());
         let index = nl

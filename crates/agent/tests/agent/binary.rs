@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use uuid::Uuid;
-use weft_agent_api::{AgentClient, Token};
+use weft_agent_api::AgentClient;
 
 use crate::helpers::*;
 
@@ -51,17 +51,8 @@ async fn killed_agent_restarts_with_nothing_lost_or_duplicated() {
     }
     let _leaf = uplink_with_gateway();
     let container = NsProc::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let (port, client) = free_port_and_client();
     let state_file = temp_state_file();
-    let client = AgentClient::new(
-        format!("http://127.0.0.1:{port}/").parse().unwrap(),
-        Token::new(TOKEN),
-    )
-    .unwrap();
 
     let daemon = Daemon::start(port, &state_file);
     ready(&client).await;
@@ -93,4 +84,26 @@ async fn killed_agent_restarts_with_nothing_lost_or_duplicated() {
         1
     );
     assert!(container.sh_ok("ping -c1 -W2 10.0.0.1"));
+}
+
+/// `docker stop` and systemd stop with SIGTERM: the agent finishes and exits cleanly
+/// instead of dying on the signal.
+#[tokio::test(flavor = "current_thread")]
+async fn sigterm_stops_the_agent_cleanly() {
+    if !private_netns("agent binary SIGTERM") {
+        return;
+    }
+    let _leaf = uplink_with_gateway();
+    let (port, client) = free_port_and_client();
+    let mut daemon = Daemon::start(port, &temp_state_file());
+    ready(&client).await;
+    sh(&format!("kill -TERM {}", daemon.0.id()));
+    for _ in 0..200 {
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            assert!(status.success(), "the agent died on SIGTERM: {status}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the agent did not stop on SIGTERM");
 }

@@ -1,50 +1,17 @@
 //! The typed client the central service uses, against a real agent: its request id lands
 //! on the agent's log lines for that request, and its errors say whether a retry may help.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use uuid::Uuid;
-use weft_agent_api::{AgentClient, Backend, ClientError, Token};
+use weft_agent_api::{Backend, ClientError};
 
 use crate::helpers::*;
-
-/// Log output of the agent under test, captured in memory.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 #[tokio::test(flavor = "current_thread")]
 async fn request_id_reaches_the_agent_log_and_errors_say_whether_to_retry() {
     if !private_netns("agent client") {
         return;
     }
-    // The agent's server task runs on this thread (current_thread runtime), so a
-    // thread-default subscriber sees its request spans.
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("weft_agent=info,tower_http=debug")
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _log = tracing::subscriber::set_default(subscriber);
+    let captured = Captured::debug_log();
 
     let container = NsProc::new();
     let (client, _) = serve(start_agent(Backend::LinuxBridge).await).await;
@@ -79,16 +46,7 @@ async fn request_id_reaches_the_agent_log_and_errors_say_whether_to_retry() {
     assert!(!state_line.contains("central-req-7"), "{state_line}");
 
     // An agent that is down: a transport error, worth retrying.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let down = AgentClient::new(
-        format!("http://127.0.0.1:{port}/").parse().unwrap(),
-        Token::new(TOKEN),
-    )
-    .unwrap();
+    let (_, down) = free_port_and_client();
     let err = down.state().await.unwrap_err();
     assert!(
         matches!(err, ClientError::Transport { .. }) && err.is_transient(),

@@ -167,7 +167,7 @@ impl StandInDocker {
             docker.arrived.clone(),
             docker.release.clone(),
         );
-        let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let answer = move |req: actix_web::HttpRequest| {
             let (stall, arrived, release, pids) = (
                 stall.clone(),
                 arrived.clone(),
@@ -175,32 +175,41 @@ impl StandInDocker {
                 pids.clone(),
             );
             async move {
-                if uri.path().ends_with("/version") {
-                    return axum::Json(serde_json::json!({"ApiVersion": "1.41"}));
+                let json = actix_web::web::Json;
+                if req.path().ends_with("/version") {
+                    return json(serde_json::json!({"ApiVersion": "1.41"}));
                 }
                 // /v1.41/containers/<name>/json
-                let name = uri.path().split('/').rev().nth(1).unwrap_or_default();
+                let name = req.path().split('/').rev().nth(1).unwrap_or_default();
                 let (Some(pid), Some(release)) = (pids.get(name), release.get(name)) else {
-                    return axum::Json(serde_json::json!({}));
+                    return json(serde_json::json!({}));
                 };
                 if stall.load(std::sync::atomic::Ordering::SeqCst) {
                     arrived.notify_one();
                     release.notified().await;
                 }
-                axum::Json(serde_json::json!({
+                json(serde_json::json!({
                     "Id": name, "State": {"Running": true, "Pid": pid}
                 }))
             }
-        });
-        let listener = tokio::net::UnixListener::bind(socket).unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        };
+        let server = actix_web::HttpServer::new(move || {
+            actix_web::App::new().default_service(actix_web::web::to(answer.clone()))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen_uds(std::os::unix::net::UnixListener::bind(socket).unwrap())
+        .unwrap()
+        .run();
+        tokio::spawn(server);
         docker
     }
 }
 
-/// A re-apply (agent start, Docker reconnect) sweeps links of ours that no attachment
-/// claims. An attachment being wired meanwhile is not in the state file yet, and its links
-/// must survive. Made deterministic with a Docker stand-in: the re-apply is held while it
+/// A re-apply (agent start, Docker reconnect) sweeps what of ours can no longer carry
+/// traffic, never a live link of ours: neither one no attachment claims (listed as
+/// unclaimed) nor one of an attachment being wired meanwhile, which is not in the state
+/// file yet. Made deterministic with a Docker stand-in: the re-apply is held while it
 /// checks attachment `y`, a PUT of `x` starts and is held at its own Docker inspection
 /// with a link under its name in place, then `y` is let go and the re-apply sweeps.
 #[tokio::test(flavor = "current_thread")]
@@ -235,7 +244,8 @@ async fn reapply_keeps_the_links_of_an_attachment_being_wired() {
     docker
         .stall
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    let (busy, orphan) = (naming.host_veth(x), naming.host_veth(Uuid::new_v4()));
+    let unclaimed = Uuid::new_v4();
+    let (busy, orphan) = (naming.host_veth(x), naming.host_veth(unclaimed));
     let x_spec = docker_spec("x", 0);
     let reapplied = tokio::sync::Notify::new();
     let reapply = async {
@@ -247,13 +257,18 @@ async fn reapply_keeps_the_links_of_an_attachment_being_wired() {
         let put = agent.ensure_attachment(x, &x_spec);
         let steer = async {
             docker.arrived.notified().await; // the PUT of x is in flight
-            sh(&format!("ip link add {busy} type veth peer name busypeer"));
             sh(&format!(
-                "ip link add {orphan} type veth peer name orphanpeer"
+                "ip link add {busy} type veth peer name busypeer && ip link set {busy} alias weft-attachment={x}"
+            ));
+            sh(&format!(
+                "ip link add {orphan} type veth peer name orphanpeer && ip link set {orphan} alias weft-attachment={unclaimed}"
             ));
             docker.release["y"].notify_one();
             reapplied.notified().await;
-            assert!(link_line(&orphan).is_none(), "the sweep did not run");
+            assert!(
+                link_line(&orphan).is_some(),
+                "a re-apply swept an unclaimed link"
+            );
             assert!(
                 link_line(&busy).is_some(),
                 "a re-apply swept the link of an attachment being wired"
@@ -268,6 +283,17 @@ async fn reapply_keeps_the_links_of_an_attachment_being_wired() {
     docker
         .stall
         .store(false, std::sync::atomic::Ordering::SeqCst);
+    let state = agent.state().await.unwrap();
+    assert_eq!(
+        state.unclaimed,
+        vec![weft_agent_api::UnclaimedLink {
+            attachment: unclaimed,
+            host_ifname: orphan.clone()
+        }]
+    );
+    // A DELETE of the unclaimed attachment removes its link.
+    agent.remove_attachment(unclaimed).await.unwrap();
+    assert!(link_line(&orphan).is_none());
     assert_eq!(assert_host_ends_match_the_kernel(&agent).await.len(), 2);
 }
 

@@ -4,9 +4,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::routing::post;
-use axum::Json;
+use actix_web::{web, App, HttpServer};
 use uuid::Uuid;
 use weft_agent::agent::Agent;
 use weft_agent::bench::PrivateOvs;
@@ -54,22 +52,27 @@ fn docker_ready() -> bool {
 /// Collects the agent's container-event callbacks.
 async fn callback_sink() -> (reqwest::Url, Arc<Mutex<Vec<ContainerEvent>>>) {
     let seen: Arc<Mutex<Vec<ContainerEvent>>> = Arc::default();
-    let app = axum::Router::new()
-        .route(
-            "/events",
-            post(
-                |State(seen): State<Arc<Mutex<Vec<ContainerEvent>>>>,
-                 Json(e): Json<ContainerEvent>| async move {
-                    seen.lock().unwrap().push(e);
-                },
-            ),
-        )
-        .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink = seen.clone();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/events", listener.local_addr().unwrap())
         .parse()
         .unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let server = HttpServer::new(move || {
+        let sink = sink.clone();
+        App::new().route(
+            "/events",
+            web::post().to(move |e: web::Json<ContainerEvent>| {
+                sink.lock().unwrap().push(e.into_inner());
+                async { "" }
+            }),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
     (url, seen)
 }
 

@@ -4,10 +4,11 @@
 //! (`unshare(CLONE_NEWNET)`, netavark style), so nothing touches the machine's interfaces.
 //! "Containers" and the far side of the uplink ("leaf") are `unshare -n sleep` processes.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sched::{unshare, CloneFlags};
@@ -180,6 +181,7 @@ pub fn config(backend: Backend, state_file: PathBuf) -> Config {
         docker_socket: None,
         central_url: None,
         central_token: None,
+        http: Default::default(),
     }
 }
 
@@ -232,4 +234,55 @@ pub fn assert_quiet_host_links(container: &NsProc, links: &[&str]) {
         let v6 = sh(&format!("ip -6 -o addr show dev {link}"));
         assert!(v6.trim().is_empty(), "{link} has an IPv6 address: {v6}");
     }
+}
+
+/// Log output of the agent under test, captured in memory.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Captures the agent's log at debug level from here on. The agent's requests are
+    /// handled on the server's own worker threads, so this is the process-wide subscriber
+    /// (one test per process under nextest).
+    pub fn debug_log() -> Self {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("weft_agent=debug")
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        captured
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// A port nothing listens on yet, and a client for an agent there.
+pub fn free_port_and_client() -> (u16, AgentClient) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = AgentClient::new(
+        format!("http://127.0.0.1:{port}/").parse().unwrap(),
+        Token::new(TOKEN),
+    )
+    .unwrap();
+    (port, client)
 }

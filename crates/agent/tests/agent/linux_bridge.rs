@@ -2,8 +2,10 @@
 
 use uuid::Uuid;
 use weft_agent::agent::Agent;
+use weft_agent::config::Naming;
 use weft_agent_api::{
     AgentClient, AttachmentSpec, Backend, ClientError, Mtu, SegmentMode, SegmentSpec, Token,
+    UnclaimedLink,
 };
 
 use crate::helpers::*;
@@ -195,8 +197,12 @@ async fn api_rejects_requests_without_the_token() {
     }
 }
 
+/// A restart recognises the agent's links by name and owner mark: its attachment's are
+/// kept as they are, one of an attachment it has no record of (a crash before the state
+/// file was written) stays wired and is reported until a DELETE, and a link that merely
+/// looks like one of ours is never touched.
 #[tokio::test(flavor = "current_thread")]
-async fn restarted_agent_keeps_attachments_and_removes_only_its_own_orphans() {
+async fn restarted_agent_keeps_attachments_and_touches_only_its_own_links() {
     if !private_netns("linux-bridge restart") {
         return;
     }
@@ -219,8 +225,14 @@ async fn restarted_agent_keeps_attachments_and_removes_only_its_own_orphans() {
             .unwrap()
     };
     let before = ifindex(&host).unwrap();
-    // Left behind by a crash mid-attach (our naming scheme), and somebody else's link.
-    sh("ip link add wf0123456789abc type veth peer name crashpeer");
+    // Left behind by a crash mid-attach (our name and mark), and somebody else's links:
+    // one named like ours without our mark, one not named like ours.
+    let crashed = Uuid::new_v4();
+    let crashed_host = Naming::default().host_veth(crashed);
+    sh(&format!(
+        "ip link add {crashed_host} type veth peer name crashpeer && ip link set {crashed_host} alias weft-attachment={crashed}"
+    ));
+    sh("ip link add wf0123456789abc type veth peer name lookalike");
     sh("ip link add wfnotours type veth peer name otherpeer");
 
     let agent = Agent::new(config(Backend::LinuxBridge, state_file))
@@ -232,18 +244,32 @@ async fn restarted_agent_keeps_attachments_and_removes_only_its_own_orphans() {
         Some(before),
         "re-apply must not re-create a healthy attachment"
     );
-    assert!(
-        link_line("wf0123456789abc").is_none(),
-        "orphan of ours survived"
-    );
-    assert!(
-        link_line("wfnotours").is_some(),
-        "the agent deleted a link it did not create"
-    );
     let state = agent.state().await.unwrap();
     assert_eq!(state.attachments.len(), 1);
     assert!(state.attachments[0].actual.wired);
     assert!(container.sh_ok("ping -c1 -W2 10.0.0.1"));
+    assert_eq!(
+        state.unclaimed,
+        vec![UnclaimedLink {
+            attachment: crashed,
+            host_ifname: crashed_host.clone()
+        }]
+    );
+    assert!(
+        link_line(&crashed_host).is_some(),
+        "an unclaimed link was removed"
+    );
+    agent.remove_attachment(crashed).await.unwrap();
+    assert!(
+        link_line(&crashed_host).is_none(),
+        "a DELETE left the unclaimed link"
+    );
+    for foreign in ["wf0123456789abc", "wfnotours"] {
+        assert!(
+            link_line(foreign).is_some(),
+            "the agent deleted {foreign}, a link it did not create"
+        );
+    }
 }
 
 /// A network namespace given by path (runtimes other than Docker: `ip netns`, CNI, crun):

@@ -112,9 +112,10 @@ async fn ovs_access_port_tags_the_containers_frames_on_the_uplink() {
     );
     assert_eq!(agent.ensure_attachment(id, &spec).await.unwrap(), att);
 
-    // After a crash: a port marked as ours for a forgotten attachment, and a foreign port.
+    // After a crash: a port marked as ours for a forgotten attachment whose container
+    // (and with it the veth) is gone, and a foreign port.
     let vsctl = format!("ovs-vsctl --db={}", ovs.db());
-    sh("ip link add wf0123456789abc type veth peer name crashpeer && ip link add foreign0 type veth peer name foreign1");
+    sh("ip link add foreign0 type veth peer name foreign1");
     sh(&format!(
         "{vsctl} add-port br-weft wf0123456789abc tag=181 -- set Port wf0123456789abc external_ids:weft-attachment={} \
          -- add-port br-weft foreign0 tag=5",

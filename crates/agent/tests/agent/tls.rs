@@ -86,6 +86,7 @@ async fn tls_serves_clients_trusting_the_ca_and_survives_failed_handshakes() {
     if !private_netns("agent TLS") {
         return;
     }
+    let log = Captured::debug_log();
     let pki = Pki::new();
     let agent = start_agent(Backend::LinuxBridge).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -156,6 +157,15 @@ async fn tls_serves_clients_trusting_the_ca_and_survives_failed_handshakes() {
     let client = pki.trusting(&format!("https://localhost:{port}/"));
     promptly(client.health()).await.unwrap();
     promptly(client.state()).await.unwrap();
+    // Failed handshakes are logged, at debug only (probes and scans are routine).
+    let failures: Vec<String> = log
+        .text()
+        .lines()
+        .filter(|l| l.contains("TLS handshake failed"))
+        .map(str::to_owned)
+        .collect();
+    assert!(!failures.is_empty(), "no handshake failure logged");
+    assert!(failures.iter().all(|l| l.contains("DEBUG")), "{failures:?}");
 }
 
 /// The real binary, configured from the environment, killed on drop.
