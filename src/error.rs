@@ -1,7 +1,7 @@
 //! API errors as RFC 9457 `application/problem+json`, each kind with a stable `type` URI.
 
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use weft_apic::{ApicError, PreflightError};
@@ -44,6 +44,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("this method is not allowed on this resource")]
     MethodNotAllowed,
+    /// A body, URI or header section over the server's limits.
+    #[error("{0}")]
+    TooLarge(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -90,6 +93,11 @@ impl ApiError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
                 "Method not allowed",
+            ),
+            Self::TooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "Request too large",
             ),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             Self::InUse(_) => (StatusCode::CONFLICT, "in-use", "Resource in use"),
@@ -179,17 +187,21 @@ impl From<PreflightError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
         let (status, kind, title) = self.parts();
-        if let Self::Internal(e) = &self {
+        if let Self::Internal(e) = self {
             // The chain goes to the log only; the client sees a generic message.
             tracing::error!(error = ?e, "request failed");
         }
-        if let Self::Apic(e) = &self {
+        if let Self::Apic(e) = self {
             tracing::warn!(error = %e, "APIC request failed");
         }
-        let object_dn = match &self {
+        let object_dn = match self {
             Self::PreflightFailed { object_dn, .. } => object_dn.clone(),
             _ => None,
         };
@@ -200,13 +212,13 @@ impl IntoResponse for ApiError {
             detail: self.to_string(),
             object_dn,
         };
-        let mut resp = (status, axum::Json(problem)).into_response();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/problem+json"),
-        );
-        resp
+        HttpResponse::build(status)
+            .content_type(PROBLEM_JSON)
+            .json(problem)
     }
 }
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
 
 pub type ApiResult<T> = Result<T, ApiError>;

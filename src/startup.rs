@@ -2,19 +2,21 @@
 //! and the integration tests go through the same code, only the listener address differs.
 
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::time::Instant;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ResourceDef, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::Method;
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, HttpMessage, HttpServer};
 use anyhow::Context;
-
-use axum::http::{HeaderName, Request};
-use axum::Router;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
-use tokio::net::TcpListener;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Instrument;
 
 use crate::alloc::Quarantine;
 use crate::apic::Apic;
@@ -23,7 +25,7 @@ use crate::config::Config;
 /// The schema migrations, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// Shared by every handler.
+/// Shared by every handler (as `web::Data<AppState>`).
 #[derive(Clone)]
 pub struct AppState {
     pub db: PgPool,
@@ -32,6 +34,44 @@ pub struct AppState {
     pub apic: Option<Arc<Apic>>,
     /// The OpenAPI document, rendered once.
     pub openapi: Arc<serde_json::Value>,
+    /// Every documented path and its methods, to tell 405 from 404.
+    pub routes: Arc<Routes>,
+}
+
+/// The documented paths as router patterns, each with the methods it answers.
+pub struct Routes(Vec<(ResourceDef, Vec<Method>)>);
+
+impl Routes {
+    fn from_doc(doc: &utoipa::openapi::OpenApi) -> Self {
+        Self(
+            doc.paths
+                .paths
+                .iter()
+                .map(|(path, item)| {
+                    let methods = [
+                        (Method::GET, item.get.is_some()),
+                        (Method::PUT, item.put.is_some()),
+                        (Method::POST, item.post.is_some()),
+                        (Method::DELETE, item.delete.is_some()),
+                    ];
+                    let methods = methods
+                        .into_iter()
+                        .filter_map(|(m, has)| has.then_some(m))
+                        .collect();
+                    (ResourceDef::new(path.as_str()), methods)
+                })
+                .collect(),
+        )
+    }
+
+    /// The methods `path` answers; empty when it is no route of ours.
+    pub fn allowed(&self, path: &str) -> Vec<Method> {
+        self.0
+            .iter()
+            .filter(|(def, _)| def.is_match(path))
+            .flat_map(|(_, methods)| methods.iter().cloned())
+            .collect()
+    }
 }
 
 /// Opens the pool described by the configuration (fails fast when the database is unreachable).
@@ -46,52 +86,70 @@ pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The complete HTTP application: API routes, request ids, tracing.
-pub fn router(db: PgPool, quarantine: Quarantine, apic: Option<Arc<Apic>>) -> Router {
-    let (api, doc) = crate::openapi::split();
-    let state = AppState {
-        db,
-        quarantine,
-        apic,
-        openapi: Arc::new(serde_json::to_value(&doc).unwrap_or_default()),
-    };
-    api.fallback(crate::http::not_found)
-        .method_not_allowed_fallback(crate::http::method_not_allowed)
-        .with_state(state)
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
-        )
-        // Outermost: a request id exists (the client's, or a new UUID) before anything logs.
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+/// The request's id: the client's `x-request-id`, or a new UUID. It is echoed on the response,
+/// carried by the request's span and recorded in the audit log.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl RequestId {
+    fn of(req: &ServiceRequest) -> Self {
+        let given = req
+            .headers()
+            .get(&REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        Self(given.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()))
+    }
 }
 
-/// The span every log line of a request is recorded in; `actor` is filled in by authentication.
-fn request_span<B>(req: &Request<B>) -> tracing::Span {
-    let id = req
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    tracing::info_span!(
+/// Outermost middleware: gives the request its id and a `request` span that every log line of
+/// the request is recorded in, identifies the caller (the span's `actor`), logs the outcome and
+/// echoes the id.
+async fn request_context(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = RequestId::of(&req);
+    let span = tracing::info_span!(
         "request",
-        request_id = %id,
+        request_id = %id.0,
         method = %req.method(),
-        path = %req.uri().path(),
+        path = %req.path(),
         actor = tracing::field::Empty,
-    )
+    );
+    let started = Instant::now();
+    async move {
+        if let Some(st) = req.app_data::<web::Data<AppState>>() {
+            let identity = crate::auth::identify(&st.db, req.headers()).await;
+            if let Ok(Some((actor, _))) = &identity.0 {
+                tracing::Span::current().record("actor", actor.as_str());
+            }
+            req.extensions_mut().insert(identity);
+        }
+        req.extensions_mut().insert(id.clone());
+        let mut resp = next.call(req).await?;
+        tracing::info!(
+            status = resp.status().as_u16(),
+            latency_ms = started.elapsed().as_millis() as u64,
+            "finished processing request"
+        );
+        if let Ok(v) = HeaderValue::from_str(&id.0) {
+            resp.headers_mut().insert(REQUEST_ID, v);
+        }
+        Ok(resp)
+    }
+    .instrument(span)
+    .await
 }
 
 /// A bound, not yet running server.
 pub struct Application {
     listener: TcpListener,
-    router: Router,
+    state: AppState,
 }
 
 impl Application {
-    /// Binds `listen` (port 0 picks a free port) and builds the router on `db`.
+    /// Binds `listen` (port 0 picks a free port) and builds the application on `db`.
     pub async fn build(config: &Config, db: PgPool) -> anyhow::Result<Self> {
         let quarantine = Quarantine {
             vlan: config.vlan_quarantine,
@@ -115,11 +173,16 @@ impl Application {
         quarantine: Quarantine,
         apic: Option<Arc<Apic>>,
     ) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(listen).await?;
-        Ok(Self {
-            listener,
-            router: router(db, quarantine, apic),
-        })
+        let listener = TcpListener::bind(listen)?;
+        let doc = crate::openapi::openapi();
+        let state = AppState {
+            db,
+            quarantine,
+            apic,
+            openapi: Arc::new(serde_json::to_value(&doc).unwrap_or_default()),
+            routes: Arc::new(Routes::from_doc(&doc)),
+        };
+        Ok(Self { listener, state })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -131,8 +194,18 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let state = web::Data::new(self.state);
+        let server = HttpServer::new(move || {
+            let app = App::new()
+                .app_data(state.clone())
+                .default_service(web::to(crate::http::fallback))
+                .wrap(from_fn(request_context));
+            crate::openapi::register(app)
+        })
+        .disable_signals()
+        .shutdown_signal(shutdown)
+        .listen(self.listener)?
+        .run();
+        server.await
     }
 }

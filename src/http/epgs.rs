@@ -1,13 +1,12 @@
 //! `/api/v1/epgs/{tenant}/{app}/{epg}`: EPGs, their subnets and their VLAN.
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::Json;
+use actix_web::web::{self, Json};
+use actix_web::HttpResponse;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::{finish_put, vanished, ApiJson, ApiPath, ApiQuery, Page, Paging, Put};
 use crate::alloc::vlan;
@@ -17,10 +16,12 @@ use crate::domain::{ApicName, BindingMode, Encap, EpgKey, Immediacy, SubnetSpec,
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::startup::AppState;
 
-pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list_epgs))
-        .routes(routes!(get_epg, put_epg, delete_epg))
+/// Registers this resource's routes (and their documentation).
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(list_epgs)
+        .service(get_epg)
+        .service(put_epg)
+        .service(delete_epg);
 }
 
 /// What a client declares about an EPG.
@@ -150,11 +151,12 @@ pub struct EpgFilter {
     pub vlan_pool: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/epgs", tag = "epgs", params(Paging, EpgFilter),
+#[utoipa::path(get, path = "/api/v1/epgs", impl_for = list_epgs, tag = "epgs", params(Paging, EpgFilter),
     responses((status = 200, body = Page<Epg>)))]
+#[actix_web::get("/api/v1/epgs")]
 async fn list_epgs(
     _auth: Auth<Viewer>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiQuery(paging): ApiQuery<Paging>,
     ApiQuery(f): ApiQuery<EpgFilter>,
 ) -> ApiResult<Json<Page<Epg>>> {
@@ -179,12 +181,13 @@ async fn list_epgs(
     Ok(Json(page))
 }
 
-#[utoipa::path(get, path = "/api/v1/epgs/{tenant}/{app}/{epg}", tag = "epgs",
+#[utoipa::path(get, path = "/api/v1/epgs/{tenant}/{app}/{epg}", impl_for = get_epg, tag = "epgs",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path)),
     responses((status = 200, body = Epg), (status = 404, body = Problem)))]
+#[actix_web::get("/api/v1/epgs/{tenant}/{app}/{epg}")]
 async fn get_epg(
     _auth: Auth<Viewer>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiPath(path): ApiPath<(String, String, String)>,
 ) -> ApiResult<Json<Epg>> {
     let key = key(path)?;
@@ -197,13 +200,14 @@ async fn get_epg(
 
 /// Creates or updates an EPG. On creation it gets one VLAN from its pool (409 when the pool is
 /// exhausted); later PUTs keep that VLAN. A PUT that changes nothing writes nothing.
-#[utoipa::path(put, path = "/api/v1/epgs/{tenant}/{app}/{epg}", tag = "epgs",
+#[utoipa::path(put, path = "/api/v1/epgs/{tenant}/{app}/{epg}", impl_for = put_epg, tag = "epgs",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path)), request_body = EpgSpec,
     responses((status = 200, body = Epg, description = "updated"), (status = 201, body = Epg, description = "created"),
         (status = 409, body = Problem)))]
+#[actix_web::put("/api/v1/epgs/{tenant}/{app}/{epg}")]
 async fn put_epg(
     auth: Auth<Operator>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiPath(path): ApiPath<(String, String, String)>,
     ApiJson(spec): ApiJson<EpgSpec>,
 ) -> ApiResult<Put<Epg>> {
@@ -259,18 +263,19 @@ async fn put_epg(
 }
 
 /// Deletes an EPG: 409 while attachments or reservations use it; its VLAN goes into quarantine.
-#[utoipa::path(delete, path = "/api/v1/epgs/{tenant}/{app}/{epg}", tag = "epgs",
+#[utoipa::path(delete, path = "/api/v1/epgs/{tenant}/{app}/{epg}", impl_for = delete_epg, tag = "epgs",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path)),
     responses((status = 204, description = "deleted or absent"), (status = 409, body = Problem)))]
+#[actix_web::delete("/api/v1/epgs/{tenant}/{app}/{epg}")]
 async fn delete_epg(
     auth: Auth<Operator>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiPath(path): ApiPath<(String, String, String)>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<HttpResponse> {
     let key = key(path)?;
     let mut tx = st.db.begin().await?;
     let Some((id, pool_id)) = epgs::ids_of(&mut tx, &key).await? else {
-        return Ok(StatusCode::NO_CONTENT);
+        return Ok(HttpResponse::NoContent().finish());
     };
     // Pool, then subnets, then the EPG row: PUT and reservations never lock in the opposite order.
     vlan::lock_pool(&mut tx, pool_id).await?;
@@ -294,7 +299,7 @@ async fn delete_epg(
     )
     .await?;
     tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(HttpResponse::NoContent().finish())
 }
 
 fn validate_subnets(subnets: &[SubnetSpec]) -> ApiResult<()> {

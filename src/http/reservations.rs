@@ -3,18 +3,16 @@
 
 use std::net::Ipv4Addr;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::Json;
+use actix_web::web::{self, Json};
+use actix_web::HttpResponse;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::ToSchema;
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::epgs::key;
-use super::{optional_json, ApiPath, ApiQuery, Page, Paging, Put};
+use super::{ApiPath, ApiQuery, OptionalJson, Page, Paging, Put};
 use crate::alloc::ip;
 use crate::auth::{Auth, Operator, Viewer};
 use crate::db::{audit, epgs};
@@ -22,14 +20,12 @@ use crate::domain::{ApicName, EpgKey, Ipv4Cidr};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::startup::AppState;
 
-pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list_reservations))
-        .routes(routes!(
-            get_reservation,
-            put_reservation,
-            delete_reservation
-        ))
+/// Registers this resource's routes (and their documentation).
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(list_reservations)
+        .service(get_reservation)
+        .service(put_reservation)
+        .service(delete_reservation);
 }
 
 /// Optional wishes for a reservation.
@@ -104,12 +100,13 @@ fn split((t, a, e, n): ReservationPath) -> ApiResult<(EpgKey, ApicName)> {
     Ok((key((t, a, e))?, ApicName::parse(&n)?))
 }
 
-#[utoipa::path(get, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations", tag = "reservations",
+#[utoipa::path(get, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations", impl_for = list_reservations, tag = "reservations",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path), Paging),
     responses((status = 200, body = Page<Reservation>), (status = 404, body = Problem)))]
+#[actix_web::get("/api/v1/epgs/{tenant}/{app}/{epg}/reservations")]
 async fn list_reservations(
     _auth: Auth<Viewer>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiPath(path): ApiPath<EpgPath>,
     ApiQuery(paging): ApiQuery<Paging>,
 ) -> ApiResult<Json<Page<Reservation>>> {
@@ -129,12 +126,13 @@ async fn list_reservations(
     Ok(Json(Page::decode(rows, limit, |r| Ok((r.0, decode(r)?)))?))
 }
 
-#[utoipa::path(get, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", tag = "reservations",
+#[utoipa::path(get, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", impl_for = get_reservation, tag = "reservations",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path), ("name" = String, Path)),
     responses((status = 200, body = Reservation), (status = 404, body = Problem)))]
+#[actix_web::get("/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}")]
 async fn get_reservation(
     _auth: Auth<Viewer>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiPath(path): ApiPath<ReservationPath>,
 ) -> ApiResult<Json<Reservation>> {
     let (key, name) = split(path)?;
@@ -148,19 +146,19 @@ async fn get_reservation(
 
 /// Reserves an address for `name` (the same name always gets the same address). The body is
 /// optional. 409 `pool-exhausted` when no address is left.
-#[utoipa::path(put, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", tag = "reservations",
+#[utoipa::path(put, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", impl_for = put_reservation, tag = "reservations",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path), ("name" = String, Path)),
     request_body(content = Option<ReservationSpec>),
     responses((status = 200, body = Reservation, description = "already held"), (status = 201, body = Reservation, description = "reserved"),
         (status = 404, body = Problem), (status = 409, body = Problem)))]
+#[actix_web::put("/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}")]
 async fn put_reservation(
     auth: Auth<Operator>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiPath(path): ApiPath<ReservationPath>,
-    body: Bytes,
+    OptionalJson(spec): OptionalJson<ReservationSpec>,
 ) -> ApiResult<Put<Reservation>> {
     let (key, name) = split(path)?;
-    let spec: ReservationSpec = optional_json(&body)?;
     let mut tx = st.db.begin().await?;
     let id = epg_id(&mut tx, &key).await?;
     let before = load(&mut tx, id, &name).await?;
@@ -189,18 +187,19 @@ async fn put_reservation(
 }
 
 /// Releases the address into quarantine. Releasing a missing reservation is a no-op.
-#[utoipa::path(delete, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", tag = "reservations",
+#[utoipa::path(delete, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", impl_for = delete_reservation, tag = "reservations",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path), ("name" = String, Path)),
     responses((status = 204, description = "released or absent")))]
+#[actix_web::delete("/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}")]
 async fn delete_reservation(
     auth: Auth<Operator>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiPath(path): ApiPath<ReservationPath>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<HttpResponse> {
     let (key, name) = split(path)?;
     let mut tx = st.db.begin().await?;
     let Some((id, _)) = epgs::ids_of(&mut tx, &key).await? else {
-        return Ok(StatusCode::NO_CONTENT);
+        return Ok(HttpResponse::NoContent().finish());
     };
     let before = load(&mut tx, id, &name).await?;
     if ip::release(&mut tx, id, name.as_str(), st.quarantine.ip)
@@ -218,5 +217,5 @@ async fn delete_reservation(
         .await?;
     }
     tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(HttpResponse::NoContent().finish())
 }

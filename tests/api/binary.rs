@@ -271,7 +271,7 @@ async fn every_log_line_of_a_request_carries_its_request_id(db: PgPool) {
         "sqlx::query",
         "weft_apic::client",
         "weft::apic",
-        "tower_http::trace::on_response",
+        "weft::startup",
     ] {
         assert!(
             lines.iter().any(|l| l["target"] == wanted),
