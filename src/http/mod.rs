@@ -116,12 +116,36 @@ fn too_large() -> ApiError {
     ApiError::TooLarge(format!("the body is larger than {JSON_LIMIT} bytes"))
 }
 
-/// Syntax errors are 400, values the target type refuses are 422.
+/// Syntax errors are 400, values the target type refuses (and a NUL anywhere) are 422.
 fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::Invalid(e.to_string()),
-        _ => ApiError::Malformed(e.to_string()),
-    })
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::Malformed(e.to_string()))?;
+    refuse_nul_in_json(&value, "the body")?;
+    serde_json::from_value(value).map_err(|e| ApiError::Invalid(e.to_string()))
+}
+
+/// Postgres text cannot hold a NUL byte (it answers `invalid byte sequence`), so no string that
+/// may reach the database contains one: every extractor refuses it with this 422.
+fn refuse_nul<'a>(strings: impl IntoIterator<Item = &'a str>, place: &str) -> ApiResult<()> {
+    match strings.into_iter().any(|s| s.contains('\0')) {
+        true => Err(ApiError::Invalid(format!(
+            "{place} contains a NUL byte (U+0000)"
+        ))),
+        false => Ok(()),
+    }
+}
+
+fn refuse_nul_in_json(value: &serde_json::Value, place: &str) -> ApiResult<()> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => refuse_nul([s.as_str()], place),
+        Value::Array(items) => items.iter().try_for_each(|v| refuse_nul_in_json(v, place)),
+        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            refuse_nul([k.as_str()], place)?;
+            refuse_nul_in_json(v, place)
+        }),
+        _ => Ok(()),
+    }
 }
 
 impl<T: DeserializeOwned> FromRequest for ApiPath<T> {
@@ -129,12 +153,18 @@ impl<T: DeserializeOwned> FromRequest for ApiPath<T> {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(
+        let path = |e: actix_web::Error| ApiError::Malformed(format!("path: {e}"));
+        ready((|| {
+            // The segments as the handler gets them (percent-decoded), checked before use.
+            let segments = web::Path::<Vec<String>>::extract(req)
+                .into_inner()
+                .map_err(path)?;
+            refuse_nul(segments.iter().map(String::as_str), "a path segment")?;
             web::Path::<T>::extract(req)
                 .into_inner()
                 .map(|p| ApiPath(p.into_inner()))
-                .map_err(|e| ApiError::Malformed(format!("path: {e}"))),
-        )
+                .map_err(path)
+        })())
     }
 }
 
@@ -143,11 +173,18 @@ impl<T: DeserializeOwned> FromRequest for ApiQuery<T> {
     type Future = Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(
+        let query = |e: actix_web::error::QueryPayloadError| ApiError::Invalid(e.to_string());
+        ready((|| {
+            let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+                .map_err(query)?;
+            refuse_nul(
+                pairs.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]),
+                "a query parameter",
+            )?;
             web::Query::<T>::from_query(req.query_string())
                 .map(|q| ApiQuery(q.into_inner()))
-                .map_err(|e| ApiError::Invalid(e.to_string())),
-        )
+                .map_err(query)
+        })())
     }
 }
 

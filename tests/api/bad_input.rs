@@ -1,11 +1,11 @@
 //! Rejected requests change nothing: the database (audit log included) is identical before
 //! and after each one, and every rejection is a 4xx problem.
 
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::helpers::{db_snapshot, epg_body, spawn_app};
+use crate::helpers::{assert_problem, db_snapshot, epg_body, spawn_app};
 
 #[sqlx::test(migrations = "./migrations")]
 async fn rejected_requests_leave_the_database_untouched(db: PgPool) {
@@ -253,5 +253,50 @@ async fn rejected_requests_leave_the_database_untouched(db: PgPool) {
             before,
             "{method} {path} changed the database"
         );
+    }
+}
+
+/// Postgres text cannot hold NUL: a NUL in a filter, a path segment or a JSON string used to
+/// reach the database and come back as a 500. It is a 422 at the edge and changes nothing.
+#[sqlx::test(migrations = "./migrations")]
+async fn a_nul_byte_anywhere_is_refused_at_the_edge(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    app.pool("p", 100, 100).await;
+    let host = json!({"agent_url": "http://h1:9180", "backend": "ovs", "agent_token": "a\u{0}b"});
+    let cases: Vec<(Method, &str, Option<Value>)> = vec![
+        (Method::GET, "/api/v1/epgs?tenant=%00", None),
+        (Method::GET, "/api/v1/epgs?app=a%00", None),
+        (Method::GET, "/api/v1/epgs?vlan_pool=%00", None),
+        (Method::GET, "/api/v1/vlan-pools?name_prefix=p%00", None),
+        (Method::GET, "/api/v1/audit?actor=%00", None),
+        (Method::GET, "/api/v1/audit?action=%00", None),
+        (Method::GET, "/api/v1/audit?resource=%00", None),
+        (Method::GET, "/api/v1/audit?request_id=%00", None),
+        (Method::GET, "/api/v1/audit?%00=x", None),
+        (Method::GET, "/api/v1/vlan-pools/p%00", None),
+        (Method::DELETE, "/api/v1/tokens/t%00", None),
+        (Method::PUT, "/api/v1/hosts/h1", Some(host)),
+        (
+            Method::PUT,
+            "/api/v1/vlan-pools/q",
+            Some(json!({"ranges": [{"first": 1, "last": 2}], "x\u{0}": 1})),
+        ),
+    ];
+    for (method, path, body) in cases {
+        let before = db_snapshot(&db).await;
+        let mut req = app
+            .client
+            .request(method.clone(), app.url(path))
+            .bearer_auth(&app.admin);
+        if let Some(b) = &body {
+            req = req.json(b);
+        }
+        let r = req.send().await.unwrap();
+        let problem = assert_problem(r, StatusCode::UNPROCESSABLE_ENTITY, "invalid-input").await;
+        assert!(
+            problem["detail"].as_str().unwrap().contains("NUL"),
+            "{method} {path}: {problem}"
+        );
+        assert_eq!(db_snapshot(&db).await, before, "{method} {path}");
     }
 }
