@@ -1,5 +1,6 @@
 //! API errors as RFC 9457 `application/problem+json`, each kind with a stable `type` URI.
 
+use actix_web::http::header::RETRY_AFTER;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde::{Deserialize, Serialize};
@@ -153,9 +154,50 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Internal(anyhow::Error::new(e).context("database query failed"))
+        match DbOutage::of(&e) {
+            Some(outage) => {
+                tracing::warn!(error = %e, "database unavailable");
+                Self::Unavailable(format!("{outage}; retry later"))
+            }
+            None => Self::Internal(anyhow::Error::new(e).context("database query failed")),
+        }
     }
 }
+
+/// Why the database cannot serve a request right now; a client can retry (503), unlike a query
+/// that failed (500).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DbOutage {
+    #[error("the database is busy: no connection became free in time")]
+    Saturated,
+    #[error("the database is unreachable (connection refused, lost or closed)")]
+    Unreachable,
+}
+
+impl DbOutage {
+    /// `None` when `e` is an error of the query itself rather than of getting to the database.
+    pub fn of(e: &sqlx::Error) -> Option<Self> {
+        match e {
+            sqlx::Error::PoolTimedOut => Some(Self::Saturated),
+            sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => Some(Self::Unreachable),
+            // SQLSTATE classes 08 (connection exception) and 57P (server shut down or
+            // restarting), 3D000 (the database was dropped), 53300 (too many connections).
+            sqlx::Error::Database(d) => d
+                .code()
+                .filter(|c| {
+                    c.starts_with("08") || c.starts_with("57P") || c == "3D000" || c == "53300"
+                })
+                .map(|_| Self::Unreachable),
+            _ => None,
+        }
+    }
+}
+
+/// Seconds a client should wait before retrying a 503 `unavailable`.
+const RETRY_AFTER_SECS: u32 = 5;
 
 impl From<ParseError> for ApiError {
     fn from(e: ParseError) -> Self {
@@ -212,9 +254,12 @@ impl ResponseError for ApiError {
             detail: self.to_string(),
             object_dn,
         };
-        HttpResponse::build(status)
-            .content_type(PROBLEM_JSON)
-            .json(problem)
+        let mut resp = HttpResponse::build(status);
+        resp.content_type(PROBLEM_JSON);
+        if let Self::Unavailable(_) = self {
+            resp.insert_header((RETRY_AFTER, RETRY_AFTER_SECS));
+        }
+        resp.json(problem)
     }
 }
 

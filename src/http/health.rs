@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiError, ApiResult, DbOutage, Problem};
 use crate::startup::{AppState, MIGRATOR};
 
 /// Registers this resource's routes (and their documentation).
@@ -51,12 +51,18 @@ async fn readyz(st: web::Data<AppState>) -> ApiResult<Json<Health>> {
     }))
 }
 
-/// A short reason that never includes connection strings.
-fn db_reason(e: &sqlx::Error) -> &'static str {
+/// A short reason that never includes connection strings. A lost database and a missing schema
+/// say so differently: the first needs the database back, the second `weft migrate`.
+fn db_reason(e: &sqlx::Error) -> String {
+    if let Some(outage) = DbOutage::of(e) {
+        return outage.to_string();
+    }
     match e {
-        sqlx::Error::Database(_) => "query failed (schema missing?)",
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => "unreachable",
-        _ => "error",
+        // 42P01 undefined_table: the database answers but was never migrated.
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01") => {
+            "schema missing (no migrations applied); run `weft migrate`".into()
+        }
+        _ => "the readiness query failed".into(),
     }
 }
 

@@ -1,7 +1,10 @@
+use std::time::Duration;
+
 use reqwest::StatusCode;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
-use crate::helpers::{assert_problem, spawn_app};
+use crate::helpers::{assert_problem, json_ok, spawn_app};
 
 #[sqlx::test(migrations = "./migrations")]
 async fn healthz_and_readyz_answer_without_a_token(db: PgPool) {
@@ -98,5 +101,84 @@ async fn readyz_reports_an_unreachable_database_as_unavailable() {
     assert!(
         !body["detail"].as_str().unwrap().contains("127.0.0.1:1"),
         "{body}"
+    );
+}
+
+/// Asserts a 503 `unavailable` problem that tells the client when to retry; returns its detail.
+async fn assert_retry_later(r: reqwest::Response) -> String {
+    let retry_after = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = assert_problem(r, StatusCode::SERVICE_UNAVAILABLE, "unavailable").await;
+    let secs: u64 = retry_after.expect("a Retry-After header").parse().unwrap();
+    assert!(secs >= 1, "Retry-After {secs}");
+    body["detail"].as_str().unwrap().to_owned()
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_saturated_pool_is_503_with_retry_after(opts: PgPoolOptions, conn: PgConnectOptions) {
+    let db = opts
+        .max_connections(1)
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_with(conn)
+        .await
+        .unwrap();
+    let app = spawn_app(db.clone()).await;
+    let held = db.acquire().await.unwrap();
+    let detail = assert_retry_later(app.get(&app.viewer, "/api/v1/epgs").await).await;
+    assert!(detail.contains("busy"), "{detail}");
+    drop(held);
+    json_ok(app.get(&app.viewer, "/api/v1/epgs").await).await;
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_dropped_database_is_503_and_readyz_says_the_connection_is_lost(admin: PgPool) {
+    let name = format!("weft_dropped_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let options = (*admin.connect_options()).clone().database(&name);
+    let db = PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_with(options)
+        .await
+        .unwrap();
+    weft::startup::MIGRATOR.run(&db).await.unwrap();
+    let app = spawn_app(db).await;
+    json_ok(app.get(&app.viewer, "/api/v1/epgs").await).await;
+
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let detail = assert_retry_later(app.get(&app.viewer, "/api/v1/epgs").await).await;
+    assert!(detail.contains("unreachable"), "{detail}");
+    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let detail = assert_retry_later(r).await;
+    assert!(
+        detail.contains("unreachable") && !detail.contains("schema"),
+        "{detail}"
+    );
+}
+
+#[sqlx::test(migrations = false)]
+async fn readyz_on_an_empty_database_says_the_schema_is_missing(db: PgPool) {
+    let app = weft::startup::Application::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        db,
+        crate::helpers::LONG,
+        None,
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", app.local_addr().unwrap());
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let r = reqwest::get(format!("{base}/readyz")).await.unwrap();
+    let detail = assert_retry_later(r).await;
+    assert!(
+        detail.contains("schema missing") && detail.contains("weft migrate"),
+        "{detail}"
     );
 }
