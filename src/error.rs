@@ -27,6 +27,24 @@ pub struct Problem {
     pub object_dn: Option<String>,
 }
 
+/// The part of a request that can be over a limit; each has its own status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Body,
+    Uri,
+    Headers,
+}
+
+impl Limit {
+    fn status(self) -> StatusCode {
+        match self {
+            Self::Body => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Uri => StatusCode::URI_TOO_LONG,
+            Self::Headers => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        }
+    }
+}
+
 /// Every way a request can fail.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -46,8 +64,8 @@ pub enum ApiError {
     #[error("this method is not allowed on this resource")]
     MethodNotAllowed,
     /// A body, URI or header section over the server's limits.
-    #[error("{0}")]
-    TooLarge(String),
+    #[error("{1}")]
+    TooLarge(Limit, String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -95,11 +113,7 @@ impl ApiError {
                 "method-not-allowed",
                 "Method not allowed",
             ),
-            Self::TooLarge(_) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too-large",
-                "Request too large",
-            ),
+            Self::TooLarge(limit, _) => (limit.status(), "too-large", "Request too large"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             Self::InUse(_) => (StatusCode::CONFLICT, "in-use", "Resource in use"),
             Self::Exhausted(_) => (StatusCode::CONFLICT, "pool-exhausted", "Pool exhausted"),

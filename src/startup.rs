@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::body::MessageBody;
+use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ResourceDef, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::Method;
@@ -21,6 +21,7 @@ use tracing::Instrument;
 use crate::alloc::Quarantine;
 use crate::apic::Apic;
 use crate::config::Config;
+use crate::error::{ApiError, Limit};
 
 /// The schema migrations, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -107,8 +108,8 @@ impl RequestId {
 /// echoes the id.
 async fn request_context(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let id = RequestId::of(&req);
     let span = tracing::info_span!(
         "request",
@@ -119,15 +120,23 @@ async fn request_context(
     );
     let started = Instant::now();
     async move {
-        if let Some(st) = req.app_data::<web::Data<AppState>>() {
-            let identity = crate::auth::identify(&st.db, req.headers()).await;
-            if let Ok(Some((actor, _))) = &identity.0 {
-                tracing::Span::current().record("actor", actor.as_str());
+        let mut resp = match check_head(&req) {
+            Err(e) => {
+                let problem = actix_web::ResponseError::error_response(&e);
+                req.into_response(problem).map_into_boxed_body()
             }
-            req.extensions_mut().insert(identity);
-        }
-        req.extensions_mut().insert(id.clone());
-        let mut resp = next.call(req).await?;
+            Ok(()) => {
+                if let Some(st) = req.app_data::<web::Data<AppState>>() {
+                    let identity = crate::auth::identify(&st.db, req.headers()).await;
+                    if let Ok(Some((actor, _))) = &identity.0 {
+                        tracing::Span::current().record("actor", actor.as_str());
+                    }
+                    req.extensions_mut().insert(identity);
+                }
+                req.extensions_mut().insert(id.clone());
+                next.call(req).await?.map_into_boxed_body()
+            }
+        };
         tracing::info!(
             status = resp.status().as_u16(),
             latency_ms = started.elapsed().as_millis() as u64,
@@ -140,6 +149,40 @@ async fn request_context(
     }
     .instrument(span)
     .await
+}
+
+/// Longest request target (path and query) served; API paths are short.
+const MAX_URI_BYTES: usize = 8 * 1024;
+/// Most header fields, and their combined size, a request may carry. actix-http itself closes
+/// requests over 96 fields or a 128 KiB head with an empty 431 (no hook to give it a body), so
+/// these lower limits are what answers almost every oversized head with a problem.
+const MAX_HEADERS: usize = 64;
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Refuses a request line or header section over the limits, as 414/431 problems.
+fn check_head(req: &ServiceRequest) -> Result<(), ApiError> {
+    let uri = req.uri().to_string().len();
+    if uri > MAX_URI_BYTES {
+        return Err(ApiError::TooLarge(
+            Limit::Uri,
+            format!("the request target is {uri} bytes, more than {MAX_URI_BYTES}"),
+        ));
+    }
+    let headers = req.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        return Err(ApiError::TooLarge(
+            Limit::Headers,
+            format!(
+                "{} header fields of {bytes} bytes; at most {MAX_HEADERS} fields and {MAX_HEADER_BYTES} bytes",
+                headers.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A bound, not yet running server.

@@ -26,7 +26,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::db::audit::{record, Actor};
 use crate::db::Deleted;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Limit};
 use crate::startup::AppState;
 
 /// Largest JSON body any endpoint takes; bigger ones are 413 before they are parsed.
@@ -113,7 +113,10 @@ fn read_body(req: &HttpRequest, payload: &mut Payload) -> BodyFuture<BytesMut> {
 }
 
 fn too_large() -> ApiError {
-    ApiError::TooLarge(format!("the body is larger than {JSON_LIMIT} bytes"))
+    ApiError::TooLarge(
+        Limit::Body,
+        format!("the body is larger than {JSON_LIMIT} bytes"),
+    )
 }
 
 /// Syntax errors are 400, values the target type refuses (and a NUL anywhere) are 422.

@@ -5,7 +5,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::helpers::{assert_problem, db_snapshot, epg_body, spawn_app};
+use crate::helpers::{assert_problem, db_snapshot, epg_body, raw_exchange, spawn_app};
 
 #[sqlx::test(migrations = "./migrations")]
 async fn rejected_requests_leave_the_database_untouched(db: PgPool) {
@@ -299,4 +299,65 @@ async fn a_nul_byte_anywhere_is_refused_at_the_edge(db: PgPool) {
         );
         assert_eq!(db_snapshot(&db).await, before, "{method} {path}");
     }
+}
+
+/// Every limit answers `application/problem+json` with its own status, and changes nothing:
+/// 413 for a body over the limit (declared or streamed), 414 for a long URI, 431 for too many
+/// or too large headers.
+#[sqlx::test(migrations = "./migrations")]
+async fn limits_are_problems_with_their_own_status(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    app.pool("p", 100, 100).await;
+    app.epg("a", "p", "10.0.0.0/24", "10.0.0.1").await;
+    let before = db_snapshot(&db).await;
+
+    let pad = "x".repeat(2 * 1024 * 1024);
+    let r = app
+        .put(
+            &app.admin,
+            "/api/v1/vlan-pools/q",
+            &json!({"ranges": [{"first": 1, "last": 2}], "pad": pad}),
+        )
+        .await;
+    assert_problem(r, StatusCode::PAYLOAD_TOO_LARGE, "too-large").await;
+
+    // Streamed (chunked, no content-length): refused once the limit is crossed.
+    let head = format!(
+        "PUT /api/v1/epgs/t/ap/a/reservations/r1 HTTP/1.1\r\nhost: weft\r\n\
+         authorization: Bearer {}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+        app.operator
+    );
+    let chunk = format!("10000\r\n{}\r\n", " ".repeat(0x10000));
+    let response = raw_exchange(&app, head.as_bytes(), chunk.as_bytes(), 48).await;
+    assert!(
+        response.starts_with("HTTP/1.1 413")
+            && response.contains("content-type: application/problem+json")
+            && response.contains("/problems/too-large"),
+        "{response}"
+    );
+
+    let long = format!("/api/v1/epgs?tenant={}", "t".repeat(60_000));
+    let r = app.get(&app.viewer, &long).await;
+    assert_problem(r, StatusCode::URI_TOO_LONG, "too-large").await;
+
+    let mut many = app
+        .client
+        .get(app.url("/api/v1/epgs"))
+        .bearer_auth(&app.viewer);
+    for i in 0..80 {
+        many = many.header(format!("x-h{i}"), "v");
+    }
+    let r = many.send().await.unwrap();
+    assert_problem(r, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too-large").await;
+    let r = app
+        .client
+        .get(app.url("/api/v1/epgs"))
+        .bearer_auth(&app.viewer)
+        .header("x-big", "b".repeat(20_000))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too-large").await;
+
+    assert_eq!(db_snapshot(&db).await, before);
 }

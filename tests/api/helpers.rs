@@ -277,3 +277,42 @@ pub async fn db_snapshot(db: &PgPool) -> Value {
     }
     Value::Object(out)
 }
+
+/// Speaks HTTP/1.1 by hand: writes `head`, then `chunk` up to `repeat` times (stopping when the
+/// server stops reading), and returns the response head and body (`content-length` bytes).
+pub async fn raw_exchange(app: &TestApp, head: &[u8], chunk: &[u8], repeat: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head).await.unwrap();
+    for _ in 0..repeat {
+        if stream.write_all(chunk).await.is_err() {
+            break;
+        }
+    }
+    let mut response = Vec::new();
+    let complete = |r: &[u8]| {
+        let text = String::from_utf8_lossy(r);
+        let Some(end) = text.find("\r\n\r\n") else {
+            return false;
+        };
+        let length = text[..end]
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        r.len() >= end + 4 + length
+    };
+    let read = async {
+        let mut buf = [0u8; 4096];
+        // A reset after the answer is fine: the answer is what counts.
+        while let Ok(n @ 1..) = stream.read(&mut buf).await {
+            response.extend_from_slice(&buf[..n]);
+            if complete(&response) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+    String::from_utf8_lossy(&response).into_owned()
+}
