@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use crate::alloc::Quarantine;
 use crate::apic::Apic;
-use crate::config::Config;
+use crate::config::{Config, HttpLimits};
 use crate::error::{ApiError, Limit};
 
 /// The schema migrations, embedded in the binary.
@@ -189,6 +189,7 @@ fn check_head(req: &ServiceRequest) -> Result<(), ApiError> {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    limits: HttpLimits,
 }
 
 impl Application {
@@ -204,9 +205,10 @@ impl Application {
             )),
             None => None,
         };
-        Self::bind(config.listen, db, quarantine, apic)
+        Ok(Self::bind(config.listen, db, quarantine, apic)
             .await
-            .with_context(|| format!("binding server.listen {}", config.listen))
+            .with_context(|| format!("binding server.listen {}", config.listen))?
+            .with_limits(config.http))
     }
 
     /// Like [`Application::build`] without a full configuration (tests, benchmarks).
@@ -225,7 +227,17 @@ impl Application {
             openapi: Arc::new(serde_json::to_value(&doc).unwrap_or_default()),
             routes: Arc::new(Routes::from_doc(&doc)),
         };
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            limits: HttpLimits::default(),
+        })
+    }
+
+    /// Replaces the default [`HttpLimits`].
+    pub fn with_limits(mut self, limits: HttpLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -238,6 +250,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let state = web::Data::new(self.state);
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
         let server = HttpServer::new(move || {
             let app = App::new()
                 .app_data(state.clone())
@@ -245,6 +258,11 @@ impl Application {
                 .wrap(from_fn(request_context));
             crate::openapi::register(app)
         })
+        .workers(workers)
+        // actix-web counts connections per worker thread.
+        .max_connections(self.limits.max_connections.div_ceil(workers))
+        .client_request_timeout(self.limits.header_timeout)
+        .keep_alive(self.limits.keep_alive)
         .disable_signals()
         .shutdown_signal(shutdown)
         .listen(self.listener)?

@@ -1,11 +1,16 @@
 //! Rejected requests change nothing: the database (audit log included) is identical before
 //! and after each one, and every rejection is a 4xx problem.
 
+use std::time::Duration;
+
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::helpers::{assert_problem, db_snapshot, epg_body, raw_exchange, spawn_app};
+use weft::config::HttpLimits;
+use weft::startup::Application;
+
+use crate::helpers::{assert_problem, db_snapshot, epg_body, raw_exchange, spawn_app, LONG};
 
 #[sqlx::test(migrations = "./migrations")]
 async fn rejected_requests_leave_the_database_untouched(db: PgPool) {
@@ -360,4 +365,35 @@ async fn limits_are_problems_with_their_own_status(db: PgPool) {
     assert_problem(r, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "too-large").await;
 
     assert_eq!(db_snapshot(&db).await, before);
+}
+
+/// Slowloris: a client that never finishes its request head loses the connection once
+/// `server.header_timeout_secs` has passed (1 s here; actix-web's own default is 5 s, so the
+/// bound below shows the setting is the one applied).
+#[sqlx::test(migrations = "./migrations")]
+async fn a_half_sent_request_is_closed_after_the_header_timeout(db: PgPool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let limits = HttpLimits {
+        header_timeout: Duration::from_secs(1),
+        ..HttpLimits::default()
+    };
+    let app = Application::bind("127.0.0.1:0".parse().unwrap(), db, LONG, None)
+        .await
+        .unwrap()
+        .with_limits(limits);
+    let addr = app.local_addr().unwrap();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: weft\r\nx-slow: ")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed =
+        tokio::time::timeout(Duration::from_millis(4500), stream.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "the connection is still open: {}",
+        String::from_utf8_lossy(&rest)
+    );
 }
