@@ -99,12 +99,15 @@ pub struct Auth<R> {
 /// carries no token or one that is unknown.
 pub struct Identity(pub Result<Option<(String, Role)>, ApiError>);
 
-/// Looks up the request's bearer token, if it has one.
+/// Looks up the request's bearer token, if it has one. The scheme is case-insensitive
+/// (RFC 9110 §11.1), so `bearer` and `BEARER` work as well as `Bearer`.
 pub async fn identify(db: &PgPool, headers: &HeaderMap) -> Identity {
     let token = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim_start());
     Identity(match token {
         Some(token) => lookup(db, token).await,
         None => Ok(None),

@@ -195,11 +195,20 @@ struct Setting {
 }
 
 impl Setting {
-    /// A value of this setting refused after it was read (from the file or the environment).
-    fn invalid(&self, message: impl Into<String>) -> ConfigError {
+    /// A value of this setting refused after it was read, naming where it came from: the
+    /// environment wins over the file (see [`pick`]), so a set variable is the origin.
+    fn invalid(&self, env: &dyn Env, message: impl Into<String>) -> ConfigError {
+        let file_var = format!("{}_FILE", self.env);
+        let origin = if env.var(self.env).is_some() {
+            format!("environment variable {}", self.env)
+        } else if env.var(&file_var).is_some() {
+            format!("environment variable {file_var}")
+        } else {
+            "the config file".into()
+        };
         ConfigError::Invalid {
             setting: self.name,
-            origin: "config".into(),
+            origin,
             message: message.into(),
         }
     }
@@ -340,10 +349,13 @@ fn apic_settings(env: &dyn Env, f: ApicSection) -> Result<Option<ApicSettings>, 
         });
         if !ok {
             // The value is not shown: it may carry a password.
-            return Err(APIC_CONTROLLERS.invalid(format!(
-                "entry {} is not an http(s):// URL with a host and no credentials",
-                i + 1
-            )));
+            return Err(APIC_CONTROLLERS.invalid(
+                env,
+                format!(
+                    "entry {} is not an http(s):// URL with a host and no credentials",
+                    i + 1
+                ),
+            ));
         }
     }
     let username = pick(env, &APIC_USER, f.username)?.ok_or_else(|| APIC_USER.missing())?;
@@ -362,7 +374,7 @@ fn apic_settings(env: &dyn Env, f: ApicSection) -> Result<Option<ApicSettings>, 
     }
     if let Some(n) = pick(env, &APIC_ATTEMPTS, f.max_attempts)? {
         if n == 0 {
-            return Err(APIC_ATTEMPTS.invalid("must be at least 1"));
+            return Err(APIC_ATTEMPTS.invalid(env, "must be at least 1"));
         }
         client.retry.max_attempts = n;
     }
@@ -446,20 +458,21 @@ impl Config {
             .unwrap_or_else(|| "127.0.0.1:8080".into());
         let listen = listen_raw
             .parse()
-            .map_err(|e| LISTEN.invalid(format!("`{listen_raw}` is not host:port ({e})")))?;
+            .map_err(|e| LISTEN.invalid(env, format!("`{listen_raw}` is not host:port ({e})")))?;
         let database_url = secret(env, &DB_URL, file.database.url, file.database.url_file)?
             .ok_or_else(|| DB_URL.missing())?;
         if !database_url.expose().starts_with("postgres://")
             && !database_url.expose().starts_with("postgresql://")
         {
             return Err(DB_URL.invalid(
+                env,
                 "must start with postgres:// (value not shown: it may contain a password)",
             ));
         }
         let database_max_connections =
             pick(env, &DB_MAX, file.database.max_connections)?.unwrap_or(10);
         if database_max_connections == 0 {
-            return Err(DB_MAX.invalid("must be at least 1"));
+            return Err(DB_MAX.invalid(env, "must be at least 1"));
         }
         let secs = |s: &Setting, v: Option<u64>, default: u64| {
             pick(env, s, v).map(|v| Duration::from_secs(v.unwrap_or(default)))
@@ -481,10 +494,10 @@ impl Config {
         };
         // Zero would switch the header timeout off (the slowloris hole) or serve nobody.
         if http.header_timeout.is_zero() {
-            return Err(HEADER_TIMEOUT.invalid("must be at least 1"));
+            return Err(HEADER_TIMEOUT.invalid(env, "must be at least 1"));
         }
         if http.max_connections == 0 {
-            return Err(MAX_CONNECTIONS.invalid("must be at least 1"));
+            return Err(MAX_CONNECTIONS.invalid(env, "must be at least 1"));
         }
         Ok(Self {
             listen,
@@ -577,8 +590,25 @@ mod tests {
             ("WEFT_MAX_CONNECTIONS", "server.max_connections"),
         ] {
             let e = parse("", &[db, (var, "0")]).unwrap_err().to_string();
-            assert!(e.contains(setting), "{e}");
+            assert!(e.contains(setting) && e.contains(var), "{e}");
         }
+    }
+
+    #[test]
+    fn a_refused_value_names_the_place_it_came_from() {
+        let db = ("WEFT_DATABASE_URL", "postgres://h/db");
+        let e = parse("", &[db, ("WEFT_DATABASE_MAX_CONNECTIONS", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("database.max_connections")
+                && e.contains("environment variable WEFT_DATABASE_MAX_CONNECTIONS"),
+            "{e}"
+        );
+        let e = parse("[database]\nmax_connections = 0", &[db])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the config file"), "{e}");
     }
 
     #[test]

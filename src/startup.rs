@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ResourceDef, ServiceRequest, ServiceResponse};
@@ -14,8 +14,9 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpMessage, HttpServer};
 use anyhow::Context;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
+use sqlx::{ConnectOptions, Connection};
 use tracing::Instrument;
 
 use crate::alloc::Quarantine;
@@ -75,29 +76,51 @@ impl Routes {
     }
 }
 
-/// Opens the pool described by the configuration (fails fast when the database is unreachable).
+/// How long opening the database may take, at start and for each pool acquire (bounded, so
+/// /readyz reports an unreachable database instead of hanging).
+const DATABASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens the pool described by the configuration, failing fast with the real reason when the
+/// database cannot be reached.
 pub async fn connect(config: &Config) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new()
-        .max_connections(config.database_max_connections)
-        // Bounded, so /readyz reports an unreachable database instead of hanging.
-        .acquire_timeout(std::time::Duration::from_secs(5))
-        .connect(config.database_url.expose())
+    let options: PgConnectOptions = config.database_url.expose().parse()?;
+    // One direct connection first: a pool retries until its acquire timeout and then reports
+    // only "pool timed out", hiding "connection refused", an unknown database or a bad password.
+    let first = tokio::time::timeout(DATABASE_TIMEOUT, options.connect())
         .await
+        .map_err(|_| {
+            sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer from the database within {DATABASE_TIMEOUT:?}"),
+            ))
+        })??;
+    first.close().await?;
+    Ok(PgPoolOptions::new()
+        .max_connections(config.database_max_connections)
+        .acquire_timeout(DATABASE_TIMEOUT)
+        .connect_lazy_with(options))
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The request's id: the client's `x-request-id`, or a new UUID. It is echoed on the response,
-/// carried by the request's span and recorded in the audit log.
+/// The request's id: the client's `x-request-id` when it is 1 to [`MAX_REQUEST_ID`] visible
+/// ASCII characters, otherwise a new UUID. The same value is echoed on the response, carried
+/// by the request's span and recorded in the audit log.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
+
+/// Longest client-chosen request id kept; a longer one is replaced, not cut.
+pub const MAX_REQUEST_ID: usize = 128;
 
 impl RequestId {
     fn of(req: &ServiceRequest) -> Self {
         let given = req
             .headers()
             .get(&REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
+            .map(|v| v.as_bytes())
+            .filter(|v| (1..=MAX_REQUEST_ID).contains(&v.len()))
+            .filter(|v| v.iter().all(|b| b.is_ascii_graphic()))
+            .and_then(|v| std::str::from_utf8(v).ok())
             .map(str::to_owned);
         Self(given.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()))
     }

@@ -182,3 +182,69 @@ async fn readyz_on_an_empty_database_says_the_schema_is_missing(db: PgPool) {
         "{detail}"
     );
 }
+
+#[sqlx::test(migrations = "./migrations")]
+async fn the_bearer_scheme_is_case_insensitive(db: PgPool) {
+    let app = spawn_app(db).await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let r = app
+            .client
+            .get(app.url("/api/v1/epgs"))
+            .header("authorization", format!("{scheme} {}", app.viewer))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{scheme}");
+    }
+    let r = app
+        .client
+        .get(app.url("/api/v1/epgs"))
+        .header("authorization", format!("Basic {}", app.viewer))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, StatusCode::UNAUTHORIZED, "unauthorized").await;
+}
+
+/// A request id that is not 1-128 visible ASCII characters is replaced by a new UUID, and the
+/// value echoed is the one the audit log records.
+#[sqlx::test(migrations = "./migrations")]
+async fn request_ids_are_bounded_and_sanitised_and_audited_as_echoed(db: PgPool) {
+    let app = spawn_app(db).await;
+    let longest = "r".repeat(128);
+    let long = "r".repeat(129);
+    let cases: [(&[u8], bool); 5] = [
+        (b"build-42/step.1", true),
+        (longest.as_bytes(), true),
+        (long.as_bytes(), false),
+        ("caf\u{e9}".as_bytes(), false),
+        (b"two words", false),
+    ];
+    for (i, (id, kept)) in cases.into_iter().enumerate() {
+        let r = app
+            .client
+            .put(app.url(&format!("/api/v1/vlan-pools/p{i}")))
+            .bearer_auth(&app.admin)
+            .header(
+                "x-request-id",
+                reqwest::header::HeaderValue::from_bytes(id).unwrap(),
+            )
+            .json(&serde_json::json!({"ranges": [{"first": 10, "last": 20}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let echoed = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+        if kept {
+            assert_eq!(echoed.as_bytes(), id);
+        } else {
+            assert!(uuid::Uuid::parse_str(&echoed).is_ok(), "{echoed}");
+        }
+        let audit = app
+            .get_json(&app.viewer, &format!("/api/v1/audit?request_id={echoed}"))
+            .await;
+        let items = audit["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{audit}");
+        assert_eq!(items[0]["resource"], format!("vlan-pools/p{i}"));
+    }
+}
