@@ -8,9 +8,10 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 
 use weft::config::HttpLimits;
-use weft::startup::Application;
 
-use crate::helpers::{assert_problem, db_snapshot, epg_body, raw_exchange, spawn_app, LONG};
+use crate::helpers::{
+    assert_problem, bind_app, db_snapshot, epg_body, raw_exchange, spawn_app, start, LONG,
+};
 
 #[sqlx::test(migrations = "./migrations")]
 async fn rejected_requests_leave_the_database_untouched(db: PgPool) {
@@ -377,12 +378,8 @@ async fn a_half_sent_request_is_closed_after_the_header_timeout(db: PgPool) {
         header_timeout: Duration::from_secs(1),
         ..HttpLimits::default()
     };
-    let app = Application::bind("127.0.0.1:0".parse().unwrap(), db, LONG, None)
-        .await
-        .unwrap()
-        .with_limits(limits);
-    let addr = app.local_addr().unwrap();
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let base = start(bind_app(db, LONG, None).await.with_limits(limits));
+    let addr = base.trim_start_matches("http://");
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nhost: weft\r\nx-slow: ")

@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
-use crate::helpers::{assert_problem, json_ok, spawn_app};
+use crate::helpers::{assert_problem, bind_app, json_ok, spawn_app, start, LONG};
 
 #[sqlx::test(migrations = "./migrations")]
 async fn healthz_and_readyz_answer_without_a_token(db: PgPool) {
@@ -76,16 +76,7 @@ async fn readyz_reports_an_unreachable_database_as_unavailable() {
         .acquire_timeout(std::time::Duration::from_secs(2))
         .connect_lazy("postgres://postgres@127.0.0.1:1/nothing")
         .unwrap();
-    let app = weft::startup::Application::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        db,
-        crate::helpers::LONG,
-        None,
-    )
-    .await
-    .unwrap();
-    let base = format!("http://{}", app.local_addr().unwrap());
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let base = start(bind_app(db, LONG, None).await);
     let client = reqwest::Client::new();
     assert_eq!(
         client
@@ -165,16 +156,7 @@ async fn a_dropped_database_is_503_and_readyz_says_the_connection_is_lost(admin:
 
 #[sqlx::test(migrations = false)]
 async fn readyz_on_an_empty_database_says_the_schema_is_missing(db: PgPool) {
-    let app = weft::startup::Application::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        db,
-        crate::helpers::LONG,
-        None,
-    )
-    .await
-    .unwrap();
-    let base = format!("http://{}", app.local_addr().unwrap());
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let base = start(bind_app(db, LONG, None).await);
     let r = reqwest::get(format!("{base}/readyz")).await.unwrap();
     let detail = assert_retry_later(r).await;
     assert!(

@@ -90,12 +90,22 @@ pub async fn spawn_replica(db: PgPool, other: &TestApp) -> TestApp {
     app
 }
 
-async fn spawn_instance(db: PgPool, quarantine: Quarantine, apic: Option<Arc<Apic>>) -> TestApp {
-    let app = Application::bind("127.0.0.1:0".parse().unwrap(), db.clone(), quarantine, apic)
+/// Binds an application on a free port of 127.0.0.1 (no tokens are created).
+pub async fn bind_app(db: PgPool, quarantine: Quarantine, apic: Option<Arc<Apic>>) -> Application {
+    Application::bind("127.0.0.1:0".parse().unwrap(), db, quarantine, apic)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs `app` in the background; returns its base URL.
+pub fn start(app: Application) -> String {
     let base = format!("http://{}", app.local_addr().unwrap());
     tokio::spawn(app.run_until_stopped(std::future::pending()));
+    base
+}
+
+async fn spawn_instance(db: PgPool, quarantine: Quarantine, apic: Option<Arc<Apic>>) -> TestApp {
+    let base = start(bind_app(db, quarantine, apic).await);
     TestApp {
         base,
 
