@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs the system packages the tests and the local demo need (Debian).
+# Installs the system packages the tests and the local demo need (Debian), and sqlx-cli
+# (scripts/install-sqlx-cli.sh).
 # Idempotent: does nothing when everything is already there.
 set -euo pipefail
+"$(dirname "$0")/install-sqlx-cli.sh" >/dev/null
 pkgs=(docker.io openvswitch-switch busybox-static tcpdump qemu-system-x86 linux-image-amd64
       netavark iproute2 iputils-ping postgresql-client cpio xz-utils)
 missing=()

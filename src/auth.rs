@@ -165,12 +165,13 @@ fn hash(token: &str) -> String {
 }
 
 async fn lookup(db: &PgPool, token: &str) -> Result<Option<(String, Role)>, ApiError> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT name, role FROM api_tokens WHERE token_hash = $1")
-            .bind(hash(token))
-            .fetch_optional(db)
-            .await?;
-    Ok(row.and_then(|(name, role)| Role::parse(&role).map(|r| (name, r))))
+    let row = sqlx::query!(
+        "SELECT name, role FROM api_tokens WHERE token_hash = $1",
+        hash(token)
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.and_then(|r| Role::parse(&r.role).map(|role| (r.name, role))))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -192,12 +193,14 @@ where
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let token = format!("weft_{}", hex::encode(bytes));
-    let inserted = sqlx::query("INSERT INTO api_tokens (name, role, token_hash) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
-        .bind(name.as_str())
-        .bind(role.as_str())
-        .bind(hash(&token))
-        .execute(db)
-        .await?;
+    let inserted = sqlx::query!(
+        "INSERT INTO api_tokens (name, role, token_hash) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+        name.as_str(),
+        role.as_str(),
+        hash(&token),
+    )
+    .execute(db)
+    .await?;
     if inserted.rows_affected() == 0 {
         return Err(TokenError::NameTaken(name.to_string()));
     }

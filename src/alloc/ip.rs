@@ -119,19 +119,24 @@ fn check_requested(
     }
 }
 
-type LeaseRow = (String, String, String, DateTime<Utc>, bool);
+/// A lease as read, before its text columns are parsed.
+struct LeaseRow {
+    address: String,
+    cidr: String,
+    gateway: String,
+    created_at: DateTime<Utc>,
+    active: bool,
+}
 
-fn decode(
-    (address, cidr, gateway, created_at, active): LeaseRow,
-) -> Result<(Lease, bool), AllocError> {
+fn decode(row: LeaseRow) -> Result<(Lease, bool), AllocError> {
     let bad = |m: String| AllocError::Database(sqlx::Error::Decode(m.into()));
     let lease = Lease {
-        address: parse_addr(&address)?,
-        subnet: Ipv4Cidr::parse(&cidr).map_err(|e| bad(e.0))?,
-        gateway: parse_addr(&gateway)?,
-        created_at,
+        address: parse_addr(&row.address)?,
+        subnet: Ipv4Cidr::parse(&row.cidr).map_err(|e| bad(e.0))?,
+        gateway: parse_addr(&row.gateway)?,
+        created_at: row.created_at,
     };
-    Ok((lease, active))
+    Ok((lease, row.active))
 }
 
 /// The reservation's lease and whether it is active (false: quarantined).
@@ -140,13 +145,15 @@ async fn find(
     epg_id: i64,
     name: &str,
 ) -> Result<Option<(Lease, bool)>, AllocError> {
-    let row: Option<LeaseRow> = sqlx::query_as(
-        "SELECT host(l.address), s.cidr::text, host(s.gateway), l.created_at, l.state = 'active'
-         FROM ip_leases l JOIN subnets s ON s.id = l.subnet_id
-         WHERE l.epg_id = $1 AND l.reservation = $2",
+    let row = sqlx::query_as!(
+        LeaseRow,
+        r#"SELECT host(l.address) AS "address!", s.cidr::text AS "cidr!", host(s.gateway) AS "gateway!",
+               l.created_at, l.state = 'active' AS "active!"
+           FROM ip_leases l JOIN subnets s ON s.id = l.subnet_id
+           WHERE l.epg_id = $1 AND l.reservation = $2"#,
+        epg_id,
+        name,
     )
-    .bind(epg_id)
-    .bind(name)
     .fetch_optional(conn)
     .await?;
     row.map(decode).transpose()
@@ -158,13 +165,15 @@ async fn reactivate(
     epg_id: i64,
     name: &str,
 ) -> Result<Option<Lease>, AllocError> {
-    let row: Option<LeaseRow> = sqlx::query_as(
-        "UPDATE ip_leases l SET state = 'active', quarantined_until = NULL FROM subnets s
-         WHERE s.id = l.subnet_id AND l.epg_id = $1 AND l.reservation = $2
-         RETURNING host(l.address), s.cidr::text, host(s.gateway), l.created_at, true",
+    let row = sqlx::query_as!(
+        LeaseRow,
+        r#"UPDATE ip_leases l SET state = 'active', quarantined_until = NULL FROM subnets s
+           WHERE s.id = l.subnet_id AND l.epg_id = $1 AND l.reservation = $2
+           RETURNING host(l.address) AS "address!", s.cidr::text AS "cidr!",
+               host(s.gateway) AS "gateway!", l.created_at, true AS "active!""#,
+        epg_id,
+        name,
     )
-    .bind(epg_id)
-    .bind(name)
     .fetch_optional(conn)
     .await?;
     Ok(row.map(decode).transpose()?.map(|(lease, _)| lease))
@@ -176,16 +185,16 @@ async fn expire_quarantine(
     conn: &mut PgConnection,
     epg_id: i64,
 ) -> Result<Vec<(i64, Ipv4Addr)>, AllocError> {
-    let freed: Vec<(i64, String)> = sqlx::query_as(
-        "DELETE FROM ip_leases WHERE epg_id = $1 AND state = 'quarantined' AND quarantined_until <= now()
-         RETURNING subnet_id, host(address)",
+    let freed = sqlx::query!(
+        r#"DELETE FROM ip_leases WHERE epg_id = $1 AND state = 'quarantined' AND quarantined_until <= now()
+           RETURNING subnet_id, host(address) AS "address!""#,
+        epg_id
     )
-    .bind(epg_id)
     .fetch_all(conn)
     .await?;
     freed
         .into_iter()
-        .map(|(id, text)| Ok((id, parse_addr(&text)?)))
+        .map(|r| Ok((r.subnet_id, parse_addr(&r.address)?)))
         .collect()
 }
 
@@ -215,18 +224,18 @@ async fn lowest_free(
     let mut cand = u32::from(subnet.hint.max(first));
     let last = u32::from(last);
     loop {
-        let taken: Vec<(String,)> = sqlx::query_as(
-            "SELECT host(address) FROM ip_leases WHERE subnet_id = $1 AND address >= $2::inet
-             ORDER BY address LIMIT $3",
+        let taken = sqlx::query_scalar!(
+            r#"SELECT host(address) AS "address!" FROM ip_leases
+               WHERE subnet_id = $1 AND address >= $2::text::inet ORDER BY address LIMIT $3"#,
+            subnet.id,
+            Ipv4Addr::from(cand).to_string(),
+            BATCH,
         )
-        .bind(subnet.id)
-        .bind(Ipv4Addr::from(cand).to_string())
-        .bind(BATCH)
         .fetch_all(&mut *conn)
         .await?;
         let taken = taken
             .iter()
-            .map(|(t,)| parse_addr(t).map(u32::from))
+            .map(|t| parse_addr(t).map(u32::from))
             .collect::<Result<Vec<_>, _>>()?;
         let mut taken_iter = taken.iter().copied().peekable();
         loop {
@@ -263,23 +272,22 @@ async fn insert(
     addr: Ipv4Addr,
     advance: Option<Ipv4Addr>,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    let row: Option<(DateTime<Utc>,)> = sqlx::query_as(
-        "WITH lease AS (
+    sqlx::query_scalar!(
+        r#"WITH lease AS (
              INSERT INTO ip_leases (subnet_id, address, epg_id, reservation, state)
-             VALUES ($1, $2::inet, $3, $4, 'active') ON CONFLICT DO NOTHING RETURNING created_at),
+             VALUES ($1, $2::text::inet, $3, $4, 'active') ON CONFLICT DO NOTHING RETURNING created_at),
          hint AS (
-             UPDATE subnets SET alloc_hint = $5::inet
-             WHERE id = $1 AND $5 IS NOT NULL AND EXISTS (SELECT 1 FROM lease))
-         SELECT created_at FROM lease",
+             UPDATE subnets SET alloc_hint = $5::text::inet
+             WHERE id = $1 AND $5::text IS NOT NULL AND EXISTS (SELECT 1 FROM lease))
+         SELECT created_at AS "created_at!" FROM lease"#,
+        subnet_id,
+        addr.to_string(),
+        epg_id,
+        name,
+        advance.map(|a| a.to_string()),
     )
-    .bind(subnet_id)
-    .bind(addr.to_string())
-    .bind(epg_id)
-    .bind(name)
-    .bind(advance.map(|a| a.to_string()))
     .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|(t,)| t))
+    .await
 }
 
 /// Quarantines the reservation's lease; returns its address, or None if there was none.
@@ -289,16 +297,16 @@ pub async fn release(
     name: &str,
     quarantine: std::time::Duration,
 ) -> Result<Option<Ipv4Addr>, AllocError> {
-    let row: Option<(String,)> = sqlx::query_as(
-        "UPDATE ip_leases SET state = 'quarantined', quarantined_until = now() + make_interval(secs => $3)
-         WHERE epg_id = $1 AND reservation = $2 AND state = 'active' RETURNING host(address)",
+    let row = sqlx::query_scalar!(
+        r#"UPDATE ip_leases SET state = 'quarantined', quarantined_until = now() + make_interval(secs => $3)
+           WHERE epg_id = $1 AND reservation = $2 AND state = 'active' RETURNING host(address) AS "address!""#,
+        epg_id,
+        name,
+        interval_secs(quarantine),
     )
-    .bind(epg_id)
-    .bind(name)
-    .bind(interval_secs(quarantine))
     .fetch_optional(conn)
     .await?;
-    row.map(|(t,)| parse_addr(&t)).transpose()
+    row.map(|t| parse_addr(&t)).transpose()
 }
 
 fn next(a: Ipv4Addr) -> Ipv4Addr {

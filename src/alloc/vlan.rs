@@ -8,11 +8,12 @@ use crate::domain::VlanId;
 /// Locks the pool row so that allocations in one pool are serialized across all replicas.
 /// Returns false when the pool does not exist.
 pub async fn lock_pool(conn: &mut PgConnection, pool_id: i64) -> Result<bool, sqlx::Error> {
-    let row: Option<(i64,)> =
-        sqlx::query_as("SELECT id FROM vlan_pools WHERE id = $1 FOR NO KEY UPDATE")
-            .bind(pool_id)
-            .fetch_optional(conn)
-            .await?;
+    let row = sqlx::query_scalar!(
+        "SELECT id FROM vlan_pools WHERE id = $1 FOR NO KEY UPDATE",
+        pool_id
+    )
+    .fetch_optional(conn)
+    .await?;
     Ok(row.is_some())
 }
 
@@ -25,14 +26,16 @@ pub async fn assign(
     epg_key: &str,
     requested: Option<VlanId>,
 ) -> Result<VlanId, AllocError> {
-    sqlx::query("DELETE FROM vlan_assignments WHERE pool_id = $1 AND state = 'quarantined' AND quarantined_until <= now()")
-        .bind(pool_id)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query!(
+        "DELETE FROM vlan_assignments WHERE pool_id = $1 AND state = 'quarantined' AND quarantined_until <= now()",
+        pool_id
+    )
+    .execute(&mut *conn)
+    .await?;
 
     // An EPG deleted and re-created during quarantine gets its VLAN back: nothing else could
     // have used it, and the fabric config that still may reference it stays right.
-    let reclaimed: Option<(i32,)> = sqlx::query_as(
+    let reclaimed = sqlx::query_scalar!(
         "UPDATE vlan_assignments SET state = 'active', epg_id = $2, quarantined_until = NULL
          WHERE (pool_id, vlan) = (
              SELECT a.pool_id, a.vlan FROM vlan_assignments a JOIN vlan_ranges r
@@ -41,38 +44,39 @@ pub async fn assign(
                AND ($4::int IS NULL OR a.vlan = $4)
              ORDER BY a.vlan LIMIT 1)
          RETURNING vlan",
+        pool_id,
+        epg_id,
+        epg_key,
+        requested.map(|v| i32::from(v.get())),
     )
-    .bind(pool_id)
-    .bind(epg_id)
-    .bind(epg_key)
-    .bind(requested.map(|v| i32::from(v.get())))
     .fetch_optional(&mut *conn)
     .await?;
-    if let Some((v,)) = reclaimed {
+    if let Some(v) = reclaimed {
         return to_vlan(v);
     }
 
     if let Some(want) = requested {
-        let in_pool: Option<(i32,)> = sqlx::query_as(
-            "SELECT 1 FROM vlan_ranges WHERE pool_id = $1 AND $2 BETWEEN first_vlan AND last_vlan",
+        let in_pool = sqlx::query_scalar!(
+            r#"SELECT EXISTS (SELECT 1 FROM vlan_ranges WHERE pool_id = $1 AND $2 BETWEEN first_vlan AND last_vlan)
+                   AS "in_pool!""#,
+            pool_id,
+            i32::from(want.get()),
         )
-        .bind(pool_id)
-        .bind(i32::from(want.get()))
-        .fetch_optional(&mut *conn)
+        .fetch_one(&mut *conn)
         .await?;
-        if in_pool.is_none() {
+        if !in_pool {
             return Err(AllocError::OutOfRange(format!(
                 "requested VLAN {want} is not in the pool's ranges"
             )));
         }
-        let taken = sqlx::query(
+        let taken = sqlx::query!(
             "INSERT INTO vlan_assignments (pool_id, vlan, epg_id, epg_key, state)
              VALUES ($1, $2, $3, $4, 'active') ON CONFLICT DO NOTHING",
+            pool_id,
+            i32::from(want.get()),
+            epg_id,
+            epg_key,
         )
-        .bind(pool_id)
-        .bind(i32::from(want.get()))
-        .bind(epg_id)
-        .bind(epg_key)
         .execute(&mut *conn)
         .await?;
         if taken.rows_affected() == 1 {
@@ -80,7 +84,7 @@ pub async fn assign(
         }
     }
 
-    let lowest: Option<(i32,)> = sqlx::query_as(
+    let lowest = sqlx::query_scalar!(
         "INSERT INTO vlan_assignments (pool_id, vlan, epg_id, epg_key, state)
          SELECT $1, v, $2, $3, 'active'
          FROM vlan_ranges r, generate_series(r.first_vlan, r.last_vlan) AS v
@@ -89,14 +93,14 @@ pub async fn assign(
          ORDER BY v LIMIT 1
          ON CONFLICT DO NOTHING
          RETURNING vlan",
+        pool_id,
+        epg_id,
+        epg_key,
     )
-    .bind(pool_id)
-    .bind(epg_id)
-    .bind(epg_key)
     .fetch_optional(&mut *conn)
     .await?;
     match lowest {
-        Some((v,)) => to_vlan(v),
+        Some(v) => to_vlan(v),
         None => Err(AllocError::Exhausted(
             "the EPG's VLAN pool has no free VLAN".into(),
         )),
@@ -109,13 +113,13 @@ pub async fn release(
     epg_id: i64,
     quarantine: std::time::Duration,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE vlan_assignments SET state = 'quarantined', epg_id = NULL,
              quarantined_until = now() + make_interval(secs => $2)
          WHERE epg_id = $1",
+        epg_id,
+        interval_secs(quarantine),
     )
-    .bind(epg_id)
-    .bind(interval_secs(quarantine))
     .execute(conn)
     .await?;
     Ok(())

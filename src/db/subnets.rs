@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
+use sqlx::types::Json;
 use sqlx::PgConnection;
 
 use crate::alloc::ip::parse_addr;
@@ -17,20 +18,39 @@ pub struct StoredSubnet {
     pub hint: Ipv4Addr,
 }
 
-type Row = (i64, String, String, serde_json::Value, String);
+/// A subnet as read, before its text columns are parsed.
+struct Row {
+    epg_id: i64,
+    id: i64,
+    cidr: String,
+    gateway: String,
+    reserved: Json<Vec<AddressRange>>,
+    hint: String,
+}
 
-const SELECT: &str = "SELECT id, cidr::text, host(gateway), reserved, host(alloc_hint) FROM subnets WHERE epg_id = $1 ORDER BY position";
+/// `query_as!` into [`Row`] followed by `$tail` (a string literal) and its arguments; a macro
+/// because sqlx checks only literal SQL (see `select_epgs!`).
+macro_rules! select_subnets {
+    ($tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            Row,
+            r#"SELECT epg_id, id, cidr::text AS "cidr!", host(gateway) AS "gateway!",
+                   reserved AS "reserved: Json<Vec<AddressRange>>", host(alloc_hint) AS "hint!"
+               FROM subnets "# + $tail
+            $(, $arg)*
+        )
+    };
+}
 
-fn decode((id, cidr, gateway, reserved, hint): Row) -> Result<StoredSubnet, AllocError> {
+fn decode(row: Row) -> Result<StoredSubnet, AllocError> {
     let bad = |m: String| AllocError::Database(sqlx::Error::Decode(m.into()));
-    let cidr = Ipv4Cidr::parse(&cidr).map_err(|e| bad(e.0))?;
-    let reserved: Vec<AddressRange> =
-        serde_json::from_value(reserved).map_err(|e| bad(e.to_string()))?;
-    let spec = SubnetSpec::new(cidr, parse_addr(&gateway)?, reserved).map_err(|e| bad(e.0))?;
+    let cidr = Ipv4Cidr::parse(&row.cidr).map_err(|e| bad(e.0))?;
+    let spec =
+        SubnetSpec::new(cidr, parse_addr(&row.gateway)?, row.reserved.0).map_err(|e| bad(e.0))?;
     Ok(StoredSubnet {
-        id,
+        id: row.id,
         spec,
-        hint: parse_addr(&hint)?,
+        hint: parse_addr(&row.hint)?,
     })
 }
 
@@ -39,7 +59,9 @@ pub async fn for_epg(
     conn: &mut PgConnection,
     epg_id: i64,
 ) -> Result<Vec<StoredSubnet>, AllocError> {
-    let rows: Vec<Row> = sqlx::query_as(SELECT).bind(epg_id).fetch_all(conn).await?;
+    let rows = select_subnets!("WHERE epg_id = $1 ORDER BY position", epg_id)
+        .fetch_all(conn)
+        .await?;
     rows.into_iter().map(decode).collect()
 }
 
@@ -48,18 +70,12 @@ pub async fn for_epgs(
     conn: &mut PgConnection,
     epg_ids: &[i64],
 ) -> Result<HashMap<i64, Vec<StoredSubnet>>, AllocError> {
-    let rows: Vec<(i64, i64, String, String, serde_json::Value, String)> = sqlx::query_as(
-        "SELECT epg_id, id, cidr::text, host(gateway), reserved, host(alloc_hint) FROM subnets \
-         WHERE epg_id = ANY($1) ORDER BY epg_id, position",
-    )
-    .bind(epg_ids)
-    .fetch_all(conn)
-    .await?;
+    let rows = select_subnets!("WHERE epg_id = ANY($1) ORDER BY epg_id, position", epg_ids)
+        .fetch_all(conn)
+        .await?;
     let mut out: HashMap<i64, Vec<StoredSubnet>> = HashMap::new();
-    for (epg_id, id, cidr, gateway, reserved, hint) in rows {
-        out.entry(epg_id)
-            .or_default()
-            .push(decode((id, cidr, gateway, reserved, hint))?);
+    for row in rows {
+        out.entry(row.epg_id).or_default().push(decode(row)?);
     }
     Ok(out)
 }
@@ -69,10 +85,12 @@ pub async fn lock_for_epg(
     conn: &mut PgConnection,
     epg_id: i64,
 ) -> Result<Vec<StoredSubnet>, AllocError> {
-    let rows: Vec<Row> = sqlx::query_as(&format!("{SELECT} FOR NO KEY UPDATE"))
-        .bind(epg_id)
-        .fetch_all(conn)
-        .await?;
+    let rows = select_subnets!(
+        "WHERE epg_id = $1 ORDER BY position FOR NO KEY UPDATE",
+        epg_id
+    )
+    .fetch_all(conn)
+    .await?;
     rows.into_iter().map(decode).collect()
 }
 
@@ -81,11 +99,13 @@ pub async fn set_hint(
     subnet_id: i64,
     hint: Ipv4Addr,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE subnets SET alloc_hint = $2::inet WHERE id = $1")
-        .bind(subnet_id)
-        .bind(hint.to_string())
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "UPDATE subnets SET alloc_hint = $2::text::inet WHERE id = $1",
+        subnet_id,
+        hint.to_string(),
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -98,14 +118,14 @@ pub async fn replace(
 ) -> Result<(), AllocError> {
     let current = lock_for_epg(conn, epg_id).await?;
     for old in &current {
-        let leased: Vec<(String,)> = sqlx::query_as(
-            "SELECT host(address) FROM ip_leases WHERE subnet_id = $1 AND state = 'active'",
+        let leased = sqlx::query_scalar!(
+            r#"SELECT host(address) AS "address!" FROM ip_leases WHERE subnet_id = $1 AND state = 'active'"#,
+            old.id
         )
-        .bind(old.id)
         .fetch_all(&mut *conn)
         .await?;
         let new = specs.iter().find(|s| s.cidr == old.spec.cidr);
-        for (text,) in &leased {
+        for text in &leased {
             let addr = parse_addr(text)?;
             match new {
                 None => {
@@ -123,33 +143,34 @@ pub async fn replace(
             }
         }
         if new.is_none() {
-            sqlx::query("DELETE FROM subnets WHERE id = $1")
-                .bind(old.id)
+            sqlx::query!("DELETE FROM subnets WHERE id = $1", old.id)
                 .execute(&mut *conn)
                 .await?;
         }
     }
     // Positions are rewritten in two steps so the UNIQUE (epg_id, position) never collides midway.
-    sqlx::query("UPDATE subnets SET position = -position - 1 WHERE epg_id = $1")
-        .bind(epg_id)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query!(
+        "UPDATE subnets SET position = -position - 1 WHERE epg_id = $1",
+        epg_id
+    )
+    .execute(&mut *conn)
+    .await?;
     for (pos, s) in specs.iter().enumerate() {
         let (first, _) = s.host_bounds();
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO subnets (epg_id, position, cidr, gateway, reserved, alloc_hint)
-             VALUES ($1, $2, $3::cidr, $4::inet, $5, $6::inet)
+             VALUES ($1, $2, $3::text::cidr, $4::text::inet, $5, $6::text::inet)
              ON CONFLICT (epg_id, cidr) DO UPDATE SET position = EXCLUDED.position, gateway = EXCLUDED.gateway,
                  reserved = EXCLUDED.reserved,
                  alloc_hint = CASE WHEN subnets.gateway = EXCLUDED.gateway AND subnets.reserved = EXCLUDED.reserved
                                    THEN subnets.alloc_hint ELSE EXCLUDED.alloc_hint END",
+            epg_id,
+            pos as i32,
+            s.cidr.to_string(),
+            s.gateway.to_string(),
+            serde_json::to_value(&s.reserved).unwrap_or_default(),
+            first.to_string(),
         )
-        .bind(epg_id)
-        .bind(pos as i32)
-        .bind(s.cidr.to_string())
-        .bind(s.gateway.to_string())
-        .bind(serde_json::to_value(&s.reserved).unwrap_or_default())
-        .bind(first.to_string())
         .execute(&mut *conn)
         .await?;
     }
