@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
+use super::subnets;
 use crate::domain::EpgKey;
 
 #[derive(Debug, Clone)]
@@ -154,7 +155,10 @@ pub async fn lock_and_count_users(
     Ok((row.attachments, row.reservations))
 }
 
+/// Deletes the EPG; its addresses still in quarantine are kept for a subnet that comes back
+/// ([`subnets::keep_quarantined`]).
 pub async fn delete(conn: &mut PgConnection, id: i64) -> Result<(), sqlx::Error> {
+    subnets::keep_quarantined(conn, id, None).await?;
     sqlx::query!("DELETE FROM epgs WHERE id = $1", id)
         .execute(conn)
         .await?;

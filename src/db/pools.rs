@@ -89,7 +89,8 @@ pub async fn list(
     Ok(raw.into_iter().map(PoolRow::from).collect())
 }
 
-/// Creates the pool if missing and row-locks it; returns (id, created).
+/// Creates the pool if missing and row-locks it; returns (id, created). A pool created under
+/// the name of a deleted one takes back that pool's VLANs still in quarantine.
 pub async fn lock_or_create(
     conn: &mut PgConnection,
     name: &str,
@@ -101,6 +102,15 @@ pub async fn lock_or_create(
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(id) = inserted {
+        sqlx::query!(
+            "WITH kept AS (DELETE FROM released_vlans WHERE pool = $2 RETURNING vlan, epg_key, quarantined_until)
+             INSERT INTO vlan_assignments (pool_id, vlan, epg_key, state, quarantined_until)
+             SELECT $1, vlan, epg_key, 'quarantined', quarantined_until FROM kept WHERE quarantined_until > now()",
+            id,
+            name,
+        )
+        .execute(&mut *conn)
+        .await?;
         return Ok((id, true));
     }
     let id = sqlx::query_scalar!(
@@ -134,7 +144,8 @@ pub async fn active_outside(
         .collect())
 }
 
-/// Replaces the ranges; quarantined VLANs that fall outside them are dropped.
+/// Replaces the ranges. Quarantined VLANs outside them stay quarantined: ranges shrunk and
+/// restored within the quarantine must not hand them out early.
 pub async fn set_ranges(
     conn: &mut PgConnection,
     pool_id: i64,
@@ -154,13 +165,6 @@ pub async fn set_ranges(
     .execute(&mut *conn)
     .await?;
     sqlx::query!(
-        "DELETE FROM vlan_assignments a WHERE a.pool_id = $1 AND a.state = 'quarantined' AND NOT EXISTS
-             (SELECT 1 FROM vlan_ranges r WHERE r.pool_id = $1 AND a.vlan BETWEEN r.first_vlan AND r.last_vlan)",
-        pool_id
-    )
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query!(
         "UPDATE vlan_pools SET updated_at = now() WHERE id = $1",
         pool_id
     )
@@ -169,7 +173,8 @@ pub async fn set_ranges(
     Ok(())
 }
 
-/// Deletes the pool unless an EPG uses it; its quarantined VLANs go with it.
+/// Deletes the pool unless an EPG uses it. Its VLANs still in quarantine are kept by pool name
+/// (`released_vlans`) for a pool re-created under that name.
 pub async fn delete(conn: &mut PgConnection, name: &str) -> Result<Deleted, sqlx::Error> {
     let id = sqlx::query_scalar!("SELECT id FROM vlan_pools WHERE name = $1 FOR UPDATE", name)
         .fetch_optional(&mut *conn)
@@ -183,9 +188,19 @@ pub async fn delete(conn: &mut PgConnection, name: &str) -> Result<Deleted, sqlx
     if epgs > 0 {
         return Ok(Deleted::InUse(epgs));
     }
-    sqlx::query!("DELETE FROM vlan_assignments WHERE pool_id = $1", id)
-        .execute(&mut *conn)
-        .await?;
+    // No EPG uses the pool, so every assignment left is a quarantined one.
+    sqlx::query!(
+        "WITH gone AS (DELETE FROM vlan_assignments WHERE pool_id = $1
+                       RETURNING vlan, epg_key, quarantined_until)
+         INSERT INTO released_vlans (pool, vlan, epg_key, quarantined_until)
+         SELECT $2, vlan, epg_key, quarantined_until FROM gone WHERE quarantined_until > now()
+         ON CONFLICT (pool, vlan) DO UPDATE SET epg_key = EXCLUDED.epg_key,
+             quarantined_until = GREATEST(released_vlans.quarantined_until, EXCLUDED.quarantined_until)",
+        id,
+        name,
+    )
+    .execute(&mut *conn)
+    .await?;
     sqlx::query!("DELETE FROM vlan_pools WHERE id = $1", id)
         .execute(conn)
         .await?;

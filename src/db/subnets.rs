@@ -109,8 +109,67 @@ pub async fn set_hint(
     Ok(())
 }
 
+/// Moves the EPG's quarantined leases (of subnet `subnet_id` only, when given) to
+/// `released_addresses`, keyed by tenant, bridge domain and CIDR, before the rows that own them
+/// are deleted: the quarantine holds for a subnet that comes back under that key.
+pub async fn keep_quarantined(
+    conn: &mut PgConnection,
+    epg_id: i64,
+    subnet_id: Option<i64>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "WITH gone AS (
+             DELETE FROM ip_leases WHERE epg_id = $1 AND ($2::bigint IS NULL OR subnet_id = $2)
+                 AND state = 'quarantined'
+             RETURNING subnet_id, address, reservation, quarantined_until)
+         INSERT INTO released_addresses
+             (tenant, bridge_domain, cidr, address, app, epg, reservation, quarantined_until)
+         SELECT e.tenant, e.bridge_domain, s.cidr, g.address, e.app, e.name, g.reservation, g.quarantined_until
+         FROM gone g JOIN subnets s ON s.id = g.subnet_id JOIN epgs e ON e.id = $1
+         WHERE g.quarantined_until > now()
+         ON CONFLICT (tenant, bridge_domain, cidr, address) DO UPDATE SET
+             app = EXCLUDED.app, epg = EXCLUDED.epg, reservation = EXCLUDED.reservation,
+             quarantined_until = GREATEST(released_addresses.quarantined_until, EXCLUDED.quarantined_until)",
+        epg_id,
+        subnet_id,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Takes the addresses kept by [`keep_quarantined`] for the EPG's tenant, bridge domain and the
+/// CIDR of its new subnet `subnet_id` back into that subnet as quarantined leases. The reservation
+/// name comes back too when the EPG is the one that held it (deleted and re-created).
+async fn restore_quarantined(
+    conn: &mut PgConnection,
+    epg_id: i64,
+    subnet_id: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "WITH kept AS (
+             DELETE FROM released_addresses r USING epgs e, subnets s
+             WHERE e.id = $1 AND s.id = $2 AND (r.tenant, r.bridge_domain, r.cidr) = (e.tenant, e.bridge_domain, s.cidr)
+             RETURNING r.address, r.reservation, r.quarantined_until, (r.app, r.epg) = (e.app, e.name) AS same_epg)
+         INSERT INTO ip_leases (subnet_id, address, epg_id, reservation, state, quarantined_until)
+         SELECT $2, k.address, $1,
+                CASE WHEN k.same_epg AND NOT EXISTS
+                         (SELECT 1 FROM ip_leases x WHERE x.epg_id = $1 AND x.reservation = k.reservation)
+                     THEN k.reservation END,
+                'quarantined', k.quarantined_until
+         FROM kept k WHERE k.quarantined_until > now()
+         ON CONFLICT DO NOTHING",
+        epg_id,
+        subnet_id,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Makes the EPG's stored subnets equal `specs`. Refuses (`InUse`) to drop a subnet
-/// that still has active leases, or to make a leased address unallocatable.
+/// that still has active leases, or to make a leased address unallocatable. Quarantined leases
+/// of a dropped subnet are kept ([`keep_quarantined`]) and come back with it.
 pub async fn replace(
     conn: &mut PgConnection,
     epg_id: i64,
@@ -143,6 +202,7 @@ pub async fn replace(
             }
         }
         if new.is_none() {
+            keep_quarantined(conn, epg_id, Some(old.id)).await?;
             sqlx::query!("DELETE FROM subnets WHERE id = $1", old.id)
                 .execute(&mut *conn)
                 .await?;
@@ -157,13 +217,14 @@ pub async fn replace(
     .await?;
     for (pos, s) in specs.iter().enumerate() {
         let (first, _) = s.host_bounds();
-        sqlx::query!(
+        let inserted = sqlx::query!(
             "INSERT INTO subnets (epg_id, position, cidr, gateway, reserved, alloc_hint)
              VALUES ($1, $2, $3::text::cidr, $4::text::inet, $5, $6::text::inet)
              ON CONFLICT (epg_id, cidr) DO UPDATE SET position = EXCLUDED.position, gateway = EXCLUDED.gateway,
                  reserved = EXCLUDED.reserved,
                  alloc_hint = CASE WHEN subnets.gateway = EXCLUDED.gateway AND subnets.reserved = EXCLUDED.reserved
-                                   THEN subnets.alloc_hint ELSE EXCLUDED.alloc_hint END",
+                                   THEN subnets.alloc_hint ELSE EXCLUDED.alloc_hint END
+             RETURNING id, (xmax = 0) AS \"created!\"",
             epg_id,
             pos as i32,
             s.cidr.to_string(),
@@ -171,8 +232,11 @@ pub async fn replace(
             serde_json::to_value(&s.reserved).unwrap_or_default(),
             first.to_string(),
         )
-        .execute(&mut *conn)
+        .fetch_one(&mut *conn)
         .await?;
+        if inserted.created {
+            restore_quarantined(conn, epg_id, inserted.id).await?;
+        }
     }
     Ok(())
 }
