@@ -113,13 +113,19 @@ pub async fn lock_or_create(
         .await?;
         return Ok((id, true));
     }
-    let id = sqlx::query_scalar!(
+    let id = lock(conn, name).await?.ok_or(sqlx::Error::RowNotFound)?;
+    Ok((id, false))
+}
+
+/// Row-locks the pool named `name`, serializing the allocations in it across replicas (as
+/// `alloc::vlan::lock_pool` does by id); its id, or None when there is no such pool.
+pub async fn lock(conn: &mut PgConnection, name: &str) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar!(
         "SELECT id FROM vlan_pools WHERE name = $1 FOR NO KEY UPDATE",
         name
     )
-    .fetch_one(conn)
-    .await?;
-    Ok((id, false))
+    .fetch_optional(conn)
+    .await
 }
 
 /// VLANs held by EPGs that fall outside `ranges`.

@@ -11,7 +11,7 @@ use utoipa_actix_web::service_config::ServiceConfig;
 use super::{finish_put, vanished, ApiJson, ApiPath, ApiQuery, Page, Paging, Put};
 use crate::alloc::vlan;
 use crate::auth::{Auth, Operator, Viewer};
-use crate::db::{audit, epgs, epgs::EpgRow, subnets};
+use crate::db::{audit, epgs, epgs::EpgRow, pools, subnets};
 use crate::domain::{ApicName, BindingMode, Encap, EpgKey, Immediacy, SubnetSpec, VlanId};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::startup::AppState;
@@ -214,15 +214,12 @@ async fn put_epg(
     let key = key(path)?;
     validate_subnets(&spec.subnets)?;
     let mut tx = st.db.begin().await?;
-    let (pool_id,): (i64,) = sqlx::query_as("SELECT id FROM vlan_pools WHERE name = $1")
-        .bind(spec.vlan_pool.as_str())
-        .fetch_optional(&mut *tx)
+    // Pool first, then EPG, then subnets: every writer takes locks in this order.
+    let pool_id = pools::lock(&mut tx, spec.vlan_pool.as_str())
         .await?
         .ok_or_else(|| {
             ApiError::Invalid(format!("VLAN pool `{}` does not exist", spec.vlan_pool))
         })?;
-    // Pool first, then EPG, then subnets: every writer takes locks in this order.
-    vlan::lock_pool(&mut tx, pool_id).await?;
     let before = load(&mut tx, &key).await?;
     if let Some(b) = &before {
         if b.vlan_pool != spec.vlan_pool {

@@ -31,7 +31,7 @@ async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", impl_for = readyz, tag = "health", security(()), responses((status = 200, body = Health), (status = 503, body = Problem)))]
 #[actix_web::get("/readyz")]
 async fn readyz(st: web::Data<AppState>) -> ApiResult<Json<Health>> {
-    let applied: Vec<(i64,)> = sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success")
+    let applied = sqlx::query_scalar!("SELECT version FROM _sqlx_migrations WHERE success")
         .fetch_all(&st.db)
         .await
         .map_err(|e| ApiError::Unavailable(format!("database not ready: {}", db_reason(&e))))?;
@@ -39,7 +39,7 @@ async fn readyz(st: web::Data<AppState>) -> ApiResult<Json<Health>> {
         .iter()
         .filter(|m| m.migration_type.is_up_migration())
         .map(|m| m.version)
-        .filter(|v| !applied.iter().any(|(a,)| a == v))
+        .filter(|v| !applied.contains(v))
         .collect();
     if !missing.is_empty() {
         return Err(ApiError::Unavailable(format!(

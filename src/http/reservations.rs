@@ -49,24 +49,44 @@ pub struct Reservation {
     pub created_at: DateTime<Utc>,
 }
 
-/// (address as a number for paging, name, address, cidr, gateway, created_at)
-type Row = (i64, String, String, String, String, DateTime<Utc>);
+/// An active reservation as read, before its text columns are parsed.
+struct Row {
+    /// The address as a number: the paging cursor.
+    pos: i64,
+    name: String,
+    address: String,
+    cidr: String,
+    gateway: String,
+    created_at: DateTime<Utc>,
+}
 
-const SELECT: &str = "SELECT l.address - '0.0.0.0'::inet, l.reservation, host(l.address), s.cidr::text, host(s.gateway), l.created_at
-    FROM ip_leases l JOIN subnets s ON s.id = l.subnet_id
-    WHERE l.epg_id = $1 AND l.state = 'active' AND l.reservation IS NOT NULL";
+/// `query_as!` into [`Row`] of the EPG `$1`'s active reservations, followed by `$tail` (a string
+/// literal) and its arguments; a macro because sqlx checks only literal SQL.
+macro_rules! select_reservations {
+    ($tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            Row,
+            r#"SELECT l.address - '0.0.0.0'::inet AS "pos!", l.reservation AS "name!",
+                   host(l.address) AS "address!", s.cidr::text AS "cidr!", host(s.gateway) AS "gateway!",
+                   l.created_at
+               FROM ip_leases l JOIN subnets s ON s.id = l.subnet_id
+               WHERE l.epg_id = $1 AND l.state = 'active' AND l.reservation IS NOT NULL "# + $tail
+            $(, $arg)*
+        )
+    };
+}
 
-fn decode((_, name, address, cidr, gateway, created_at): Row) -> ApiResult<Reservation> {
+fn decode(row: Row) -> ApiResult<Reservation> {
     let addr = |t: &str| {
         t.parse::<Ipv4Addr>()
             .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored address {t}: {e}")))
     };
     Ok(Reservation {
-        name: ApicName::parse(&name)?,
-        address: addr(&address)?,
-        subnet: Ipv4Cidr::parse(&cidr)?,
-        gateway: addr(&gateway)?,
-        created_at,
+        name: ApicName::parse(&row.name)?,
+        address: addr(&row.address)?,
+        subnet: Ipv4Cidr::parse(&row.cidr)?,
+        gateway: addr(&row.gateway)?,
+        created_at: row.created_at,
     })
 }
 
@@ -75,9 +95,7 @@ async fn load(
     epg_id: i64,
     name: &ApicName,
 ) -> ApiResult<Option<Reservation>> {
-    let row: Option<Row> = sqlx::query_as(&format!("{SELECT} AND l.reservation = $2"))
-        .bind(epg_id)
-        .bind(name.as_str())
+    let row = select_reservations!("AND l.reservation = $2", epg_id, name.as_str())
         .fetch_optional(conn)
         .await?;
     row.map(decode).transpose()
@@ -115,15 +133,17 @@ async fn list_reservations(
     let mut conn = st.db.acquire().await?;
     let id = epg_id(&mut conn, &key).await?;
     // Leases have no serial id; they are paged in address order, the address number as cursor.
-    let rows: Vec<Row> = sqlx::query_as(&format!(
-        "{SELECT} AND l.address - '0.0.0.0'::inet > $2 ORDER BY l.address LIMIT $3"
-    ))
-    .bind(id)
-    .bind(after.unwrap_or(-1))
-    .bind(limit + 1)
+    let rows = select_reservations!(
+        "AND l.address - '0.0.0.0'::inet > $2 ORDER BY l.address LIMIT $3",
+        id,
+        after.unwrap_or(-1),
+        limit + 1,
+    )
     .fetch_all(&mut *conn)
     .await?;
-    Ok(Json(Page::decode(rows, limit, |r| Ok((r.0, decode(r)?)))?))
+    Ok(Json(Page::decode(rows, limit, |r| {
+        Ok((r.pos, decode(r)?))
+    })?))
 }
 
 #[utoipa::path(get, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", impl_for = get_reservation, tag = "reservations",

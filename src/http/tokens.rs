@@ -56,19 +56,23 @@ impl std::fmt::Debug for CreatedToken {
     }
 }
 
-type Row = (i64, String, String, DateTime<Utc>);
-
-fn decode((_, name, role, created_at): Row) -> ApiResult<TokenInfo> {
-    let role = Role::parse(&role)
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("stored role `{role}`")))?;
-    Ok(TokenInfo {
-        name: ApicName::parse(&name)?,
-        role,
-        created_at,
-    })
+/// A token as stored (never its hash).
+struct Row {
+    id: i64,
+    name: String,
+    role: String,
+    created_at: DateTime<Utc>,
 }
 
-const SELECT: &str = "SELECT id, name, role, created_at FROM api_tokens";
+fn decode(row: Row) -> ApiResult<TokenInfo> {
+    let role = Role::parse(&row.role)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("stored role `{}`", row.role)))?;
+    Ok(TokenInfo {
+        name: ApicName::parse(&row.name)?,
+        role,
+        created_at: row.created_at,
+    })
+}
 
 #[utoipa::path(get, path = "/api/v1/tokens", impl_for = list_tokens, tag = "tokens", params(Paging),
     responses((status = 200, body = Page<TokenInfo>)))]
@@ -79,12 +83,15 @@ async fn list_tokens(
     ApiQuery(paging): ApiQuery<Paging>,
 ) -> ApiResult<Json<Page<TokenInfo>>> {
     let (after, limit) = paging.resolve()?;
-    let rows: Vec<Row> = sqlx::query_as(&format!("{SELECT} WHERE id > $1 ORDER BY id LIMIT $2"))
-        .bind(after.unwrap_or(0))
-        .bind(limit + 1)
-        .fetch_all(&st.db)
-        .await?;
-    Ok(Json(Page::decode(rows, limit, |r| Ok((r.0, decode(r)?)))?))
+    let rows = sqlx::query_as!(
+        Row,
+        "SELECT id, name, role, created_at FROM api_tokens WHERE id > $1 ORDER BY id LIMIT $2",
+        after.unwrap_or(0),
+        limit + 1,
+    )
+    .fetch_all(&st.db)
+    .await?;
+    Ok(Json(Page::decode(rows, limit, |r| Ok((r.id, decode(r)?)))?))
 }
 
 /// Creates a token and returns it once. 409 when the name is taken.
@@ -104,10 +111,13 @@ async fn create(
             TokenError::BadName(p) => p.into(),
             TokenError::Database(d) => d.into(),
         })?;
-    let row: Row = sqlx::query_as(&format!("{SELECT} WHERE name = $1"))
-        .bind(new.name.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
+    let row = sqlx::query_as!(
+        Row,
+        "SELECT id, name, role, created_at FROM api_tokens WHERE name = $1",
+        new.name.as_str()
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     let info = decode(row)?;
     let resource = format!("tokens/{}", new.name);
     audit::record(
@@ -134,10 +144,11 @@ async fn delete_token(
 ) -> ApiResult<HttpResponse> {
     let name = ApicName::parse(&name)?;
     let mut tx = st.db.begin().await?;
-    let row: Option<Row> = sqlx::query_as(
+    let row = sqlx::query_as!(
+        Row,
         "DELETE FROM api_tokens WHERE name = $1 RETURNING id, name, role, created_at",
+        name.as_str()
     )
-    .bind(name.as_str())
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(row) = row {
