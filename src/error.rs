@@ -225,6 +225,7 @@ impl From<AllocError> for ApiError {
             AllocError::Exhausted(m) => Self::Exhausted(m),
             AllocError::Unavailable(m) => Self::Conflict(m),
             AllocError::InUse(m) => Self::InUse(m),
+            AllocError::Gone(m) => Self::NotFound(m),
             AllocError::OutOfRange(m) => Self::Invalid(m),
             AllocError::Database(e) => e.into(),
         }

@@ -21,10 +21,20 @@ pub struct Lease {
     pub created_at: DateTime<Utc>,
 }
 
+/// Whether a reservation PUT created the reservation or found it held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It was not held before this call: new, or taken back from quarantine.
+    Created,
+    /// It was already held, with this very lease.
+    Held,
+}
+
 /// Returns the lease of reservation `name` in the EPG, creating it when needed: an existing
 /// (or still quarantined) reservation keeps its address, a requested address is honoured only
 /// when it is free and allocatable, otherwise the lowest free address of the first subnet that
-/// has one is taken.
+/// has one is taken. The [`Outcome`] is decided under the subnet lock, so of concurrent
+/// identical requests exactly one is told `Created`.
 ///
 /// Work that needs no lock (the idempotent repeat, expiring quarantine) runs before the subnet
 /// lock, so the serialized part is short: lock, find, insert (+ hint), and the caller's commit.
@@ -33,46 +43,43 @@ pub async fn reserve(
     epg_id: i64,
     name: &str,
     requested: Option<Ipv4Addr>,
-) -> Result<Lease, AllocError> {
-    let quarantined = match find(conn, epg_id, name).await? {
-        Some((lease, true)) => return check_requested(lease, name, requested),
-        Some((_, false)) => true,
-        None => false,
-    };
+) -> Result<(Lease, Outcome), AllocError> {
+    if let Some((lease, true)) = find(conn, epg_id, name).await? {
+        return check_requested(lease, Outcome::Held, name, requested);
+    }
     let freed = expire_quarantine(conn, epg_id).await?;
     // Serializes every allocation in this EPG across replicas.
     let mut subnets = subnets::lock_for_epg(conn, epg_id).await?;
-    if quarantined {
-        if let Some(lease) = reactivate(conn, epg_id, name).await? {
-            return check_requested(lease, name, requested);
-        }
+    // An EPG deleted while this request waited for the lock has no subnets left (a live one
+    // has at least one): nothing to allocate from, and the answer is that it is gone.
+    if subnets.is_empty() {
+        return Err(AllocError::Gone("the EPG was deleted meanwhile".into()));
+    }
+    // Held or quarantined now, whatever `find` saw before the lock.
+    if let Some((lease, outcome)) = reactivate(conn, epg_id, name).await? {
+        return check_requested(lease, outcome, name, requested);
     }
     lower_hints(conn, &mut subnets, &freed).await?;
 
     let Some((subnet, addr)) = candidate(conn, &subnets, requested).await? else {
-        // A concurrent request may have created this very reservation meanwhile.
-        return match reactivate(conn, epg_id, name).await? {
-            Some(lease) => check_requested(lease, name, requested),
-            None => Err(AllocError::Exhausted(
-                "no free address is left in the EPG's subnets".into(),
-            )),
-        };
+        return Err(AllocError::Exhausted(
+            "no free address is left in the EPG's subnets".into(),
+        ));
     };
     let advance = requested.is_none().then(|| next(addr));
     match insert(conn, subnet.id, epg_id, name, addr, advance).await? {
-        Some(created_at) => Ok(Lease {
-            address: addr,
-            subnet: subnet.spec.cidr,
-            gateway: subnet.spec.gateway,
-            created_at,
-        }),
-        // The name (or, for a requested address, the address) is already taken.
-        None => match reactivate(conn, epg_id, name).await? {
-            Some(lease) => check_requested(lease, name, requested),
-            None => Err(AllocError::Unavailable(format!(
-                "{addr} is already leased or quarantined"
-            ))),
-        },
+        Some(created_at) => Ok((
+            Lease {
+                address: addr,
+                subnet: subnet.spec.cidr,
+                gateway: subnet.spec.gateway,
+                created_at,
+            },
+            Outcome::Created,
+        )),
+        None => Err(AllocError::Unavailable(format!(
+            "{addr} is already leased or quarantined"
+        ))),
     }
 }
 
@@ -107,15 +114,16 @@ async fn candidate<'a>(
 
 fn check_requested(
     lease: Lease,
+    outcome: Outcome,
     name: &str,
     requested: Option<Ipv4Addr>,
-) -> Result<Lease, AllocError> {
+) -> Result<(Lease, Outcome), AllocError> {
     match requested {
         Some(want) if want != lease.address => Err(AllocError::Unavailable(format!(
             "reservation `{name}` already holds {}; delete it first to move it to {want}",
             lease.address
         ))),
-        _ => Ok(lease),
+        _ => Ok((lease, outcome)),
     }
 }
 
@@ -159,24 +167,35 @@ async fn find(
     row.map(decode).transpose()
 }
 
-/// Takes the reservation's lease (quarantined or not) back into use.
+/// Takes the reservation's lease (quarantined or not) back into use; `Held` when it already
+/// was active. The caller holds the subnet lock, so the state read is the state replaced.
 async fn reactivate(
     conn: &mut PgConnection,
     epg_id: i64,
     name: &str,
-) -> Result<Option<Lease>, AllocError> {
+) -> Result<Option<(Lease, Outcome)>, AllocError> {
     let row = sqlx::query_as!(
         LeaseRow,
-        r#"UPDATE ip_leases l SET state = 'active', quarantined_until = NULL FROM subnets s
-           WHERE s.id = l.subnet_id AND l.epg_id = $1 AND l.reservation = $2
+        r#"WITH old AS (SELECT subnet_id, address, state FROM ip_leases
+                        WHERE epg_id = $1 AND reservation = $2)
+           UPDATE ip_leases l SET state = 'active', quarantined_until = NULL FROM old, subnets s
+           WHERE (l.subnet_id, l.address) = (old.subnet_id, old.address) AND s.id = l.subnet_id
            RETURNING host(l.address) AS "address!", s.cidr::text AS "cidr!",
-               host(s.gateway) AS "gateway!", l.created_at, true AS "active!""#,
+               host(s.gateway) AS "gateway!", l.created_at, old.state = 'active' AS "active!""#,
         epg_id,
         name,
     )
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(decode).transpose()?.map(|(lease, _)| lease))
+    let Some((lease, was_active)) = row.map(decode).transpose()? else {
+        return Ok(None);
+    };
+    let outcome = if was_active {
+        Outcome::Held
+    } else {
+        Outcome::Created
+    };
+    Ok(Some((lease, outcome)))
 }
 
 /// Deletes the EPG's leases whose quarantine ended; returns (subnet id, address) of each.

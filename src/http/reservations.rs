@@ -181,8 +181,8 @@ async fn put_reservation(
     let (key, name) = split(path)?;
     let mut tx = st.db.begin().await?;
     let id = epg_id(&mut tx, &key).await?;
-    let before = load(&mut tx, id, &name).await?;
-    let lease = ip::reserve(&mut tx, id, name.as_str(), spec.address).await?;
+    // 404 too when the EPG is deleted while this request waits for its lock.
+    let (lease, outcome) = ip::reserve(&mut tx, id, name.as_str(), spec.address).await?;
     let after = Reservation {
         name: name.clone(),
         address: lease.address,
@@ -190,20 +190,21 @@ async fn put_reservation(
         gateway: lease.gateway,
         created_at: lease.created_at,
     };
+    let created = outcome == ip::Outcome::Created;
     // A repeated PUT of a held reservation changes nothing and is not recorded.
-    if before.as_ref() != Some(&after) {
+    if created {
         audit::record(
             &mut tx,
             auth.actor(),
             "reservation.put",
             &resource(&key, &name),
-            before.as_ref(),
+            None::<&Reservation>,
             Some(&after),
         )
         .await?;
     }
     tx.commit().await?;
-    Ok(Put(before.is_none(), after))
+    Ok(Put(created, after))
 }
 
 /// Releases the address into quarantine. Releasing a missing reservation is a no-op.

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
-use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
 use weft::alloc::Quarantine;
 use weft::apic::Apic;
 use weft::auth::{create_token, Role};
@@ -325,4 +326,47 @@ pub async fn raw_exchange(app: &TestApp, head: &[u8], chunk: &[u8], repeat: usiz
     };
     let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
     String::from_utf8_lossy(&response).into_owned()
+}
+
+/// A pool on the test's database big enough for `n` requests to wait on a row lock at once
+/// (the pool `#[sqlx::test]` hands out has 5 connections), plus the steering connections.
+pub async fn wide_pool(connect: PgConnectOptions, n: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(n + 4)
+        .connect_with(connect)
+        .await
+        .unwrap()
+}
+
+/// The test's own transaction holding the row locks of EPG `epg`'s subnets, the lock every
+/// reservation and EPG delete takes: requests queue behind it in a known order, so a race is
+/// steered, not hoped for. Roll it back to let them go.
+pub async fn hold_subnet_locks(db: &PgPool, epg: &str) -> sqlx::Transaction<'static, Postgres> {
+    let mut tx = db.begin().await.unwrap();
+    let locked = sqlx::query(
+        "SELECT s.id FROM subnets s JOIN epgs e ON e.id = s.epg_id WHERE e.name = $1 FOR NO KEY UPDATE",
+    )
+    .bind(epg)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert!(!locked.is_empty(), "EPG {epg} has no subnets to lock");
+    tx
+}
+
+/// Waits until `n` sessions on the test's database wait for a lock.
+pub async fn wait_for_lock_waiters(db: &PgPool, n: i64) {
+    for _ in 0..1000 {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(db)
+        .await
+        .unwrap();
+        if waiting >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{n} sessions never queued for the lock");
 }
