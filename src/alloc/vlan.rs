@@ -107,6 +107,66 @@ pub async fn assign(
     }
 }
 
+/// Moves the existing EPG `epg_id` from its VLAN to `want`, for a changed `requested_vlan`.
+/// Refused (`InUse`) while attachments or fabric bindings use the current VLAN, and
+/// (`Unavailable`) while `want` is held by another EPG or quarantined after one; `want` outside
+/// the pool is `OutOfRange`. The old VLAN goes into quarantine. The caller holds [`lock_pool`].
+pub async fn change(
+    conn: &mut PgConnection,
+    pool_id: i64,
+    epg_id: i64,
+    epg_key: &str,
+    want: VlanId,
+    quarantine: std::time::Duration,
+) -> Result<VlanId, AllocError> {
+    let pins = sqlx::query!(
+        r#"SELECT (SELECT count(*) FROM attachments WHERE epg_id = $1) AS "attachments!",
+                  (SELECT count(*) FROM bindings WHERE epg_id = $1) AS "bindings!",
+                  (SELECT vlan FROM vlan_assignments WHERE epg_id = $1) AS current"#,
+        epg_id
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let current = pins
+        .current
+        .map_or_else(|| "none".into(), |v| v.to_string());
+    if pins.attachments + pins.bindings > 0 {
+        return Err(AllocError::InUse(format!(
+            "VLAN {current} carries {} attachment(s) and {} fabric binding(s) of this EPG; \
+             detach them before moving it to VLAN {want}",
+            pins.attachments, pins.bindings
+        )));
+    }
+    let holder = sqlx::query!(
+        "SELECT epg_key, state, quarantined_until FROM vlan_assignments
+         WHERE pool_id = $1 AND vlan = $2 AND (state = 'active' OR quarantined_until > now())",
+        pool_id,
+        i32::from(want.get()),
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    match holder {
+        Some(h) if h.state == "active" => {
+            return Err(AllocError::Unavailable(format!(
+                "VLAN {want} is held by EPG {}",
+                h.epg_key
+            )))
+        }
+        Some(h) if h.epg_key != epg_key => {
+            return Err(AllocError::Unavailable(format!(
+                "VLAN {want} is in quarantine after EPG {} until {}",
+                h.epg_key,
+                h.quarantined_until
+                    .map_or_else(|| "?".into(), |t| t.to_rfc3339())
+            )))
+        }
+        // Free, or this EPG's own VLAN from before: `assign` takes it.
+        _ => {}
+    }
+    release(conn, epg_id, quarantine).await?;
+    assign(conn, pool_id, epg_id, epg_key, Some(want)).await
+}
+
 /// Puts the EPG's VLAN into quarantine; it is not handed to another EPG before it ends.
 pub async fn release(
     conn: &mut PgConnection,

@@ -58,7 +58,7 @@ pub struct Epg {
     pub physical_domain: ApicName,
     pub vlan_pool: ApicName,
     pub requested_vlan: Option<VlanId>,
-    /// The VLAN allocated to this EPG; stable for the EPG's life.
+    /// The VLAN allocated to this EPG; it changes only when a PUT changes `requested_vlan`.
     pub vlan: VlanId,
     pub encap: Encap,
     pub mode: BindingMode,
@@ -199,7 +199,9 @@ async fn get_epg(
 }
 
 /// Creates or updates an EPG. On creation it gets one VLAN from its pool (409 when the pool is
-/// exhausted); later PUTs keep that VLAN. A PUT that changes nothing writes nothing.
+/// exhausted); later PUTs keep that VLAN unless they change `requested_vlan`: then the EPG moves
+/// to it (the old VLAN goes into quarantine), or 409 says why it cannot (the VLAN is held or
+/// quarantined, or attachments use the current one). A PUT that changes nothing writes nothing.
 #[utoipa::path(put, path = "/api/v1/epgs/{tenant}/{app}/{epg}", impl_for = put_epg, tag = "epgs",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path)), request_body = EpgSpec,
     responses((status = 200, body = Epg, description = "updated"), (status = 201, body = Epg, description = "created"),
@@ -244,6 +246,12 @@ async fn put_epg(
     let (id, created) = epgs::upsert(&mut tx, &key, &columns).await?;
     if created {
         vlan::assign(&mut tx, pool_id, id, &key.to_string(), spec.requested_vlan).await?;
+    } else if let (Some(b), Some(want)) = (&before, spec.requested_vlan) {
+        // A changed wish is honoured, or refused with the reason; never silently ignored.
+        if b.requested_vlan != Some(want) && b.vlan != want {
+            let quarantine = st.quarantine.vlan;
+            vlan::change(&mut tx, pool_id, id, &key.to_string(), want, quarantine).await?;
+        }
     }
     subnets::replace(&mut tx, id, &spec.subnets).await?;
     let after = load(&mut tx, &key).await?.ok_or_else(|| vanished("EPG"))?;

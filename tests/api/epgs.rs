@@ -19,7 +19,6 @@ async fn an_epg_gets_the_lowest_free_vlan_and_keeps_it_across_updates(db: PgPool
     body["mode"] = json!("untagged");
     body["immediacy"] = json!("immediate");
     body["managed"] = json!(true);
-    body["requested_vlan"] = json!(105);
     let r = app.put(&app.operator, "/api/v1/epgs/t/ap/a", &body).await;
     assert_eq!(r.status(), StatusCode::OK);
     let updated: Value = r.json().await.unwrap();
@@ -43,7 +42,6 @@ async fn an_epg_gets_the_lowest_free_vlan_and_keeps_it_across_updates(db: PgPool
         "mode",
         "immediacy",
         "managed",
-        "requested_vlan",
     ] {
         assert_eq!(got[k], body[k], "{k}");
     }
@@ -307,4 +305,78 @@ async fn overlapping_subnets_are_refused_wherever_they_stand_in_the_list(db: PgP
     body["subnets"][3] = json!({"cidr": "10.3.0.0/24", "gateway": "10.3.0.1"});
     let r = app.put(&app.operator, "/api/v1/epgs/t/ap/a", &body).await;
     assert_eq!(r.status(), StatusCode::CREATED);
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_changed_requested_vlan_moves_the_epg_or_says_why_not(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    app.pool("p", 600, 610).await;
+    assert_eq!(
+        app.epg("a", "p", "10.0.0.0/24", "10.0.0.1").await["vlan"],
+        600
+    );
+    assert_eq!(
+        app.epg("b", "p", "10.0.1.0/24", "10.0.1.1").await["vlan"],
+        601
+    );
+    let url = "/api/v1/epgs/t/ap/a";
+    let put_vlan = |v: u16| {
+        let mut body = epg_body("p", "10.0.0.0/24", "10.0.0.1");
+        body["requested_vlan"] = json!(v);
+        let app = &app;
+        async move { app.put(&app.operator, url, &body).await }
+    };
+
+    // Free: the EPG moves, and its old VLAN goes into quarantine.
+    let r = put_vlan(605).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let moved: Value = r.json().await.unwrap();
+    assert_eq!(
+        (moved["vlan"].clone(), moved["requested_vlan"].clone()),
+        (json!(605), json!(605))
+    );
+    assert_eq!(app.get_json(&app.viewer, url).await, moved);
+    let pool = app.get_json(&app.viewer, "/api/v1/vlan-pools/p").await;
+    assert_eq!(pool["usage"]["allocated"], 2);
+    assert_eq!(pool["usage"]["quarantined"], 1);
+
+    // Held by another EPG, quarantined after another EPG, outside the pool: refused, unchanged.
+    let held = assert_problem(put_vlan(601).await, StatusCode::CONFLICT, "conflict").await;
+    assert!(
+        held["detail"].as_str().unwrap().contains("t/ap/b"),
+        "{held}"
+    );
+    app.delete_ok(&app.operator, "/api/v1/epgs/t/ap/b").await;
+    let q = assert_problem(put_vlan(601).await, StatusCode::CONFLICT, "conflict").await;
+    assert!(q["detail"].as_str().unwrap().contains("quarantine"), "{q}");
+    assert_problem(
+        put_vlan(700).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-input",
+    )
+    .await;
+    assert_eq!(app.get_json(&app.viewer, url).await, moved);
+
+    // Its own VLAN from before is its to take back.
+    let r = put_vlan(600).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().await.unwrap()["vlan"], 600);
+
+    // An attachment pins the VLAN it uses.
+    let host = json!({"agent_url": "http://h1:9180", "backend": "ovs"});
+    let r = app.put(&app.admin, "/api/v1/hosts/h1", &host).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    sqlx::query(
+        "INSERT INTO attachments (id, host_id, epg_id, container, state)
+         SELECT gen_random_uuid(), h.id, e.id, 'c1', 'attached' FROM hosts h, epgs e",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    let pinned = assert_problem(put_vlan(607).await, StatusCode::CONFLICT, "in-use").await;
+    assert!(
+        pinned["detail"].as_str().unwrap().contains("attachment"),
+        "{pinned}"
+    );
+    assert_eq!(app.get_json(&app.viewer, url).await["vlan"], 600);
 }
