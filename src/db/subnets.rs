@@ -167,14 +167,55 @@ async fn restore_quarantined(
     Ok(())
 }
 
+/// Refuses (`Unavailable`) subnets that overlap one of another EPG on the same bridge domain of
+/// the same tenant: as on ACI, a subnet belongs to the bridge domain, and two EPGs there handing
+/// out the same addresses would collide on one L2 segment. A lock per bridge domain, held until
+/// the transaction ends, makes concurrent PUTs on one bridge domain check one after the other.
+async fn check_bridge_domain(
+    conn: &mut PgConnection,
+    epg_id: i64,
+    specs: &[SubnetSpec],
+) -> Result<(), AllocError> {
+    sqlx::query!(
+        "SELECT pg_advisory_xact_lock(hashtextextended('weft-bd/' || tenant || '/' || bridge_domain, 0))
+         FROM epgs WHERE id = $1",
+        epg_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let cidrs: Vec<String> = specs.iter().map(|s| s.cidr.to_string()).collect();
+    let clash = sqlx::query!(
+        r#"SELECT o.tenant || '/' || o.app || '/' || o.name AS "epg!", o.bridge_domain,
+                  s.cidr::text AS "theirs!", mine AS "mine!"
+           FROM epgs me JOIN epgs o ON (o.tenant, o.bridge_domain) = (me.tenant, me.bridge_domain)
+           JOIN subnets s ON s.epg_id = o.id, unnest($2::text[]) AS mine
+           WHERE me.id = $1 AND o.id <> me.id AND s.cidr && mine::cidr
+           ORDER BY o.id, s.position LIMIT 1"#,
+        epg_id,
+        &cidrs,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    match clash {
+        Some(c) => Err(AllocError::Unavailable(format!(
+            "subnet {} overlaps {} of EPG {} on bridge domain `{}`: a subnet belongs to its \
+             bridge domain, so only one EPG there can hold it",
+            c.mine, c.theirs, c.epg, c.bridge_domain
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Makes the EPG's stored subnets equal `specs`. Refuses (`InUse`) to drop a subnet
-/// that still has active leases, or to make a leased address unallocatable. Quarantined leases
+/// that still has active leases, or to make a leased address unallocatable, and
+/// (`Unavailable`) subnets another EPG on the bridge domain holds. Quarantined leases
 /// of a dropped subnet are kept ([`keep_quarantined`]) and come back with it.
 pub async fn replace(
     conn: &mut PgConnection,
     epg_id: i64,
     specs: &[SubnetSpec],
 ) -> Result<(), AllocError> {
+    check_bridge_domain(conn, epg_id, specs).await?;
     let current = lock_for_epg(conn, epg_id).await?;
     for old in &current {
         let leased = sqlx::query_scalar!(

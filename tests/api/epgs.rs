@@ -60,6 +60,8 @@ async fn a_requested_vlan_is_used_when_free_otherwise_the_lowest_free(db: PgPool
         .await
         .unwrap();
     assert_eq!(a["vlan"], 107);
+    // Another subnet: EPGs on one bridge domain cannot share one.
+    body["subnets"] = json!([{"cidr": "10.0.1.0/24", "gateway": "10.0.1.1", "reserved": []}]);
     let b: Value = app
         .put(&app.operator, "/api/v1/epgs/t/ap/b", &body)
         .await
@@ -379,4 +381,85 @@ async fn a_changed_requested_vlan_moves_the_epg_or_says_why_not(db: PgPool) {
         "{pinned}"
     );
     assert_eq!(app.get_json(&app.viewer, url).await["vlan"], 600);
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_subnet_belongs_to_its_bridge_domain_so_epgs_there_cannot_overlap(db: PgPool) {
+    let app = spawn_app(db).await;
+    app.pool("p", 100, 110).await;
+    app.epg("a", "p", "10.0.0.0/24", "10.0.0.1").await;
+    let with_bd = |tenant: &str, bd: &str, cidr: &str, gateway: &str| {
+        let mut body = epg_body("p", cidr, gateway);
+        body["bridge_domain"] = json!(bd);
+        (format!("/api/v1/epgs/{tenant}/ap/b"), body)
+    };
+
+    // Same tenant and bridge domain: the same CIDR, or one inside it, is refused, naming `a`.
+    for (cidr, gateway) in [("10.0.0.0/24", "10.0.0.1"), ("10.0.0.128/25", "10.0.0.129")] {
+        let (url, body) = with_bd("t", "bd1", cidr, gateway);
+        let p = assert_problem(
+            app.put(&app.operator, &url, &body).await,
+            StatusCode::CONFLICT,
+            "conflict",
+        )
+        .await;
+        let detail = p["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("t/ap/a") && detail.contains("bd1"),
+            "{detail}"
+        );
+        assert_eq!(
+            app.get(&app.viewer, &url).await.status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    // Another bridge domain, or another tenant's bridge domain of that name: another address space.
+    let (url, on_bd2) = with_bd("t", "bd2", "10.0.0.0/24", "10.0.0.1");
+    assert_eq!(
+        app.put(&app.operator, &url, &on_bd2).await.status(),
+        StatusCode::CREATED
+    );
+    let (url2, other_tenant) = with_bd("t2", "bd1", "10.0.0.0/24", "10.0.0.1");
+    assert_eq!(
+        app.put(&app.operator, &url2, &other_tenant).await.status(),
+        StatusCode::CREATED
+    );
+
+    // Moving `t/ap/b` onto bd1 is refused too, and leaves it on bd2.
+    let (_, to_bd1) = with_bd("t", "bd1", "10.0.0.0/24", "10.0.0.1");
+    assert_problem(
+        app.put(&app.operator, &url, &to_bd1).await,
+        StatusCode::CONFLICT,
+        "conflict",
+    )
+    .await;
+    assert_eq!(
+        app.get_json(&app.viewer, &url).await["bridge_domain"],
+        "bd2"
+    );
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn parallel_epgs_with_one_subnet_on_one_bridge_domain_in_different_pools_one_wins(
+    db: PgPool,
+) {
+    let app = spawn_app(db).await;
+    for i in 0..8 {
+        app.pool(&format!("p{i}"), 100 + i, 100 + i).await;
+    }
+    // Different pools, so the pool lock does not serialize them: the bridge domain's lock must.
+    let puts = futures::future::join_all((0..8).map(|i| {
+        let body = epg_body(&format!("p{i}"), "10.5.0.0/24", "10.5.0.1");
+        let app = &app;
+        async move {
+            app.put(&app.operator, &format!("/api/v1/epgs/t/ap/e{i}"), &body)
+                .await
+                .status()
+        }
+    }))
+    .await;
+    let created = puts.iter().filter(|s| **s == StatusCode::CREATED).count();
+    let refused = puts.iter().filter(|s| **s == StatusCode::CONFLICT).count();
+    assert_eq!((created, refused), (1, 7), "{puts:?}");
 }
