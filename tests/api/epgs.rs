@@ -2,7 +2,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::helpers::{assert_problem, epg_body, spawn_app, spawn_with, NONE};
+use crate::helpers::{assert_problem, epg_body, spawn_app, spawn_with, TestApp, NONE};
 
 #[sqlx::test(migrations = "./migrations")]
 async fn an_epg_gets_the_lowest_free_vlan_and_keeps_it_across_updates(db: PgPool) {
@@ -126,25 +126,26 @@ async fn without_quarantine_a_released_vlan_is_reused(db: PgPool) {
     assert_eq!(b["vlan"], 100);
 }
 
+/// Host `h1` with container `c1` attached to every EPG (as the attach workflow will record it).
+async fn attach_a_container(app: &TestApp, db: &PgPool) {
+    let host = json!({"agent_url": "http://h1:9180", "backend": "ovs"});
+    let r = app.put(&app.admin, "/api/v1/hosts/h1", &host).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    sqlx::query(
+        "INSERT INTO attachments (id, host_id, epg_id, container, state)
+         SELECT gen_random_uuid(), h.id, e.id, 'c1', 'attached' FROM hosts h, epgs e",
+    )
+    .execute(db)
+    .await
+    .unwrap();
+}
+
 #[sqlx::test(migrations = "./migrations")]
 async fn deleting_an_epg_with_attachments_or_reservations_is_refused(db: PgPool) {
     let app = spawn_app(db.clone()).await;
     app.pool("p", 100, 101).await;
     app.epg("a", "p", "10.0.0.0/24", "10.0.0.1").await;
-    let host = json!({"agent_url": "http://h1:9180", "backend": "ovs"});
-    assert_eq!(
-        app.put(&app.admin, "/api/v1/hosts/h1", &host)
-            .await
-            .status(),
-        StatusCode::CREATED
-    );
-    sqlx::query(
-        "INSERT INTO attachments (id, host_id, epg_id, container, state)
-         SELECT gen_random_uuid(), h.id, e.id, 'c1', 'attached' FROM hosts h, epgs e",
-    )
-    .execute(&db)
-    .await
-    .unwrap();
+    attach_a_container(&app, &db).await;
     let r = app.delete(&app.operator, "/api/v1/epgs/t/ap/a").await;
     assert_problem(r, StatusCode::CONFLICT, "in-use").await;
     assert_problem(
@@ -365,16 +366,7 @@ async fn a_changed_requested_vlan_moves_the_epg_or_says_why_not(db: PgPool) {
     assert_eq!(r.json::<Value>().await.unwrap()["vlan"], 600);
 
     // An attachment pins the VLAN it uses.
-    let host = json!({"agent_url": "http://h1:9180", "backend": "ovs"});
-    let r = app.put(&app.admin, "/api/v1/hosts/h1", &host).await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    sqlx::query(
-        "INSERT INTO attachments (id, host_id, epg_id, container, state)
-         SELECT gen_random_uuid(), h.id, e.id, 'c1', 'attached' FROM hosts h, epgs e",
-    )
-    .execute(&db)
-    .await
-    .unwrap();
+    attach_a_container(&app, &db).await;
     let pinned = assert_problem(put_vlan(607).await, StatusCode::CONFLICT, "in-use").await;
     assert!(
         pinned["detail"].as_str().unwrap().contains("attachment"),

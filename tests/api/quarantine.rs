@@ -42,6 +42,16 @@ async fn put_pool(app: &TestApp, first: u16, last: u16) {
     assert!(r.status().is_success(), "pool: {}", r.text().await.unwrap());
 }
 
+/// Pool `p` of VLANs 500-501, with 500 quarantined after EPG `a` that held it was deleted.
+async fn quarantine_vlan_500(app: &TestApp) {
+    put_pool(app, 500, 501).await;
+    assert_eq!(
+        app.epg("a", "p", "10.0.0.0/29", "10.0.0.1").await["vlan"],
+        500
+    );
+    app.delete_ok(&app.operator, EPG).await;
+}
+
 #[sqlx::test(migrations = "./migrations")]
 async fn a_deleted_and_recreated_epg_does_not_hand_out_a_quarantined_address(db: PgPool) {
     let app = spawn_app(db).await;
@@ -78,12 +88,7 @@ async fn a_subnet_dropped_and_put_back_keeps_its_quarantined_address(db: PgPool)
 #[sqlx::test(migrations = "./migrations")]
 async fn pool_ranges_shrunk_and_restored_keep_a_quarantined_vlan(db: PgPool) {
     let app = spawn_app(db).await;
-    put_pool(&app, 500, 501).await;
-    assert_eq!(
-        app.epg("a", "p", "10.0.0.0/29", "10.0.0.1").await["vlan"],
-        500
-    );
-    app.delete_ok(&app.operator, EPG).await;
+    quarantine_vlan_500(&app).await;
     put_pool(&app, 501, 501).await;
     put_pool(&app, 500, 501).await;
     let pool = app.get_json(&app.viewer, "/api/v1/vlan-pools/p").await;
@@ -97,12 +102,7 @@ async fn pool_ranges_shrunk_and_restored_keep_a_quarantined_vlan(db: PgPool) {
 #[sqlx::test(migrations = "./migrations")]
 async fn a_pool_deleted_and_recreated_keeps_its_quarantined_vlan(db: PgPool) {
     let app = spawn_app(db).await;
-    put_pool(&app, 500, 501).await;
-    assert_eq!(
-        app.epg("a", "p", "10.0.0.0/29", "10.0.0.1").await["vlan"],
-        500
-    );
-    app.delete_ok(&app.operator, EPG).await;
+    quarantine_vlan_500(&app).await;
     app.delete_and_check_gone(&app.admin, "/api/v1/vlan-pools/p")
         .await;
     put_pool(&app, 500, 501).await;
