@@ -14,6 +14,8 @@ pg_isready -q -h 127.0.0.1 -p 5432 || { echo "run-local: PostgreSQL is not runni
 
 db=${WEFT_LOCAL_DB:-weft_local}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$( [ -d /var/cache/weft-target ] && echo /var/cache/weft-target || echo target)}
+# The query macros read the committed .sqlx/, not a database.
+export SQLX_OFFLINE=true
 # One build for both binaries: two `-p` builds resolve features separately and compile
 # shared dependencies twice.
 cargo build -q --workspace --bins

@@ -65,3 +65,5 @@ if [ "$root" = yes ]; then
   echo "export WEFT_TEST_OVSDB=unix:$ovs_dir/db.sock"
 fi
 echo "export DATABASE_URL=\${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+# That database has no schema: builds check queries against the committed .sqlx/ instead.
+echo "export SQLX_OFFLINE=\${SQLX_OFFLINE:-true}"

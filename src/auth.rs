@@ -1,13 +1,17 @@
 //! Bearer-token authentication and role checks.
 //!
-//! Tokens are random, shown once at creation, and stored only as a sha256 hash. Every API
-//! handler takes an [`Auth<R>`] extractor as its first argument, so the role check runs before
-//! the body is even read: a caller without the role learns nothing about its input's validity.
+//! Tokens are random, shown once at creation, and stored only as a sha256 hash. The request
+//! middleware looks the bearer token up once ([`identify`]) before any extractor runs, and every
+//! API handler takes an [`Auth<R>`] extractor as its first argument. actix-web polls a
+//! handler's extractors together, so `Auth<R>` must be ready at once for its 401/403 to win over
+//! the body's errors: a caller without the role learns nothing about its input's validity.
 
+use std::future::{ready, Ready};
 use std::marker::PhantomData;
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
+use actix_web::dev::Payload;
+use actix_web::http::header::{HeaderMap, AUTHORIZATION};
+use actix_web::{FromRequest, HttpMessage, HttpRequest};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -16,7 +20,7 @@ use utoipa::ToSchema;
 
 use crate::db::audit::Actor;
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::startup::RequestId;
 
 /// What a token may do. `viewer < operator < admin`; `agent` stands apart and is only for
 /// agents' callbacks.
@@ -91,31 +95,53 @@ pub struct Auth<R> {
     _role: PhantomData<R>,
 }
 
-impl<R: Requirement> FromRequestParts<AppState> for Auth<R> {
-    type Rejection = ApiError;
+/// Who the request's bearer token names, as [`identify`] found it; `None` when the request
+/// carries no token or one that is unknown.
+pub struct Identity(pub Result<Option<(String, Role)>, ApiError>);
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthorized)?;
-        let (actor, role) = lookup(&state.db, token)
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
+/// Looks up the request's bearer token, if it has one. The scheme is case-insensitive
+/// (RFC 9110 §11.1), so `bearer` and `BEARER` work as well as `Bearer`.
+pub async fn identify(db: &PgPool, headers: &HeaderMap) -> Identity {
+    let token = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim_start());
+    Identity(match token {
+        Some(token) => lookup(db, token).await,
+        None => Ok(None),
+    })
+}
+
+impl<R: Requirement> FromRequest for Auth<R> {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let identity = req.extensions_mut().remove::<Identity>();
+        let request_id = req.extensions().get::<RequestId>().map(|id| id.0.clone());
+        ready(match identity {
+            Some(Identity(found)) => Self::check(found, request_id),
+            None => Err(ApiError::Internal(anyhow::anyhow!(
+                "the request middleware did not identify the caller"
+            ))),
+        })
+    }
+}
+
+impl<R: Requirement> Auth<R> {
+    fn check(
+        found: Result<Option<(String, Role)>, ApiError>,
+        request_id: Option<String>,
+    ) -> Result<Self, ApiError> {
+        let (actor, role) = found?.ok_or(ApiError::Unauthorized)?;
         if !role.allows(R::ROLE) {
             return Err(ApiError::Forbidden {
                 have: role.as_str(),
                 need: R::ROLE.as_str(),
             });
         }
-        let request_id = parts
-            .headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        tracing::Span::current().record("actor", actor.as_str());
         Ok(Self {
             token_name: actor,
             request_id,
@@ -139,12 +165,13 @@ fn hash(token: &str) -> String {
 }
 
 async fn lookup(db: &PgPool, token: &str) -> Result<Option<(String, Role)>, ApiError> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT name, role FROM api_tokens WHERE token_hash = $1")
-            .bind(hash(token))
-            .fetch_optional(db)
-            .await?;
-    Ok(row.and_then(|(name, role)| Role::parse(&role).map(|r| (name, r))))
+    let row = sqlx::query!(
+        "SELECT name, role FROM api_tokens WHERE token_hash = $1",
+        hash(token)
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.and_then(|r| Role::parse(&r.role).map(|role| (r.name, role))))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,12 +193,14 @@ where
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let token = format!("weft_{}", hex::encode(bytes));
-    let inserted = sqlx::query("INSERT INTO api_tokens (name, role, token_hash) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
-        .bind(name.as_str())
-        .bind(role.as_str())
-        .bind(hash(&token))
-        .execute(db)
-        .await?;
+    let inserted = sqlx::query!(
+        "INSERT INTO api_tokens (name, role, token_hash) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+        name.as_str(),
+        role.as_str(),
+        hash(&token),
+    )
+    .execute(db)
+    .await?;
     if inserted.rows_affected() == 0 {
         return Err(TokenError::NameTaken(name.to_string()));
     }

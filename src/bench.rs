@@ -50,6 +50,7 @@ pub async fn run_alloc(admin: &PgConnectOptions, b: &AllocBench) -> anyhow::Resu
         .connect()
         .await
         .context("connecting to the database server")?;
+    // Not a checked macro: a database name is an identifier, which cannot be a bind parameter.
     sqlx::query(&format!("CREATE DATABASE {db_name}"))
         .execute(&mut maint)
         .await

@@ -57,10 +57,33 @@ impl FromStr for LogFormat {
     }
 }
 
+/// How long and how many client connections the HTTP server keeps, so that slow or idle
+/// clients cannot hold it (slowloris).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Time a client has to send a request's complete head; then the connection is closed.
+    pub header_timeout: Duration,
+    /// Time an idle keep-alive connection stays open.
+    pub keep_alive: Duration,
+    /// Connections served at once (all worker threads together); more wait in the backlog.
+    pub max_connections: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            keep_alive: Duration::from_secs(30),
+            max_connections: 1024,
+        }
+    }
+}
+
 /// The validated configuration of one `weft` process.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    pub http: HttpLimits,
     pub database_url: Secret,
     pub database_max_connections: u32,
     pub migrate_on_start: bool,
@@ -100,6 +123,9 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct ServerSection {
     listen: Option<String>,
+    header_timeout_secs: Option<u64>,
+    keep_alive_secs: Option<u64>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -169,11 +195,20 @@ struct Setting {
 }
 
 impl Setting {
-    /// A value of this setting refused after it was read (from the file or the environment).
-    fn invalid(&self, message: impl Into<String>) -> ConfigError {
+    /// A value of this setting refused after it was read, naming where it came from: the
+    /// environment wins over the file (see [`pick`]), so a set variable is the origin.
+    fn invalid(&self, env: &dyn Env, message: impl Into<String>) -> ConfigError {
+        let file_var = format!("{}_FILE", self.env);
+        let origin = if env.var(self.env).is_some() {
+            format!("environment variable {}", self.env)
+        } else if env.var(&file_var).is_some() {
+            format!("environment variable {file_var}")
+        } else {
+            "the config file".into()
+        };
         ConfigError::Invalid {
             setting: self.name,
-            origin: "config".into(),
+            origin,
             message: message.into(),
         }
     }
@@ -189,6 +224,18 @@ impl Setting {
 const LISTEN: Setting = Setting {
     name: "server.listen",
     env: "WEFT_LISTEN",
+};
+const HEADER_TIMEOUT: Setting = Setting {
+    name: "server.header_timeout_secs",
+    env: "WEFT_HEADER_TIMEOUT_SECS",
+};
+const KEEP_ALIVE: Setting = Setting {
+    name: "server.keep_alive_secs",
+    env: "WEFT_KEEP_ALIVE_SECS",
+};
+const MAX_CONNECTIONS: Setting = Setting {
+    name: "server.max_connections",
+    env: "WEFT_MAX_CONNECTIONS",
 };
 const DB_URL: Setting = Setting {
     name: "database.url",
@@ -259,6 +306,9 @@ const APIC_TTL: Setting = Setting {
 /// Every setting with its environment variable, for `--help` and the README.
 pub const SETTINGS: &[(&str, &str)] = &[
     (LISTEN.name, LISTEN.env),
+    (HEADER_TIMEOUT.name, HEADER_TIMEOUT.env),
+    (KEEP_ALIVE.name, KEEP_ALIVE.env),
+    (MAX_CONNECTIONS.name, MAX_CONNECTIONS.env),
     (DB_URL.name, DB_URL.env),
     ("database.url_file", "WEFT_DATABASE_URL_FILE"),
     (DB_MAX.name, DB_MAX.env),
@@ -299,10 +349,13 @@ fn apic_settings(env: &dyn Env, f: ApicSection) -> Result<Option<ApicSettings>, 
         });
         if !ok {
             // The value is not shown: it may carry a password.
-            return Err(APIC_CONTROLLERS.invalid(format!(
-                "entry {} is not an http(s):// URL with a host and no credentials",
-                i + 1
-            )));
+            return Err(APIC_CONTROLLERS.invalid(
+                env,
+                format!(
+                    "entry {} is not an http(s):// URL with a host and no credentials",
+                    i + 1
+                ),
+            ));
         }
     }
     let username = pick(env, &APIC_USER, f.username)?.ok_or_else(|| APIC_USER.missing())?;
@@ -321,7 +374,7 @@ fn apic_settings(env: &dyn Env, f: ApicSection) -> Result<Option<ApicSettings>, 
     }
     if let Some(n) = pick(env, &APIC_ATTEMPTS, f.max_attempts)? {
         if n == 0 {
-            return Err(APIC_ATTEMPTS.invalid("must be at least 1"));
+            return Err(APIC_ATTEMPTS.invalid(env, "must be at least 1"));
         }
         client.retry.max_attempts = n;
     }
@@ -405,26 +458,50 @@ impl Config {
             .unwrap_or_else(|| "127.0.0.1:8080".into());
         let listen = listen_raw
             .parse()
-            .map_err(|e| LISTEN.invalid(format!("`{listen_raw}` is not host:port ({e})")))?;
+            .map_err(|e| LISTEN.invalid(env, format!("`{listen_raw}` is not host:port ({e})")))?;
         let database_url = secret(env, &DB_URL, file.database.url, file.database.url_file)?
             .ok_or_else(|| DB_URL.missing())?;
         if !database_url.expose().starts_with("postgres://")
             && !database_url.expose().starts_with("postgresql://")
         {
             return Err(DB_URL.invalid(
+                env,
                 "must start with postgres:// (value not shown: it may contain a password)",
             ));
         }
         let database_max_connections =
             pick(env, &DB_MAX, file.database.max_connections)?.unwrap_or(10);
         if database_max_connections == 0 {
-            return Err(DB_MAX.invalid("must be at least 1"));
+            return Err(DB_MAX.invalid(env, "must be at least 1"));
         }
         let secs = |s: &Setting, v: Option<u64>, default: u64| {
             pick(env, s, v).map(|v| Duration::from_secs(v.unwrap_or(default)))
         };
+        let defaults = HttpLimits::default();
+        let http = HttpLimits {
+            header_timeout: secs(
+                &HEADER_TIMEOUT,
+                file.server.header_timeout_secs,
+                defaults.header_timeout.as_secs(),
+            )?,
+            keep_alive: secs(
+                &KEEP_ALIVE,
+                file.server.keep_alive_secs,
+                defaults.keep_alive.as_secs(),
+            )?,
+            max_connections: pick(env, &MAX_CONNECTIONS, file.server.max_connections)?
+                .unwrap_or(defaults.max_connections),
+        };
+        // Zero would switch the header timeout off (the slowloris hole) or serve nobody.
+        if http.header_timeout.is_zero() {
+            return Err(HEADER_TIMEOUT.invalid(env, "must be at least 1"));
+        }
+        if http.max_connections == 0 {
+            return Err(MAX_CONNECTIONS.invalid(env, "must be at least 1"));
+        }
         Ok(Self {
             listen,
+            http,
             database_url,
             database_max_connections,
             migrate_on_start: pick(env, &DB_MIGRATE, file.database.migrate_on_start)?
@@ -492,6 +569,46 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("server.listen"), "{e}");
+    }
+
+    #[test]
+    fn http_limits_have_defaults_and_come_from_file_or_environment() {
+        let db = ("WEFT_DATABASE_URL", "postgres://h/db");
+        assert_eq!(parse("", &[db]).unwrap().http, HttpLimits::default());
+        let file = "[server]\nheader_timeout_secs = 3\nkeep_alive_secs = 7\nmax_connections = 50";
+        let c = parse(file, &[db, ("WEFT_KEEP_ALIVE_SECS", "9")]).unwrap();
+        assert_eq!(
+            c.http,
+            HttpLimits {
+                header_timeout: Duration::from_secs(3),
+                keep_alive: Duration::from_secs(9),
+                max_connections: 50,
+            }
+        );
+        for (var, setting) in [
+            ("WEFT_HEADER_TIMEOUT_SECS", "server.header_timeout_secs"),
+            ("WEFT_MAX_CONNECTIONS", "server.max_connections"),
+        ] {
+            let e = parse("", &[db, (var, "0")]).unwrap_err().to_string();
+            assert!(e.contains(setting) && e.contains(var), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_refused_value_names_the_place_it_came_from() {
+        let db = ("WEFT_DATABASE_URL", "postgres://h/db");
+        let e = parse("", &[db, ("WEFT_DATABASE_MAX_CONNECTIONS", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("database.max_connections")
+                && e.contains("environment variable WEFT_DATABASE_MAX_CONNECTIONS"),
+            "{e}"
+        );
+        let e = parse("[database]\nmax_connections = 0", &[db])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the config file"), "{e}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! API errors as RFC 9457 `application/problem+json`, each kind with a stable `type` URI.
 
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use actix_web::http::header::RETRY_AFTER;
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use weft_apic::{ApicError, PreflightError};
@@ -26,6 +27,24 @@ pub struct Problem {
     pub object_dn: Option<String>,
 }
 
+/// The part of a request that can be over a limit; each has its own status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Body,
+    Uri,
+    Headers,
+}
+
+impl Limit {
+    fn status(self) -> StatusCode {
+        match self {
+            Self::Body => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Uri => StatusCode::URI_TOO_LONG,
+            Self::Headers => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        }
+    }
+}
+
 /// Every way a request can fail.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -44,6 +63,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("this method is not allowed on this resource")]
     MethodNotAllowed,
+    /// A body, URI or header section over the server's limits.
+    #[error("{1}")]
+    TooLarge(Limit, String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -91,6 +113,7 @@ impl ApiError {
                 "method-not-allowed",
                 "Method not allowed",
             ),
+            Self::TooLarge(limit, _) => (limit.status(), "too-large", "Request too large"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             Self::InUse(_) => (StatusCode::CONFLICT, "in-use", "Resource in use"),
             Self::Exhausted(_) => (StatusCode::CONFLICT, "pool-exhausted", "Pool exhausted"),
@@ -145,9 +168,50 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Internal(anyhow::Error::new(e).context("database query failed"))
+        match DbOutage::of(&e) {
+            Some(outage) => {
+                tracing::warn!(error = %e, "database unavailable");
+                Self::Unavailable(format!("{outage}; retry later"))
+            }
+            None => Self::Internal(anyhow::Error::new(e).context("database query failed")),
+        }
     }
 }
+
+/// Why the database cannot serve a request right now; a client can retry (503), unlike a query
+/// that failed (500).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DbOutage {
+    #[error("the database is busy: no connection became free in time")]
+    Saturated,
+    #[error("the database is unreachable (connection refused, lost or closed)")]
+    Unreachable,
+}
+
+impl DbOutage {
+    /// `None` when `e` is an error of the query itself rather than of getting to the database.
+    pub fn of(e: &sqlx::Error) -> Option<Self> {
+        match e {
+            sqlx::Error::PoolTimedOut => Some(Self::Saturated),
+            sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => Some(Self::Unreachable),
+            // SQLSTATE classes 08 (connection exception) and 57P (server shut down or
+            // restarting), 3D000 (the database was dropped), 53300 (too many connections).
+            sqlx::Error::Database(d) => d
+                .code()
+                .filter(|c| {
+                    c.starts_with("08") || c.starts_with("57P") || c == "3D000" || c == "53300"
+                })
+                .map(|_| Self::Unreachable),
+            _ => None,
+        }
+    }
+}
+
+/// Seconds a client should wait before retrying a 503 `unavailable`.
+const RETRY_AFTER_SECS: u32 = 5;
 
 impl From<ParseError> for ApiError {
     fn from(e: ParseError) -> Self {
@@ -161,6 +225,7 @@ impl From<AllocError> for ApiError {
             AllocError::Exhausted(m) => Self::Exhausted(m),
             AllocError::Unavailable(m) => Self::Conflict(m),
             AllocError::InUse(m) => Self::InUse(m),
+            AllocError::Gone(m) => Self::NotFound(m),
             AllocError::OutOfRange(m) => Self::Invalid(m),
             AllocError::Database(e) => e.into(),
         }
@@ -179,17 +244,21 @@ impl From<PreflightError> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    fn error_response(&self) -> HttpResponse {
         let (status, kind, title) = self.parts();
-        if let Self::Internal(e) = &self {
+        if let Self::Internal(e) = self {
             // The chain goes to the log only; the client sees a generic message.
             tracing::error!(error = ?e, "request failed");
         }
-        if let Self::Apic(e) = &self {
+        if let Self::Apic(e) = self {
             tracing::warn!(error = %e, "APIC request failed");
         }
-        let object_dn = match &self {
+        let object_dn = match self {
             Self::PreflightFailed { object_dn, .. } => object_dn.clone(),
             _ => None,
         };
@@ -200,13 +269,16 @@ impl IntoResponse for ApiError {
             detail: self.to_string(),
             object_dn,
         };
-        let mut resp = (status, axum::Json(problem)).into_response();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/problem+json"),
-        );
-        resp
+        let mut resp = HttpResponse::build(status);
+        resp.content_type(PROBLEM_JSON);
+        if let Self::Unavailable(_) = self {
+            resp.insert_header((RETRY_AFTER, RETRY_AFTER_SECS));
+        }
+        resp.json(problem)
     }
 }
+
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
 
 pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,15 +1,16 @@
 //! The OpenAPI document, built from the same routes the server runs, and its committed copy.
 
-use axum::Router;
+use actix_web::dev::{ServiceFactory, ServiceRequest};
+use actix_web::App;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{Modify, OpenApi};
-use utoipa_axum::router::OpenApiRouter;
+use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_actix_web::AppExt;
 
 use crate::http;
-use crate::startup::AppState;
 
 /// Where the committed document lives, relative to the repository root.
 pub const COMMITTED_PATH: &str = "openapi/weft.json";
@@ -44,30 +45,49 @@ impl Modify for BearerAuth {
     }
 }
 
-/// Every route with its documentation.
-pub fn api() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(http::health::routes())
-        .merge(http::pools::routes())
-        .merge(http::epgs::routes())
-        .merge(http::reservations::routes())
-        .merge(http::hosts::routes())
-        .merge(http::fabric::routes())
-        .merge(http::preflight::routes())
-        .merge(http::audit::routes())
-        .merge(http::tokens::routes())
+/// Registers every resource's routes; the same calls collect their documentation.
+fn configure(cfg: &mut ServiceConfig) {
+    cfg.configure(http::health::configure)
+        .configure(http::pools::configure)
+        .configure(http::epgs::configure)
+        .configure(http::reservations::configure)
+        .configure(http::hosts::configure)
+        .configure(http::fabric::configure)
+        .configure(http::preflight::configure)
+        .configure(http::audit::configure)
+        .configure(http::tokens::configure);
 }
 
-/// The router and its finished document.
-pub fn split() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    let (router, mut doc) = api().split_for_parts();
+/// `app` with every route, and the finished document of those routes.
+fn split<T>(app: App<T>) -> (App<T>, utoipa::openapi::OpenApi)
+where
+    T: ServiceFactory<ServiceRequest, Config = (), Error = actix_web::Error, InitError = ()>,
+{
+    let (app, mut doc) = app
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(configure)
+        .split_for_parts();
     document_errors(&mut doc);
-    (router, doc)
+    (app, doc)
+}
+
+/// `app` with every route.
+pub fn register<T>(app: App<T>) -> App<T>
+where
+    T: ServiceFactory<ServiceRequest, Config = (), Error = actix_web::Error, InitError = ()>,
+{
+    split(app).0
+}
+
+/// The finished document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    split(App::new()).1
 }
 
 /// The document as committed: pretty JSON with a trailing newline.
 pub fn document() -> Result<String, serde_json::Error> {
-    Ok(split().1.to_pretty_json()? + "\n")
+    Ok(openapi().to_pretty_json()? + "\n")
 }
 
 /// Declares the errors every API operation can return (malformed or invalid input, missing

@@ -21,10 +21,20 @@ pub struct Lease {
     pub created_at: DateTime<Utc>,
 }
 
+/// Whether a reservation PUT created the reservation or found it held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It was not held before this call: new, or taken back from quarantine.
+    Created,
+    /// It was already held, with this very lease.
+    Held,
+}
+
 /// Returns the lease of reservation `name` in the EPG, creating it when needed: an existing
 /// (or still quarantined) reservation keeps its address, a requested address is honoured only
 /// when it is free and allocatable, otherwise the lowest free address of the first subnet that
-/// has one is taken.
+/// has one is taken. The [`Outcome`] is decided under the subnet lock, so of concurrent
+/// identical requests exactly one is told `Created`.
 ///
 /// Work that needs no lock (the idempotent repeat, expiring quarantine) runs before the subnet
 /// lock, so the serialized part is short: lock, find, insert (+ hint), and the caller's commit.
@@ -33,46 +43,43 @@ pub async fn reserve(
     epg_id: i64,
     name: &str,
     requested: Option<Ipv4Addr>,
-) -> Result<Lease, AllocError> {
-    let quarantined = match find(conn, epg_id, name).await? {
-        Some((lease, true)) => return check_requested(lease, name, requested),
-        Some((_, false)) => true,
-        None => false,
-    };
+) -> Result<(Lease, Outcome), AllocError> {
+    if let Some((lease, true)) = find(conn, epg_id, name).await? {
+        return check_requested(lease, Outcome::Held, name, requested);
+    }
     let freed = expire_quarantine(conn, epg_id).await?;
     // Serializes every allocation in this EPG across replicas.
     let mut subnets = subnets::lock_for_epg(conn, epg_id).await?;
-    if quarantined {
-        if let Some(lease) = reactivate(conn, epg_id, name).await? {
-            return check_requested(lease, name, requested);
-        }
+    // An EPG deleted while this request waited for the lock has no subnets left (a live one
+    // has at least one): nothing to allocate from, and the answer is that it is gone.
+    if subnets.is_empty() {
+        return Err(AllocError::Gone("the EPG was deleted meanwhile".into()));
+    }
+    // Held or quarantined now, whatever `find` saw before the lock.
+    if let Some((lease, outcome)) = reactivate(conn, epg_id, name).await? {
+        return check_requested(lease, outcome, name, requested);
     }
     lower_hints(conn, &mut subnets, &freed).await?;
 
     let Some((subnet, addr)) = candidate(conn, &subnets, requested).await? else {
-        // A concurrent request may have created this very reservation meanwhile.
-        return match reactivate(conn, epg_id, name).await? {
-            Some(lease) => check_requested(lease, name, requested),
-            None => Err(AllocError::Exhausted(
-                "no free address is left in the EPG's subnets".into(),
-            )),
-        };
+        return Err(AllocError::Exhausted(
+            "no free address is left in the EPG's subnets".into(),
+        ));
     };
     let advance = requested.is_none().then(|| next(addr));
     match insert(conn, subnet.id, epg_id, name, addr, advance).await? {
-        Some(created_at) => Ok(Lease {
-            address: addr,
-            subnet: subnet.spec.cidr,
-            gateway: subnet.spec.gateway,
-            created_at,
-        }),
-        // The name (or, for a requested address, the address) is already taken.
-        None => match reactivate(conn, epg_id, name).await? {
-            Some(lease) => check_requested(lease, name, requested),
-            None => Err(AllocError::Unavailable(format!(
-                "{addr} is already leased or quarantined"
-            ))),
-        },
+        Some(created_at) => Ok((
+            Lease {
+                address: addr,
+                subnet: subnet.spec.cidr,
+                gateway: subnet.spec.gateway,
+                created_at,
+            },
+            Outcome::Created,
+        )),
+        None => Err(AllocError::Unavailable(format!(
+            "{addr} is already leased or quarantined"
+        ))),
     }
 }
 
@@ -107,31 +114,37 @@ async fn candidate<'a>(
 
 fn check_requested(
     lease: Lease,
+    outcome: Outcome,
     name: &str,
     requested: Option<Ipv4Addr>,
-) -> Result<Lease, AllocError> {
+) -> Result<(Lease, Outcome), AllocError> {
     match requested {
         Some(want) if want != lease.address => Err(AllocError::Unavailable(format!(
             "reservation `{name}` already holds {}; delete it first to move it to {want}",
             lease.address
         ))),
-        _ => Ok(lease),
+        _ => Ok((lease, outcome)),
     }
 }
 
-type LeaseRow = (String, String, String, DateTime<Utc>, bool);
+/// A lease as read, before its text columns are parsed.
+struct LeaseRow {
+    address: String,
+    cidr: String,
+    gateway: String,
+    created_at: DateTime<Utc>,
+    active: bool,
+}
 
-fn decode(
-    (address, cidr, gateway, created_at, active): LeaseRow,
-) -> Result<(Lease, bool), AllocError> {
+fn decode(row: LeaseRow) -> Result<(Lease, bool), AllocError> {
     let bad = |m: String| AllocError::Database(sqlx::Error::Decode(m.into()));
     let lease = Lease {
-        address: parse_addr(&address)?,
-        subnet: Ipv4Cidr::parse(&cidr).map_err(|e| bad(e.0))?,
-        gateway: parse_addr(&gateway)?,
-        created_at,
+        address: parse_addr(&row.address)?,
+        subnet: Ipv4Cidr::parse(&row.cidr).map_err(|e| bad(e.0))?,
+        gateway: parse_addr(&row.gateway)?,
+        created_at: row.created_at,
     };
-    Ok((lease, active))
+    Ok((lease, row.active))
 }
 
 /// The reservation's lease and whether it is active (false: quarantined).
@@ -140,34 +153,49 @@ async fn find(
     epg_id: i64,
     name: &str,
 ) -> Result<Option<(Lease, bool)>, AllocError> {
-    let row: Option<LeaseRow> = sqlx::query_as(
-        "SELECT host(l.address), s.cidr::text, host(s.gateway), l.created_at, l.state = 'active'
-         FROM ip_leases l JOIN subnets s ON s.id = l.subnet_id
-         WHERE l.epg_id = $1 AND l.reservation = $2",
+    let row = sqlx::query_as!(
+        LeaseRow,
+        r#"SELECT host(l.address) AS "address!", s.cidr::text AS "cidr!", host(s.gateway) AS "gateway!",
+               l.created_at, l.state = 'active' AS "active!"
+           FROM ip_leases l JOIN subnets s ON s.id = l.subnet_id
+           WHERE l.epg_id = $1 AND l.reservation = $2"#,
+        epg_id,
+        name,
     )
-    .bind(epg_id)
-    .bind(name)
     .fetch_optional(conn)
     .await?;
     row.map(decode).transpose()
 }
 
-/// Takes the reservation's lease (quarantined or not) back into use.
+/// Takes the reservation's lease (quarantined or not) back into use; `Held` when it already
+/// was active. The caller holds the subnet lock, so the state read is the state replaced.
 async fn reactivate(
     conn: &mut PgConnection,
     epg_id: i64,
     name: &str,
-) -> Result<Option<Lease>, AllocError> {
-    let row: Option<LeaseRow> = sqlx::query_as(
-        "UPDATE ip_leases l SET state = 'active', quarantined_until = NULL FROM subnets s
-         WHERE s.id = l.subnet_id AND l.epg_id = $1 AND l.reservation = $2
-         RETURNING host(l.address), s.cidr::text, host(s.gateway), l.created_at, true",
+) -> Result<Option<(Lease, Outcome)>, AllocError> {
+    let row = sqlx::query_as!(
+        LeaseRow,
+        r#"WITH old AS (SELECT subnet_id, address, state FROM ip_leases
+                        WHERE epg_id = $1 AND reservation = $2)
+           UPDATE ip_leases l SET state = 'active', quarantined_until = NULL FROM old, subnets s
+           WHERE (l.subnet_id, l.address) = (old.subnet_id, old.address) AND s.id = l.subnet_id
+           RETURNING host(l.address) AS "address!", s.cidr::text AS "cidr!",
+               host(s.gateway) AS "gateway!", l.created_at, old.state = 'active' AS "active!""#,
+        epg_id,
+        name,
     )
-    .bind(epg_id)
-    .bind(name)
     .fetch_optional(conn)
     .await?;
-    Ok(row.map(decode).transpose()?.map(|(lease, _)| lease))
+    let Some((lease, was_active)) = row.map(decode).transpose()? else {
+        return Ok(None);
+    };
+    let outcome = if was_active {
+        Outcome::Held
+    } else {
+        Outcome::Created
+    };
+    Ok(Some((lease, outcome)))
 }
 
 /// Deletes the EPG's leases whose quarantine ended; returns (subnet id, address) of each.
@@ -176,16 +204,16 @@ async fn expire_quarantine(
     conn: &mut PgConnection,
     epg_id: i64,
 ) -> Result<Vec<(i64, Ipv4Addr)>, AllocError> {
-    let freed: Vec<(i64, String)> = sqlx::query_as(
-        "DELETE FROM ip_leases WHERE epg_id = $1 AND state = 'quarantined' AND quarantined_until <= now()
-         RETURNING subnet_id, host(address)",
+    let freed = sqlx::query!(
+        r#"DELETE FROM ip_leases WHERE epg_id = $1 AND state = 'quarantined' AND quarantined_until <= now()
+           RETURNING subnet_id, host(address) AS "address!""#,
+        epg_id
     )
-    .bind(epg_id)
     .fetch_all(conn)
     .await?;
     freed
         .into_iter()
-        .map(|(id, text)| Ok((id, parse_addr(&text)?)))
+        .map(|r| Ok((r.subnet_id, parse_addr(&r.address)?)))
         .collect()
 }
 
@@ -215,18 +243,18 @@ async fn lowest_free(
     let mut cand = u32::from(subnet.hint.max(first));
     let last = u32::from(last);
     loop {
-        let taken: Vec<(String,)> = sqlx::query_as(
-            "SELECT host(address) FROM ip_leases WHERE subnet_id = $1 AND address >= $2::inet
-             ORDER BY address LIMIT $3",
+        let taken = sqlx::query_scalar!(
+            r#"SELECT host(address) AS "address!" FROM ip_leases
+               WHERE subnet_id = $1 AND address >= $2::text::inet ORDER BY address LIMIT $3"#,
+            subnet.id,
+            Ipv4Addr::from(cand).to_string(),
+            BATCH,
         )
-        .bind(subnet.id)
-        .bind(Ipv4Addr::from(cand).to_string())
-        .bind(BATCH)
         .fetch_all(&mut *conn)
         .await?;
         let taken = taken
             .iter()
-            .map(|(t,)| parse_addr(t).map(u32::from))
+            .map(|t| parse_addr(t).map(u32::from))
             .collect::<Result<Vec<_>, _>>()?;
         let mut taken_iter = taken.iter().copied().peekable();
         loop {
@@ -263,23 +291,22 @@ async fn insert(
     addr: Ipv4Addr,
     advance: Option<Ipv4Addr>,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    let row: Option<(DateTime<Utc>,)> = sqlx::query_as(
-        "WITH lease AS (
+    sqlx::query_scalar!(
+        r#"WITH lease AS (
              INSERT INTO ip_leases (subnet_id, address, epg_id, reservation, state)
-             VALUES ($1, $2::inet, $3, $4, 'active') ON CONFLICT DO NOTHING RETURNING created_at),
+             VALUES ($1, $2::text::inet, $3, $4, 'active') ON CONFLICT DO NOTHING RETURNING created_at),
          hint AS (
-             UPDATE subnets SET alloc_hint = $5::inet
-             WHERE id = $1 AND $5 IS NOT NULL AND EXISTS (SELECT 1 FROM lease))
-         SELECT created_at FROM lease",
+             UPDATE subnets SET alloc_hint = $5::text::inet
+             WHERE id = $1 AND $5::text IS NOT NULL AND EXISTS (SELECT 1 FROM lease))
+         SELECT created_at AS "created_at!" FROM lease"#,
+        subnet_id,
+        addr.to_string(),
+        epg_id,
+        name,
+        advance.map(|a| a.to_string()),
     )
-    .bind(subnet_id)
-    .bind(addr.to_string())
-    .bind(epg_id)
-    .bind(name)
-    .bind(advance.map(|a| a.to_string()))
     .fetch_optional(conn)
-    .await?;
-    Ok(row.map(|(t,)| t))
+    .await
 }
 
 /// Quarantines the reservation's lease; returns its address, or None if there was none.
@@ -289,16 +316,16 @@ pub async fn release(
     name: &str,
     quarantine: std::time::Duration,
 ) -> Result<Option<Ipv4Addr>, AllocError> {
-    let row: Option<(String,)> = sqlx::query_as(
-        "UPDATE ip_leases SET state = 'quarantined', quarantined_until = now() + make_interval(secs => $3)
-         WHERE epg_id = $1 AND reservation = $2 AND state = 'active' RETURNING host(address)",
+    let row = sqlx::query_scalar!(
+        r#"UPDATE ip_leases SET state = 'quarantined', quarantined_until = now() + make_interval(secs => $3)
+           WHERE epg_id = $1 AND reservation = $2 AND state = 'active' RETURNING host(address) AS "address!""#,
+        epg_id,
+        name,
+        interval_secs(quarantine),
     )
-    .bind(epg_id)
-    .bind(name)
-    .bind(interval_secs(quarantine))
     .fetch_optional(conn)
     .await?;
-    row.map(|(t,)| parse_addr(&t)).transpose()
+    row.map(|t| parse_addr(&t)).transpose()
 }
 
 fn next(a: Ipv4Addr) -> Ipv4Addr {

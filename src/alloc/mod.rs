@@ -24,6 +24,9 @@ pub enum AllocError {
     /// A change would take away values still in use (HTTP 409 `in-use`).
     #[error("{0}")]
     InUse(String),
+    /// What was allocated from went away meanwhile (HTTP 404).
+    #[error("{0}")]
+    Gone(String),
     /// The requested value is outside what can be allocated from (HTTP 422).
     #[error("{0}")]
     OutOfRange(String),

@@ -22,15 +22,15 @@ pub async fn record<B: Serialize, A: Serialize>(
     after: Option<&A>,
 ) -> Result<(), sqlx::Error> {
     let json = |v: Option<Value>| v.filter(|v| !v.is_null());
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO audit_log (actor, action, resource, before, after, request_id) VALUES ($1, $2, $3, $4, $5, $6)",
+        actor.name,
+        action,
+        resource,
+        json(before.and_then(|b| serde_json::to_value(b).ok())),
+        json(after.and_then(|a| serde_json::to_value(a).ok())),
+        actor.request_id,
     )
-    .bind(actor.name)
-    .bind(action)
-    .bind(resource)
-    .bind(json(before.and_then(|b| serde_json::to_value(b).ok())))
-    .bind(json(after.and_then(|a| serde_json::to_value(a).ok())))
-    .bind(actor.request_id)
     .execute(conn)
     .await?;
     Ok(())
@@ -47,7 +47,7 @@ pub struct Filter<'a> {
     pub until: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct Entry {
     pub id: i64,
     pub at: DateTime<Utc>,
@@ -66,7 +66,10 @@ pub async fn list(
     before_id: Option<i64>,
     limit: i64,
 ) -> Result<Vec<Entry>, sqlx::Error> {
-    sqlx::query_as(
+    // Optional filters as `$n IS NULL OR ...`: one static, checked statement serves every
+    // combination, so no query is assembled at run time.
+    sqlx::query_as!(
+        Entry,
         "SELECT id, at, actor, action, resource, before, after, request_id FROM audit_log
          WHERE ($1::text IS NULL OR actor = $1)
            AND ($2::text IS NULL OR action = $2)
@@ -76,15 +79,15 @@ pub async fn list(
            AND ($6::timestamptz IS NULL OR at < $6)
            AND ($7::bigint IS NULL OR id < $7)
          ORDER BY id DESC LIMIT $8",
+        f.actor,
+        f.action,
+        f.resource_prefix,
+        f.request_id,
+        f.since,
+        f.until,
+        before_id,
+        limit,
     )
-    .bind(f.actor)
-    .bind(f.action)
-    .bind(f.resource_prefix)
-    .bind(f.request_id)
-    .bind(f.since)
-    .bind(f.until)
-    .bind(before_id)
-    .bind(limit)
     .fetch_all(conn)
     .await
 }

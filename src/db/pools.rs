@@ -1,6 +1,7 @@
 //! VLAN pools and their ranges.
 
 use chrono::{DateTime, Utc};
+use sqlx::types::Json;
 use sqlx::PgConnection;
 
 use super::Deleted;
@@ -18,45 +19,57 @@ pub struct PoolRow {
     pub updated_at: DateTime<Utc>,
 }
 
-type Raw = (
-    i64,
-    String,
-    serde_json::Value,
-    i64,
-    i64,
-    DateTime<Utc>,
-    DateTime<Utc>,
-);
+/// A pool as read, before its ranges leave their JSON wrapper.
+struct Raw {
+    id: i64,
+    name: String,
+    ranges: Json<Vec<VlanRange>>,
+    allocated: i64,
+    quarantined: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
 
-const SELECT: &str = "
-    SELECT p.id, p.name,
-        COALESCE((SELECT json_agg(json_build_object('first', first_vlan, 'last', last_vlan) ORDER BY first_vlan)
-                  FROM vlan_ranges r WHERE r.pool_id = p.id), '[]'::json)::jsonb,
-        (SELECT count(*) FROM vlan_assignments a WHERE a.pool_id = p.id AND a.state = 'active'),
-        (SELECT count(*) FROM vlan_assignments a WHERE a.pool_id = p.id AND a.state = 'quarantined'
-             AND a.quarantined_until > now()),
-        p.created_at, p.updated_at
-    FROM vlan_pools p";
+impl From<Raw> for PoolRow {
+    fn from(r: Raw) -> Self {
+        PoolRow {
+            id: r.id,
+            name: r.name,
+            ranges: r.ranges.0,
+            allocated: r.allocated,
+            quarantined: r.quarantined,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
 
-fn decode(r: Raw) -> Result<PoolRow, sqlx::Error> {
-    let ranges = serde_json::from_value(r.2).map_err(|e| sqlx::Error::Decode(e.into()))?;
-    Ok(PoolRow {
-        id: r.0,
-        name: r.1,
-        ranges,
-        allocated: r.3,
-        quarantined: r.4,
-        created_at: r.5,
-        updated_at: r.6,
-    })
+/// `query_as!` into [`Raw`] followed by `$tail` (a string literal) and its arguments; a macro
+/// because sqlx checks only literal SQL (see `select_epgs!`).
+macro_rules! select_pools {
+    ($tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            Raw,
+            r#"SELECT p.id, p.name,
+                COALESCE((SELECT json_agg(json_build_object('first', first_vlan, 'last', last_vlan) ORDER BY first_vlan)
+                          FROM vlan_ranges r WHERE r.pool_id = p.id), '[]'::json)::jsonb
+                    AS "ranges!: Json<Vec<VlanRange>>",
+                (SELECT count(*) FROM vlan_assignments a WHERE a.pool_id = p.id AND a.state = 'active')
+                    AS "allocated!",
+                (SELECT count(*) FROM vlan_assignments a WHERE a.pool_id = p.id AND a.state = 'quarantined'
+                     AND a.quarantined_until > now()) AS "quarantined!",
+                p.created_at, p.updated_at
+            FROM vlan_pools p "# + $tail
+            $(, $arg)*
+        )
+    };
 }
 
 pub async fn get(conn: &mut PgConnection, name: &str) -> Result<Option<PoolRow>, sqlx::Error> {
-    let raw: Option<Raw> = sqlx::query_as(&format!("{SELECT} WHERE p.name = $1"))
-        .bind(name)
+    let raw = select_pools!("WHERE p.name = $1", name)
         .fetch_optional(conn)
         .await?;
-    raw.map(decode).transpose()
+    Ok(raw.map(PoolRow::from))
 }
 
 pub async fn list(
@@ -65,37 +78,54 @@ pub async fn list(
     after: Option<i64>,
     limit: i64,
 ) -> Result<Vec<PoolRow>, sqlx::Error> {
-    let raw: Vec<Raw> = sqlx::query_as(&format!(
-        "{SELECT} WHERE ($1::text IS NULL OR starts_with(p.name, $1)) AND p.id > $2 ORDER BY p.id LIMIT $3"
-    ))
-    .bind(name_prefix)
-    .bind(after.unwrap_or(0))
-    .bind(limit)
+    let raw = select_pools!(
+        "WHERE ($1::text IS NULL OR starts_with(p.name, $1)) AND p.id > $2 ORDER BY p.id LIMIT $3",
+        name_prefix,
+        after.unwrap_or(0),
+        limit,
+    )
     .fetch_all(conn)
     .await?;
-    raw.into_iter().map(decode).collect()
+    Ok(raw.into_iter().map(PoolRow::from).collect())
 }
 
-/// Creates the pool if missing and row-locks it; returns (id, created).
+/// Creates the pool if missing and row-locks it; returns (id, created). A pool created under
+/// the name of a deleted one takes back that pool's VLANs still in quarantine.
 pub async fn lock_or_create(
     conn: &mut PgConnection,
     name: &str,
 ) -> Result<(i64, bool), sqlx::Error> {
-    let inserted: Option<(i64,)> = sqlx::query_as(
+    let inserted = sqlx::query_scalar!(
         "INSERT INTO vlan_pools (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING id",
+        name
     )
-    .bind(name)
     .fetch_optional(&mut *conn)
     .await?;
-    if let Some((id,)) = inserted {
+    if let Some(id) = inserted {
+        sqlx::query!(
+            "WITH kept AS (DELETE FROM released_vlans WHERE pool = $2 RETURNING vlan, epg_key, quarantined_until)
+             INSERT INTO vlan_assignments (pool_id, vlan, epg_key, state, quarantined_until)
+             SELECT $1, vlan, epg_key, 'quarantined', quarantined_until FROM kept WHERE quarantined_until > now()",
+            id,
+            name,
+        )
+        .execute(&mut *conn)
+        .await?;
         return Ok((id, true));
     }
-    let (id,): (i64,) =
-        sqlx::query_as("SELECT id FROM vlan_pools WHERE name = $1 FOR NO KEY UPDATE")
-            .bind(name)
-            .fetch_one(conn)
-            .await?;
+    let id = lock(conn, name).await?.ok_or(sqlx::Error::RowNotFound)?;
     Ok((id, false))
+}
+
+/// Row-locks the pool named `name`, serializing the allocations in it across replicas (as
+/// `alloc::vlan::lock_pool` does by id); its id, or None when there is no such pool.
+pub async fn lock(conn: &mut PgConnection, name: &str) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT id FROM vlan_pools WHERE name = $1 FOR NO KEY UPDATE",
+        name
+    )
+    .fetch_optional(conn)
+    .await
 }
 
 /// VLANs held by EPGs that fall outside `ranges`.
@@ -104,15 +134,14 @@ pub async fn active_outside(
     pool_id: i64,
     ranges: &[VlanRange],
 ) -> Result<Vec<i32>, sqlx::Error> {
-    let held: Vec<(i32,)> = sqlx::query_as(
+    let held = sqlx::query_scalar!(
         "SELECT vlan FROM vlan_assignments WHERE pool_id = $1 AND state = 'active' ORDER BY vlan",
+        pool_id
     )
-    .bind(pool_id)
     .fetch_all(conn)
     .await?;
     Ok(held
         .into_iter()
-        .map(|(v,)| v)
         .filter(|v| {
             let inside =
                 VlanId::from_i64(i64::from(*v)).map(|v| ranges.iter().any(|r| r.contains(v)));
@@ -121,61 +150,64 @@ pub async fn active_outside(
         .collect())
 }
 
-/// Replaces the ranges; quarantined VLANs that fall outside them are dropped.
+/// Replaces the ranges. Quarantined VLANs outside them stay quarantined: ranges shrunk and
+/// restored within the quarantine must not hand them out early.
 pub async fn set_ranges(
     conn: &mut PgConnection,
     pool_id: i64,
     ranges: &[VlanRange],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM vlan_ranges WHERE pool_id = $1")
-        .bind(pool_id)
+    sqlx::query!("DELETE FROM vlan_ranges WHERE pool_id = $1", pool_id)
         .execute(&mut *conn)
         .await?;
     let firsts: Vec<i32> = ranges.iter().map(|r| i32::from(r.first.get())).collect();
     let lasts: Vec<i32> = ranges.iter().map(|r| i32::from(r.last.get())).collect();
-    sqlx::query("INSERT INTO vlan_ranges (pool_id, first_vlan, last_vlan) SELECT $1, f, l FROM unnest($2::int[], $3::int[]) AS t(f, l)")
-        .bind(pool_id)
-        .bind(&firsts)
-        .bind(&lasts)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
-        "DELETE FROM vlan_assignments a WHERE a.pool_id = $1 AND a.state = 'quarantined' AND NOT EXISTS
-             (SELECT 1 FROM vlan_ranges r WHERE r.pool_id = $1 AND a.vlan BETWEEN r.first_vlan AND r.last_vlan)",
+    sqlx::query!(
+        "INSERT INTO vlan_ranges (pool_id, first_vlan, last_vlan) SELECT $1, f, l FROM unnest($2::int[], $3::int[]) AS t(f, l)",
+        pool_id,
+        &firsts,
+        &lasts,
     )
-    .bind(pool_id)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("UPDATE vlan_pools SET updated_at = now() WHERE id = $1")
-        .bind(pool_id)
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "UPDATE vlan_pools SET updated_at = now() WHERE id = $1",
+        pool_id
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
-/// Deletes the pool unless an EPG uses it; its quarantined VLANs go with it.
+/// Deletes the pool unless an EPG uses it. Its VLANs still in quarantine are kept by pool name
+/// (`released_vlans`) for a pool re-created under that name.
 pub async fn delete(conn: &mut PgConnection, name: &str) -> Result<Deleted, sqlx::Error> {
-    let row: Option<(i64,)> =
-        sqlx::query_as("SELECT id FROM vlan_pools WHERE name = $1 FOR UPDATE")
-            .bind(name)
-            .fetch_optional(&mut *conn)
-            .await?;
-    let Some((id,)) = row else {
+    let id = sqlx::query_scalar!("SELECT id FROM vlan_pools WHERE name = $1 FOR UPDATE", name)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(id) = id else {
         return Ok(Deleted::Missing);
     };
-    let (epgs,): (i64,) = sqlx::query_as("SELECT count(*) FROM epgs WHERE pool_id = $1")
-        .bind(id)
+    let epgs = sqlx::query_scalar!("SELECT count(*) AS \"n!\" FROM epgs WHERE pool_id = $1", id)
         .fetch_one(&mut *conn)
         .await?;
     if epgs > 0 {
         return Ok(Deleted::InUse(epgs));
     }
-    sqlx::query("DELETE FROM vlan_assignments WHERE pool_id = $1")
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("DELETE FROM vlan_pools WHERE id = $1")
-        .bind(id)
+    // No EPG uses the pool, so every assignment left is a quarantined one.
+    sqlx::query!(
+        "WITH gone AS (DELETE FROM vlan_assignments WHERE pool_id = $1
+                       RETURNING vlan, epg_key, quarantined_until)
+         INSERT INTO released_vlans (pool, vlan, epg_key, quarantined_until)
+         SELECT $2, vlan, epg_key, quarantined_until FROM gone WHERE quarantined_until > now()
+         ON CONFLICT (pool, vlan) DO UPDATE SET epg_key = EXCLUDED.epg_key,
+             quarantined_until = GREATEST(released_vlans.quarantined_until, EXCLUDED.quarantined_until)",
+        id,
+        name,
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!("DELETE FROM vlan_pools WHERE id = $1", id)
         .execute(conn)
         .await?;
     Ok(Deleted::Done)

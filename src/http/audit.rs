@@ -1,11 +1,10 @@
 //! `/api/v1/audit`: the audit log, newest first, filtered and paged.
 
-use axum::extract::State;
-use axum::Json;
+use actix_web::web::{self, Json};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::{ApiQuery, Page, Paging};
 use crate::auth::{Auth, Viewer};
@@ -13,8 +12,9 @@ use crate::db::audit;
 use crate::error::ApiResult;
 use crate::startup::AppState;
 
-pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_audit))
+/// Registers this resource's routes (and their documentation).
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(list_audit);
 }
 
 /// One recorded mutation.
@@ -49,11 +49,12 @@ pub struct AuditFilter {
     pub until: Option<DateTime<Utc>>,
 }
 
-#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(Paging, AuditFilter),
+#[utoipa::path(get, path = "/api/v1/audit", impl_for = list_audit, tag = "audit", params(Paging, AuditFilter),
     responses((status = 200, body = Page<AuditEntry>)))]
+#[actix_web::get("/api/v1/audit")]
 async fn list_audit(
     _auth: Auth<Viewer>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiQuery(paging): ApiQuery<Paging>,
     ApiQuery(f): ApiQuery<AuditFilter>,
 ) -> ApiResult<Json<Page<AuditEntry>>> {

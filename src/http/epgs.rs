@@ -1,26 +1,27 @@
 //! `/api/v1/epgs/{tenant}/{app}/{epg}`: EPGs, their subnets and their VLAN.
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::Json;
+use actix_web::web::{self, Json};
+use actix_web::HttpResponse;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::{finish_put, vanished, ApiJson, ApiPath, ApiQuery, Page, Paging, Put};
 use crate::alloc::vlan;
 use crate::auth::{Auth, Operator, Viewer};
-use crate::db::{audit, epgs, epgs::EpgRow, subnets};
+use crate::db::{audit, epgs, epgs::EpgRow, pools, subnets};
 use crate::domain::{ApicName, BindingMode, Encap, EpgKey, Immediacy, SubnetSpec, VlanId};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::startup::AppState;
 
-pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list_epgs))
-        .routes(routes!(get_epg, put_epg, delete_epg))
+/// Registers this resource's routes (and their documentation).
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(list_epgs)
+        .service(get_epg)
+        .service(put_epg)
+        .service(delete_epg);
 }
 
 /// What a client declares about an EPG.
@@ -57,7 +58,7 @@ pub struct Epg {
     pub physical_domain: ApicName,
     pub vlan_pool: ApicName,
     pub requested_vlan: Option<VlanId>,
-    /// The VLAN allocated to this EPG; stable for the EPG's life.
+    /// The VLAN allocated to this EPG; it changes only when a PUT changes `requested_vlan`.
     pub vlan: VlanId,
     pub encap: Encap,
     pub mode: BindingMode,
@@ -150,11 +151,12 @@ pub struct EpgFilter {
     pub vlan_pool: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/epgs", tag = "epgs", params(Paging, EpgFilter),
+#[utoipa::path(get, path = "/api/v1/epgs", impl_for = list_epgs, tag = "epgs", params(Paging, EpgFilter),
     responses((status = 200, body = Page<Epg>)))]
+#[actix_web::get("/api/v1/epgs")]
 async fn list_epgs(
     _auth: Auth<Viewer>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiQuery(paging): ApiQuery<Paging>,
     ApiQuery(f): ApiQuery<EpgFilter>,
 ) -> ApiResult<Json<Page<Epg>>> {
@@ -179,12 +181,13 @@ async fn list_epgs(
     Ok(Json(page))
 }
 
-#[utoipa::path(get, path = "/api/v1/epgs/{tenant}/{app}/{epg}", tag = "epgs",
+#[utoipa::path(get, path = "/api/v1/epgs/{tenant}/{app}/{epg}", impl_for = get_epg, tag = "epgs",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path)),
     responses((status = 200, body = Epg), (status = 404, body = Problem)))]
+#[actix_web::get("/api/v1/epgs/{tenant}/{app}/{epg}")]
 async fn get_epg(
     _auth: Auth<Viewer>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiPath(path): ApiPath<(String, String, String)>,
 ) -> ApiResult<Json<Epg>> {
     let key = key(path)?;
@@ -196,29 +199,29 @@ async fn get_epg(
 }
 
 /// Creates or updates an EPG. On creation it gets one VLAN from its pool (409 when the pool is
-/// exhausted); later PUTs keep that VLAN. A PUT that changes nothing writes nothing.
-#[utoipa::path(put, path = "/api/v1/epgs/{tenant}/{app}/{epg}", tag = "epgs",
+/// exhausted); later PUTs keep that VLAN unless they change `requested_vlan`: then the EPG moves
+/// to it (the old VLAN goes into quarantine), or 409 says why it cannot (the VLAN is held or
+/// quarantined, or attachments use the current one). A PUT that changes nothing writes nothing.
+#[utoipa::path(put, path = "/api/v1/epgs/{tenant}/{app}/{epg}", impl_for = put_epg, tag = "epgs",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path)), request_body = EpgSpec,
     responses((status = 200, body = Epg, description = "updated"), (status = 201, body = Epg, description = "created"),
         (status = 409, body = Problem)))]
+#[actix_web::put("/api/v1/epgs/{tenant}/{app}/{epg}")]
 async fn put_epg(
     auth: Auth<Operator>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiPath(path): ApiPath<(String, String, String)>,
     ApiJson(spec): ApiJson<EpgSpec>,
 ) -> ApiResult<Put<Epg>> {
     let key = key(path)?;
     validate_subnets(&spec.subnets)?;
     let mut tx = st.db.begin().await?;
-    let (pool_id,): (i64,) = sqlx::query_as("SELECT id FROM vlan_pools WHERE name = $1")
-        .bind(spec.vlan_pool.as_str())
-        .fetch_optional(&mut *tx)
+    // Pool first, then EPG, then subnets: every writer takes locks in this order.
+    let pool_id = pools::lock(&mut tx, spec.vlan_pool.as_str())
         .await?
         .ok_or_else(|| {
             ApiError::Invalid(format!("VLAN pool `{}` does not exist", spec.vlan_pool))
         })?;
-    // Pool first, then EPG, then subnets: every writer takes locks in this order.
-    vlan::lock_pool(&mut tx, pool_id).await?;
     let before = load(&mut tx, &key).await?;
     if let Some(b) = &before {
         if b.vlan_pool != spec.vlan_pool {
@@ -243,6 +246,12 @@ async fn put_epg(
     let (id, created) = epgs::upsert(&mut tx, &key, &columns).await?;
     if created {
         vlan::assign(&mut tx, pool_id, id, &key.to_string(), spec.requested_vlan).await?;
+    } else if let (Some(b), Some(want)) = (&before, spec.requested_vlan) {
+        // A changed wish is honoured, or refused with the reason; never silently ignored.
+        if b.requested_vlan != Some(want) && b.vlan != want {
+            let quarantine = st.quarantine.vlan;
+            vlan::change(&mut tx, pool_id, id, &key.to_string(), want, quarantine).await?;
+        }
     }
     subnets::replace(&mut tx, id, &spec.subnets).await?;
     let after = load(&mut tx, &key).await?.ok_or_else(|| vanished("EPG"))?;
@@ -259,18 +268,19 @@ async fn put_epg(
 }
 
 /// Deletes an EPG: 409 while attachments or reservations use it; its VLAN goes into quarantine.
-#[utoipa::path(delete, path = "/api/v1/epgs/{tenant}/{app}/{epg}", tag = "epgs",
+#[utoipa::path(delete, path = "/api/v1/epgs/{tenant}/{app}/{epg}", impl_for = delete_epg, tag = "epgs",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path)),
     responses((status = 204, description = "deleted or absent"), (status = 409, body = Problem)))]
+#[actix_web::delete("/api/v1/epgs/{tenant}/{app}/{epg}")]
 async fn delete_epg(
     auth: Auth<Operator>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiPath(path): ApiPath<(String, String, String)>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<HttpResponse> {
     let key = key(path)?;
     let mut tx = st.db.begin().await?;
     let Some((id, pool_id)) = epgs::ids_of(&mut tx, &key).await? else {
-        return Ok(StatusCode::NO_CONTENT);
+        return Ok(HttpResponse::NoContent().finish());
     };
     // Pool, then subnets, then the EPG row: PUT and reservations never lock in the opposite order.
     vlan::lock_pool(&mut tx, pool_id).await?;
@@ -294,7 +304,7 @@ async fn delete_epg(
     )
     .await?;
     tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(HttpResponse::NoContent().finish())
 }
 
 fn validate_subnets(subnets: &[SubnetSpec]) -> ApiResult<()> {

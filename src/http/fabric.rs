@@ -3,12 +3,11 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::Json;
+use actix_web::web::{self, Json};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_actix_web::service_config::ServiceConfig;
 use weft_apic::{FabricNode, LldpNeighbour};
 
 use crate::apic::{Apic, Snapshot};
@@ -17,10 +16,9 @@ use crate::domain::{PathDn, PathKind};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::startup::AppState;
 
-pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(get_fabric))
-        .routes(routes!(refresh_fabric))
+/// Registers this resource's routes (and their documentation).
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(get_fabric).service(refresh_fabric);
 }
 
 /// The configured APIC, or the `apic-not-configured` problem.
@@ -68,22 +66,21 @@ impl From<&Snapshot> for FabricView {
 }
 
 /// The cached fabric; read from the APIC when older than `apic.discovery_ttl_secs`.
-#[utoipa::path(get, path = "/api/v1/fabric", tag = "fabric",
+#[utoipa::path(get, path = "/api/v1/fabric", impl_for = get_fabric, tag = "fabric",
     responses((status = 200, body = FabricView), (status = 502, body = Problem), (status = 503, body = Problem)))]
-async fn get_fabric(
-    _auth: Auth<Viewer>,
-    State(st): State<AppState>,
-) -> ApiResult<Json<FabricView>> {
+#[actix_web::get("/api/v1/fabric")]
+async fn get_fabric(_auth: Auth<Viewer>, st: web::Data<AppState>) -> ApiResult<Json<FabricView>> {
     let snap = apic(&st)?.fabric().await?;
     Ok(Json(FabricView::from(&*snap)))
 }
 
 /// Re-reads the fabric from the APIC now, e.g. after someone changed it by hand.
-#[utoipa::path(post, path = "/api/v1/fabric/refresh", tag = "fabric",
+#[utoipa::path(post, path = "/api/v1/fabric/refresh", impl_for = refresh_fabric, tag = "fabric",
     responses((status = 200, body = FabricView), (status = 502, body = Problem), (status = 503, body = Problem)))]
+#[actix_web::post("/api/v1/fabric/refresh")]
 async fn refresh_fabric(
     _auth: Auth<Operator>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
 ) -> ApiResult<Json<FabricView>> {
     let snap = apic(&st)?.refresh().await?;
     Ok(Json(FabricView::from(&*snap)))

@@ -1,19 +1,16 @@
 //! Liveness, readiness and the OpenAPI document; none of them needs a token.
 
-use axum::extract::State;
-use axum::Json;
+use actix_web::web::{self, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_actix_web::service_config::ServiceConfig;
 
-use crate::error::{ApiError, ApiResult, Problem};
+use crate::error::{ApiError, ApiResult, DbOutage, Problem};
 use crate::startup::{AppState, MIGRATOR};
 
-pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(healthz))
-        .routes(routes!(readyz))
-        .routes(routes!(openapi_json))
+/// Registers this resource's routes (and their documentation).
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(healthz).service(readyz).service(openapi_json);
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -22,7 +19,8 @@ pub struct Health {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", impl_for = healthz, tag = "health", security(()), responses((status = 200, body = Health)))]
+#[actix_web::get("/healthz")]
 async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
@@ -30,9 +28,10 @@ async fn healthz() -> Json<Health> {
 }
 
 /// The database answers and every migration this binary knows is applied.
-#[utoipa::path(get, path = "/readyz", tag = "health", security(()), responses((status = 200, body = Health), (status = 503, body = Problem)))]
-async fn readyz(State(st): State<AppState>) -> ApiResult<Json<Health>> {
-    let applied: Vec<(i64,)> = sqlx::query_as("SELECT version FROM _sqlx_migrations WHERE success")
+#[utoipa::path(get, path = "/readyz", impl_for = readyz, tag = "health", security(()), responses((status = 200, body = Health), (status = 503, body = Problem)))]
+#[actix_web::get("/readyz")]
+async fn readyz(st: web::Data<AppState>) -> ApiResult<Json<Health>> {
+    let applied = sqlx::query_scalar!("SELECT version FROM _sqlx_migrations WHERE success")
         .fetch_all(&st.db)
         .await
         .map_err(|e| ApiError::Unavailable(format!("database not ready: {}", db_reason(&e))))?;
@@ -40,7 +39,7 @@ async fn readyz(State(st): State<AppState>) -> ApiResult<Json<Health>> {
         .iter()
         .filter(|m| m.migration_type.is_up_migration())
         .map(|m| m.version)
-        .filter(|v| !applied.iter().any(|(a,)| a == v))
+        .filter(|v| !applied.contains(v))
         .collect();
     if !missing.is_empty() {
         return Err(ApiError::Unavailable(format!(
@@ -52,17 +51,24 @@ async fn readyz(State(st): State<AppState>) -> ApiResult<Json<Health>> {
     }))
 }
 
-/// A short reason that never includes connection strings.
-fn db_reason(e: &sqlx::Error) -> &'static str {
+/// A short reason that never includes connection strings. A lost database and a missing schema
+/// say so differently: the first needs the database back, the second `weft migrate`.
+fn db_reason(e: &sqlx::Error) -> String {
+    if let Some(outage) = DbOutage::of(e) {
+        return outage.to_string();
+    }
     match e {
-        sqlx::Error::Database(_) => "query failed (schema missing?)",
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => "unreachable",
-        _ => "error",
+        // 42P01 undefined_table: the database answers but was never migrated.
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01") => {
+            "schema missing (no migrations applied); run `weft migrate`".into()
+        }
+        _ => "the readiness query failed".into(),
     }
 }
 
 /// This API's OpenAPI 3.1 document (the same as `openapi/weft.json`).
-#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "health", security(()), responses((status = 200, description = "OpenAPI document")))]
-async fn openapi_json(State(st): State<AppState>) -> Json<serde_json::Value> {
+#[utoipa::path(get, path = "/api/v1/openapi.json", impl_for = openapi_json, tag = "health", security(()), responses((status = 200, description = "OpenAPI document")))]
+#[actix_web::get("/api/v1/openapi.json")]
+async fn openapi_json(st: web::Data<AppState>) -> Json<serde_json::Value> {
     Json((*st.openapi).clone())
 }

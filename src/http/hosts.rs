@@ -2,14 +2,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::Json;
+use actix_web::web::{self, Json};
+use actix_web::HttpResponse;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_actix_web::service_config::ServiceConfig;
 use weft_apic::{match_uplinks, UplinkAgreement};
 
 use super::{finish_delete, finish_put, vanished, ApiJson, ApiPath, ApiQuery, Page, Paging, Put};
@@ -21,10 +20,12 @@ use crate::domain::{ApicName, Backend, InterfaceName, Mtu, PathDn};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::startup::AppState;
 
-pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list_hosts))
-        .routes(routes!(get_host, put_host, delete_host))
+/// Registers this resource's routes (and their documentation).
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(list_hosts)
+        .service(get_host)
+        .service(put_host)
+        .service(delete_host);
 }
 
 /// One host interface cabled to the fabric, as configured. How it compares with the APIC's
@@ -197,11 +198,12 @@ fn resource(name: &ApicName) -> String {
 }
 
 /// Hosts with their effective uplinks.
-#[utoipa::path(get, path = "/api/v1/hosts", tag = "hosts", params(Paging, HostFilter),
+#[utoipa::path(get, path = "/api/v1/hosts", impl_for = list_hosts, tag = "hosts", params(Paging, HostFilter),
     responses((status = 200, body = Page<Host>), (status = 503, body = Problem)))]
+#[actix_web::get("/api/v1/hosts")]
 async fn list_hosts(
     _auth: Auth<Viewer>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiQuery(paging): ApiQuery<Paging>,
     ApiQuery(f): ApiQuery<HostFilter>,
 ) -> ApiResult<Json<Page<Host>>> {
@@ -221,11 +223,12 @@ async fn list_hosts(
 }
 
 /// A host with its effective uplinks (configured and, with an APIC, LLDP).
-#[utoipa::path(get, path = "/api/v1/hosts/{name}", tag = "hosts", params(("name" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/hosts/{name}", impl_for = get_host, tag = "hosts", params(("name" = String, Path)),
     responses((status = 200, body = Host), (status = 404, body = Problem), (status = 503, body = Problem)))]
+#[actix_web::get("/api/v1/hosts/{name}")]
 async fn get_host(
     _auth: Auth<Viewer>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Host>> {
     let name = ApicName::parse(&name)?;
@@ -235,11 +238,12 @@ async fn get_host(
 }
 
 /// Creates or replaces a host and its uplinks. A PUT that changes nothing writes nothing.
-#[utoipa::path(put, path = "/api/v1/hosts/{name}", tag = "hosts", params(("name" = String, Path)), request_body = HostSpec,
+#[utoipa::path(put, path = "/api/v1/hosts/{name}", impl_for = put_host, tag = "hosts", params(("name" = String, Path)), request_body = HostSpec,
     responses((status = 200, body = Host, description = "replaced"), (status = 201, body = Host, description = "created")))]
+#[actix_web::put("/api/v1/hosts/{name}")]
 async fn put_host(
     auth: Auth<Admin>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiPath(name): ApiPath<String>,
     ApiJson(mut spec): ApiJson<HostSpec>,
 ) -> ApiResult<Put<Host>> {
@@ -303,13 +307,14 @@ async fn put_host(
 }
 
 /// Deletes a host; 409 while containers on it are attached. Deleting a missing host is a no-op.
-#[utoipa::path(delete, path = "/api/v1/hosts/{name}", tag = "hosts", params(("name" = String, Path)),
+#[utoipa::path(delete, path = "/api/v1/hosts/{name}", impl_for = delete_host, tag = "hosts", params(("name" = String, Path)),
     responses((status = 204, description = "deleted or absent"), (status = 409, body = Problem)))]
+#[actix_web::delete("/api/v1/hosts/{name}")]
 async fn delete_host(
     auth: Auth<Admin>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiPath(name): ApiPath<String>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<HttpResponse> {
     let name = ApicName::parse(&name)?;
     let mut tx = st.db.begin().await?;
     let before = read(&mut tx, &name).await?;

@@ -11,74 +11,205 @@ pub mod preflight;
 pub mod reservations;
 pub mod tokens;
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use std::future::{ready, Future, Ready};
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::{header, Method, StatusCode};
+use actix_web::web::{self, BytesMut};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, Responder};
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Transaction};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::db::audit::{record, Actor};
 use crate::db::Deleted;
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Limit};
+use crate::startup::AppState;
 
-/// JSON body; syntax errors are 400, values refused by the domain types are 422.
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// Largest JSON body any endpoint takes; bigger ones are 413 before they are parsed.
+pub const JSON_LIMIT: usize = 1024 * 1024;
+
+/// JSON body (`content-type: application/json`); syntax errors are 400, values refused by the
+/// domain types are 422, a body over [`JSON_LIMIT`] is 413.
 pub struct ApiJson<T>(pub T);
 
-/// Path parameters as problem+json on rejection.
-#[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Path), rejection(ApiError))]
+/// A JSON body that may be absent (empty means `T::default()`), with the same error mapping
+/// and limit as [`ApiJson`]; the content type is not required.
+pub struct OptionalJson<T>(pub T);
+
+/// Path parameters; a segment that does not fit is 400.
 pub struct ApiPath<T>(pub T);
 
-/// Query parameters as problem+json on rejection.
-#[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
+/// Query parameters; a value that does not fit is 422.
 pub struct ApiQuery<T>(pub T);
 
-impl From<JsonRejection> for ApiError {
-    fn from(r: JsonRejection) -> Self {
-        match r {
-            JsonRejection::JsonDataError(e) => ApiError::Invalid(e.body_text()),
-            other => ApiError::Malformed(other.body_text()),
+type BodyFuture<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
+
+impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
+    type Error = ApiError;
+    type Future = BodyFuture<Self>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let is_json = req
+            .mime_type()
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.essence_str() == "application/json");
+        let body = read_body(req, payload);
+        Box::pin(async move {
+            if !is_json {
+                return Err(ApiError::Malformed(
+                    "expected a request with content-type: application/json".into(),
+                ));
+            }
+            parse_json(&body.await?).map(ApiJson)
+        })
+    }
+}
+
+impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalJson<T> {
+    type Error = ApiError;
+    type Future = BodyFuture<Self>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let body = read_body(req, payload);
+        Box::pin(async move {
+            let body = body.await?;
+            if body.iter().all(u8::is_ascii_whitespace) {
+                return Ok(OptionalJson(T::default()));
+            }
+            parse_json(&body).map(OptionalJson)
+        })
+    }
+}
+
+/// Reads the whole body, refusing (413) one longer than [`JSON_LIMIT`] as soon as its declared
+/// or received length says so.
+fn read_body(req: &HttpRequest, payload: &mut Payload) -> BodyFuture<BytesMut> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut payload = payload.take();
+    Box::pin(async move {
+        if declared.is_some_and(|n| n > JSON_LIMIT) {
+            return Err(too_large());
         }
-    }
-}
-
-impl From<PathRejection> for ApiError {
-    fn from(r: PathRejection) -> Self {
-        ApiError::Malformed(r.body_text())
-    }
-}
-
-impl From<QueryRejection> for ApiError {
-    fn from(r: QueryRejection) -> Self {
-        ApiError::Invalid(r.body_text())
-    }
-}
-
-/// A JSON body that may be absent (empty means `T::default()`), with the same error mapping
-/// as [`ApiJson`].
-pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::Invalid(e.to_string()),
-        _ => ApiError::Malformed(e.to_string()),
+        let mut body = BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk =
+                chunk.map_err(|e| ApiError::Malformed(format!("reading the request body: {e}")))?;
+            if body.len() + chunk.len() > JSON_LIMIT {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     })
 }
 
-/// Unknown routes get a problem too.
-pub async fn not_found() -> ApiError {
-    ApiError::NotFound("no such route".into())
+fn too_large() -> ApiError {
+    ApiError::TooLarge(
+        Limit::Body,
+        format!("the body is larger than {JSON_LIMIT} bytes"),
+    )
 }
 
-/// A known route with the wrong method gets a problem too.
-pub async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed
+/// Syntax errors are 400, values the target type refuses (and a NUL anywhere) are 422.
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::Malformed(e.to_string()))?;
+    refuse_nul_in_json(&value, "the body")?;
+    serde_json::from_value(value).map_err(|e| ApiError::Invalid(e.to_string()))
+}
+
+/// Postgres text cannot hold a NUL byte (it answers `invalid byte sequence`), so no string that
+/// may reach the database contains one: every extractor refuses it with this 422.
+fn refuse_nul<'a>(strings: impl IntoIterator<Item = &'a str>, place: &str) -> ApiResult<()> {
+    match strings.into_iter().any(|s| s.contains('\0')) {
+        true => Err(ApiError::Invalid(format!(
+            "{place} contains a NUL byte (U+0000)"
+        ))),
+        false => Ok(()),
+    }
+}
+
+fn refuse_nul_in_json(value: &serde_json::Value, place: &str) -> ApiResult<()> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => refuse_nul([s.as_str()], place),
+        Value::Array(items) => items.iter().try_for_each(|v| refuse_nul_in_json(v, place)),
+        Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            refuse_nul([k.as_str()], place)?;
+            refuse_nul_in_json(v, place)
+        }),
+        _ => Ok(()),
+    }
+}
+
+impl<T: DeserializeOwned> FromRequest for ApiPath<T> {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let path = |e: actix_web::Error| ApiError::Malformed(format!("path: {e}"));
+        ready((|| {
+            // The segments as the handler gets them (percent-decoded), checked before use.
+            let segments = web::Path::<Vec<String>>::extract(req)
+                .into_inner()
+                .map_err(path)?;
+            refuse_nul(segments.iter().map(String::as_str), "a path segment")?;
+            web::Path::<T>::extract(req)
+                .into_inner()
+                .map(|p| ApiPath(p.into_inner()))
+                .map_err(path)
+        })())
+    }
+}
+
+impl<T: DeserializeOwned> FromRequest for ApiQuery<T> {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let query = |e: actix_web::error::QueryPayloadError| ApiError::Invalid(e.to_string());
+        ready((|| {
+            let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+                .map_err(query)?;
+            refuse_nul(
+                pairs.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]),
+                "a query parameter",
+            )?;
+            web::Query::<T>::from_query(req.query_string())
+                .map(|q| ApiQuery(q.into_inner()))
+                .map_err(query)
+        })())
+    }
+}
+
+/// The answer when no route matched: 405 (with `Allow`) when the path is one of ours under
+/// another method, otherwise 404.
+pub async fn fallback(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse {
+    let allowed = st.routes.allowed(req.path());
+    if allowed.is_empty() {
+        return actix_web::ResponseError::error_response(&ApiError::NotFound(
+            "no such route".into(),
+        ));
+    }
+    let mut resp = actix_web::ResponseError::error_response(&ApiError::MethodNotAllowed);
+    let allow = allowed
+        .iter()
+        .map(Method::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Ok(v) = header::HeaderValue::from_str(&allow) {
+        resp.headers_mut().insert(header::ALLOW, v);
+    }
+    resp
 }
 
 /// Paging parameters shared by every list endpoint: keyset pagination over an opaque cursor.
@@ -146,14 +277,16 @@ impl<T> Page<T> {
 /// Result of a declarative PUT: 201 when the resource was created, 200 when replaced.
 pub struct Put<T>(pub bool, pub T);
 
-impl<T: Serialize> IntoResponse for Put<T> {
-    fn into_response(self) -> Response {
+impl<T: Serialize> Responder for Put<T> {
+    type Body = actix_web::body::BoxBody;
+
+    fn respond_to(self, _: &HttpRequest) -> HttpResponse {
         let status = if self.0 {
             StatusCode::CREATED
         } else {
             StatusCode::OK
         };
-        (status, axum::Json(self.1)).into_response()
+        HttpResponse::build(status).json(self.1)
     }
 }
 
@@ -190,13 +323,13 @@ pub(crate) async fn finish_delete<T: Serialize>(
     action: &str,
     resource: &str,
     before: Option<&T>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<HttpResponse> {
     match outcome {
-        Deleted::Missing => return Ok(StatusCode::NO_CONTENT),
+        Deleted::Missing => return Ok(HttpResponse::NoContent().finish()),
         Deleted::InUse(n) => return Err(ApiError::InUse(in_use(n))),
         Deleted::Done => {}
     }
     record(&mut tx, actor, action, resource, before, None::<&T>).await?;
     tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(HttpResponse::NoContent().finish())
 }

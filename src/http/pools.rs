@@ -1,13 +1,12 @@
 //! `/api/v1/vlan-pools`: VLAN pools, their ranges and usage.
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::Json;
+use actix_web::web::{self, Json};
+use actix_web::HttpResponse;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::{finish_delete, finish_put, vanished, ApiJson, ApiPath, ApiQuery, Page, Paging, Put};
 use crate::auth::{Admin, Auth, Viewer};
@@ -16,10 +15,12 @@ use crate::domain::{ApicName, VlanRange};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::startup::AppState;
 
-pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list_pools))
-        .routes(routes!(get_pool, put_pool, delete_pool))
+/// Registers this resource's routes (and their documentation).
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(list_pools)
+        .service(get_pool)
+        .service(put_pool)
+        .service(delete_pool);
 }
 
 /// What a client declares about a pool.
@@ -88,11 +89,12 @@ async fn read(conn: &mut PgConnection, name: &ApicName) -> ApiResult<Option<Pool
         .transpose()
 }
 
-#[utoipa::path(get, path = "/api/v1/vlan-pools", tag = "vlan-pools", params(Paging, PoolFilter),
+#[utoipa::path(get, path = "/api/v1/vlan-pools", impl_for = list_pools, tag = "vlan-pools", params(Paging, PoolFilter),
     responses((status = 200, body = Page<Pool>)))]
+#[actix_web::get("/api/v1/vlan-pools")]
 async fn list_pools(
     _auth: Auth<Viewer>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiQuery(paging): ApiQuery<Paging>,
     ApiQuery(filter): ApiQuery<PoolFilter>,
 ) -> ApiResult<Json<Page<Pool>>> {
@@ -104,11 +106,12 @@ async fn list_pools(
     })?))
 }
 
-#[utoipa::path(get, path = "/api/v1/vlan-pools/{name}", tag = "vlan-pools", params(("name" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/vlan-pools/{name}", impl_for = get_pool, tag = "vlan-pools", params(("name" = String, Path)),
     responses((status = 200, body = Pool), (status = 404, body = Problem)))]
+#[actix_web::get("/api/v1/vlan-pools/{name}")]
 async fn get_pool(
     _auth: Auth<Viewer>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiPath(name): ApiPath<String>,
 ) -> ApiResult<Json<Pool>> {
     let name = ApicName::parse(&name)?;
@@ -121,12 +124,13 @@ async fn get_pool(
 
 /// Creates or replaces a pool. Shrinking the ranges below a VLAN held by an EPG is a 409.
 /// A PUT that changes nothing writes nothing (no new `updated_at`, no audit entry).
-#[utoipa::path(put, path = "/api/v1/vlan-pools/{name}", tag = "vlan-pools", params(("name" = String, Path)), request_body = PoolSpec,
+#[utoipa::path(put, path = "/api/v1/vlan-pools/{name}", impl_for = put_pool, tag = "vlan-pools", params(("name" = String, Path)), request_body = PoolSpec,
     responses((status = 200, body = Pool, description = "replaced"), (status = 201, body = Pool, description = "created"),
         (status = 409, body = Problem)))]
+#[actix_web::put("/api/v1/vlan-pools/{name}")]
 async fn put_pool(
     auth: Auth<Admin>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiPath(name): ApiPath<String>,
     ApiJson(mut spec): ApiJson<PoolSpec>,
 ) -> ApiResult<Put<Pool>> {
@@ -163,13 +167,14 @@ async fn put_pool(
 }
 
 /// Deletes a pool; 409 while an EPG uses it. Deleting a missing pool is a no-op.
-#[utoipa::path(delete, path = "/api/v1/vlan-pools/{name}", tag = "vlan-pools", params(("name" = String, Path)),
+#[utoipa::path(delete, path = "/api/v1/vlan-pools/{name}", impl_for = delete_pool, tag = "vlan-pools", params(("name" = String, Path)),
     responses((status = 204, description = "deleted or absent"), (status = 409, body = Problem)))]
+#[actix_web::delete("/api/v1/vlan-pools/{name}")]
 async fn delete_pool(
     auth: Auth<Admin>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiPath(name): ApiPath<String>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<HttpResponse> {
     let name = ApicName::parse(&name)?;
     let mut tx = st.db.begin().await?;
     let before = read(&mut tx, &name).await?;

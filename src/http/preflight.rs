@@ -2,11 +2,10 @@
 //! this EPG's VLAN on these paths? Only reads the APIC; the attach workflow calls the same
 //! check before it binds anything.
 
-use axum::extract::State;
-use axum::Json;
+use actix_web::web::{self, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_actix_web::service_config::ServiceConfig;
 use weft_apic::PreflightRequest;
 
 use super::{epgs, fabric, hosts, ApiJson, ApiPath};
@@ -19,8 +18,9 @@ use crate::startup::AppState;
 /// handful of uplinks), so a huge list only makes an oversized APIC request.
 const MAX_PATHS: usize = 64;
 
-pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(preflight))
+/// Registers this resource's routes (and their documentation).
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(preflight);
 }
 
 /// Where the EPG would be bound: a host's effective uplinks, or explicit paths.
@@ -55,15 +55,16 @@ pub struct PreflightResult {
 /// physical domain, the domain's VLAN pool holds the EPG's VLAN, every path exists, and no other
 /// EPG uses the VLAN on those leaves (or is untagged/native on the port). 409
 /// `preflight-failed` names the APIC object at fault in `object_dn`.
-#[utoipa::path(post, path = "/api/v1/epgs/{tenant}/{app}/{epg}/preflight", tag = "epgs",
+#[utoipa::path(post, path = "/api/v1/epgs/{tenant}/{app}/{epg}/preflight", impl_for = preflight, tag = "epgs",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path)),
     request_body = PreflightSpec,
     responses((status = 200, body = PreflightResult), (status = 404, body = Problem),
         (status = 409, body = Problem, description = "preflight-failed, uplink-conflict or a host without uplinks"),
         (status = 502, body = Problem), (status = 503, body = Problem)))]
+#[actix_web::post("/api/v1/epgs/{tenant}/{app}/{epg}/preflight")]
 async fn preflight(
     _auth: Auth<Operator>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiPath(path): ApiPath<(String, String, String)>,
     ApiJson(spec): ApiJson<PreflightSpec>,
 ) -> ApiResult<Json<PreflightResult>> {

@@ -3,18 +3,16 @@
 
 use std::net::Ipv4Addr;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::Json;
+use actix_web::web::{self, Json};
+use actix_web::HttpResponse;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::ToSchema;
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::epgs::key;
-use super::{optional_json, ApiPath, ApiQuery, Page, Paging, Put};
+use super::{ApiPath, ApiQuery, OptionalJson, Page, Paging, Put};
 use crate::alloc::ip;
 use crate::auth::{Auth, Operator, Viewer};
 use crate::db::{audit, epgs};
@@ -22,14 +20,12 @@ use crate::domain::{ApicName, EpgKey, Ipv4Cidr};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::startup::AppState;
 
-pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list_reservations))
-        .routes(routes!(
-            get_reservation,
-            put_reservation,
-            delete_reservation
-        ))
+/// Registers this resource's routes (and their documentation).
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(list_reservations)
+        .service(get_reservation)
+        .service(put_reservation)
+        .service(delete_reservation);
 }
 
 /// Optional wishes for a reservation.
@@ -53,24 +49,44 @@ pub struct Reservation {
     pub created_at: DateTime<Utc>,
 }
 
-/// (address as a number for paging, name, address, cidr, gateway, created_at)
-type Row = (i64, String, String, String, String, DateTime<Utc>);
+/// An active reservation as read, before its text columns are parsed.
+struct Row {
+    /// The address as a number: the paging cursor.
+    pos: i64,
+    name: String,
+    address: String,
+    cidr: String,
+    gateway: String,
+    created_at: DateTime<Utc>,
+}
 
-const SELECT: &str = "SELECT l.address - '0.0.0.0'::inet, l.reservation, host(l.address), s.cidr::text, host(s.gateway), l.created_at
-    FROM ip_leases l JOIN subnets s ON s.id = l.subnet_id
-    WHERE l.epg_id = $1 AND l.state = 'active' AND l.reservation IS NOT NULL";
+/// `query_as!` into [`Row`] of the EPG `$1`'s active reservations, followed by `$tail` (a string
+/// literal) and its arguments; a macro because sqlx checks only literal SQL.
+macro_rules! select_reservations {
+    ($tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            Row,
+            r#"SELECT l.address - '0.0.0.0'::inet AS "pos!", l.reservation AS "name!",
+                   host(l.address) AS "address!", s.cidr::text AS "cidr!", host(s.gateway) AS "gateway!",
+                   l.created_at
+               FROM ip_leases l JOIN subnets s ON s.id = l.subnet_id
+               WHERE l.epg_id = $1 AND l.state = 'active' AND l.reservation IS NOT NULL "# + $tail
+            $(, $arg)*
+        )
+    };
+}
 
-fn decode((_, name, address, cidr, gateway, created_at): Row) -> ApiResult<Reservation> {
+fn decode(row: Row) -> ApiResult<Reservation> {
     let addr = |t: &str| {
         t.parse::<Ipv4Addr>()
             .map_err(|e| ApiError::Internal(anyhow::anyhow!("stored address {t}: {e}")))
     };
     Ok(Reservation {
-        name: ApicName::parse(&name)?,
-        address: addr(&address)?,
-        subnet: Ipv4Cidr::parse(&cidr)?,
-        gateway: addr(&gateway)?,
-        created_at,
+        name: ApicName::parse(&row.name)?,
+        address: addr(&row.address)?,
+        subnet: Ipv4Cidr::parse(&row.cidr)?,
+        gateway: addr(&row.gateway)?,
+        created_at: row.created_at,
     })
 }
 
@@ -79,9 +95,7 @@ async fn load(
     epg_id: i64,
     name: &ApicName,
 ) -> ApiResult<Option<Reservation>> {
-    let row: Option<Row> = sqlx::query_as(&format!("{SELECT} AND l.reservation = $2"))
-        .bind(epg_id)
-        .bind(name.as_str())
+    let row = select_reservations!("AND l.reservation = $2", epg_id, name.as_str())
         .fetch_optional(conn)
         .await?;
     row.map(decode).transpose()
@@ -104,12 +118,13 @@ fn split((t, a, e, n): ReservationPath) -> ApiResult<(EpgKey, ApicName)> {
     Ok((key((t, a, e))?, ApicName::parse(&n)?))
 }
 
-#[utoipa::path(get, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations", tag = "reservations",
+#[utoipa::path(get, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations", impl_for = list_reservations, tag = "reservations",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path), Paging),
     responses((status = 200, body = Page<Reservation>), (status = 404, body = Problem)))]
+#[actix_web::get("/api/v1/epgs/{tenant}/{app}/{epg}/reservations")]
 async fn list_reservations(
     _auth: Auth<Viewer>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiPath(path): ApiPath<EpgPath>,
     ApiQuery(paging): ApiQuery<Paging>,
 ) -> ApiResult<Json<Page<Reservation>>> {
@@ -118,23 +133,26 @@ async fn list_reservations(
     let mut conn = st.db.acquire().await?;
     let id = epg_id(&mut conn, &key).await?;
     // Leases have no serial id; they are paged in address order, the address number as cursor.
-    let rows: Vec<Row> = sqlx::query_as(&format!(
-        "{SELECT} AND l.address - '0.0.0.0'::inet > $2 ORDER BY l.address LIMIT $3"
-    ))
-    .bind(id)
-    .bind(after.unwrap_or(-1))
-    .bind(limit + 1)
+    let rows = select_reservations!(
+        "AND l.address - '0.0.0.0'::inet > $2 ORDER BY l.address LIMIT $3",
+        id,
+        after.unwrap_or(-1),
+        limit + 1,
+    )
     .fetch_all(&mut *conn)
     .await?;
-    Ok(Json(Page::decode(rows, limit, |r| Ok((r.0, decode(r)?)))?))
+    Ok(Json(Page::decode(rows, limit, |r| {
+        Ok((r.pos, decode(r)?))
+    })?))
 }
 
-#[utoipa::path(get, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", tag = "reservations",
+#[utoipa::path(get, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", impl_for = get_reservation, tag = "reservations",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path), ("name" = String, Path)),
     responses((status = 200, body = Reservation), (status = 404, body = Problem)))]
+#[actix_web::get("/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}")]
 async fn get_reservation(
     _auth: Auth<Viewer>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiPath(path): ApiPath<ReservationPath>,
 ) -> ApiResult<Json<Reservation>> {
     let (key, name) = split(path)?;
@@ -148,23 +166,23 @@ async fn get_reservation(
 
 /// Reserves an address for `name` (the same name always gets the same address). The body is
 /// optional. 409 `pool-exhausted` when no address is left.
-#[utoipa::path(put, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", tag = "reservations",
+#[utoipa::path(put, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", impl_for = put_reservation, tag = "reservations",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path), ("name" = String, Path)),
     request_body(content = Option<ReservationSpec>),
     responses((status = 200, body = Reservation, description = "already held"), (status = 201, body = Reservation, description = "reserved"),
         (status = 404, body = Problem), (status = 409, body = Problem)))]
+#[actix_web::put("/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}")]
 async fn put_reservation(
     auth: Auth<Operator>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiPath(path): ApiPath<ReservationPath>,
-    body: Bytes,
+    OptionalJson(spec): OptionalJson<ReservationSpec>,
 ) -> ApiResult<Put<Reservation>> {
     let (key, name) = split(path)?;
-    let spec: ReservationSpec = optional_json(&body)?;
     let mut tx = st.db.begin().await?;
     let id = epg_id(&mut tx, &key).await?;
-    let before = load(&mut tx, id, &name).await?;
-    let lease = ip::reserve(&mut tx, id, name.as_str(), spec.address).await?;
+    // 404 too when the EPG is deleted while this request waits for its lock.
+    let (lease, outcome) = ip::reserve(&mut tx, id, name.as_str(), spec.address).await?;
     let after = Reservation {
         name: name.clone(),
         address: lease.address,
@@ -172,35 +190,37 @@ async fn put_reservation(
         gateway: lease.gateway,
         created_at: lease.created_at,
     };
+    let created = outcome == ip::Outcome::Created;
     // A repeated PUT of a held reservation changes nothing and is not recorded.
-    if before.as_ref() != Some(&after) {
+    if created {
         audit::record(
             &mut tx,
             auth.actor(),
             "reservation.put",
             &resource(&key, &name),
-            before.as_ref(),
+            None::<&Reservation>,
             Some(&after),
         )
         .await?;
     }
     tx.commit().await?;
-    Ok(Put(before.is_none(), after))
+    Ok(Put(created, after))
 }
 
 /// Releases the address into quarantine. Releasing a missing reservation is a no-op.
-#[utoipa::path(delete, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", tag = "reservations",
+#[utoipa::path(delete, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", impl_for = delete_reservation, tag = "reservations",
     params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path), ("name" = String, Path)),
     responses((status = 204, description = "released or absent")))]
+#[actix_web::delete("/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}")]
 async fn delete_reservation(
     auth: Auth<Operator>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiPath(path): ApiPath<ReservationPath>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<HttpResponse> {
     let (key, name) = split(path)?;
     let mut tx = st.db.begin().await?;
     let Some((id, _)) = epgs::ids_of(&mut tx, &key).await? else {
-        return Ok(StatusCode::NO_CONTENT);
+        return Ok(HttpResponse::NoContent().finish());
     };
     let before = load(&mut tx, id, &name).await?;
     if ip::release(&mut tx, id, name.as_str(), st.quarantine.ip)
@@ -218,5 +238,5 @@ async fn delete_reservation(
         .await?;
     }
     tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(HttpResponse::NoContent().finish())
 }

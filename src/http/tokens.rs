@@ -1,13 +1,12 @@
 //! `/api/v1/tokens`: API tokens (admin only). A token is shown once, in the response that
 //! creates it; only its sha256 is stored.
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::Json;
+use actix_web::web::{self, Json};
+use actix_web::HttpResponse;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use utoipa_axum::{router::OpenApiRouter, routes};
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::{ApiJson, ApiPath, ApiQuery, Page, Paging};
 use crate::auth::{create_token, Admin, Auth, Role, TokenError};
@@ -16,10 +15,11 @@ use crate::domain::ApicName;
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::startup::AppState;
 
-pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list_tokens, create))
-        .routes(routes!(delete_token))
+/// Registers this resource's routes (and their documentation).
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(list_tokens)
+        .service(create)
+        .service(delete_token);
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -56,44 +56,53 @@ impl std::fmt::Debug for CreatedToken {
     }
 }
 
-type Row = (i64, String, String, DateTime<Utc>);
+/// A token as stored (never its hash).
+struct Row {
+    id: i64,
+    name: String,
+    role: String,
+    created_at: DateTime<Utc>,
+}
 
-fn decode((_, name, role, created_at): Row) -> ApiResult<TokenInfo> {
-    let role = Role::parse(&role)
-        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("stored role `{role}`")))?;
+fn decode(row: Row) -> ApiResult<TokenInfo> {
+    let role = Role::parse(&row.role)
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("stored role `{}`", row.role)))?;
     Ok(TokenInfo {
-        name: ApicName::parse(&name)?,
+        name: ApicName::parse(&row.name)?,
         role,
-        created_at,
+        created_at: row.created_at,
     })
 }
 
-const SELECT: &str = "SELECT id, name, role, created_at FROM api_tokens";
-
-#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", params(Paging),
+#[utoipa::path(get, path = "/api/v1/tokens", impl_for = list_tokens, tag = "tokens", params(Paging),
     responses((status = 200, body = Page<TokenInfo>)))]
+#[actix_web::get("/api/v1/tokens")]
 async fn list_tokens(
     _auth: Auth<Admin>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiQuery(paging): ApiQuery<Paging>,
 ) -> ApiResult<Json<Page<TokenInfo>>> {
     let (after, limit) = paging.resolve()?;
-    let rows: Vec<Row> = sqlx::query_as(&format!("{SELECT} WHERE id > $1 ORDER BY id LIMIT $2"))
-        .bind(after.unwrap_or(0))
-        .bind(limit + 1)
-        .fetch_all(&st.db)
-        .await?;
-    Ok(Json(Page::decode(rows, limit, |r| Ok((r.0, decode(r)?)))?))
+    let rows = sqlx::query_as!(
+        Row,
+        "SELECT id, name, role, created_at FROM api_tokens WHERE id > $1 ORDER BY id LIMIT $2",
+        after.unwrap_or(0),
+        limit + 1,
+    )
+    .fetch_all(&st.db)
+    .await?;
+    Ok(Json(Page::decode(rows, limit, |r| Ok((r.id, decode(r)?)))?))
 }
 
 /// Creates a token and returns it once. 409 when the name is taken.
-#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", request_body = NewToken,
+#[utoipa::path(post, path = "/api/v1/tokens", impl_for = create, tag = "tokens", request_body = NewToken,
     responses((status = 201, body = CreatedToken), (status = 409, body = Problem)))]
+#[actix_web::post("/api/v1/tokens")]
 async fn create(
     auth: Auth<Admin>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiJson(new): ApiJson<NewToken>,
-) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
+) -> ApiResult<HttpResponse> {
     let mut tx = st.db.begin().await?;
     let token = create_token(&mut *tx, new.name.as_str(), new.role)
         .await
@@ -102,10 +111,13 @@ async fn create(
             TokenError::BadName(p) => p.into(),
             TokenError::Database(d) => d.into(),
         })?;
-    let row: Row = sqlx::query_as(&format!("{SELECT} WHERE name = $1"))
-        .bind(new.name.as_str())
-        .fetch_one(&mut *tx)
-        .await?;
+    let row = sqlx::query_as!(
+        Row,
+        "SELECT id, name, role, created_at FROM api_tokens WHERE name = $1",
+        new.name.as_str()
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     let info = decode(row)?;
     let resource = format!("tokens/{}", new.name);
     audit::record(
@@ -118,23 +130,25 @@ async fn create(
     )
     .await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(CreatedToken { info, token })))
+    Ok(HttpResponse::Created().json(CreatedToken { info, token }))
 }
 
 /// Revokes a token at once. Revoking a missing token is a no-op.
-#[utoipa::path(delete, path = "/api/v1/tokens/{name}", tag = "tokens", params(("name" = String, Path)),
+#[utoipa::path(delete, path = "/api/v1/tokens/{name}", impl_for = delete_token, tag = "tokens", params(("name" = String, Path)),
     responses((status = 204, description = "revoked or absent")))]
+#[actix_web::delete("/api/v1/tokens/{name}")]
 async fn delete_token(
     auth: Auth<Admin>,
-    State(st): State<AppState>,
+    st: web::Data<AppState>,
     ApiPath(name): ApiPath<String>,
-) -> ApiResult<StatusCode> {
+) -> ApiResult<HttpResponse> {
     let name = ApicName::parse(&name)?;
     let mut tx = st.db.begin().await?;
-    let row: Option<Row> = sqlx::query_as(
+    let row = sqlx::query_as!(
+        Row,
         "DELETE FROM api_tokens WHERE name = $1 RETURNING id, name, role, created_at",
+        name.as_str()
     )
-    .bind(name.as_str())
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(row) = row {
@@ -150,5 +164,5 @@ async fn delete_token(
         .await?;
     }
     tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(HttpResponse::NoContent().finish())
 }

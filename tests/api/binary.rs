@@ -271,7 +271,7 @@ async fn every_log_line_of_a_request_carries_its_request_id(db: PgPool) {
         "sqlx::query",
         "weft_apic::client",
         "weft::apic",
-        "tower_http::trace::on_response",
+        "weft::startup",
     ] {
         assert!(
             lines.iter().any(|l| l["target"] == wanted),
@@ -287,4 +287,35 @@ async fn every_log_line_of_a_request_carries_its_request_id(db: PgPool) {
             .collect();
         assert_eq!(ids, [&Value::from("it-every-line")], "{line}");
     }
+}
+
+#[test]
+fn database_errors_at_start_say_where_and_why() {
+    let run = |vars: &[(&str, &str)]| {
+        let out = Command::new(WEFT)
+            .arg("migrate")
+            .env_remove("WEFT_CONFIG")
+            .envs(vars.iter().copied())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let url = (
+        "WEFT_DATABASE_URL",
+        "postgres://postgres:hunter2@127.0.0.1:1/x",
+    );
+    let err = run(&[url, ("WEFT_DATABASE_MAX_CONNECTIONS", "0")]);
+    assert!(
+        err.contains("database.max_connections")
+            && err.contains("environment variable WEFT_DATABASE_MAX_CONNECTIONS"),
+        "{err}"
+    );
+    // Nothing listens on port 1: the reason is the refusal, not a pool timeout.
+    let err = run(&[url]);
+    assert!(
+        err.to_lowercase().contains("connection refused") && !err.contains("timed out"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
 }

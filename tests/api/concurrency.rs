@@ -9,7 +9,10 @@ use serde_json::{json, Value};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
-use crate::helpers::{assert_problem, epg_body, spawn_app, spawn_replica, TestApp};
+use crate::helpers::{
+    assert_problem, epg_body, hold_subnet_locks, spawn_app, spawn_replica, wait_for_lock_waiters,
+    wide_pool, TestApp,
+};
 
 async fn put_epg(app: &TestApp, name: String, pool: &str, i: usize) -> Value {
     let body = epg_body(
@@ -153,4 +156,90 @@ async fn parallel_puts_of_one_reservation_name_all_get_the_same_single_address(d
         .await
         .unwrap();
     assert_eq!(leases, 1);
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn twenty_identical_reservation_puts_create_it_once_with_one_audit_entry(
+    _opts: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let db = wide_pool(connect, 20).await;
+    let app = spawn_app(db.clone()).await;
+    app.pool("p", 100, 101).await;
+    app.epg("a", "p", "10.0.0.0/24", "10.0.0.1").await;
+    let url = "/api/v1/epgs/t/ap/a/reservations/same";
+    let body = json!({});
+    // All twenty have looked for the reservation, and found none, before the first creates it.
+    let lock = hold_subnet_locks(&db, "a").await;
+    let (responses, ()) = tokio::join!(
+        join_all((0..20).map(|_| app.put(&app.operator, url, &body))),
+        async {
+            wait_for_lock_waiters(&db, 20).await;
+            lock.rollback().await.unwrap();
+        }
+    );
+    let mut created = 0;
+    let mut addresses = HashSet::new();
+    for r in responses {
+        match r.status() {
+            StatusCode::CREATED => created += 1,
+            StatusCode::OK => {}
+            s => panic!("unexpected {s}"),
+        }
+        let v: Value = r.json().await.unwrap();
+        addresses.insert(v["address"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(created, 1, "exactly one PUT creates the reservation");
+    assert_eq!(addresses.len(), 1);
+    let (leases, audited): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM ip_leases),
+                (SELECT count(*) FROM audit_log WHERE action = 'reservation.put')",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!((leases, audited), (1, 1));
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn reservation_puts_racing_an_epg_delete_answer_404_once_it_is_gone(
+    _opts: PgPoolOptions,
+    connect: PgConnectOptions,
+) {
+    let db = wide_pool(connect, 21).await;
+    let app = spawn_app(db.clone()).await;
+    app.pool("p", 100, 101).await;
+    app.epg("a", "p", "10.0.0.0/24", "10.0.0.1").await;
+    // The DELETE queues for the EPG's subnets first, twenty reservation PUTs that found the EPG
+    // behind it; the DELETE wins, and they find it gone.
+    let lock = hold_subnet_locks(&db, "a").await;
+    let (deleted, puts, ()) = tokio::join!(
+        app.delete(&app.operator, "/api/v1/epgs/t/ap/a"),
+        async {
+            wait_for_lock_waiters(&db, 1).await;
+            join_all((0..20).map(|i| reserve(&app, "a", i))).await
+        },
+        async {
+            wait_for_lock_waiters(&db, 21).await;
+            lock.rollback().await.unwrap();
+        }
+    );
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    for r in puts {
+        assert_problem(r, StatusCode::NOT_FOUND, "not-found").await;
+    }
+    // Nothing of the EPG is left but its VLAN in quarantine, and no reservation was recorded.
+    let r = app.get(&app.viewer, "/api/v1/epgs/t/ap/a").await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let pool = app.get_json(&app.viewer, "/api/v1/vlan-pools/p").await;
+    assert_eq!(pool["usage"]["allocated"], 0);
+    assert_eq!(pool["usage"]["quarantined"], 1);
+    let (rows, audited): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM epgs) + (SELECT count(*) FROM subnets) + (SELECT count(*) FROM ip_leases),
+                (SELECT count(*) FROM audit_log WHERE action = 'reservation.put')",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!((rows, audited), (0, 0));
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
-use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
 use weft::alloc::Quarantine;
 use weft::apic::Apic;
 use weft::auth::{create_token, Role};
@@ -90,12 +91,22 @@ pub async fn spawn_replica(db: PgPool, other: &TestApp) -> TestApp {
     app
 }
 
-async fn spawn_instance(db: PgPool, quarantine: Quarantine, apic: Option<Arc<Apic>>) -> TestApp {
-    let app = Application::bind("127.0.0.1:0".parse().unwrap(), db.clone(), quarantine, apic)
+/// Binds an application on a free port of 127.0.0.1 (no tokens are created).
+pub async fn bind_app(db: PgPool, quarantine: Quarantine, apic: Option<Arc<Apic>>) -> Application {
+    Application::bind("127.0.0.1:0".parse().unwrap(), db, quarantine, apic)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs `app` in the background; returns its base URL.
+pub fn start(app: Application) -> String {
     let base = format!("http://{}", app.local_addr().unwrap());
     tokio::spawn(app.run_until_stopped(std::future::pending()));
+    base
+}
+
+async fn spawn_instance(db: PgPool, quarantine: Quarantine, apic: Option<Arc<Apic>>) -> TestApp {
+    let base = start(bind_app(db, quarantine, apic).await);
     TestApp {
         base,
 
@@ -276,4 +287,86 @@ pub async fn db_snapshot(db: &PgPool) -> Value {
         out.insert(table.into(), v.unwrap_or(Value::Null));
     }
     Value::Object(out)
+}
+
+/// Speaks HTTP/1.1 by hand: writes `head`, then `chunk` up to `repeat` times (stopping when the
+/// server stops reading), and returns the response head and body (`content-length` bytes).
+pub async fn raw_exchange(app: &TestApp, head: &[u8], chunk: &[u8], repeat: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = app.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head).await.unwrap();
+    for _ in 0..repeat {
+        if stream.write_all(chunk).await.is_err() {
+            break;
+        }
+    }
+    let mut response = Vec::new();
+    let complete = |r: &[u8]| {
+        let text = String::from_utf8_lossy(r);
+        let Some(end) = text.find("\r\n\r\n") else {
+            return false;
+        };
+        let length = text[..end]
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        r.len() >= end + 4 + length
+    };
+    let read = async {
+        let mut buf = [0u8; 4096];
+        // A reset after the answer is fine: the answer is what counts.
+        while let Ok(n @ 1..) = stream.read(&mut buf).await {
+            response.extend_from_slice(&buf[..n]);
+            if complete(&response) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+/// A pool on the test's database big enough for `n` requests to wait on a row lock at once
+/// (the pool `#[sqlx::test]` hands out has 5 connections), plus the steering connections.
+pub async fn wide_pool(connect: PgConnectOptions, n: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(n + 4)
+        .connect_with(connect)
+        .await
+        .unwrap()
+}
+
+/// The test's own transaction holding the row locks of EPG `epg`'s subnets, the lock every
+/// reservation and EPG delete takes: requests queue behind it in a known order, so a race is
+/// steered, not hoped for. Roll it back to let them go.
+pub async fn hold_subnet_locks(db: &PgPool, epg: &str) -> sqlx::Transaction<'static, Postgres> {
+    let mut tx = db.begin().await.unwrap();
+    let locked = sqlx::query(
+        "SELECT s.id FROM subnets s JOIN epgs e ON e.id = s.epg_id WHERE e.name = $1 FOR NO KEY UPDATE",
+    )
+    .bind(epg)
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert!(!locked.is_empty(), "EPG {epg} has no subnets to lock");
+    tx
+}
+
+/// Waits until `n` sessions on the test's database wait for a lock.
+pub async fn wait_for_lock_waiters(db: &PgPool, n: i64) {
+    for _ in 0..1000 {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(db)
+        .await
+        .unwrap();
+        if waiting >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{n} sessions never queued for the lock");
 }

@@ -13,5 +13,6 @@ mod helpers;
 mod hosts;
 mod openapi;
 mod pools;
+mod quarantine;
 mod reservations;
 mod tokens;
