@@ -69,6 +69,7 @@ where
         .configure(configure)
         .split_for_parts();
     document_errors(&mut doc);
+    reference_page_items(&mut doc);
     (app, doc)
 }
 
@@ -141,3 +142,26 @@ fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
 }
 
 const PROBLEM: &str = "application/problem+json";
+
+/// Makes every `Page_X` list its items as `$ref: X` (utoipa inlines a generic's argument), so
+/// generated clients get one class per resource instead of a copy per page type.
+fn reference_page_items(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::schema::{ArrayItems, Schema};
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    let names: Vec<String> = components.schemas.keys().cloned().collect();
+    for (name, schema) in components.schemas.iter_mut() {
+        let Some(item) = name.strip_prefix("Page_") else {
+            continue;
+        };
+        if !names.iter().any(|n| n == item) {
+            continue;
+        }
+        if let RefOr::T(Schema::Object(page)) = schema {
+            if let Some(RefOr::T(Schema::Array(items))) = page.properties.get_mut("items") {
+                items.items = ArrayItems::RefOrSchema(Box::new(Ref::from_schema_name(item).into()));
+            }
+        }
+    }
+}
