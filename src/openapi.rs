@@ -92,16 +92,23 @@ pub fn document() -> Result<String, serde_json::Error> {
 }
 
 /// Declares the errors every API operation can return (malformed or invalid input, missing
-/// token, wrong role, internal error), and gives every error response the
-/// `application/problem+json` media type the server really sends.
+/// token, wrong role, limits, database outage, internal error), and gives every error response
+/// the `application/problem+json` media type the server really sends.
 fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
-    const COMMON: [(&str, &str); 5] = [
+    const COMMON: [(&str, &str); 8] = [
         ("400", "Malformed request (unparseable JSON or path)"),
         ("401", "Missing or invalid bearer token"),
         ("403", "The token's role may not do this"),
+        ("414", "Request target over 8 KiB"),
         ("422", "Input refused by validation"),
+        ("431", "More than 64 header fields or 16 KiB of them"),
         ("500", "Internal error"),
+        (
+            "503",
+            "The database is busy or unreachable; retry after `Retry-After` seconds",
+        ),
     ];
+    const BODY: (&str, &str) = ("413", "JSON body over 1 MiB");
     for item in doc.paths.paths.values_mut() {
         let ops = [
             &mut item.get,
@@ -114,9 +121,10 @@ fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
                 .tags
                 .as_ref()
                 .is_some_and(|t| t.iter().any(|t| t == "health"));
+            let body = op.request_body.is_some().then_some(BODY);
             let responses = &mut op.responses.responses;
             if !public {
-                for (code, description) in COMMON {
+                for (code, description) in COMMON.into_iter().chain(body) {
                     responses.entry(code.into()).or_insert_with(|| {
                         let content = ContentBuilder::new()
                             .schema(Some(Ref::from_schema_name("Problem")))
