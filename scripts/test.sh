@@ -14,4 +14,6 @@ status=0
 # these tests run in a QEMU VM on Debian's kernel. Exit 77 = skipped (it says so loudly).
 scripts/vm-test.sh || { rc=$?; [ "$rc" -eq 77 ] || status=$rc; }
 cargo nextest run --workspace --no-fail-fast "$@" || status=$?
+# The OpenAPI document against the running server (every schemathesis check, bounded examples).
+scripts/schemathesis.sh || status=$?
 exit $status

@@ -69,6 +69,7 @@ where
         .configure(configure)
         .split_for_parts();
     document_errors(&mut doc);
+    reference_page_items(&mut doc);
     (app, doc)
 }
 
@@ -91,16 +92,23 @@ pub fn document() -> Result<String, serde_json::Error> {
 }
 
 /// Declares the errors every API operation can return (malformed or invalid input, missing
-/// token, wrong role, internal error), and gives every error response the
-/// `application/problem+json` media type the server really sends.
+/// token, wrong role, limits, database outage, internal error), and gives every error response
+/// the `application/problem+json` media type the server really sends.
 fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
-    const COMMON: [(&str, &str); 5] = [
+    const COMMON: [(&str, &str); 8] = [
         ("400", "Malformed request (unparseable JSON or path)"),
         ("401", "Missing or invalid bearer token"),
         ("403", "The token's role may not do this"),
+        ("414", "Request target over 8 KiB"),
         ("422", "Input refused by validation"),
+        ("431", "More than 64 header fields or 16 KiB of them"),
         ("500", "Internal error"),
+        (
+            "503",
+            "The database is busy or unreachable; retry after `Retry-After` seconds",
+        ),
     ];
+    const BODY: (&str, &str) = ("413", "JSON body over 1 MiB");
     for item in doc.paths.paths.values_mut() {
         let ops = [
             &mut item.get,
@@ -113,9 +121,10 @@ fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
                 .tags
                 .as_ref()
                 .is_some_and(|t| t.iter().any(|t| t == "health"));
+            let body = op.request_body.is_some().then_some(BODY);
             let responses = &mut op.responses.responses;
             if !public {
-                for (code, description) in COMMON {
+                for (code, description) in COMMON.into_iter().chain(body) {
                     responses.entry(code.into()).or_insert_with(|| {
                         let content = ContentBuilder::new()
                             .schema(Some(Ref::from_schema_name("Problem")))
@@ -141,3 +150,26 @@ fn document_errors(doc: &mut utoipa::openapi::OpenApi) {
 }
 
 const PROBLEM: &str = "application/problem+json";
+
+/// Makes every `Page_X` list its items as `$ref: X` (utoipa inlines a generic's argument), so
+/// generated clients get one class per resource instead of a copy per page type.
+fn reference_page_items(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::schema::{ArrayItems, Schema};
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    let names: Vec<String> = components.schemas.keys().cloned().collect();
+    for (name, schema) in components.schemas.iter_mut() {
+        let Some(item) = name.strip_prefix("Page_") else {
+            continue;
+        };
+        if !names.iter().any(|n| n == item) {
+            continue;
+        }
+        if let RefOr::T(Schema::Object(page)) = schema {
+            if let Some(RefOr::T(Schema::Array(items))) = page.properties.get_mut("items") {
+                items.items = ArrayItems::RefOrSchema(Box::new(Ref::from_schema_name(item).into()));
+            }
+        }
+    }
+}

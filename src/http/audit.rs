@@ -38,10 +38,14 @@ pub struct AuditEntry {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct AuditFilter {
+    #[param(pattern = r"^[^\x00]*$")]
     pub actor: Option<String>,
+    #[param(pattern = r"^[^\x00]*$")]
     pub action: Option<String>,
     /// Resource path prefix, e.g. `epgs/t1/`.
+    #[param(pattern = r"^[^\x00]*$")]
     pub resource: Option<String>,
+    #[param(pattern = r"^[^\x00]*$")]
     pub request_id: Option<String>,
     /// Entries at or after this time (RFC 3339).
     pub since: Option<DateTime<Utc>>,

@@ -146,8 +146,11 @@ fn resource(key: &EpgKey) -> String {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EpgFilter {
+    #[param(pattern = r"^[^\x00]*$")]
     pub tenant: Option<String>,
+    #[param(pattern = r"^[^\x00]*$")]
     pub app: Option<String>,
+    #[param(pattern = r"^[^\x00]*$")]
     pub vlan_pool: Option<String>,
 }
 
@@ -182,7 +185,7 @@ async fn list_epgs(
 }
 
 #[utoipa::path(get, path = "/api/v1/epgs/{tenant}/{app}/{epg}", impl_for = get_epg, tag = "epgs",
-    params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path)),
+    params(("tenant" = ApicName, Path), ("app" = ApicName, Path), ("epg" = ApicName, Path)),
     responses((status = 200, body = Epg), (status = 404, body = Problem)))]
 #[actix_web::get("/api/v1/epgs/{tenant}/{app}/{epg}")]
 async fn get_epg(
@@ -203,7 +206,7 @@ async fn get_epg(
 /// to it (the old VLAN goes into quarantine), or 409 says why it cannot (the VLAN is held or
 /// quarantined, or attachments use the current one). A PUT that changes nothing writes nothing.
 #[utoipa::path(put, path = "/api/v1/epgs/{tenant}/{app}/{epg}", impl_for = put_epg, tag = "epgs",
-    params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path)), request_body = EpgSpec,
+    params(("tenant" = ApicName, Path), ("app" = ApicName, Path), ("epg" = ApicName, Path)), request_body = EpgSpec,
     responses((status = 200, body = Epg, description = "updated"), (status = 201, body = Epg, description = "created"),
         (status = 409, body = Problem)))]
 #[actix_web::put("/api/v1/epgs/{tenant}/{app}/{epg}")]
@@ -269,7 +272,7 @@ async fn put_epg(
 
 /// Deletes an EPG: 409 while attachments or reservations use it; its VLAN goes into quarantine.
 #[utoipa::path(delete, path = "/api/v1/epgs/{tenant}/{app}/{epg}", impl_for = delete_epg, tag = "epgs",
-    params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path)),
+    params(("tenant" = ApicName, Path), ("app" = ApicName, Path), ("epg" = ApicName, Path)),
     responses((status = 204, description = "deleted or absent"), (status = 409, body = Problem)))]
 #[actix_web::delete("/api/v1/epgs/{tenant}/{app}/{epg}")]
 async fn delete_epg(

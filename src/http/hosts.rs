@@ -61,7 +61,7 @@ pub struct HostSpec {
 }
 
 /// A host as stored. The agent token is never shown, only whether one is set.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Host {
     pub name: ApicName,
     pub agent_url: String,
@@ -70,7 +70,8 @@ pub struct Host {
     pub mtu: Mtu,
     pub uplinks: Vec<Uplink>,
     /// Configured uplinks merged with the APIC's LLDP neighbours naming this host (on GET only).
-    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub effective_uplinks: Option<EffectiveUplinks>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -189,8 +190,7 @@ impl Host {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct HostFilter {
-    /// `linux-bridge`, `ovs` or `macvlan`.
-    pub backend: Option<String>,
+    pub backend: Option<Backend>,
 }
 
 fn resource(name: &ApicName) -> String {
@@ -208,7 +208,7 @@ async fn list_hosts(
     ApiQuery(f): ApiQuery<HostFilter>,
 ) -> ApiResult<Json<Page<Host>>> {
     let (after, limit) = paging.resolve()?;
-    let backend = f.backend.as_deref().map(Backend::parse).transpose()?;
+    let backend = f.backend;
     let mut conn = st.db.acquire().await?;
     let rows = hosts::list(&mut conn, backend.map(Backend::as_str), after, limit + 1).await?;
     drop(conn);
@@ -223,7 +223,7 @@ async fn list_hosts(
 }
 
 /// A host with its effective uplinks (configured and, with an APIC, LLDP).
-#[utoipa::path(get, path = "/api/v1/hosts/{name}", impl_for = get_host, tag = "hosts", params(("name" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/hosts/{name}", impl_for = get_host, tag = "hosts", params(("name" = ApicName, Path)),
     responses((status = 200, body = Host), (status = 404, body = Problem), (status = 503, body = Problem)))]
 #[actix_web::get("/api/v1/hosts/{name}")]
 async fn get_host(
@@ -238,7 +238,7 @@ async fn get_host(
 }
 
 /// Creates or replaces a host and its uplinks. A PUT that changes nothing writes nothing.
-#[utoipa::path(put, path = "/api/v1/hosts/{name}", impl_for = put_host, tag = "hosts", params(("name" = String, Path)), request_body = HostSpec,
+#[utoipa::path(put, path = "/api/v1/hosts/{name}", impl_for = put_host, tag = "hosts", params(("name" = ApicName, Path)), request_body = HostSpec,
     responses((status = 200, body = Host, description = "replaced"), (status = 201, body = Host, description = "created")))]
 #[actix_web::put("/api/v1/hosts/{name}")]
 async fn put_host(
@@ -307,7 +307,7 @@ async fn put_host(
 }
 
 /// Deletes a host; 409 while containers on it are attached. Deleting a missing host is a no-op.
-#[utoipa::path(delete, path = "/api/v1/hosts/{name}", impl_for = delete_host, tag = "hosts", params(("name" = String, Path)),
+#[utoipa::path(delete, path = "/api/v1/hosts/{name}", impl_for = delete_host, tag = "hosts", params(("name" = ApicName, Path)),
     responses((status = 204, description = "deleted or absent"), (status = 409, body = Problem)))]
 #[actix_web::delete("/api/v1/hosts/{name}")]
 async fn delete_host(

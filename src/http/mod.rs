@@ -36,8 +36,8 @@ pub const JSON_LIMIT: usize = 1024 * 1024;
 /// domain types are 422, a body over [`JSON_LIMIT`] is 413.
 pub struct ApiJson<T>(pub T);
 
-/// A JSON body that may be absent (empty means `T::default()`), with the same error mapping
-/// and limit as [`ApiJson`]; the content type is not required.
+/// A JSON body that may be absent (empty or `null` means `T::default()`), with the same error
+/// mapping and limit as [`ApiJson`]; the content type is not required.
 pub struct OptionalJson<T>(pub T);
 
 /// Path parameters; a segment that does not fit is 400.
@@ -81,7 +81,8 @@ impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalJson<T> {
             if body.iter().all(u8::is_ascii_whitespace) {
                 return Ok(OptionalJson(T::default()));
             }
-            parse_json(&body).map(OptionalJson)
+            // `null` is an absent body too, as the document's nullable schema says.
+            parse_json::<Option<T>>(&body).map(|t| OptionalJson(t.unwrap_or_default()))
         })
     }
 }
@@ -217,8 +218,10 @@ pub async fn fallback(req: HttpRequest, st: web::Data<AppState>) -> HttpResponse
 #[into_params(parameter_in = Query)]
 pub struct Paging {
     /// Items per page, 1-1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// `next_cursor` from the previous page.
+    #[param(pattern = r"^[0-9]{1,18}$")]
     pub cursor: Option<String>,
 }
 
@@ -231,11 +234,19 @@ impl Paging {
                 "limit {limit} is outside 1-1000"
             )));
         }
+        // Exactly the documented pattern `^[0-9]{1,18}$` (every id and address fits in 18 digits).
         let after = match &self.cursor {
             None => None,
-            Some(c) => Some(c.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
-                ApiError::Invalid("cursor is not one this server handed out".into())
-            })?),
+            Some(c) => Some(
+                Some(c)
+                    .filter(|c| {
+                        (1..=18).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_digit())
+                    })
+                    .and_then(|c| c.parse::<i64>().ok())
+                    .ok_or_else(|| {
+                        ApiError::Invalid("cursor is not one this server handed out".into())
+                    })?,
+            ),
         };
         Ok((after, limit))
     }

@@ -74,6 +74,7 @@ impl Pool {
 #[into_params(parameter_in = Query)]
 pub struct PoolFilter {
     /// Only pools whose name starts with this.
+    #[param(pattern = r"^[^\x00]*$")]
     pub name_prefix: Option<String>,
 }
 
@@ -106,7 +107,7 @@ async fn list_pools(
     })?))
 }
 
-#[utoipa::path(get, path = "/api/v1/vlan-pools/{name}", impl_for = get_pool, tag = "vlan-pools", params(("name" = String, Path)),
+#[utoipa::path(get, path = "/api/v1/vlan-pools/{name}", impl_for = get_pool, tag = "vlan-pools", params(("name" = ApicName, Path)),
     responses((status = 200, body = Pool), (status = 404, body = Problem)))]
 #[actix_web::get("/api/v1/vlan-pools/{name}")]
 async fn get_pool(
@@ -124,7 +125,7 @@ async fn get_pool(
 
 /// Creates or replaces a pool. Shrinking the ranges below a VLAN held by an EPG is a 409.
 /// A PUT that changes nothing writes nothing (no new `updated_at`, no audit entry).
-#[utoipa::path(put, path = "/api/v1/vlan-pools/{name}", impl_for = put_pool, tag = "vlan-pools", params(("name" = String, Path)), request_body = PoolSpec,
+#[utoipa::path(put, path = "/api/v1/vlan-pools/{name}", impl_for = put_pool, tag = "vlan-pools", params(("name" = ApicName, Path)), request_body = PoolSpec,
     responses((status = 200, body = Pool, description = "replaced"), (status = 201, body = Pool, description = "created"),
         (status = 409, body = Problem)))]
 #[actix_web::put("/api/v1/vlan-pools/{name}")]
@@ -167,7 +168,7 @@ async fn put_pool(
 }
 
 /// Deletes a pool; 409 while an EPG uses it. Deleting a missing pool is a no-op.
-#[utoipa::path(delete, path = "/api/v1/vlan-pools/{name}", impl_for = delete_pool, tag = "vlan-pools", params(("name" = String, Path)),
+#[utoipa::path(delete, path = "/api/v1/vlan-pools/{name}", impl_for = delete_pool, tag = "vlan-pools", params(("name" = ApicName, Path)),
     responses((status = 204, description = "deleted or absent"), (status = 409, body = Problem)))]
 #[actix_web::delete("/api/v1/vlan-pools/{name}")]
 async fn delete_pool(

@@ -56,7 +56,7 @@ pub struct PreflightResult {
 /// EPG uses the VLAN on those leaves (or is untagged/native on the port). 409
 /// `preflight-failed` names the APIC object at fault in `object_dn`.
 #[utoipa::path(post, path = "/api/v1/epgs/{tenant}/{app}/{epg}/preflight", impl_for = preflight, tag = "epgs",
-    params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path)),
+    params(("tenant" = ApicName, Path), ("app" = ApicName, Path), ("epg" = ApicName, Path)),
     request_body = PreflightSpec,
     responses((status = 200, body = PreflightResult), (status = 404, body = Problem),
         (status = 409, body = Problem, description = "preflight-failed, uplink-conflict or a host without uplinks"),

@@ -119,7 +119,7 @@ fn split((t, a, e, n): ReservationPath) -> ApiResult<(EpgKey, ApicName)> {
 }
 
 #[utoipa::path(get, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations", impl_for = list_reservations, tag = "reservations",
-    params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path), Paging),
+    params(("tenant" = ApicName, Path), ("app" = ApicName, Path), ("epg" = ApicName, Path), Paging),
     responses((status = 200, body = Page<Reservation>), (status = 404, body = Problem)))]
 #[actix_web::get("/api/v1/epgs/{tenant}/{app}/{epg}/reservations")]
 async fn list_reservations(
@@ -147,7 +147,7 @@ async fn list_reservations(
 }
 
 #[utoipa::path(get, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", impl_for = get_reservation, tag = "reservations",
-    params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path), ("name" = String, Path)),
+    params(("tenant" = ApicName, Path), ("app" = ApicName, Path), ("epg" = ApicName, Path), ("name" = ApicName, Path)),
     responses((status = 200, body = Reservation), (status = 404, body = Problem)))]
 #[actix_web::get("/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}")]
 async fn get_reservation(
@@ -167,7 +167,7 @@ async fn get_reservation(
 /// Reserves an address for `name` (the same name always gets the same address). The body is
 /// optional. 409 `pool-exhausted` when no address is left.
 #[utoipa::path(put, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", impl_for = put_reservation, tag = "reservations",
-    params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path), ("name" = String, Path)),
+    params(("tenant" = ApicName, Path), ("app" = ApicName, Path), ("epg" = ApicName, Path), ("name" = ApicName, Path)),
     request_body(content = Option<ReservationSpec>),
     responses((status = 200, body = Reservation, description = "already held"), (status = 201, body = Reservation, description = "reserved"),
         (status = 404, body = Problem), (status = 409, body = Problem)))]
@@ -209,7 +209,7 @@ async fn put_reservation(
 
 /// Releases the address into quarantine. Releasing a missing reservation is a no-op.
 #[utoipa::path(delete, path = "/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}", impl_for = delete_reservation, tag = "reservations",
-    params(("tenant" = String, Path), ("app" = String, Path), ("epg" = String, Path), ("name" = String, Path)),
+    params(("tenant" = ApicName, Path), ("app" = ApicName, Path), ("epg" = ApicName, Path), ("name" = ApicName, Path)),
     responses((status = 204, description = "released or absent")))]
 #[actix_web::delete("/api/v1/epgs/{tenant}/{app}/{epg}/reservations/{name}")]
 async fn delete_reservation(

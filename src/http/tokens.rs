@@ -134,7 +134,7 @@ async fn create(
 }
 
 /// Revokes a token at once. Revoking a missing token is a no-op.
-#[utoipa::path(delete, path = "/api/v1/tokens/{name}", impl_for = delete_token, tag = "tokens", params(("name" = String, Path)),
+#[utoipa::path(delete, path = "/api/v1/tokens/{name}", impl_for = delete_token, tag = "tokens", params(("name" = ApicName, Path)),
     responses((status = 204, description = "revoked or absent")))]
 #[actix_web::delete("/api/v1/tokens/{name}")]
 async fn delete_token(

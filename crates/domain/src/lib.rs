@@ -33,14 +33,22 @@ impl ParseError {
 }
 
 /// Implements `FromStr`, the serde string conversions and an OpenAPI string schema for a type
-/// with `parse` and `Display`.
+/// with `parse` and `Display`; `pattern`, when given, is the regular expression `parse` enforces
+/// (in the document, so clients and schema-driven tests know it).
 macro_rules! string_serde {
     ($ty:ty, $desc:literal, $example:literal) => {
+        $crate::string_serde!($ty, $desc, $example, None::<String>);
+    };
+    ($ty:ty, $desc:literal, $example:literal, pattern = $pattern:literal) => {
+        $crate::string_serde!($ty, $desc, $example, Some($pattern));
+    };
+    ($ty:ty, $desc:literal, $example:literal, $pattern:expr) => {
         impl utoipa::PartialSchema for $ty {
             fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
                 utoipa::openapi::ObjectBuilder::new()
                     .schema_type(utoipa::openapi::schema::Type::String)
                     .description(Some($desc))
+                    .pattern($pattern)
                     .examples([serde_json::json!($example)])
                     .into()
             }

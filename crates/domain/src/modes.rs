@@ -131,8 +131,10 @@ impl fmt::Display for InterfaceName {
 
 super::string_serde!(
     InterfaceName,
-    "A Linux interface name: 1-15 ASCII characters, no `/`, `:` or spaces.",
-    "eth0"
+    "A Linux interface name: 1-15 ASCII characters, no `/`, `:` or spaces, not `.` or `..`.",
+    "eth0",
+    // Printable ASCII but `/` and `:`; the three branches leave out `.` and `..`.
+    pattern = r"^(?:[!-\-0-9;-~][!-.0-9;-~]{0,14}|\.[!-\-0-9;-~][!-.0-9;-~]{0,13}|\.\.[!-.0-9;-~]{1,13})$"
 );
 
 #[cfg(test)]

@@ -52,7 +52,8 @@ impl fmt::Display for ApicName {
 super::string_serde!(
     ApicName,
     "An APIC object name: 1-64 of letters, digits and `_ . : -`.",
-    "web"
+    "web",
+    pattern = "^[a-zA-Z0-9_.:-]{1,64}$"
 );
 
 #[cfg(test)]
