@@ -99,15 +99,13 @@ pub struct Auth<R> {
 /// carries no token or one that is unknown.
 pub struct Identity(pub Result<Option<(String, Role)>, ApiError>);
 
-/// Looks up the request's bearer token, if it has one. The scheme is case-insensitive
-/// (RFC 9110 §11.1), so `bearer` and `BEARER` work as well as `Bearer`.
+/// Looks up the request's bearer token, if it has one (the scheme in any case, as
+/// [`weft_domain::bearer_token`] reads it).
 pub async fn identify(db: &PgPool, headers: &HeaderMap) -> Identity {
     let token = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim_start());
+        .and_then(weft_domain::bearer_token);
     Identity(match token {
         Some(token) => lookup(db, token).await,
         None => Ok(None),

@@ -385,7 +385,7 @@ impl FromRequest for Authorized {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(weft_domain::bearer_token);
         let expected = req
             .app_data::<web::Data<Agent>>()
             .map(|a| a.config().token.expose());

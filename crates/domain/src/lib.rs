@@ -5,6 +5,7 @@
 //! Each type round-trips through its string form exactly, so what a client PUTs is what it GETs
 //! back and what Weft sends to the APIC.
 
+mod bearer;
 mod cidr;
 mod dn;
 mod epg;
@@ -13,6 +14,7 @@ mod name;
 mod path_dn;
 mod vlan;
 
+pub use bearer::bearer_token;
 pub use cidr::{AddressRange, Ipv4Cidr, SubnetSpec};
 pub use dn::split_dn;
 pub use epg::EpgKey;

@@ -165,6 +165,16 @@ async fn api_rejects_requests_without_the_token() {
         protected, 5,
         "GET state, PUT/DELETE segments and attachments"
     );
+    // The scheme is case-insensitive (RFC 9110 §11.1): `bearer` is as good as `Bearer`.
+    for scheme in ["bearer", "BEARER"] {
+        let resp = http
+            .get(format!("{base}v1/state"))
+            .header("authorization", format!("{scheme} {TOKEN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{scheme}");
+    }
     // The caller's request id comes back (and is on the agent's log span).
     let resp = http
         .get(format!("{base}healthz"))
