@@ -1,0 +1,130 @@
+//! The data plane (root only): hosts are namespaces with their own OVS, cabled to leaf ports;
+//! pings prove a frame crosses the fabric exactly where the deployed bindings allow it.
+
+use super::{sim_with, Api};
+use apic_sim::testbed::{self, TestHost};
+use apic_sim::{DataPlaneConfig, SimConfig, Topology};
+use reqwest::StatusCode;
+use serde_json::json;
+
+const T: &str = "uni/tn-dp/ap-ap";
+
+fn path(node: u32, port: &str) -> String {
+    format!("topology/pod-1/paths-{node}/pathep-[{port}]")
+}
+
+const VPC: &str = "topology/pod-1/protpaths-101-102/pathep-[host-3_vpc]";
+
+/// Removes the fabric namespace even when the test fails (the server's state may outlive
+/// the test process's last await).
+struct Fabric(Api);
+
+impl Drop for Fabric {
+    fn drop(&mut self) {
+        if let Some(dp) = self.0.sim.data_plane() {
+            dp.remove();
+        }
+    }
+}
+
+/// Runs all checks `(from, to, expected)` in parallel; a reachable pair may take a few
+/// seconds to learn ARP, an unreachable one must stay silent for two pings.
+fn check(hosts: &[&TestHost], expect: &[(usize, usize, bool)]) {
+    let wrong: Vec<String> = std::thread::scope(|s| {
+        let runs: Vec<_> = expect
+            .iter()
+            .map(|&(a, b, want)| {
+                let (from, to) = (hosts[a], hosts[b]);
+                s.spawn(move || {
+                    let got = from.reaches(&to.ip, if want { 10 } else { 2 });
+                    (got != want)
+                        .then(|| format!("{} -> {}: expected reachable={want}", from.netns, to.ip))
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .filter_map(|r| r.join().expect("ping thread"))
+            .collect()
+    });
+    assert!(wrong.is_empty(), "ping matrix wrong:\n{}", wrong.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn frames_cross_the_fabric_only_where_bindings_allow() {
+    if let Some(why) = testbed::unavailable() {
+        eprintln!("SKIPPED frames_cross_the_fabric_only_where_bindings_allow: {why}");
+        return;
+    }
+    let id = std::process::id();
+    let mut config = SimConfig::new(Topology::example().unwrap());
+    config.data_plane = Some(DataPlaneConfig {
+        netns: format!("weft-fabric-{id}"),
+    });
+    let fabric = Fabric(sim_with(config).await);
+    let api = &fabric.0;
+    let epg = |name: &str| {
+        json!({"fvAEPg":{"attributes":{"name":name},"children":[
+        {"fvRsBd":{"attributes":{"tnFvBDName":"bd"}}},
+        {"fvRsDomAtt":{"attributes":{"tDn":"uni/phys-weft_phys"}}}]}})
+    };
+    api.post_ok(
+        "uni",
+        json!({"fvTenant":{"attributes":{"name":"dp"},"children":[
+        {"fvBD":{"attributes":{"name":"bd"}}},
+        {"fvAp":{"attributes":{"name":"ap"},"children":[epg("web"), epg("db"), epg("other")]}}]}}),
+    )
+    .await;
+    let web = format!("{T}/epg-web");
+    for (epg, p, vlan) in [
+        (web.clone(), path(101, "eth1/1"), "vlan-100"),
+        (web.clone(), path(102, "eth1/1"), "vlan-100"),
+        (web.clone(), VPC.to_string(), "vlan-100"),
+        (format!("{T}/epg-db"), path(102, "eth1/2"), "vlan-101"),
+        // The same VLAN as web, but another EPG on another leaf: allowed, and isolated.
+        (format!("{T}/epg-other"), path(103, "eth1/1"), "vlan-100"),
+    ] {
+        api.bind(&epg, &p, vlan).await;
+    }
+    let dp = api.sim.data_plane().expect("data plane");
+    let ns = |n: &str| format!("wdp{id}-{n}");
+    let a = TestHost::start(&ns("a"), dp, 101, "eth1/1", 100, "10.9.0.1").unwrap();
+    let b = TestHost::start(&ns("b"), dp, 102, "eth1/1", 100, "10.9.0.2").unwrap();
+    let c = TestHost::start(&ns("c"), dp, 102, "eth1/2", 101, "10.9.0.3").unwrap();
+    let d = TestHost::start(&ns("d"), dp, 103, "eth1/1", 100, "10.9.0.4").unwrap();
+    // Cabled to the vPC's member on the second leaf.
+    let e = TestHost::start(&ns("e"), dp, 102, "eth1/5", 100, "10.9.0.5").unwrap();
+    let hosts = [&a, &b, &c, &d, &e];
+    let (a_, b_, c_, d_, e_) = (0, 1, 2, 3, 4);
+
+    check(
+        &hosts,
+        &[
+            (a_, b_, true),
+            (b_, a_, true),
+            (e_, a_, true),
+            (a_, c_, false),
+            (a_, d_, false),
+            (b_, d_, false),
+            (e_, d_, false),
+        ],
+    );
+
+    // b's binding deleted out of band: b is cut off, the rest of web keeps forwarding.
+    let binding = format!("{web}/rspathAtt-[{}]", path(102, "eth1/1"));
+    let r = api
+        .http
+        .delete(format!("{}/_sim/mo/{binding}", api.sim.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap(),
+        json!({"deleted": true})
+    );
+    check(&hosts, &[(a_, b_, false), (e_, b_, false), (a_, e_, true)]);
+
+    // Re-created: reachable again.
+    api.bind(&web, &path(102, "eth1/1"), "vlan-100").await;
+    check(&hosts, &[(a_, b_, true), (b_, e_, true), (b_, d_, false)]);
+}
