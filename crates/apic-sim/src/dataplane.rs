@@ -48,7 +48,7 @@ pub enum DataPlaneError {
     },
     #[error("{command} failed: {stderr}")]
     Command { command: String, stderr: String },
-    #[error("link name {0:?} is longer than 15 characters (port names must be short)")]
+    #[error("link name {0:?} is not 1-15 of [A-Za-z0-9-] (rename the port in the topology)")]
     LinkName(String),
 }
 
@@ -80,7 +80,8 @@ fn port_suffix(port: &str) -> String {
 
 fn link(prefix: char, node: u32, port: &str) -> Result<String, DataPlaneError> {
     let name = format!("{prefix}{node}-{}", port_suffix(port));
-    if name.len() > 15 {
+    // The name goes into `ip` arguments and nft scripts: only characters that need no quoting.
+    if name.len() > 15 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
         return Err(DataPlaneError::LinkName(name));
     }
     Ok(name)
@@ -341,5 +342,22 @@ impl DataPlane {
 impl Drop for DataPlane {
     fn drop(&mut self) {
         self.remove();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_names_are_short_and_need_no_quoting() {
+        assert_eq!(link('f', 101, "eth1/1").unwrap(), "f101-1-1");
+        assert_eq!(link('h', 1101, "eth1/1/10").unwrap(), "h1101-1-1-10");
+        for bad in ["eth1/1\"; flush ruleset", "eth1/1 x", "eth100/100/100/1"] {
+            assert!(
+                matches!(link('f', 101, bad), Err(DataPlaneError::LinkName(_))),
+                "{bad}"
+            );
+        }
     }
 }

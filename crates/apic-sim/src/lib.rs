@@ -319,13 +319,25 @@ pub fn spawn_on(
     })
 }
 
-/// Serves until the process ends (the binary).
+/// Serves until SIGINT or SIGTERM (the binary), then removes the data plane's namespace.
 pub async fn serve(config: SimConfig, listener: tokio::net::TcpListener) -> Result<(), SimError> {
+    use tokio::signal::unix::{signal, SignalKind};
     let limits = config.http.clone();
+    let mut term = signal(SignalKind::terminate())?;
     let state = Arc::new(SimState::new(config)?);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    http_server(state, listener.into_std()?, workers, limits)?.await?;
-    Ok(())
+    let server = http_server(state.clone(), listener.into_std()?, workers, limits)?;
+    let handle = server.handle();
+    let served = tokio::select! {
+        r = server => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = term.recv() => Ok(()),
+    };
+    handle.stop(false).await;
+    if let Some(dp) = state.data_plane() {
+        dp.remove();
+    }
+    Ok(served?)
 }
 
 /// The actix-web app over `listener`, each connection read through [`target::LenientTarget`]
