@@ -9,10 +9,11 @@
 //! (port, V) maps to the same EPG (set `egress`, `oifname . vlan id . mark`); everything else,
 //! untagged frames included, is dropped. A vPC binding enables the VLAN on the member port of
 //! each of its two leaves (no bonding in this kernel: a host cables both members itself).
-//! A binding with an F0467 fault on a leaf is not deployed there, so it forwards nothing.
+//! A `fvRsNodeAtt` enables the VLAN on every port of its leaf. A binding with an F0467 fault on
+//! a leaf is not deployed there, so it forwards nothing.
 //! Not modelled: VLAN rewrite between leaves (an EPG forwards only between ports where it holds
-//! the same VLAN), `untagged`/`native` modes (such bindings forward nothing), `fvRsNodeAtt`,
-//! FEX ports.
+//! the same VLAN), `untagged`/`native` modes (such bindings forward nothing: without tc
+//! `act_vlan` the fabric cannot push or pop a tag), FEX ports.
 
 use crate::dn;
 use crate::faults;
@@ -249,7 +250,10 @@ impl DataPlane {
     /// The forwarding state the tree asks for: deployed bindings' (link, VLAN) -> EPG mark.
     fn desired(&self, mit: &Mit, marks: &mut BTreeMap<String, u32>) -> Rules {
         let mut rules = Rules::new();
-        for (binding, mo) in mit.iter().filter(|(_, m)| m.class.name == "fvRsPathAtt") {
+        let bindings = mit
+            .iter()
+            .filter(|(_, m)| matches!(m.class.name, "fvRsPathAtt" | "fvRsNodeAtt"));
+        for (binding, mo) in bindings {
             let attr = |k: &str| mo.attrs.get(k).map(String::as_str).unwrap_or_default();
             if !matches!(attr("mode"), "" | "regular") {
                 continue;
@@ -270,8 +274,18 @@ impl DataPlane {
         rules
     }
 
-    /// The (leaf, fabric link) pairs a path DN lands on.
+    /// The (leaf, fabric link) pairs a path DN lands on: one port, a vPC's members, or every
+    /// port of a leaf (`topology/pod-P/node-N`, the target of `fvRsNodeAtt`).
     fn links_of(&self, path: &str) -> Vec<(u32, String)> {
+        let last = path.rsplit('/').next().unwrap_or_default();
+        if let Some(node) = last.strip_prefix("node-").and_then(|n| n.parse().ok()) {
+            return self
+                .ports
+                .iter()
+                .filter(|((n, _), _)| *n == node)
+                .map(|(_, l)| (node, l.clone()))
+                .collect();
+        }
         let Some((head, name)) = path
             .rsplit_once("/pathep-[")
             .and_then(|(h, n)| Some((h, n.strip_suffix(']')?)))

@@ -85,6 +85,15 @@ async fn frames_cross_the_fabric_only_where_bindings_allow() {
     ] {
         api.bind(&epg, &p, vlan).await;
     }
+    // Not deployed: vlan-100 on leaf 101 already belongs to web (F0467 encap-already-in-use).
+    api.bind(&format!("{T}/epg-other"), &path(101, "eth1/2"), "vlan-100")
+        .await;
+    // A whole-leaf binding: db's vlan-101 on every port of leaf 104.
+    api.post_ok(
+        &format!("{T}/epg-db"),
+        json!({"fvRsNodeAtt":{"attributes":{"tDn":"topology/pod-1/node-104","encap":"vlan-101"}}}),
+    )
+    .await;
     let dp = api.sim.data_plane().expect("data plane");
     let ns = |n: &str| format!("wdp{id}-{n}");
     let a = TestHost::start(&ns("a"), dp, 101, "eth1/1", 100, "10.9.0.1").unwrap();
@@ -93,8 +102,10 @@ async fn frames_cross_the_fabric_only_where_bindings_allow() {
     let d = TestHost::start(&ns("d"), dp, 103, "eth1/1", 100, "10.9.0.4").unwrap();
     // Cabled to the vPC's member on the second leaf.
     let e = TestHost::start(&ns("e"), dp, 102, "eth1/5", 100, "10.9.0.5").unwrap();
-    let hosts = [&a, &b, &c, &d, &e];
-    let (a_, b_, c_, d_, e_) = (0, 1, 2, 3, 4);
+    let f = TestHost::start(&ns("f"), dp, 101, "eth1/2", 100, "10.9.0.6").unwrap();
+    let g = TestHost::start(&ns("g"), dp, 104, "eth1/3", 101, "10.9.0.7").unwrap();
+    let hosts = [&a, &b, &c, &d, &e, &f, &g];
+    let (a_, b_, c_, d_, e_, f_, g_) = (0, 1, 2, 3, 4, 5, 6);
 
     check(
         &hosts,
@@ -106,6 +117,10 @@ async fn frames_cross_the_fabric_only_where_bindings_allow() {
             (a_, d_, false),
             (b_, d_, false),
             (e_, d_, false),
+            (f_, d_, false),
+            (f_, a_, false),
+            (g_, c_, true),
+            (g_, a_, false),
         ],
     );
 
