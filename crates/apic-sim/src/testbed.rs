@@ -191,6 +191,27 @@ impl TestHost {
             .is_ok_and(|s| s.success())
     }
 
+    /// Sends `count` pings to `ip`, one every `interval_ms`, and returns how many were
+    /// answered: a continuous ping that must lose nothing while something else changes.
+    pub fn ping_stream(&self, ip: &str, count: u32, interval_ms: u32) -> u32 {
+        let (count, interval) = (
+            count.to_string(),
+            format!("{}", f64::from(interval_ms) / 1000.0),
+        );
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.netns, "ping", "-q", "-W", "1"])
+            .args(["-c", &count, "-i", &interval, ip])
+            .output();
+        // Summary line: "N packets transmitted, M received, ..."
+        out.ok()
+            .and_then(|o| {
+                let text = String::from_utf8_lossy(&o.stdout).into_owned();
+                text.split(", ")
+                    .find_map(|part| part.strip_suffix(" received")?.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
     /// Whether `ip` answers within `attempts` one-second pings (a bounded wait, for paths
     /// that were just enabled and still learn ARP and MAC entries).
     pub fn reaches(&self, ip: &str, attempts: u32) -> bool {

@@ -142,4 +142,26 @@ async fn frames_cross_the_fabric_only_where_bindings_allow() {
     // Re-created: reachable again.
     api.bind(&web, &path(102, "eth1/1"), "vlan-100").await;
     check(&hosts, &[(a_, b_, true), (b_, e_, true), (b_, d_, false)]);
+
+    // Updates touch only what changed: a continuous ping between a and e loses nothing while
+    // c's binding (another EPG, another leaf) is deleted and re-created again and again.
+    let db = format!("{T}/epg-db");
+    let c_binding = format!("{db}/rspathAtt-[{}]", path(102, "eth1/2"));
+    let c_body =
+        json!({"fvRsPathAtt":{"attributes":{"tDn":path(102, "eth1/2"),"encap":"vlan-101"}}});
+    let (received, toggles) = std::thread::scope(|s| {
+        let stream = s.spawn(|| a.ping_stream(&e.ip, 200, 10));
+        let mut toggles = 0;
+        while !stream.is_finished() {
+            assert!(api.sim.remove(&c_binding));
+            api.sim.inject(&db, &c_body).expect("binding re-created");
+            toggles += 1;
+        }
+        (stream.join().expect("ping thread"), toggles)
+    });
+    assert_eq!(
+        received, 200,
+        "lost pings during {toggles} unrelated updates"
+    );
+    assert!(toggles > 10, "only {toggles} updates during the ping");
 }
