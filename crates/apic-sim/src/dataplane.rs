@@ -20,7 +20,7 @@ use crate::faults;
 use crate::topology::Topology;
 use crate::tree::Mit;
 use crate::validate::parse_vlan;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,6 +58,8 @@ type Rules = BTreeMap<(String, u16), u32>;
 
 struct Rendered {
     rules: Rules,
+    /// Bindings the data plane cannot render (`untagged`/`native`), each warned about once.
+    unmodelled: BTreeSet<String>,
     /// EPG DN -> mark, stable for the life of the data plane so unchanged bindings keep
     /// their elements across updates.
     marks: BTreeMap<String, u32>,
@@ -145,6 +147,7 @@ impl DataPlane {
             vpcs,
             state: Mutex::new(Rendered {
                 rules: Rules::new(),
+                unmodelled: BTreeSet::new(),
                 marks: BTreeMap::new(),
             }),
             removed: AtomicBool::new(false),
@@ -248,7 +251,13 @@ impl DataPlane {
     }
 
     /// The forwarding state the tree asks for: deployed bindings' (link, VLAN) -> EPG mark.
-    fn desired(&self, mit: &Mit, marks: &mut BTreeMap<String, u32>) -> Rules {
+    /// Also collects the bindings it cannot render into `unmodelled`.
+    fn desired(
+        &self,
+        mit: &Mit,
+        marks: &mut BTreeMap<String, u32>,
+        unmodelled: &mut BTreeSet<String>,
+    ) -> Rules {
         let mut rules = Rules::new();
         let bindings = mit
             .iter()
@@ -256,6 +265,7 @@ impl DataPlane {
         for (binding, mo) in bindings {
             let attr = |k: &str| mo.attrs.get(k).map(String::as_str).unwrap_or_default();
             if !matches!(attr("mode"), "" | "regular") {
+                unmodelled.insert(binding.clone());
                 continue;
             }
             let (Some(epg), Some(vlan)) = (dn::parent(binding), parse_vlan(attr("encap"))) else {
@@ -321,7 +331,12 @@ impl DataPlane {
     pub fn sync(&self, mit: &Mit) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut marks = st.marks.clone();
-        let want = self.desired(mit, &mut marks);
+        let mut unmodelled = BTreeSet::new();
+        let want = self.desired(mit, &mut marks, &mut unmodelled);
+        for binding in unmodelled.difference(&st.unmodelled) {
+            tracing::warn!(%binding, "untagged/native bindings are not modelled by the data plane: it forwards nothing");
+        }
+        st.unmodelled = unmodelled;
         let mut script = String::new();
         for ((link, vlan), mark) in &st.rules {
             if want.get(&(link.clone(), *vlan)) != Some(mark) {

@@ -88,6 +88,12 @@ async fn frames_cross_the_fabric_only_where_bindings_allow() {
     // Not deployed: vlan-100 on leaf 101 already belongs to web (F0467 encap-already-in-use).
     api.bind(&format!("{T}/epg-other"), &path(101, "eth1/2"), "vlan-100")
         .await;
+    // Untagged: not modelled, so it forwards nothing (not even the tagged frames of its VLAN).
+    api.post_ok(
+        &web,
+        json!({"fvRsPathAtt":{"attributes":{"tDn":path(104, "eth1/4"),"encap":"vlan-100","mode":"untagged"}}}),
+    )
+    .await;
     // A whole-leaf binding: db's vlan-101 on every port of leaf 104.
     api.post_ok(
         &format!("{T}/epg-db"),
@@ -104,8 +110,9 @@ async fn frames_cross_the_fabric_only_where_bindings_allow() {
     let e = TestHost::start(&ns("e"), dp, 102, "eth1/5", 100, "10.9.0.5").unwrap();
     let f = TestHost::start(&ns("f"), dp, 101, "eth1/2", 100, "10.9.0.6").unwrap();
     let g = TestHost::start(&ns("g"), dp, 104, "eth1/3", 101, "10.9.0.7").unwrap();
-    let hosts = [&a, &b, &c, &d, &e, &f, &g];
-    let (a_, b_, c_, d_, e_, f_, g_) = (0, 1, 2, 3, 4, 5, 6);
+    let h = TestHost::start(&ns("h"), dp, 104, "eth1/4", 100, "10.9.0.8").unwrap();
+    let hosts = [&a, &b, &c, &d, &e, &f, &g, &h];
+    let (a_, b_, c_, d_, e_, f_, g_, h_) = (0, 1, 2, 3, 4, 5, 6, 7);
 
     check(
         &hosts,
@@ -121,6 +128,7 @@ async fn frames_cross_the_fabric_only_where_bindings_allow() {
             (f_, a_, false),
             (g_, c_, true),
             (g_, a_, false),
+            (h_, a_, false),
         ],
     );
 
