@@ -4,7 +4,7 @@
 use super::{sim_with, Api};
 use apic_sim::testbed::{self, TestHost};
 use apic_sim::{DataPlaneConfig, SimConfig, Topology};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 const T: &str = "uni/tn-dp/ap-ap";
@@ -172,4 +172,16 @@ async fn frames_cross_the_fabric_only_where_bindings_allow() {
         "lost pings during {toggles} unrelated updates"
     );
     assert!(toggles > 10, "only {toggles} updates during the ping");
+
+    // Deleted through the APIC API: the vPC member is cut off.
+    let vpc_binding = format!("{web}/rspathAtt-[{VPC}]");
+    let (status, body) = api
+        .call(Method::DELETE, &format!("/api/mo/{vpc_binding}.json"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    check(&hosts, &[(a_, e_, false), (a_, b_, true)]);
+
+    // Back to the seeded topology: no tenant, nothing forwards.
+    api.sim.reset();
+    check(&hosts, &[(a_, b_, false), (g_, c_, false)]);
 }
