@@ -249,7 +249,7 @@ pub fn recompute(mit: &mut Mit, now: &str) {
 /// leaf, `.../uni/epp/fv-[<epg>]/node-N/stpathatt-[<port or bundle>]/nwissues/fault-F0467`.
 /// A static leaf binding's fault sits under `.../node-N/nwissues` (own placement: the
 /// reference shows only path bindings).
-fn fault_dn(epg: &str, path: &str, leaf: &str) -> String {
+pub(crate) fn fault_dn(epg: &str, path: &str, leaf: &str) -> String {
     let pod = path
         .strip_prefix("topology/pod-")
         .and_then(|r| r.split('/').next())

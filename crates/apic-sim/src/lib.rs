@@ -7,6 +7,7 @@
 pub mod access;
 pub mod auth;
 pub mod classes;
+pub mod dataplane;
 pub mod dn;
 pub mod error;
 pub mod faults;
@@ -14,10 +15,12 @@ pub mod payload;
 pub mod query;
 mod server;
 mod target;
+pub mod testbed;
 pub mod topology;
 pub mod tree;
 pub mod validate;
 
+pub use dataplane::{DataPlane, DataPlaneConfig, DataPlaneError};
 pub use error::ApicError;
 pub use topology::{Topology, TopologyError};
 
@@ -87,6 +90,8 @@ pub struct SimConfig {
     /// Unpaged class queries larger than this fail with "result dataset is too big".
     pub max_result: usize,
     pub http: HttpLimits,
+    /// Real forwarding for the leaf ports (root only); `None` (the default) is control plane only.
+    pub data_plane: Option<DataPlaneConfig>,
 }
 
 impl SimConfig {
@@ -100,6 +105,7 @@ impl SimConfig {
             faults: FaultConfig::default(),
             max_result: 100_000,
             http: HttpLimits::default(),
+            data_plane: None,
         }
     }
 }
@@ -111,6 +117,8 @@ pub enum SimError {
     Topology(#[from] TopologyError),
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
+    #[error("cannot build the data plane: {0}")]
+    DataPlane(#[from] DataPlaneError),
 }
 
 struct Inner {
@@ -125,13 +133,19 @@ struct Inner {
 pub struct SimState {
     inner: Mutex<Inner>,
     config: SimConfig,
+    data_plane: Option<DataPlane>,
 }
 
 impl SimState {
-    /// Builds the state from a config (seeding the topology).
-    pub fn new(config: SimConfig) -> Result<Self, TopologyError> {
+    /// Builds the state from a config (seeding the topology, creating the data plane if asked).
+    pub fn new(config: SimConfig) -> Result<Self, SimError> {
         let seed = config.topology.build()?;
-        Ok(Self {
+        let data_plane = config
+            .data_plane
+            .as_ref()
+            .map(|c| DataPlane::create(&config.topology, c))
+            .transpose()?;
+        let state = Self {
             inner: Mutex::new(Inner {
                 mit: seed.clone(),
                 seed,
@@ -140,7 +154,24 @@ impl SimState {
                 faults: config.faults.clone(),
             }),
             config,
-        })
+            data_plane,
+        };
+        state.written(&mut state.lock());
+        Ok(state)
+    }
+
+    /// The data plane, when the simulator runs with one.
+    pub fn data_plane(&self) -> Option<&DataPlane> {
+        self.data_plane.as_ref()
+    }
+
+    /// Everything derived from the tree after a write: faults, then forwarding (under the
+    /// tree's lock, so the kernel sees the writes in the order they were made).
+    fn written(&self, g: &mut Inner) {
+        faults::recompute(&mut g.mit, &now());
+        if let Some(dp) = &self.data_plane {
+            dp.sync(&g.mit);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -184,7 +215,7 @@ impl SimState {
         let node = payload::parse(&bytes)?;
         let mut g = self.lock();
         g.mit.apply(target, &node, Writer::OutOfBand)?;
-        faults::recompute(&mut g.mit, &now());
+        self.written(&mut g);
         Ok(())
     }
 
@@ -192,7 +223,7 @@ impl SimState {
     pub fn remove(&self, dn: &str) -> bool {
         let mut g = self.lock();
         let existed = g.mit.remove_subtree(dn);
-        faults::recompute(&mut g.mit, &now());
+        self.written(&mut g);
         existed
     }
 
@@ -226,6 +257,7 @@ impl SimState {
         g.sessions = auth::Sessions::default();
         g.counts.clear();
         g.faults = self.config.faults.clone();
+        self.written(&mut g);
     }
 }
 
@@ -287,13 +319,25 @@ pub fn spawn_on(
     })
 }
 
-/// Serves until the process ends (the binary).
+/// Serves until SIGINT or SIGTERM (the binary), then removes the data plane's namespace.
 pub async fn serve(config: SimConfig, listener: tokio::net::TcpListener) -> Result<(), SimError> {
+    use tokio::signal::unix::{signal, SignalKind};
     let limits = config.http.clone();
+    let mut term = signal(SignalKind::terminate())?;
     let state = Arc::new(SimState::new(config)?);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    http_server(state, listener.into_std()?, workers, limits)?.await?;
-    Ok(())
+    let server = http_server(state.clone(), listener.into_std()?, workers, limits)?;
+    let handle = server.handle();
+    let served = tokio::select! {
+        r = server => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = term.recv() => Ok(()),
+    };
+    handle.stop(false).await;
+    if let Some(dp) = state.data_plane() {
+        dp.remove();
+    }
+    Ok(served?)
 }
 
 /// The actix-web app over `listener`, each connection read through [`target::LenientTarget`]

@@ -1,7 +1,7 @@
 //! `apic-sim --topology deploy/sim/topology.json --port 8443`
 
 use anyhow::Context;
-use apic_sim::{FaultConfig, HttpLimits, SimConfig, Topology};
+use apic_sim::{DataPlaneConfig, FaultConfig, HttpLimits, SimConfig, Topology};
 use clap::Parser;
 use std::time::Duration;
 
@@ -50,6 +50,13 @@ struct Args {
     /// Open connections per worker thread.
     #[arg(long, env = "APIC_SIM_MAX_CONNECTIONS", default_value_t = 1024)]
     max_connections: usize,
+    /// Build a real data plane (root): leaf ports as veths on a bridge in a network namespace
+    /// of the simulator's own, forwarding only what the deployed bindings allow.
+    #[arg(long, env = "APIC_SIM_DATA_PLANE")]
+    data_plane: bool,
+    /// Name of the data plane's network namespace (must not exist yet).
+    #[arg(long, env = "APIC_SIM_DATA_PLANE_NETNS", default_value = "weft-fabric")]
+    data_plane_netns: String,
 }
 
 #[tokio::main]
@@ -77,6 +84,9 @@ async fn main() -> anyhow::Result<()> {
         keep_alive: Duration::from_secs(args.keep_alive_secs),
         max_connections: args.max_connections.max(1),
     };
+    config.data_plane = args.data_plane.then_some(DataPlaneConfig {
+        netns: args.data_plane_netns,
+    });
     let addr = format!("{}:{}", args.bind, args.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await

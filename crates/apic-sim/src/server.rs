@@ -3,7 +3,7 @@
 use crate::error::{ApicError, Envelope};
 use crate::query::{self, QueryOpts, Scope};
 use crate::tree::Writer;
-use crate::{dn, faults, now, payload, FaultConfig, SimState};
+use crate::{dn, payload, FaultConfig, SimState};
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::{Method, StatusCode, Uri};
 use actix_web::web::{self, Bytes, Data, Json, Path};
@@ -223,7 +223,7 @@ fn dispatch(
             let node = payload::parse(body)?;
             let mut g = st.lock();
             let changes = g.mit.apply(target, &node, Writer::Api)?;
-            faults::recompute(&mut g.mit, &now());
+            st.written(&mut g);
             let imdata: Vec<Value> = if opts.modified {
                 changes
                     .iter()
@@ -248,7 +248,7 @@ fn dispatch(
             let mut g = st.lock();
             let existed = g.mit.get(target).map(|m| m.class.name);
             g.mit.remove_subtree(target);
-            faults::recompute(&mut g.mit, &now());
+            st.written(&mut g);
             let imdata: Vec<Value> = match existed.filter(|_| opts.modified) {
                 Some(class) => {
                     vec![json!({class: {"attributes": {"dn": target, "status": "deleted"}}})]

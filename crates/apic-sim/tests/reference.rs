@@ -1151,3 +1151,6 @@ async fn dropping_the_handle_stops_the_server() {
     }
     assert!(refused, "still accepting connections on {addr}");
 }
+
+#[path = "reference/dataplane.rs"]
+mod dataplane;
