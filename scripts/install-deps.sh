@@ -4,7 +4,7 @@
 # Idempotent: does nothing when everything is already there.
 set -euo pipefail
 pkgs=(docker.io openvswitch-switch busybox-static tcpdump qemu-system-x86 linux-image-amd64
-      netavark iproute2 iputils-ping postgresql postgresql-client cpio xz-utils)
+      netavark iproute2 iputils-ping nftables postgresql postgresql-client cpio xz-utils)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
