@@ -4,7 +4,8 @@
 # (SQLX_OFFLINE=true).
 #   scripts/sqlx-prepare.sh          after changing a query or a migration: recreates and migrates
 #                                    the database weft_sqlx, then rewrites .sqlx/. weft_sqlx stays
-#                                    for live checking while editing (see README, "Changing a query").
+#                                    for live checking while editing (see README, "Changing a query");
+#                                    WEFT_SQLX_DB names another database (engineers working side by side).
 #   scripts/sqlx-prepare.sh --check  CI: fails when .sqlx/ differs from what the queries and the
 #                                    migrations give (a scratch database, dropped afterwards).
 # Needs PostgreSQL on 127.0.0.1:5432; installs sqlx-cli when missing (scripts/install-sqlx-cli.sh).
@@ -18,7 +19,7 @@ if [ "${1:-}" = --check ]; then
   db=weft_sqlx_check_$$
   trap 'sqlx database drop -y -f --database-url "$server/$db" >/dev/null 2>&1 || true' EXIT
 else
-  db=weft_sqlx
+  db=${WEFT_SQLX_DB:-weft_sqlx}
 fi
 export DATABASE_URL="$server/$db"
 sqlx database reset -y -f --source migrations >/dev/null
