@@ -85,6 +85,11 @@ impl Requirement for Operator {
 impl Requirement for Admin {
     const ROLE: Role = Role::Admin;
 }
+/// Agents' callbacks (container events).
+pub struct Agent;
+impl Requirement for Agent {
+    const ROLE: Role = Role::Agent;
+}
 
 /// The authenticated caller of a request that needs role `R`.
 pub struct Auth<R> {

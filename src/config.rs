@@ -93,6 +93,8 @@ pub struct Config {
     pub log_filter: String,
     /// `None` when no APIC is configured: APIC-dependent endpoints then answer 503.
     pub apic: Option<ApicSettings>,
+    /// The attach/detach workers and how they talk to agents.
+    pub workflow: crate::workflow::Settings,
 }
 
 /// How to reach the APIC and how long a fabric snapshot stays fresh.
@@ -117,6 +119,19 @@ struct FileConfig {
     log: LogSection,
     #[serde(default)]
     apic: ApicSection,
+    #[serde(default)]
+    workflow: WorkflowSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkflowSection {
+    workers: Option<usize>,
+    max_attempts: Option<u32>,
+    binding_linger_secs: Option<u64>,
+    lost_grace_secs: Option<u64>,
+    claim_secs: Option<u64>,
+    agent_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -302,6 +317,30 @@ const APIC_TTL: Setting = Setting {
     name: "apic.discovery_ttl_secs",
     env: "WEFT_APIC_DISCOVERY_TTL_SECS",
 };
+const WF_WORKERS: Setting = Setting {
+    name: "workflow.workers",
+    env: "WEFT_WORKFLOW_WORKERS",
+};
+const WF_ATTEMPTS: Setting = Setting {
+    name: "workflow.max_attempts",
+    env: "WEFT_WORKFLOW_MAX_ATTEMPTS",
+};
+const WF_LINGER: Setting = Setting {
+    name: "workflow.binding_linger_secs",
+    env: "WEFT_BINDING_LINGER_SECS",
+};
+const WF_GRACE: Setting = Setting {
+    name: "workflow.lost_grace_secs",
+    env: "WEFT_LOST_GRACE_SECS",
+};
+const WF_CLAIM: Setting = Setting {
+    name: "workflow.claim_secs",
+    env: "WEFT_WORKFLOW_CLAIM_SECS",
+};
+const WF_AGENT_CA: Setting = Setting {
+    name: "workflow.agent_ca_file",
+    env: "WEFT_AGENT_CA_FILE",
+};
 
 /// Every setting with its environment variable, for `--help` and the README.
 pub const SETTINGS: &[(&str, &str)] = &[
@@ -327,7 +366,58 @@ pub const SETTINGS: &[(&str, &str)] = &[
     (APIC_REQUEST.name, APIC_REQUEST.env),
     (APIC_ATTEMPTS.name, APIC_ATTEMPTS.env),
     (APIC_TTL.name, APIC_TTL.env),
+    (WF_WORKERS.name, WF_WORKERS.env),
+    (WF_ATTEMPTS.name, WF_ATTEMPTS.env),
+    (WF_LINGER.name, WF_LINGER.env),
+    (WF_GRACE.name, WF_GRACE.env),
+    (WF_CLAIM.name, WF_CLAIM.env),
+    (WF_AGENT_CA.name, WF_AGENT_CA.env),
 ];
+
+/// The `[workflow]` section with the environment on top. The agents' CA file is read here, so
+/// an unreadable one stops the start instead of failing every attach.
+fn workflow_settings(
+    env: &dyn Env,
+    f: WorkflowSection,
+) -> Result<crate::workflow::Settings, ConfigError> {
+    let mut s = crate::workflow::Settings::default();
+    if let Some(n) = pick(env, &WF_WORKERS, f.workers)? {
+        if !(1..=256).contains(&n) {
+            return Err(WF_WORKERS.invalid("must be 1-256"));
+        }
+        s.workers = n;
+    }
+    if let Some(n) = pick(env, &WF_ATTEMPTS, f.max_attempts)? {
+        if !(1..=100).contains(&n) {
+            return Err(WF_ATTEMPTS.invalid("must be 1-100"));
+        }
+        s.max_attempts = n;
+    }
+    let secs = |st: &Setting, v: Option<u64>| pick(env, st, v).map(|v| v.map(Duration::from_secs));
+    if let Some(d) = secs(&WF_LINGER, f.binding_linger_secs)? {
+        s.binding_linger = d;
+    }
+    if let Some(d) = secs(&WF_GRACE, f.lost_grace_secs)? {
+        s.lost_grace = d;
+    }
+    if let Some(d) = secs(&WF_CLAIM, f.claim_secs)? {
+        if d.is_zero() {
+            return Err(WF_CLAIM.invalid("must be at least 1"));
+        }
+        s.claim = d;
+    }
+    let ca = pick(
+        env,
+        &WF_AGENT_CA,
+        f.agent_ca_file.map(|p| p.display().to_string()),
+    )?;
+    if let Some(path) = ca {
+        let pem = std::fs::read(&path)
+            .map_err(|e| WF_AGENT_CA.invalid(format!("cannot read {path}: {e}")))?;
+        s.agent_ca_pem = Some(std::sync::Arc::new(pem));
+    }
+    Ok(s)
+}
 
 /// The `[apic]` section with the environment on top; `None` without controllers.
 fn apic_settings(env: &dyn Env, f: ApicSection) -> Result<Option<ApicSettings>, ConfigError> {
@@ -511,6 +601,7 @@ impl Config {
             log_format: pick(env, &LOG_FORMAT, file.log.format)?.unwrap_or(LogFormat::Text),
             log_filter: pick(env, &LOG_FILTER, file.log.filter)?.unwrap_or_else(|| "info".into()),
             apic: apic_settings(env, file.apic)?,
+            workflow: workflow_settings(env, file.workflow)?,
         })
     }
 }

@@ -13,3 +13,4 @@ pub mod http;
 pub mod openapi;
 pub mod startup;
 pub mod telemetry;
+pub mod workflow;

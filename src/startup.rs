@@ -38,6 +38,8 @@ pub struct AppState {
     pub openapi: Arc<serde_json::Value>,
     /// Every documented path and its methods, to tell 405 from 404.
     pub routes: Arc<Routes>,
+    /// The attach/detach workflows of this replica.
+    pub workflow: Arc<crate::workflow::Engine>,
 }
 
 /// The documented paths as router patterns, each with the methods it answers.
@@ -228,10 +230,23 @@ impl Application {
             )),
             None => None,
         };
-        Ok(Self::bind(config.listen, db, quarantine, apic)
+        let app = Self::bind(config.listen, db, quarantine, apic)
             .await
             .with_context(|| format!("binding server.listen {}", config.listen))?
-            .with_limits(config.http))
+            .with_limits(config.http);
+        Ok(app.with_workflow(config.workflow.clone()))
+    }
+
+    /// Replaces the default workflow settings (workers, retries, linger, grace, agents' CA).
+    pub fn with_workflow(mut self, settings: crate::workflow::Settings) -> Self {
+        let st = &self.state;
+        self.state.workflow = Arc::new(crate::workflow::Engine::new(
+            st.db.clone(),
+            st.apic.clone(),
+            settings,
+            st.quarantine.ip,
+        ));
+        self
     }
 
     /// Like [`Application::build`] without a full configuration (tests, benchmarks).
@@ -243,7 +258,14 @@ impl Application {
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(listen)?;
         let doc = crate::openapi::openapi();
+        let workflow = Arc::new(crate::workflow::Engine::new(
+            db.clone(),
+            apic.clone(),
+            crate::workflow::Settings::default(),
+            quarantine.ip,
+        ));
         let state = AppState {
+            workflow,
             db,
             quarantine,
             apic,
@@ -267,11 +289,13 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then finishes in-flight requests.
+    /// Serves (and runs the workflow workers) until `shutdown` resolves, then finishes
+    /// in-flight requests.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.state.workflow.start();
         let state = web::Data::new(self.state);
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
         let server = HttpServer::new(move || {

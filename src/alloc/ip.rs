@@ -67,7 +67,16 @@ pub async fn reserve(
         ));
     };
     let advance = requested.is_none().then(|| next(addr));
-    match insert(conn, subnet.id, epg_id, name, addr, advance).await? {
+    match insert(
+        conn,
+        subnet.id,
+        epg_id,
+        Owner::Reservation(name),
+        addr,
+        advance,
+    )
+    .await?
+    {
         Some(created_at) => Ok((
             Lease {
                 address: addr,
@@ -287,14 +296,18 @@ async fn insert(
     conn: &mut PgConnection,
     subnet_id: i64,
     epg_id: i64,
-    name: &str,
+    owner: Owner<'_>,
     addr: Ipv4Addr,
     advance: Option<Ipv4Addr>,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    let (reservation, attachment) = match owner {
+        Owner::Reservation(name) => (Some(name), None),
+        Owner::Attachment(id) => (None, Some(id)),
+    };
     sqlx::query_scalar!(
         r#"WITH lease AS (
-             INSERT INTO ip_leases (subnet_id, address, epg_id, reservation, state)
-             VALUES ($1, $2::text::inet, $3, $4, 'active') ON CONFLICT DO NOTHING RETURNING created_at),
+             INSERT INTO ip_leases (subnet_id, address, epg_id, reservation, attachment_id, state)
+             VALUES ($1, $2::text::inet, $3, $4, $6, 'active') ON CONFLICT DO NOTHING RETURNING created_at),
          hint AS (
              UPDATE subnets SET alloc_hint = $5::text::inet
              WHERE id = $1 AND $5::text IS NOT NULL AND EXISTS (SELECT 1 FROM lease))
@@ -302,11 +315,19 @@ async fn insert(
         subnet_id,
         addr.to_string(),
         epg_id,
-        name,
+        reservation,
         advance.map(|a| a.to_string()),
+        attachment,
     )
     .fetch_optional(conn)
     .await
+}
+
+/// Who holds a lease: a reservation (by name) or an attachment.
+#[derive(Debug, Clone, Copy)]
+enum Owner<'a> {
+    Reservation(&'a str),
+    Attachment(uuid::Uuid),
 }
 
 /// Quarantines the reservation's lease; returns its address, or None if there was none.
@@ -335,5 +356,94 @@ fn next(a: Ipv4Addr) -> Ipv4Addr {
 pub(crate) fn parse_addr(text: &str) -> Result<Ipv4Addr, AllocError> {
     text.parse().map_err(|e: std::net::AddrParseError| {
         AllocError::Database(sqlx::Error::Decode(Box::new(e)))
+    })
+}
+
+/// Returns the address leased to attachment `id` in the EPG, leasing one when needed: the
+/// attachment's own lease (active, or taken back from quarantine) first, then a requested
+/// address when free and allocatable, else the lowest free one. Idempotent, so the workflow's
+/// lease step can run again after a crash; the caller's transaction holds the subnet lock.
+pub async fn lease_attachment(
+    conn: &mut PgConnection,
+    epg_id: i64,
+    id: uuid::Uuid,
+    requested: Option<Ipv4Addr>,
+) -> Result<Lease, AllocError> {
+    let freed = expire_quarantine(conn, epg_id).await?;
+    let mut subnets = subnets::lock_for_epg(conn, epg_id).await?;
+    if let Some(lease) = reactivate_attachment(conn, id).await? {
+        return check_requested(lease, &id.to_string(), requested);
+    }
+    lower_hints(conn, &mut subnets, &freed).await?;
+    let Some((subnet, addr)) = candidate(conn, &subnets, requested).await? else {
+        return Err(AllocError::Exhausted(
+            "no free address is left in the EPG's subnets".into(),
+        ));
+    };
+    let advance = requested.is_none().then(|| next(addr));
+    let created_at = insert(
+        conn,
+        subnet.id,
+        epg_id,
+        Owner::Attachment(id),
+        addr,
+        advance,
+    )
+    .await?
+    .ok_or_else(|| AllocError::Unavailable(format!("{addr} is already leased or quarantined")))?;
+    Ok(Lease {
+        address: addr,
+        subnet: subnet.spec.cidr,
+        gateway: subnet.spec.gateway,
+        created_at,
+    })
+}
+
+/// Takes attachment `id`'s lease (quarantined or not) back into use.
+async fn reactivate_attachment(
+    conn: &mut PgConnection,
+    id: uuid::Uuid,
+) -> Result<Option<Lease>, AllocError> {
+    let row = sqlx::query_as!(
+        LeaseRow,
+        r#"UPDATE ip_leases l SET state = 'active', quarantined_until = NULL FROM subnets s
+           WHERE s.id = l.subnet_id AND l.attachment_id = $1
+           RETURNING host(l.address) AS "address!", s.cidr::text AS "cidr!",
+               host(s.gateway) AS "gateway!", l.created_at, true AS "active!""#,
+        id,
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row.map(decode).transpose()?.map(|(lease, _)| lease))
+}
+
+/// Quarantines attachment `id`'s lease and lets go of it (the attachment row may go; the
+/// address stays out of circulation until the quarantine ends). Idempotent.
+pub async fn release_attachment(
+    conn: &mut PgConnection,
+    id: uuid::Uuid,
+    quarantine: std::time::Duration,
+) -> Result<Option<Ipv4Addr>, AllocError> {
+    let row = sqlx::query_scalar!(
+        r#"UPDATE ip_leases SET state = 'quarantined', attachment_id = NULL,
+               quarantined_until = now() + make_interval(secs => $2)
+           WHERE attachment_id = $1 RETURNING host(address) AS "address!""#,
+        id,
+        interval_secs(quarantine),
+    )
+    .fetch_optional(conn)
+    .await?;
+    row.map(|t| parse_addr(&t)).transpose()
+}
+
+/// The active address of reservation `name` in the EPG, with its subnet and gateway.
+pub async fn reservation_lease(
+    conn: &mut PgConnection,
+    epg_id: i64,
+    name: &str,
+) -> Result<Option<Lease>, AllocError> {
+    Ok(match find(conn, epg_id, name).await? {
+        Some((lease, true)) => Some(lease),
+        _ => None,
     })
 }

@@ -1,6 +1,7 @@
 //! HTTP resources under `/api/v1`, one module per resource, plus the extractors that turn
 //! every rejected input into a problem+json response.
 
+pub mod attachments;
 pub mod audit;
 pub mod epgs;
 pub mod fabric;

@@ -59,6 +59,13 @@ const ROUTES: &[(&str, &str, Option<&str>)] = &[
     ("get", "/api/v1/tokens", Some("admin")),
     ("post", "/api/v1/tokens", Some("admin")),
     ("delete", "/api/v1/tokens/{name}", Some("admin")),
+    ("get", "/api/v1/attachments", Some("viewer")),
+    ("get", "/api/v1/attachments/{id}", Some("viewer")),
+    ("put", "/api/v1/attachments/{id}", Some("operator")),
+    ("delete", "/api/v1/attachments/{id}", Some("operator")),
+    ("get", "/api/v1/operations/{id}", Some("viewer")),
+    ("get", "/api/v1/bindings", Some("viewer")),
+    ("post", "/api/v1/agent/events", Some("agent")),
 ];
 
 const RANK: [&str; 3] = ["viewer", "operator", "admin"];
@@ -76,6 +83,7 @@ fn concrete(path: &str) -> String {
         .replace("{app}", "ap")
         .replace("{epg}", "e")
         .replace("{name}", "n")
+        .replace("{id}", "7f0e3c1a-54a6-4bd2-9d1e-0b7c5a1e2f30")
 }
 
 #[sqlx::test(migrations = "./migrations")]

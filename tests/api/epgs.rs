@@ -132,8 +132,9 @@ async fn attach_a_container(app: &TestApp, db: &PgPool) {
     let r = app.put(&app.admin, "/api/v1/hosts/h1", &host).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     sqlx::query(
-        "INSERT INTO attachments (id, host_id, epg_id, container, state)
-         SELECT gen_random_uuid(), h.id, e.id, 'c1', 'attached' FROM hosts h, epgs e",
+        "INSERT INTO attachments (id, host_id, epg_id, container, target, state)
+         SELECT gen_random_uuid(), h.id, e.id, 'c1', '{\"kind\": \"netns\", \"path\": \"/run/netns/c1\"}', 'attached'
+         FROM hosts h, epgs e",
     )
     .execute(db)
     .await

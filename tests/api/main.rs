@@ -2,6 +2,7 @@
 //! port against a fresh Postgres database per test (`#[sqlx::test]`).
 
 mod apic;
+mod attachments;
 mod audit;
 mod auth_matrix;
 mod bad_input;

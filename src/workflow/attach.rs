@@ -1,0 +1,338 @@
+//! Attach: put one container interface into an EPG, fabric side and host side.
+//!
+//! The steps, in order (each idempotent; the attachment's state while it runs):
+//!
+//! | step        | does                                                                  | undo |
+//! |-------------|-----------------------------------------------------------------------|------|
+//! | `lease`     | the attachment's address (its own lease, or its reservation's); the PUT takes it already, so a bad address is a 4xx, and the step confirms it after a crash | lease quarantined |
+//! | `validate`  | the host's agent answers                                              | - |
+//! | `preflight` | the APIC would accept the bindings (F0467 cases); a managed EPG is created | - |
+//! | `bind`      | one reference per host path; the APIC binding posted only for a path's first reference, all paths of the EPG in one POST | reference dropped (the binding leaves after the linger when it was the last) |
+//! | `segment`   | the agent builds the VLAN segment                                     | segment removed unless another attachment uses it |
+//! | `wire`      | the agent wires the container (address, MAC, route, MTU, GARP)       | container unwired |
+//!
+//! A permanent error (or transient ones past the bound) runs the undo of every step begun,
+//! newest first, and the attachment ends `failed` with the step and the object at fault.
+
+use ipnet::Ipv4Net;
+use weft_agent_api::{AttachmentSpec, InterfaceName, MacAddr, Mtu, SegmentMode, SegmentSpec};
+use weft_apic::{Binding, BindingMode, ManagedEpg, PreflightError, PreflightRequest};
+
+use super::context::Ctx;
+use super::jobs::Step;
+use super::StepError;
+use crate::alloc::ip;
+
+pub const STEPS: &[Step] = &[
+    Step::new("lease", "pending"),
+    Step::new("validate", "pending"),
+    Step::new("preflight", "binding"),
+    Step::new("bind", "binding"),
+    Step::new("segment", "wiring"),
+    Step::new("wire", "wiring"),
+];
+
+pub async fn run(ctx: &Ctx<'_>, step: &str) -> Result<(), StepError> {
+    match step {
+        "validate" => validate(ctx).await,
+        "lease" => lease(ctx).await,
+        "preflight" => preflight(ctx).await,
+        "bind" => bind(ctx).await,
+        "segment" => segment(ctx).await,
+        "wire" => wire(ctx).await,
+        other => Err(unknown(other)),
+    }
+}
+
+pub async fn undo(ctx: &Ctx<'_>, step: &str) -> Result<(), StepError> {
+    match step {
+        "validate" | "preflight" => Ok(()),
+        "lease" => release(ctx).await,
+        "bind" => unbind(ctx).await,
+        "segment" => remove_segment(ctx).await,
+        "wire" => unwire(ctx).await,
+        other => Err(unknown(other)),
+    }
+}
+
+fn unknown(step: &str) -> StepError {
+    StepError::permanent("job log", format!("unknown step `{step}`"))
+}
+
+/// The host's agent answers (an unreachable agent is retried, then fails the attach before
+/// anything was changed).
+async fn validate(ctx: &Ctx<'_>) -> Result<(), StepError> {
+    if ctx.paths.is_empty() {
+        return Err(StepError::permanent(
+            format!("host `{}`", ctx.host),
+            "the host has no uplinks to bind",
+        ));
+    }
+    let agent = ctx.agent()?;
+    agent
+        .health()
+        .await
+        .map_err(|e| ctx.agent_error("health check", e))?;
+    Ok(())
+}
+
+/// Leases the address (or takes the reservation's) and records it on the attachment.
+async fn lease(ctx: &Ctx<'_>) -> Result<(), StepError> {
+    let mut tx = ctx.db().begin().await?;
+    let lease = match &ctx.reservation {
+        Some(name) => ip::reservation_lease(&mut tx, ctx.epg_id, name)
+            .await?
+            .ok_or_else(|| {
+                StepError::permanent(format!("reservation `{name}`"), "the reservation is gone")
+            })?,
+        None => ip::lease_attachment(&mut tx, ctx.epg_id, ctx.id, ctx.requested_address).await?,
+    };
+    record_address(&mut tx, ctx, &lease).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Stores the leased address on the attachment; another attachment with the same address
+/// (through one reservation) is a permanent error.
+async fn record_address(
+    conn: &mut sqlx::PgConnection,
+    ctx: &Ctx<'_>,
+    lease: &ip::Lease,
+) -> Result<(), StepError> {
+    let done = sqlx::query!(
+        "UPDATE attachments SET address = $2::text::inet, prefix_len = $3, gateway = $4::text::inet,
+             vlan = $5, updated_at = now() WHERE id = $1",
+        ctx.id,
+        lease.address.to_string(),
+        i32::from(lease.subnet.prefix_len()),
+        lease.gateway.to_string(),
+        i32::from(ctx.vlan.get()),
+    )
+    .execute(conn)
+    .await;
+    match done {
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StepError::permanent(
+            format!("address {}", lease.address),
+            "another attachment of this EPG already uses it",
+        )),
+        other => other.map(drop).map_err(Into::into),
+    }
+}
+
+/// Would the fabric accept the bindings? A managed EPG missing on the APIC is created first.
+async fn preflight(ctx: &Ctx<'_>) -> Result<(), StepError> {
+    let apic = ctx.apic()?;
+    let report = apic
+        .client
+        .preflight(&PreflightRequest {
+            epg: &ctx.epg,
+            physical_domain: &ctx.physical_domain,
+            encap: ctx.vlan,
+            mode: ctx.mode,
+            managed: ctx.managed,
+            paths: &ctx.paths,
+        })
+        .await
+        .map_err(|e| match e {
+            PreflightError::Apic(e) => e.into(),
+            other => StepError::permanent(
+                other.object_dn().unwrap_or("APIC").to_string(),
+                format!("pre-flight: {other}"),
+            ),
+        })?;
+    if ctx.managed && !report.epg_exists {
+        apic.client
+            .ensure_epg(&ManagedEpg {
+                epg: ctx.epg.clone(),
+                bridge_domain: ctx.bridge_domain.clone(),
+                physical_domain: ctx.physical_domain.clone(),
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// Takes one reference per path under the binding rows' locks; the paths without an applied
+/// APIC binding (first reference, or a previous POST that failed) are posted together in one
+/// request while the locks are held, so two attaches never both post and a linger sweep never
+/// removes a binding being taken.
+async fn bind(ctx: &Ctx<'_>) -> Result<(), StepError> {
+    let apic = ctx.apic()?;
+    let paths: Vec<String> = ctx.paths.iter().map(ToString::to_string).collect();
+    let mut tx = ctx.db().begin().await?;
+    sqlx::query!(
+        "INSERT INTO bindings (epg_id, path_dn, encap, mode) SELECT $1, p, $3, $4 FROM unnest($2::text[]) AS p
+         ON CONFLICT (epg_id, path_dn) DO NOTHING",
+        ctx.epg_id,
+        &paths,
+        ctx.vlan.encap().to_string(),
+        ctx.mode.as_str(),
+    )
+    .execute(&mut *tx)
+    .await?;
+    let rows = sqlx::query!(
+        "SELECT id, path_dn, apic_state FROM bindings WHERE epg_id = $1 AND path_dn = ANY($2)
+         ORDER BY path_dn FOR UPDATE",
+        ctx.epg_id,
+        &paths,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    sqlx::query!(
+        "WITH taken AS (
+             INSERT INTO binding_refs (binding_id, attachment_id) SELECT b, $2 FROM unnest($1::bigint[]) AS b
+             ON CONFLICT DO NOTHING RETURNING binding_id)
+         UPDATE bindings SET ref_count = ref_count + 1, release_after = NULL, updated_at = now()
+         WHERE id IN (SELECT binding_id FROM taken)",
+        &ids,
+        ctx.id,
+    )
+    .execute(&mut *tx)
+    .await?;
+    let missing: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.apic_state != "applied")
+        .map(|r| r.path_dn.as_str())
+        .collect();
+    if !missing.is_empty() {
+        let bindings = ctx
+            .paths
+            .iter()
+            .filter(|p| missing.contains(&p.to_string().as_str()))
+            .map(|p| Binding {
+                path: p.clone(),
+                encap: ctx.vlan,
+                mode: ctx.mode,
+                immediacy: ctx.immediacy,
+            })
+            .collect::<Vec<_>>();
+        apic.client.apply_bindings(&ctx.epg, &bindings).await?;
+        sqlx::query!(
+            "UPDATE bindings SET apic_state = 'applied', last_fault = NULL, checked_at = now(), updated_at = now()
+             WHERE epg_id = $1 AND path_dn = ANY($2)",
+            ctx.epg_id,
+            &missing as &[&str],
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Drops this attachment's references; a binding left without any is removed from the APIC
+/// after the linger (by the sweeper), unless a new attachment takes it again.
+pub(super) async fn unbind(ctx: &Ctx<'_>) -> Result<(), StepError> {
+    let mut tx = ctx.db().begin().await?;
+    let held = sqlx::query_scalar!(
+        "SELECT b.id FROM bindings b JOIN binding_refs r ON r.binding_id = b.id
+         WHERE r.attachment_id = $1 ORDER BY b.path_dn FOR UPDATE OF b",
+        ctx.id
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "WITH dropped AS (
+             DELETE FROM binding_refs WHERE attachment_id = $1 AND binding_id = ANY($2) RETURNING binding_id)
+         UPDATE bindings SET ref_count = ref_count - 1, updated_at = now(),
+             release_after = CASE WHEN ref_count = 1 THEN now() + make_interval(secs => $3) END
+         WHERE id IN (SELECT binding_id FROM dropped)",
+        ctx.id,
+        &held,
+        ctx.engine.settings.binding_linger.as_secs_f64(),
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The segment's mode on the host follows the EPG's binding mode.
+fn segment_mode(mode: BindingMode) -> SegmentMode {
+    match mode {
+        BindingMode::Regular => SegmentMode::Regular,
+        BindingMode::Untagged | BindingMode::Native => SegmentMode::Untagged,
+    }
+}
+
+/// The agent builds the host side of the EPG's VLAN.
+async fn segment(ctx: &Ctx<'_>) -> Result<(), StepError> {
+    let spec = SegmentSpec {
+        mode: segment_mode(ctx.mode),
+        uplink: None,
+    };
+    ctx.agent()?
+        .ensure_segment(ctx.vlan, &spec)
+        .await
+        .map_err(|e| ctx.agent_error(&format!("segment {}", ctx.vlan), e))?;
+    Ok(())
+}
+
+/// Removes the VLAN's segment from the host; the agent refuses (409) while another
+/// container is wired to it, and then it stays.
+pub(super) async fn remove_segment(ctx: &Ctx<'_>) -> Result<(), StepError> {
+    match ctx.agent()?.remove_segment(ctx.vlan).await {
+        Ok(()) => Ok(()),
+        Err(weft_agent_api::ClientError::Api { status, .. }) if status.as_u16() == 409 => Ok(()),
+        Err(e) => Err(ctx.agent_error(&format!("segment {}", ctx.vlan), e)),
+    }
+}
+
+/// The agent wires the container; its MAC is recorded.
+async fn wire(ctx: &Ctx<'_>) -> Result<(), StepError> {
+    let (Some(address), Some(prefix)) = (ctx.address, ctx.prefix_len) else {
+        return Err(StepError::permanent("attachment", "no address was leased"));
+    };
+    let bad = |e: String| StepError::permanent("attachment", e);
+    let spec = AttachmentSpec {
+        target: ctx.target.clone(),
+        ifname: InterfaceName::parse(&ctx.interface).map_err(|e| bad(e.0))?,
+        vlan: ctx.vlan,
+        address: Ipv4Net::new(address, prefix as u8).map_err(|e| bad(e.to_string()))?,
+        gateway: ctx.gateway,
+        mac: Some(MacAddr::from_ipv4(address)),
+        mtu: Some(
+            u16::try_from(ctx.mtu)
+                .ok()
+                .and_then(|m| Mtu::new(m).ok())
+                .ok_or_else(|| bad(format!("MTU {}", ctx.mtu)))?,
+        ),
+    };
+    let wired = ctx
+        .agent()?
+        .ensure_attachment(ctx.id, &spec)
+        .await
+        .map_err(|e| ctx.agent_error("wiring the container", e))?;
+    sqlx::query!(
+        "UPDATE attachments SET mac = $2, updated_at = now() WHERE id = $1",
+        ctx.id,
+        wired.spec.effective_mac().to_string(),
+    )
+    .execute(ctx.db())
+    .await?;
+    Ok(())
+}
+
+/// The agent takes the container's interface away (a missing one is success).
+pub(super) async fn unwire(ctx: &Ctx<'_>) -> Result<(), StepError> {
+    ctx.agent()?
+        .remove_attachment(ctx.id)
+        .await
+        .map_err(|e| ctx.agent_error("unwiring the container", e))
+}
+
+/// Quarantines the attachment's own lease (a reservation keeps its address) and clears it.
+pub(super) async fn release(ctx: &Ctx<'_>) -> Result<(), StepError> {
+    let mut tx = ctx.db().begin().await?;
+    ip::release_attachment(&mut tx, ctx.id, ctx.engine.ip_quarantine).await?;
+    sqlx::query!(
+        "UPDATE attachments SET address = NULL, prefix_len = NULL, gateway = NULL, mac = NULL,
+             updated_at = now() WHERE id = $1",
+        ctx.id
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
