@@ -71,7 +71,13 @@ pub async fn spawn_with_apic(db: PgPool, settings: ApicSettings) -> TestApp {
 }
 
 async fn spawn_full(db: PgPool, quarantine: Quarantine, apic: Option<Arc<Apic>>) -> TestApp {
-    let mut app = spawn_instance(db.clone(), quarantine, apic).await;
+    let app = bind_app(db.clone(), quarantine, apic).await;
+    serve_with_tokens(app, db).await
+}
+
+/// Runs a bound application (its own settings) and creates a token per role.
+pub async fn serve_with_tokens(app: Application, db: PgPool) -> TestApp {
+    let mut app = serve(app);
     app.admin = create_token(&db, "t-admin", Role::Admin).await.unwrap();
     app.operator = create_token(&db, "t-operator", Role::Operator)
         .await
@@ -106,10 +112,13 @@ pub fn start(app: Application) -> String {
 }
 
 async fn spawn_instance(db: PgPool, quarantine: Quarantine, apic: Option<Arc<Apic>>) -> TestApp {
-    let base = start(bind_app(db, quarantine, apic).await);
-    TestApp {
-        base,
+    serve(bind_app(db, quarantine, apic).await)
+}
 
+/// Runs `app` in the background, without tokens yet.
+fn serve(app: Application) -> TestApp {
+    TestApp {
+        base: start(app),
         client: reqwest::Client::new(),
         admin: String::new(),
         operator: String::new(),

@@ -8,6 +8,7 @@ mod auth_matrix;
 mod bad_input;
 mod binary;
 mod concurrency;
+mod e2e;
 mod epgs;
 mod health;
 mod helpers;

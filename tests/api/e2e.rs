@@ -1,0 +1,286 @@
+//! End to end: Weft with apic-sim over HTTP and a real weft-agent process on a "host" that is a
+//! private network namespace (its own uplink veth, the Linux-bridge untagged backend, reached
+//! from the test over a management veth), attaching `ip netns` targets.
+//!
+//! Needs root and the agent binary (`WEFT_AGENT_BIN`, set by scripts/test.sh); without them
+//! the tests print SKIPPED and pass.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use weft::startup::Application;
+use weft::workflow::Settings;
+use weft_agent_api::{AgentClient, Token};
+
+use crate::helpers::{apic_settings, TestApp};
+
+const AGENT_TOKEN: &str = "e2e-agent-token";
+/// The sim's LLDP names host-1 on leaf 101 eth1/1; the host's configured uplink agrees.
+const HOST1_PATH: &str = "topology/pod-1/paths-101/pathep-[eth1/1]";
+
+fn sh(cmd: &str) -> String {
+    let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The agent binary, or None (with a loud SKIPPED) when it or root is missing.
+fn agent_bin(test: &str) -> Option<String> {
+    let bin = std::env::var("WEFT_AGENT_BIN").ok().or_else(|| {
+        let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+        Some(format!("{dir}/debug/weft-agent"))
+    });
+    let root = nix_is_root();
+    match bin.filter(|b| std::path::Path::new(b).is_file()) {
+        Some(b) if root => Some(b),
+        _ => {
+            eprintln!("SKIPPED: {test}: needs root and the weft-agent binary (WEFT_AGENT_BIN)");
+            None
+        }
+    }
+}
+
+fn nix_is_root() -> bool {
+    sh("id -u").trim() == "0"
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A host: namespace `wft-h<n>` with uplink `upl0` (its far end `far0` in `wft-l<n>`, the
+/// "leaf", which answers as the EPG's gateway), a management veth to the test, and a
+/// weft-agent process listening on it. Dropped: the agent is killed, the namespaces deleted.
+struct Host {
+    ns: String,
+    leaf: String,
+    agent: Child,
+    url: String,
+    containers: Vec<String>,
+}
+
+impl Host {
+    async fn start(bin: &str, gateway: &str) -> Self {
+        let n = std::process::id() % 200 + NEXT.fetch_add(1, Ordering::SeqCst);
+        let (ns, leaf) = (format!("wft-h{n}"), format!("wft-l{n}"));
+        sh(&format!(
+            "ip netns add {ns} && ip netns add {leaf} && ip -n {ns} link set lo up &&
+             ip link add wfm{n} type veth peer name mgmt netns {ns} &&
+             ip addr add 169.254.{n}.1/30 dev wfm{n} && ip link set wfm{n} up &&
+             ip -n {ns} addr add 169.254.{n}.2/30 dev mgmt && ip -n {ns} link set mgmt up &&
+             ip -n {ns} link add upl0 type veth peer name far0 netns {leaf} &&
+             ip -n {ns} link set upl0 up && ip -n {leaf} link set far0 up &&
+             ip -n {leaf} addr add {gateway} dev far0"
+        ));
+        let state = std::env::temp_dir().join(format!("weft-e2e-{ns}.json"));
+        let _ = std::fs::remove_file(&state);
+        let agent = Command::new("ip")
+            .args(["netns", "exec", &ns, bin])
+            .env("WEFT_AGENT_TOKEN", AGENT_TOKEN)
+            .env("WEFT_AGENT_LISTEN", format!("169.254.{n}.2:9180"))
+            .env("WEFT_AGENT_UPLINKS", "upl0")
+            .env("WEFT_AGENT_BACKEND", "linux-bridge")
+            .env("WEFT_AGENT_STATE_FILE", &state)
+            .env("WEFT_AGENT_DOCKER_SOCKET", "")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let host = Host {
+            url: format!("http://169.254.{n}.2:9180"),
+            ns,
+            leaf,
+            agent,
+            containers: Vec::new(),
+        };
+        for _ in 0..100 {
+            if host.client().health().await.is_ok() {
+                return host;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("weft-agent in {} did not come up", host.ns);
+    }
+
+    fn client(&self) -> AgentClient {
+        AgentClient::new(self.url.parse().unwrap(), Token::new(AGENT_TOKEN)).unwrap()
+    }
+
+    /// A new empty network namespace as a container; returns its path.
+    fn container(&mut self) -> String {
+        let name = format!("{}-c{}", self.ns, self.containers.len());
+        sh(&format!("ip netns add {name}"));
+        self.containers.push(name.clone());
+        format!("/run/netns/{name}")
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.agent.kill();
+        let _ = self.agent.wait();
+        for ns in self.containers.iter().chain([&self.ns, &self.leaf]) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Weft with apic-sim (EPG t/ap/web on the APIC, VLAN 150, untagged, 10.50.0.0/24) and a
+/// one-second binding linger.
+async fn weft(db: PgPool) -> (TestApp, apic_sim::SimHandle) {
+    let sim = apic_sim::spawn(apic_sim::SimConfig::new(
+        apic_sim::Topology::example().unwrap(),
+    ))
+    .await
+    .unwrap();
+    let settings = Settings {
+        binding_linger: Duration::from_secs(1),
+        ..Settings::default()
+    };
+    let apic =
+        std::sync::Arc::new(weft::apic::Apic::new(&apic_settings(&sim.url, "password")).unwrap());
+    let app = Application::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        db.clone(),
+        crate::helpers::LONG,
+        Some(apic),
+    )
+    .await
+    .unwrap()
+    .with_workflow(settings);
+    let app = crate::helpers::serve_with_tokens(app, db).await;
+    app.pool("p", 100, 199).await;
+    let r = app
+        .put(
+            &app.operator,
+            "/api/v1/epgs/t/ap/web",
+            &json!({"bridge_domain": "bd1", "physical_domain": "weft_phys", "vlan_pool": "p",
+                "requested_vlan": 150, "mode": "untagged",
+                "subnets": [{"cidr": "10.50.0.0/24", "gateway": "10.50.0.1", "reserved": []}]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    sim.inject(
+        "uni",
+        &json!({"fvTenant":{"attributes":{"name":"t"},"children":[{"fvAp":{"attributes":{"name":"ap"},"children":[
+            {"fvAEPg":{"attributes":{"name":"web"},"children":[
+                {"fvRsDomAtt":{"attributes":{"tDn":"uni/phys-weft_phys"}}}]}}]}}]}}),
+    )
+    .unwrap();
+    (app, sim)
+}
+
+async fn attach(app: &TestApp, id: uuid::Uuid, netns: &str) -> Value {
+    let r = app
+        .put(
+            &app.operator,
+            &format!("/api/v1/attachments/{id}?wait=30"),
+            &json!({"host": "host-1", "target": {"kind": "netns", "path": netns},
+                    "epg": {"tenant": "t", "app": "ap", "epg": "web"}}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    r.json().await.unwrap()
+}
+
+fn binding_in_sim(sim: &apic_sim::SimHandle) -> Option<Value> {
+    let dn = format!("uni/tn-t/ap-ap/epg-web/rspathAtt-[{HOST1_PATH}]");
+    sim.dump()
+        .into_iter()
+        .find(|mo| mo.to_string().contains(&dn))
+        .map(|_| json!(dn))
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn attach_wires_the_container_binds_once_and_detach_cleans_up_after_the_linger(db: PgPool) {
+    let Some(bin) = agent_bin("e2e attach/detach") else {
+        return;
+    };
+    let (app, sim) = weft(db.clone()).await;
+    let mut host = Host::start(&bin, "10.50.0.1/24").await;
+    let r = app
+        .put(
+            &app.admin,
+            "/api/v1/hosts/host-1",
+            &json!({"agent_url": host.url, "agent_token": AGENT_TOKEN, "backend": "linux-bridge",
+                    "uplinks": [{"interface": "upl0", "path_dn": HOST1_PATH}]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (c1, c2) = (host.container(), host.container());
+    sim.reset_counts();
+
+    let id1 = uuid::Uuid::new_v4();
+    let a1 = attach(&app, id1, &c1).await;
+    assert_eq!(a1["state"], "attached", "{a1}");
+    assert_eq!(a1["address"], "10.50.0.2/24");
+    assert_eq!(a1["mac"], "02:57:0a:32:00:02");
+    assert_eq!(sim.count("mo_post"), 1, "one binding POST");
+    assert!(binding_in_sim(&sim).is_some(), "the binding is on the APIC");
+    let dump = serde_json::to_string(&sim.dump()).unwrap();
+    assert!(dump.contains("orchestrator:weft"), "Weft's annotation");
+    let state = host.client().state().await.unwrap();
+    assert_eq!(state.segments.len(), 1, "{state:?}");
+    assert_eq!(state.attachments.len(), 1);
+    assert!(state.attachments[0].actual.wired);
+    let name1 = c1.trim_start_matches("/run/netns/");
+    let addr = sh(&format!("ip -n {name1} -4 -o addr show dev eth0"));
+    assert!(addr.contains("10.50.0.2/24"), "{addr}");
+    let link = sh(&format!("ip -n {name1} -o link show dev eth0"));
+    assert!(link.contains("02:57:0a:32:00:02"), "{link}");
+    let route = sh(&format!("ip -n {name1} route show default"));
+    assert!(route.contains("via 10.50.0.1"), "{route}");
+    sh(&format!("ip netns exec {name1} ping -c 1 -W 2 10.50.0.1"));
+
+    // The second container of the EPG on the host: no APIC write.
+    let id2 = uuid::Uuid::new_v4();
+    let a2 = attach(&app, id2, &c2).await;
+    assert_eq!(a2["state"], "attached", "{a2}");
+    assert_eq!(sim.count("mo_post"), 1, "no second POST");
+    let bindings = app.get_json(&app.viewer, "/api/v1/bindings").await;
+    assert_eq!(bindings["items"][0]["ref_count"], 2, "{bindings}");
+
+    // Detaching the first keeps the binding; detaching the last removes it after the linger.
+    let r = app
+        .delete(&app.operator, &format!("/api/v1/attachments/{id1}?wait=30"))
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        app.get(&app.viewer, &format!("/api/v1/attachments/{id1}"))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(binding_in_sim(&sim).is_some(), "still used by the second");
+    let r = app
+        .delete(&app.operator, &format!("/api/v1/attachments/{id2}?wait=30"))
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let bindings = app.get_json(&app.viewer, "/api/v1/bindings").await;
+    assert_eq!(bindings["items"][0]["ref_count"], 0, "{bindings}");
+    assert!(binding_in_sim(&sim).is_some(), "lingering");
+    for _ in 0..50 {
+        if binding_in_sim(&sim).is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(binding_in_sim(&sim).is_none(), "removed after the linger");
+    let state = host.client().state().await.unwrap();
+    assert!(
+        state.attachments.is_empty() && state.segments.is_empty(),
+        "{state:?}"
+    );
+    let (active,): (i64,) = sqlx::query_as("SELECT count(*) FROM ip_leases WHERE state = 'active'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(active, 0, "both leases quarantined");
+}
