@@ -9,6 +9,9 @@ eval "$(scripts/services.sh)"
 # The DATABASE_URL above has no schema: the query macros read the committed .sqlx/ instead.
 export SQLX_OFFLINE=true
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$( [ -d /var/cache/weft-target ] && echo /var/cache/weft-target || echo target)}
+# The end-to-end tests of weft (tests/api/e2e.rs) run real agents from this binary.
+cargo build -p weft-agent
+export WEFT_AGENT_BIN="$CARGO_TARGET_DIR/debug/weft-agent"
 status=0
 # Real 802.1Q (linux-bridge regular mode, macvlan on <uplink>.<vlan>) needs a kernel with 8021q:
 # these tests run in a QEMU VM on Debian's kernel. Exit 77 = skipped (it says so loudly).
