@@ -284,3 +284,108 @@ async fn attach_wires_the_container_binds_once_and_detach_cleans_up_after_the_li
         .unwrap();
     assert_eq!(active, 0, "both leases quarantined");
 }
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_failing_agent_step_or_preflight_leaves_nothing_behind(db: PgPool) {
+    let Some(bin) = agent_bin("e2e failures") else {
+        return;
+    };
+    let (app, sim) = weft(db.clone()).await;
+    let host = Host::start(&bin, "10.50.0.1/24").await;
+    let r = app
+        .put(
+            &app.admin,
+            "/api/v1/hosts/host-1",
+            &json!({"agent_url": host.url, "agent_token": AGENT_TOKEN, "backend": "linux-bridge",
+                    "uplinks": [{"interface": "upl0", "path_dn": HOST1_PATH}]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let links_before = sh(&format!("ip -n {} -o link", host.ns));
+
+    // The agent cannot wire a namespace that does not exist: a permanent error after the
+    // binding and the segment were made, so both are undone.
+    let id = uuid::Uuid::new_v4();
+    let a = attach(&app, id, "/run/netns/wft-no-such-namespace").await;
+    assert_eq!(a["state"], "failed", "{a}");
+    let reason = a["last_error"].as_str().unwrap();
+    assert!(reason.contains("step `wire`"), "{reason}");
+    let op = app
+        .get_json(&app.viewer, a["operation"]["href"].as_str().unwrap())
+        .await;
+    let undone: Vec<&str> = op["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["phase"] == "undo")
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        undone,
+        ["wire", "segment", "bind", "preflight", "validate", "lease"],
+        "{op}"
+    );
+    let state = host.client().state().await.unwrap();
+    assert!(
+        state.attachments.is_empty() && state.segments.is_empty(),
+        "{state:?}"
+    );
+    assert_eq!(
+        sh(&format!("ip -n {} -o link", host.ns)),
+        links_before,
+        "no host link left"
+    );
+    for _ in 0..50 {
+        if binding_in_sim(&sim).is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        binding_in_sim(&sim).is_none(),
+        "the binding left after the linger"
+    );
+    let (active, bindings): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM ip_leases WHERE state = 'active'), (SELECT count(*) FROM bindings)",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!((active, bindings), (0, 0));
+
+    // A VLAN outside the physical domain's pool (weft_pool is 100-199): refused by the
+    // pre-flight, naming the pool, before anything is bound.
+    app.pool("high", 250, 260).await;
+    let r = app
+        .put(
+            &app.operator,
+            "/api/v1/epgs/t/ap/high",
+            &json!({"bridge_domain": "bd1", "physical_domain": "weft_phys", "vlan_pool": "high",
+                "mode": "untagged", "managed": true,
+                "subnets": [{"cidr": "10.60.0.0/24", "gateway": "10.60.0.1", "reserved": []}]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    sim.reset_counts();
+    let r = app
+        .put(
+            &app.operator,
+            &format!("/api/v1/attachments/{}?wait=30", uuid::Uuid::new_v4()),
+            &json!({"host": "host-1", "target": {"kind": "netns", "path": "/run/netns/x"},
+                    "epg": {"tenant": "t", "app": "ap", "epg": "high"}}),
+        )
+        .await;
+    let a: Value = r.json().await.unwrap();
+    assert_eq!(a["state"], "failed", "{a}");
+    let reason = a["last_error"].as_str().unwrap();
+    assert!(
+        reason.contains("step `preflight`") && reason.contains("weft_pool"),
+        "{reason}"
+    );
+    assert_eq!(sim.count("mo_post"), 0, "nothing was written to the APIC");
+    let state = host.client().state().await.unwrap();
+    assert!(
+        state.attachments.is_empty() && state.segments.is_empty(),
+        "{state:?}"
+    );
+}
