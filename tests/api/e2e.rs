@@ -389,3 +389,91 @@ async fn a_failing_agent_step_or_preflight_leaves_nothing_behind(db: PgPool) {
         "{state:?}"
     );
 }
+
+#[sqlx::test(migrations = "./migrations")]
+async fn concurrent_attaches_and_detaches_over_two_replicas_keep_counts_equal_to_attachments(
+    db: PgPool,
+) {
+    let Some(bin) = agent_bin("e2e concurrency") else {
+        return;
+    };
+    let (a, sim) = weft(db.clone()).await;
+    let apic =
+        std::sync::Arc::new(weft::apic::Apic::new(&apic_settings(&sim.url, "password")).unwrap());
+    let second = Application::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        db.clone(),
+        crate::helpers::LONG,
+        Some(apic),
+    )
+    .await
+    .unwrap();
+    let mut b = crate::helpers::serve(second);
+    (b.admin, b.operator, b.viewer) = (a.admin.clone(), a.operator.clone(), a.viewer.clone());
+    let mut host = Host::start(&bin, "10.50.0.1/24").await;
+    let r = a
+        .put(
+            &a.admin,
+            "/api/v1/hosts/host-1",
+            &json!({"agent_url": host.url, "agent_token": AGENT_TOKEN, "backend": "linux-bridge",
+                    "uplinks": [{"interface": "upl0", "path_dn": HOST1_PATH}]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    sim.reset_counts();
+    const N: usize = 24;
+    let targets: Vec<(uuid::Uuid, String)> = (0..N)
+        .map(|_| (uuid::Uuid::new_v4(), host.container()))
+        .collect();
+    let replica = |i: usize| if i.is_multiple_of(2) { &a } else { &b };
+    let attached = futures::future::join_all(
+        targets
+            .iter()
+            .enumerate()
+            .map(|(i, (id, ns))| attach(replica(i), *id, ns)),
+    )
+    .await;
+    assert!(
+        attached.iter().all(|x| x["state"] == "attached"),
+        "{attached:?}"
+    );
+    assert_eq!(sim.count("mo_post"), 1, "one binding POST for all of them");
+    let deletes: Vec<String> = targets[..N / 2]
+        .iter()
+        .map(|(id, _)| format!("/api/v1/attachments/{id}?wait=60"))
+        .collect();
+    let detached = futures::future::join_all(
+        deletes
+            .iter()
+            .enumerate()
+            .map(|(i, path)| replica(i + 1).delete(&a.operator, path)),
+    )
+    .await;
+    assert!(detached.iter().all(|r| r.status() == StatusCode::ACCEPTED));
+
+    let (live, refs, count, active, distinct): (i64, i64, i32, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM attachments WHERE state = 'attached'),
+                (SELECT count(*) FROM binding_refs),
+                (SELECT ref_count FROM bindings),
+                (SELECT count(*) FROM ip_leases WHERE state = 'active'),
+                (SELECT count(DISTINCT address) FROM attachments)",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    let half = (N / 2) as i64;
+    assert_eq!(
+        (live, refs, i64::from(count), active, distinct),
+        (half, half, half, half, half)
+    );
+    let state = host.client().state().await.unwrap();
+    assert_eq!(state.attachments.len(), N / 2);
+    assert!(state.attachments.iter().all(|x| x.actual.wired));
+    assert!(binding_in_sim(&sim).is_some());
+    let (unfinished,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(unfinished, 0);
+}

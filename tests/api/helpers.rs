@@ -115,8 +115,8 @@ async fn spawn_instance(db: PgPool, quarantine: Quarantine, apic: Option<Arc<Api
     serve(bind_app(db, quarantine, apic).await)
 }
 
-/// Runs `app` in the background, without tokens yet.
-fn serve(app: Application) -> TestApp {
+/// Runs a bound application (no tokens: copy them from another instance).
+pub fn serve(app: Application) -> TestApp {
     TestApp {
         base: start(app),
         client: reqwest::Client::new(),
