@@ -10,7 +10,7 @@ use sqlx::PgPool;
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
-fn database_url(db: &PgPool) -> String {
+pub(crate) fn database_url(db: &PgPool) -> String {
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL is set for sqlx::test");
     let mut url = reqwest::Url::parse(&base).unwrap();
     url.set_path(db.connect_options().get_database().unwrap());
@@ -18,7 +18,7 @@ fn database_url(db: &PgPool) -> String {
 }
 
 /// Kills the server even when an assertion fails first.
-struct Server(std::process::Child);
+pub(crate) struct Server(pub(crate) std::process::Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -28,7 +28,7 @@ impl Drop for Server {
 }
 
 /// `weft serve` on `listen` against `url`, logging JSON lines to a piped stdout.
-fn serve(url: &str, listen: &str) -> Command {
+pub(crate) fn serve(url: &str, listen: &str) -> Command {
     let mut c = Command::new(WEFT);
     c.arg("serve")
         .env("WEFT_DATABASE_URL", url)
@@ -39,7 +39,7 @@ fn serve(url: &str, listen: &str) -> Command {
     c
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -49,7 +49,7 @@ fn free_port() -> u16 {
 
 /// Waits for the server to accept connections; its first answer must already be ready
 /// (migrations run before it listens).
-async fn wait_ready(client: &reqwest::Client, base: &str) {
+pub(crate) async fn wait_ready(client: &reqwest::Client, base: &str) {
     let mut ready = false;
     for _ in 0..100 {
         if let Ok(r) = client.get(format!("{base}/readyz")).send().await {
@@ -64,7 +64,7 @@ async fn wait_ready(client: &reqwest::Client, base: &str) {
     );
 }
 
-fn create_token(url: &str, role: &str, name: &str) -> String {
+pub(crate) fn create_token(url: &str, role: &str, name: &str) -> String {
     let out = Command::new(WEFT)
         .args(["token", "create", "--role", role, "--name", name])
         .env("WEFT_DATABASE_URL", url)

@@ -155,6 +155,12 @@ async fn weft(db: PgPool) -> (TestApp, apic_sim::SimHandle) {
     .unwrap()
     .with_workflow(settings);
     let app = crate::helpers::serve_with_tokens(app, db).await;
+    epg_web(&app, &sim).await;
+    (app, sim)
+}
+
+/// Pool `p` and EPG t/ap/web (VLAN 150, untagged, 10.50.0.0/24), also on the APIC.
+async fn epg_web(app: &TestApp, sim: &apic_sim::SimHandle) {
     app.pool("p", 100, 199).await;
     let r = app
         .put(
@@ -173,7 +179,6 @@ async fn weft(db: PgPool) -> (TestApp, apic_sim::SimHandle) {
                 {"fvRsDomAtt":{"attributes":{"tDn":"uni/phys-weft_phys"}}}]}}]}}]}}),
     )
     .unwrap();
-    (app, sim)
 }
 
 async fn attach(app: &TestApp, id: uuid::Uuid, netns: &str) -> Value {
@@ -476,4 +481,111 @@ async fn concurrent_attaches_and_detaches_over_two_replicas_keep_counts_equal_to
             .await
             .unwrap();
     assert_eq!(unfinished, 0);
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn weft_killed_mid_attach_resumes_from_the_log_after_restart(db: PgPool) {
+    use crate::binary::{create_token, database_url, free_port, serve, wait_ready, Server};
+    let Some(bin) = agent_bin("e2e kill -9") else {
+        return;
+    };
+    // Only `weft serve` processes work on this database: the one killed, then its successor.
+    let sim = apic_sim::spawn(apic_sim::SimConfig::new(
+        apic_sim::Topology::example().unwrap(),
+    ))
+    .await
+    .unwrap();
+    let url = database_url(&db);
+    let start = || {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let child = serve(&url, &listen)
+            .env("WEFT_APIC_CONTROLLERS", &sim.url)
+            .env("WEFT_APIC_USERNAME", "admin")
+            .env("WEFT_APIC_PASSWORD", "password")
+            .env("WEFT_WORKFLOW_CLAIM_SECS", "2")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        (Server(child), format!("http://{listen}"))
+    };
+    let client = reqwest::Client::new();
+    let (mut first, base) = start();
+    wait_ready(&client, &base).await;
+    let app = TestApp {
+        base: base.clone(),
+        client: client.clone(),
+        admin: create_token(&url, "admin", "kill-admin"),
+        operator: create_token(&url, "operator", "kill-operator"),
+        viewer: create_token(&url, "viewer", "kill-viewer"),
+        agent: String::new(),
+    };
+    epg_web(&app, &sim).await;
+    let mut host = Host::start(&bin, "10.50.0.1/24").await;
+    let r = app
+        .put(
+            &app.admin,
+            "/api/v1/hosts/host-1",
+            &json!({"agent_url": host.url, "agent_token": AGENT_TOKEN, "backend": "linux-bridge",
+                    "uplinks": [{"interface": "upl0", "path_dn": HOST1_PATH}]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    sim.reset_counts();
+    const N: usize = 12;
+    let targets: Vec<(uuid::Uuid, String)> = (0..N)
+        .map(|_| (uuid::Uuid::new_v4(), host.container()))
+        .collect();
+    let puts = targets.iter().map(|(id, ns)| {
+        client
+            .put(format!("{base}/api/v1/attachments/{id}"))
+            .bearer_auth(&app.operator)
+            .json(
+                &json!({"host": "host-1", "target": {"kind": "netns", "path": ns},
+                          "epg": {"tenant": "t", "app": "ap", "epg": "web"}}),
+            )
+            .send()
+    });
+    let created = futures::future::join_all(puts).await;
+    assert!(created
+        .iter()
+        .all(|r| r.as_ref().unwrap().status() == StatusCode::CREATED));
+    first.0.kill().unwrap(); // SIGKILL, mid-workflow
+    let _ = first.0.wait();
+
+    let (_second, base) = start();
+    wait_ready(&client, &base).await;
+    let mut settled = 0;
+    for _ in 0..300 {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM jobs WHERE state IN ('succeeded', 'failed')")
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        settled = n;
+        if settled == N as i64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(settled, N as i64, "every job settled after the restart");
+    let (attached, refs, count, active): (i64, i64, i32, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM attachments WHERE state = 'attached'),
+                (SELECT count(*) FROM binding_refs),
+                (SELECT coalesce(max(ref_count), 0) FROM bindings),
+                (SELECT count(*) FROM ip_leases WHERE state = 'active')",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        attached, N as i64,
+        "all attached (the agent and APIC were fine)"
+    );
+    assert_eq!(
+        (refs, i64::from(count), active),
+        (attached, attached, attached)
+    );
+    let state = host.client().state().await.unwrap();
+    assert_eq!(state.attachments.len(), N);
+    assert_eq!(sim.count("mo_post"), 1, "the binding was posted once");
 }
