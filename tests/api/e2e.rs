@@ -131,8 +131,8 @@ impl Drop for Host {
     }
 }
 
-/// Weft with apic-sim (EPG t/ap/web on the APIC, VLAN 150, untagged, 10.50.0.0/24) and a
-/// one-second binding linger.
+/// Weft with apic-sim (EPG t/ap/web on the APIC, VLAN 150, untagged, 10.50.0.0/24), a
+/// one-second binding linger and a two-second grace for lost containers.
 async fn weft(db: PgPool) -> (TestApp, apic_sim::SimHandle) {
     let sim = apic_sim::spawn(apic_sim::SimConfig::new(
         apic_sim::Topology::example().unwrap(),
@@ -141,6 +141,7 @@ async fn weft(db: PgPool) -> (TestApp, apic_sim::SimHandle) {
     .unwrap();
     let settings = Settings {
         binding_linger: Duration::from_secs(1),
+        lost_grace: Duration::from_secs(2),
         ..Settings::default()
     };
     let apic =
@@ -588,4 +589,98 @@ async fn weft_killed_mid_attach_resumes_from_the_log_after_restart(db: PgPool) {
     let state = host.client().state().await.unwrap();
     assert_eq!(state.attachments.len(), N);
     assert_eq!(sim.count("mo_post"), 1, "the binding was posted once");
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_destroyed_container_is_lost_then_released_after_the_grace_unless_it_comes_back(
+    db: PgPool,
+) {
+    let Some(bin) = agent_bin("e2e lost containers") else {
+        return;
+    };
+    let (app, _sim) = weft(db.clone()).await;
+    let mut host = Host::start(&bin, "10.50.0.1/24").await;
+    let r = app
+        .put(
+            &app.admin,
+            "/api/v1/hosts/host-1",
+            &json!({"agent_url": host.url, "agent_token": AGENT_TOKEN, "backend": "linux-bridge",
+                    "uplinks": [{"interface": "upl0", "path_dn": HOST1_PATH}]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (c1, c2) = (host.container(), host.container());
+    let (id1, id2) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    assert_eq!(attach(&app, id1, &c1).await["state"], "attached");
+    assert_eq!(attach(&app, id2, &c2).await["state"], "attached");
+    let event =
+        |id: uuid::Uuid, kind: &str| json!({"attachment": id, "container": "c", "kind": kind});
+    let post = |body: Value| {
+        let app = &app;
+        async move {
+            let r = app.post(&app.agent, "/api/v1/agent/events", &body).await;
+            assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        }
+    };
+
+    // Stopped: still attached, the container is reported stopped.
+    post(event(id1, "died")).await;
+    let a1 = app
+        .get_json(&app.viewer, &format!("/api/v1/attachments/{id1}"))
+        .await;
+    assert_eq!(
+        (a1["state"].as_str(), a1["container_status"].as_str()),
+        (Some("attached"), Some("stopped"))
+    );
+    // Destroyed: lost; it comes back within the grace (re-wired), so it is kept.
+    post(event(id1, "destroyed")).await;
+    post(event(id2, "destroyed")).await;
+    let a1 = app
+        .get_json(&app.viewer, &format!("/api/v1/attachments/{id1}"))
+        .await;
+    assert_eq!(a1["state"], "lost", "{a1}");
+    post(event(id1, "rewired")).await;
+    let a1 = app
+        .get_json(&app.viewer, &format!("/api/v1/attachments/{id1}"))
+        .await;
+    assert_eq!(a1["state"], "attached", "{a1}");
+    assert!(a1["rewired_at"].is_string());
+
+    // The other stays lost until the grace passes, then is detached: its lease quarantined.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let a2 = app
+        .get_json(&app.viewer, &format!("/api/v1/attachments/{id2}"))
+        .await;
+    assert_eq!(a2["state"], "lost", "not before the grace");
+    let address = a2["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut gone = false;
+    for _ in 0..100 {
+        if app
+            .get(&app.viewer, &format!("/api/v1/attachments/{id2}"))
+            .await
+            .status()
+            == StatusCode::NOT_FOUND
+        {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "detached after the grace");
+    let (state,): (String,) =
+        sqlx::query_as("SELECT state FROM ip_leases WHERE host(address) = $1")
+            .bind(&address)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(state, "quarantined", "not reused early");
+    let agent = host.client().state().await.unwrap();
+    assert_eq!(agent.attachments.len(), 1, "only the one that came back");
+    assert_eq!(agent.attachments[0].id, id1);
 }
