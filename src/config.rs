@@ -132,6 +132,7 @@ struct WorkflowSection {
     lost_grace_secs: Option<u64>,
     claim_secs: Option<u64>,
     agent_ca_file: Option<PathBuf>,
+    managed_vrf: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -341,6 +342,10 @@ const WF_AGENT_CA: Setting = Setting {
     name: "workflow.agent_ca_file",
     env: "WEFT_AGENT_CA_FILE",
 };
+const WF_VRF: Setting = Setting {
+    name: "workflow.managed_vrf",
+    env: "WEFT_MANAGED_VRF",
+};
 
 /// Every setting with its environment variable, for `--help` and the README.
 pub const SETTINGS: &[(&str, &str)] = &[
@@ -372,6 +377,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     (WF_GRACE.name, WF_GRACE.env),
     (WF_CLAIM.name, WF_CLAIM.env),
     (WF_AGENT_CA.name, WF_AGENT_CA.env),
+    (WF_VRF.name, WF_VRF.env),
 ];
 
 /// The `[workflow]` section with the environment on top. The agents' CA file is read here, so
@@ -383,13 +389,13 @@ fn workflow_settings(
     let mut s = crate::workflow::Settings::default();
     if let Some(n) = pick(env, &WF_WORKERS, f.workers)? {
         if !(1..=256).contains(&n) {
-            return Err(WF_WORKERS.invalid("must be 1-256"));
+            return Err(WF_WORKERS.invalid(env, "must be 1-256"));
         }
         s.workers = n;
     }
     if let Some(n) = pick(env, &WF_ATTEMPTS, f.max_attempts)? {
         if !(1..=100).contains(&n) {
-            return Err(WF_ATTEMPTS.invalid("must be 1-100"));
+            return Err(WF_ATTEMPTS.invalid(env, "must be 1-100"));
         }
         s.max_attempts = n;
     }
@@ -402,7 +408,7 @@ fn workflow_settings(
     }
     if let Some(d) = secs(&WF_CLAIM, f.claim_secs)? {
         if d.is_zero() {
-            return Err(WF_CLAIM.invalid("must be at least 1"));
+            return Err(WF_CLAIM.invalid(env, "must be at least 1"));
         }
         s.claim = d;
     }
@@ -413,8 +419,13 @@ fn workflow_settings(
     )?;
     if let Some(path) = ca {
         let pem = std::fs::read(&path)
-            .map_err(|e| WF_AGENT_CA.invalid(format!("cannot read {path}: {e}")))?;
+            .map_err(|e| WF_AGENT_CA.invalid(env, format!("cannot read {path}: {e}")))?;
         s.agent_ca_pem = Some(std::sync::Arc::new(pem));
+    }
+    if let Some(vrf) = pick(env, &WF_VRF, f.managed_vrf)? {
+        s.managed_vrf = weft_domain::ApicName::parse(&vrf)
+            .map_err(|e| WF_VRF.invalid(env, e.0))?
+            .to_string();
     }
     Ok(s)
 }

@@ -372,7 +372,8 @@ pub async fn lease_attachment(
     let freed = expire_quarantine(conn, epg_id).await?;
     let mut subnets = subnets::lock_for_epg(conn, epg_id).await?;
     if let Some(lease) = reactivate_attachment(conn, id).await? {
-        return check_requested(lease, &id.to_string(), requested);
+        return check_requested(lease, Outcome::Held, &id.to_string(), requested)
+            .map(|(lease, _)| lease);
     }
     lower_hints(conn, &mut subnets, &freed).await?;
     let Some((subnet, addr)) = candidate(conn, &subnets, requested).await? else {

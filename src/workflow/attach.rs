@@ -146,6 +146,7 @@ async fn preflight(ctx: &Ctx<'_>) -> Result<(), StepError> {
                 epg: ctx.epg.clone(),
                 bridge_domain: ctx.bridge_domain.clone(),
                 physical_domain: ctx.physical_domain.clone(),
+                vrf: ctx.engine.settings.managed_vrf.clone(),
             })
             .await?;
     }

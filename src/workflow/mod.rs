@@ -51,6 +51,9 @@ pub struct Settings {
     pub poll: Duration,
     /// Root CA (PEM) for agents serving HTTPS with private certificates.
     pub agent_ca_pem: Option<Arc<Vec<u8>>>,
+    /// The VRF a managed EPG's bridge domain is put on when Weft has to create the BD (it
+    /// exists in neither the tenant nor `common`); an existing BD keeps its own.
+    pub managed_vrf: String,
 }
 
 impl Default for Settings {
@@ -65,6 +68,7 @@ impl Default for Settings {
             backoff_max: Duration::from_secs(10),
             poll: Duration::from_millis(500),
             agent_ca_pem: None,
+            managed_vrf: "default".into(),
         }
     }
 }
