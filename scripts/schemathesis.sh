@@ -24,7 +24,13 @@ sim_port=$(free_port)
 sim=$!
 port=$(free_port)
 log=$(mktemp)
-WEFT_LISTEN="127.0.0.1:$port" WEFT_LOG_FILTER=warn \
+# Generated hosts carry made-up agent URLs, and an attach sends weft to them: every outgoing
+# request except to this machine goes to a proxy address where nothing listens, so nothing
+# leaves the machine whatever the examples say.
+nowhere=http://127.0.0.1:9
+no_egress=(HTTP_PROXY=$nowhere HTTPS_PROXY=$nowhere ALL_PROXY=$nowhere NO_PROXY=127.0.0.1,localhost
+           http_proxy=$nowhere https_proxy=$nowhere all_proxy=$nowhere no_proxy=127.0.0.1,localhost)
+env "${no_egress[@]}" WEFT_LISTEN="127.0.0.1:$port" WEFT_LOG_FILTER=warn \
   WEFT_APIC_CONTROLLERS="http://127.0.0.1:$sim_port" WEFT_APIC_USERNAME=admin WEFT_APIC_PASSWORD=password \
   "$weft" serve >"$log" 2>&1 &
 pid=$!

@@ -9,8 +9,10 @@ eval "$(scripts/services.sh)"
 # The DATABASE_URL above has no schema: the query macros read the committed .sqlx/ instead.
 export SQLX_OFFLINE=true
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$( [ -d /var/cache/weft-target ] && echo /var/cache/weft-target || echo target)}
-# The end-to-end tests of weft (tests/api/e2e.rs) run real agents from this binary.
-cargo build -p weft-agent
+# The end-to-end tests of weft (tests/api/e2e.rs) run real agents from this binary. Built the
+# way vm-test.sh and nextest build (the whole workspace, test features), so nothing is compiled
+# twice: a `-p weft-agent` build resolves features on its own.
+cargo test -q --workspace --no-run
 export WEFT_AGENT_BIN="$CARGO_TARGET_DIR/debug/weft-agent"
 status=0
 # Real 802.1Q (linux-bridge regular mode, macvlan on <uplink>.<vlan>) needs a kernel with 8021q:
