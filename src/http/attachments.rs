@@ -244,6 +244,7 @@ fn target_text(t: &Target) -> String {
 #[into_params(parameter_in = Query)]
 pub struct PutParams {
     /// Block until the attachment is `attached` or `failed`, at most this many seconds (0-60).
+    #[param(minimum = 0, maximum = 60)]
     pub wait: Option<u64>,
     /// Answer the plan (address, APIC objects, agent calls) and change nothing.
     #[serde(default)]
@@ -254,6 +255,7 @@ pub struct PutParams {
 #[into_params(parameter_in = Query)]
 pub struct WaitParam {
     /// Block until the work is done, at most this many seconds (0-60).
+    #[param(minimum = 0, maximum = 60)]
     pub wait: Option<u64>,
 }
 
@@ -681,10 +683,13 @@ async fn get_attachment(
 #[into_params(parameter_in = Query)]
 pub struct AttachmentFilter {
     /// A host name.
+    #[param(pattern = r"^[^\x00]*$")]
     pub host: Option<String>,
     /// `tenant/app/epg`.
+    #[param(pattern = r"^[a-zA-Z0-9_.:-]{1,64}/[a-zA-Z0-9_.:-]{1,64}/[a-zA-Z0-9_.:-]{1,64}$")]
     pub epg: Option<String>,
     /// An attachment state.
+    #[param(pattern = "^(pending|binding|wiring|attached|detaching|failed|lost)$")]
     pub state: Option<String>,
 }
 
