@@ -182,6 +182,19 @@ async fn epg_web(app: &TestApp, sim: &apic_sim::SimHandle) {
     .unwrap();
 }
 
+/// Registers `host` as `host-1` (its agent, token and uplink to `HOST1_PATH`).
+async fn register(app: &TestApp, host: &Host) {
+    let r = app
+        .put(
+            &app.admin,
+            "/api/v1/hosts/host-1",
+            &json!({"agent_url": host.url, "agent_token": AGENT_TOKEN, "backend": "linux-bridge",
+                    "uplinks": [{"interface": "upl0", "path_dn": HOST1_PATH}]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+}
+
 async fn attach(app: &TestApp, id: uuid::Uuid, netns: &str) -> Value {
     let r = app
         .put(
@@ -210,15 +223,7 @@ async fn attach_wires_the_container_binds_once_and_detach_cleans_up_after_the_li
     };
     let (app, sim) = weft(db.clone()).await;
     let mut host = Host::start(&bin, "10.50.0.1/24").await;
-    let r = app
-        .put(
-            &app.admin,
-            "/api/v1/hosts/host-1",
-            &json!({"agent_url": host.url, "agent_token": AGENT_TOKEN, "backend": "linux-bridge",
-                    "uplinks": [{"interface": "upl0", "path_dn": HOST1_PATH}]}),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
+    register(&app, &host).await;
     let (c1, c2) = (host.container(), host.container());
     sim.reset_counts();
 
@@ -298,15 +303,7 @@ async fn a_failing_agent_step_or_preflight_leaves_nothing_behind(db: PgPool) {
     };
     let (app, sim) = weft(db.clone()).await;
     let host = Host::start(&bin, "10.50.0.1/24").await;
-    let r = app
-        .put(
-            &app.admin,
-            "/api/v1/hosts/host-1",
-            &json!({"agent_url": host.url, "agent_token": AGENT_TOKEN, "backend": "linux-bridge",
-                    "uplinks": [{"interface": "upl0", "path_dn": HOST1_PATH}]}),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
+    register(&app, &host).await;
     let links_before = sh(&format!("ip -n {} -o link", host.ns));
 
     // The agent cannot wire a namespace that does not exist: a permanent error after the
@@ -417,15 +414,7 @@ async fn concurrent_attaches_and_detaches_over_two_replicas_keep_counts_equal_to
     let mut b = crate::helpers::serve(second);
     (b.admin, b.operator, b.viewer) = (a.admin.clone(), a.operator.clone(), a.viewer.clone());
     let mut host = Host::start(&bin, "10.50.0.1/24").await;
-    let r = a
-        .put(
-            &a.admin,
-            "/api/v1/hosts/host-1",
-            &json!({"agent_url": host.url, "agent_token": AGENT_TOKEN, "backend": "linux-bridge",
-                    "uplinks": [{"interface": "upl0", "path_dn": HOST1_PATH}]}),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
+    register(&a, &host).await;
     sim.reset_counts();
     const N: usize = 24;
     let targets: Vec<(uuid::Uuid, String)> = (0..N)
@@ -522,15 +511,7 @@ async fn weft_killed_mid_attach_resumes_from_the_log_after_restart(db: PgPool) {
     };
     epg_web(&app, &sim).await;
     let mut host = Host::start(&bin, "10.50.0.1/24").await;
-    let r = app
-        .put(
-            &app.admin,
-            "/api/v1/hosts/host-1",
-            &json!({"agent_url": host.url, "agent_token": AGENT_TOKEN, "backend": "linux-bridge",
-                    "uplinks": [{"interface": "upl0", "path_dn": HOST1_PATH}]}),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
+    register(&app, &host).await;
     sim.reset_counts();
     const N: usize = 12;
     let targets: Vec<(uuid::Uuid, String)> = (0..N)
@@ -600,15 +581,7 @@ async fn a_destroyed_container_is_lost_then_released_after_the_grace_unless_it_c
     };
     let (app, _sim) = weft(db.clone()).await;
     let mut host = Host::start(&bin, "10.50.0.1/24").await;
-    let r = app
-        .put(
-            &app.admin,
-            "/api/v1/hosts/host-1",
-            &json!({"agent_url": host.url, "agent_token": AGENT_TOKEN, "backend": "linux-bridge",
-                    "uplinks": [{"interface": "upl0", "path_dn": HOST1_PATH}]}),
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
+    register(&app, &host).await;
     let (c1, c2) = (host.container(), host.container());
     let (id1, id2) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     assert_eq!(attach(&app, id1, &c1).await["state"], "attached");
