@@ -205,13 +205,7 @@ async fn epg_on_both(
     let epg: Value = r.json().await.unwrap();
     assert_eq!(epg["vlan"], vlan, "{epg}");
     if on_apic {
-        sim.inject(
-            "uni",
-            &json!({"fvTenant":{"attributes":{"name":"t"},"children":[{"fvAp":{"attributes":{"name":"ap"},"children":[
-                {"fvAEPg":{"attributes":{"name":name},"children":[
-                    {"fvRsDomAtt":{"attributes":{"tDn":"uni/phys-weft_phys"}}}]}}]}}]}}),
-        )
-        .unwrap();
+        crate::helpers::inject_epg(sim, name);
     }
 }
 

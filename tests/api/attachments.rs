@@ -31,13 +31,7 @@ async fn setup(app: &TestApp, sim: &apic_sim::SimHandle, name: &str, vlan: u16) 
         )
         .await;
     assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
-    sim.inject(
-        "uni",
-        &json!({"fvTenant":{"attributes":{"name":"t"},"children":[{"fvAp":{"attributes":{"name":"ap"},"children":[
-            {"fvAEPg":{"attributes":{"name":name},"children":[
-                {"fvRsDomAtt":{"attributes":{"tDn":"uni/phys-weft_phys"}}}]}}]}}]}}),
-    )
-    .unwrap();
+    crate::helpers::inject_epg(sim, name);
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
@@ -234,13 +228,7 @@ async fn an_unreachable_agent_fails_the_attach_after_retries_and_leaves_nothing_
         op["steps"][1]["attempts"], 5,
         "retried up to the bound: {op}"
     );
-    let undone: Vec<&str> = op["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["phase"] == "undo")
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let undone = crate::helpers::undone_steps(&op);
     assert_eq!(undone, ["validate", "lease"]);
 
     let (leases, active, bindings): (i64, i64, i64) = sqlx::query_as(

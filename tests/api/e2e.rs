@@ -173,13 +173,7 @@ async fn epg_web(app: &TestApp, sim: &apic_sim::SimHandle) {
         )
         .await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    sim.inject(
-        "uni",
-        &json!({"fvTenant":{"attributes":{"name":"t"},"children":[{"fvAp":{"attributes":{"name":"ap"},"children":[
-            {"fvAEPg":{"attributes":{"name":"web"},"children":[
-                {"fvRsDomAtt":{"attributes":{"tDn":"uni/phys-weft_phys"}}}]}}]}}]}}),
-    )
-    .unwrap();
+    crate::helpers::inject_epg(sim, "web");
 }
 
 /// Registers `host` as `host-1` (its agent, token and uplink to `HOST1_PATH`).
@@ -316,13 +310,7 @@ async fn a_failing_agent_step_or_preflight_leaves_nothing_behind(db: PgPool) {
     let op = app
         .get_json(&app.viewer, a["operation"]["href"].as_str().unwrap())
         .await;
-    let undone: Vec<&str> = op["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["phase"] == "undo")
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let undone = crate::helpers::undone_steps(&op);
     assert_eq!(
         undone,
         ["wire", "segment", "bind", "preflight", "validate", "lease"],

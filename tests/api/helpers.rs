@@ -379,3 +379,26 @@ pub async fn wait_for_lock_waiters(db: &PgPool, n: i64) {
     }
     panic!("{n} sessions never queued for the lock");
 }
+
+/// Puts EPG `t/ap/<name>` on apic-sim out of band, associated with the physical domain
+/// `weft_phys`, as an admin would have made it.
+pub fn inject_epg(sim: &apic_sim::SimHandle, name: &str) {
+    sim.inject(
+        "uni",
+        &json!({"fvTenant":{"attributes":{"name":"t"},"children":[{"fvAp":{"attributes":{"name":"ap"},"children":[
+            {"fvAEPg":{"attributes":{"name":name},"children":[
+                {"fvRsDomAtt":{"attributes":{"tDn":"uni/phys-weft_phys"}}}]}}]}}]}}),
+    )
+    .unwrap();
+}
+
+/// The names of an operation's undo steps, in the order they ran.
+pub fn undone_steps(op: &Value) -> Vec<&str> {
+    op["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["phase"] == "undo")
+        .map(|s| s["name"].as_str().unwrap())
+        .collect()
+}
