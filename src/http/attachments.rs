@@ -29,6 +29,7 @@ use crate::domain::{ApicName, EpgKey, InterfaceName, PathDn};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::startup::AppState;
 use crate::workflow::jobs::{self, Kind};
+use crate::workflow::lost;
 
 /// Longest `?wait=` in seconds.
 const MAX_WAIT_SECS: u64 = 60;
@@ -996,25 +997,8 @@ async fn agent_event(
             .await?;
         }
         ContainerEventKind::Destroyed => {
-            if before.state == "attached" && jobs::live(&mut tx, id).await?.is_none() {
-                let grace = st.workflow.settings.lost_grace;
-                let job =
-                    jobs::enqueue(&mut tx, Kind::Detach, id, auth.request_id.as_deref(), grace)
-                        .await?;
-                sqlx::query!(
-                    "UPDATE attachments SET state = 'lost', lost_at = now(), operation_id = $2 WHERE id = $1",
-                    id,
-                    job
-                )
-                .execute(&mut *tx)
-                .await?;
-            }
-            sqlx::query!(
-                "UPDATE attachments SET container_status = 'gone', updated_at = now() WHERE id = $1",
-                id
-            )
-            .execute(&mut *tx)
-            .await?;
+            let grace = st.workflow.settings.lost_grace;
+            lost::mark_lost(&mut tx, id, grace, auth.request_id.as_deref()).await?;
         }
     }
     let after = read(&mut tx, id).await?;

@@ -114,21 +114,13 @@ impl<'a> Ctx<'a> {
 
     /// The host's agent, carrying the request id of the work.
     pub fn agent(&self) -> Result<AgentClient, StepError> {
-        let object = format!("agent of host `{}` ({})", self.host, self.agent_url);
-        let url = self
-            .agent_url
-            .parse()
-            .map_err(|e| StepError::permanent(object.clone(), e))?;
-        let token = Token::new(self.agent_token.clone().unwrap_or_default());
-        let client = match &self.engine.settings.agent_ca_pem {
-            Some(pem) => AgentClient::with_root_ca_pem(url, token, pem),
-            None => AgentClient::new(url, token),
-        }
-        .map_err(|e| StepError::permanent(object, e))?;
-        Ok(match &self.job.request_id {
-            Some(id) => client.with_request_id(id.clone()),
-            None => client,
-        })
+        agent_client(
+            &self.engine.settings,
+            &self.host,
+            &self.agent_url,
+            self.agent_token.as_deref(),
+            self.job.request_id.as_deref(),
+        )
     }
 
     /// Maps an agent error: 5xx and unreachable are transient, the rest permanent.
@@ -140,6 +132,31 @@ impl<'a> Ctx<'a> {
             StepError::permanent(object, e)
         }
     }
+}
+
+/// A host's agent client (trusting the agents' CA when one is configured), its calls carrying
+/// `request_id`: the workflow's steps and the reconciler talk to agents alike.
+pub fn agent_client(
+    settings: &super::Settings,
+    host: &str,
+    url: &str,
+    token: Option<&str>,
+    request_id: Option<&str>,
+) -> Result<AgentClient, StepError> {
+    let object = format!("agent of host `{host}` ({url})");
+    let url = url
+        .parse()
+        .map_err(|e| StepError::permanent(object.clone(), e))?;
+    let token = Token::new(token.unwrap_or_default().to_owned());
+    let client = match &settings.agent_ca_pem {
+        Some(pem) => AgentClient::with_root_ca_pem(url, token, pem),
+        None => AgentClient::new(url, token),
+    }
+    .map_err(|e| StepError::permanent(object, e))?;
+    Ok(match request_id {
+        Some(id) => client.with_request_id(id.to_owned()),
+        None => client,
+    })
 }
 
 /// Moves the attachment to `state` (a step started, or the job finished).

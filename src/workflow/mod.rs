@@ -15,6 +15,8 @@ pub mod attach;
 pub mod context;
 pub mod detach;
 pub mod jobs;
+pub mod lost;
+pub mod reconcile;
 pub mod sweep;
 
 use std::sync::Arc;

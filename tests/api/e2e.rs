@@ -18,11 +18,11 @@ use weft_agent_api::{AgentClient, Token};
 
 use crate::helpers::{apic_settings, TestApp};
 
-const AGENT_TOKEN: &str = "e2e-agent-token";
+pub(crate) const AGENT_TOKEN: &str = "e2e-agent-token";
 /// The sim's LLDP names host-1 on leaf 101 eth1/1; the host's configured uplink agrees.
-const HOST1_PATH: &str = "topology/pod-1/paths-101/pathep-[eth1/1]";
+pub(crate) const HOST1_PATH: &str = "topology/pod-1/paths-101/pathep-[eth1/1]";
 
-fn sh(cmd: &str) -> String {
+pub(crate) fn sh(cmd: &str) -> String {
     let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
     assert!(
         out.status.success(),
@@ -33,7 +33,7 @@ fn sh(cmd: &str) -> String {
 }
 
 /// The agent binary, or None (with a loud SKIPPED) when it or root is missing.
-fn agent_bin(test: &str) -> Option<String> {
+pub(crate) fn agent_bin(test: &str) -> Option<String> {
     let bin = std::env::var("WEFT_AGENT_BIN").ok().or_else(|| {
         let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
         Some(format!("{dir}/debug/weft-agent"))
@@ -57,8 +57,8 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 /// A host: namespace `wft-h<n>` with uplink `upl0` (its far end `far0` in `wft-l<n>`, the
 /// "leaf", which answers as the EPG's gateway), a management veth to the test, and a
 /// weft-agent process listening on it. Dropped: the agent is killed, the namespaces deleted.
-struct Host {
-    ns: String,
+pub(crate) struct Host {
+    pub(crate) ns: String,
     leaf: String,
     agent: Child,
     url: String,
@@ -66,7 +66,7 @@ struct Host {
 }
 
 impl Host {
-    async fn start(bin: &str, gateway: &str) -> Self {
+    pub(crate) async fn start(bin: &str, gateway: &str) -> Self {
         let n = std::process::id() % 200 + NEXT.fetch_add(1, Ordering::SeqCst);
         let (ns, leaf) = (format!("wft-h{n}"), format!("wft-l{n}"));
         sh(&format!(
@@ -108,12 +108,12 @@ impl Host {
         panic!("weft-agent in {} did not come up", host.ns);
     }
 
-    fn client(&self) -> AgentClient {
+    pub(crate) fn client(&self) -> AgentClient {
         AgentClient::new(self.url.parse().unwrap(), Token::new(AGENT_TOKEN)).unwrap()
     }
 
     /// A new empty network namespace as a container; returns its path.
-    fn container(&mut self) -> String {
+    pub(crate) fn container(&mut self) -> String {
         let name = format!("{}-c{}", self.ns, self.containers.len());
         sh(&format!("ip netns add {name}"));
         self.containers.push(name.clone());
@@ -133,7 +133,7 @@ impl Drop for Host {
 
 /// Weft with apic-sim (EPG t/ap/web on the APIC, VLAN 150, untagged, 10.50.0.0/24), a
 /// one-second binding linger and a two-second grace for lost containers.
-async fn weft(db: PgPool) -> (TestApp, apic_sim::SimHandle) {
+pub(crate) async fn weft(db: PgPool) -> (TestApp, apic_sim::SimHandle) {
     let sim = apic_sim::spawn(apic_sim::SimConfig::new(
         apic_sim::Topology::example().unwrap(),
     ))
@@ -177,7 +177,7 @@ async fn epg_web(app: &TestApp, sim: &apic_sim::SimHandle) {
 }
 
 /// Registers `host` as `host-1` (its agent, token and uplink to `HOST1_PATH`).
-async fn register(app: &TestApp, host: &Host) {
+pub(crate) async fn register(app: &TestApp, host: &Host) {
     let r = app
         .put(
             &app.admin,
@@ -189,7 +189,7 @@ async fn register(app: &TestApp, host: &Host) {
     assert_eq!(r.status(), StatusCode::CREATED);
 }
 
-async fn attach(app: &TestApp, id: uuid::Uuid, netns: &str) -> Value {
+pub(crate) async fn attach(app: &TestApp, id: uuid::Uuid, netns: &str) -> Value {
     let r = app
         .put(
             &app.operator,
@@ -202,7 +202,7 @@ async fn attach(app: &TestApp, id: uuid::Uuid, netns: &str) -> Value {
     r.json().await.unwrap()
 }
 
-fn binding_in_sim(sim: &apic_sim::SimHandle) -> Option<Value> {
+pub(crate) fn binding_in_sim(sim: &apic_sim::SimHandle) -> Option<Value> {
     let dn = format!("uni/tn-t/ap-ap/epg-web/rspathAtt-[{HOST1_PATH}]");
     sim.dump()
         .into_iter()
