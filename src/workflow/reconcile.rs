@@ -913,14 +913,16 @@ impl Reconciler {
         known: &HashSet<Uuid>,
     ) -> Result<(), sqlx::Error> {
         let rid = pass.request_id();
+        let ready: HashSet<VlanId> = host
+            .state
+            .segments
+            .iter()
+            .filter(|s| s.ready)
+            .map(|s| s.vlan)
+            .collect();
         let mut segments_done = HashSet::new();
         for d in desired {
-            let ready = host
-                .state
-                .segments
-                .iter()
-                .any(|s| s.vlan == d.vlan && s.ready);
-            if ready || !segments_done.insert(d.vlan) {
+            if ready.contains(&d.vlan) || !segments_done.insert(d.vlan) {
                 continue;
             }
             let object = format!("{}/vlan-{}", host.name, d.vlan.get());
@@ -953,8 +955,10 @@ impl Reconciler {
                     .push(item.outcome(Outcome::Failed, Some(e.to_string()))),
             }
         }
+        let theirs: HashMap<Uuid, &weft_agent_api::Attachment> =
+            host.state.attachments.iter().map(|a| (a.id, a)).collect();
         for d in desired {
-            let had = host.state.attachments.iter().find(|a| a.id == d.id);
+            let had = theirs.get(&d.id).copied();
             let drift = match had {
                 None => "the agent has no interface for it".to_string(),
                 Some(a) if a.actual.wired => continue,
@@ -969,7 +973,7 @@ impl Reconciler {
             let item = self.rewire(pass, host, d, item).await?;
             pass.items.push(item);
         }
-        let theirs = host
+        let leftovers = host
             .state
             .attachments
             .iter()
@@ -981,7 +985,7 @@ impl Reconciler {
                     .map(|u| (u.attachment, Some(u.host_ifname.clone()))),
             );
         let mut seen = HashSet::new();
-        for (id, ifname) in theirs {
+        for (id, ifname) in leftovers {
             if known.contains(&id) || !seen.insert(id) {
                 continue;
             }

@@ -67,10 +67,22 @@ pub(crate) struct Host {
 
 impl Host {
     pub(crate) async fn start(bin: &str, gateway: &str) -> Self {
-        let n = std::process::id() % 200 + NEXT.fetch_add(1, Ordering::SeqCst);
+        // Test processes run side by side (nextest, other engineers): a number is ours once
+        // `ip netns add` of its host namespace succeeded (it fails when the name exists).
+        let start = std::process::id() % 200 + NEXT.fetch_add(1, Ordering::SeqCst);
+        let n = (0..250)
+            .map(|i| (start + i) % 250 + 1)
+            .find(|n| {
+                Command::new("ip")
+                    .args(["netns", "add", &format!("wft-h{n}")])
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            })
+            .expect("a free host number");
         let (ns, leaf) = (format!("wft-h{n}"), format!("wft-l{n}"));
         sh(&format!(
-            "ip netns add {ns} && ip netns add {leaf} && ip -n {ns} link set lo up &&
+            "ip netns add {leaf} && ip -n {ns} link set lo up &&
              ip link add wfm{n} type veth peer name mgmt netns {ns} &&
              ip addr add 169.254.{n}.1/30 dev wfm{n} && ip link set wfm{n} up &&
              ip -n {ns} addr add 169.254.{n}.2/30 dev mgmt && ip -n {ns} link set mgmt up &&

@@ -325,3 +325,48 @@ async fn one_replica_leads_and_another_takes_over_when_its_connection_dies(db: P
         "any replica still runs a pass on request"
     );
 }
+
+#[sqlx::test(migrations = "./migrations")]
+async fn passes_during_concurrent_attaches_leave_them_alone(db: PgPool) {
+    let Some(bin) = agent_bin("reconcile during attaches") else {
+        return;
+    };
+    let (app, sim) = weft(db.clone()).await;
+    let mut host = Host::start(&bin, "10.50.0.1/24").await;
+    register(&app, &host).await;
+    let containers: Vec<String> = (0..6).map(|_| host.container()).collect();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let passes = {
+        let (app, done) = (app.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut reports = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                reports.push(reconcile(&app).await);
+            }
+            reports.push(reconcile(&app).await);
+            reports
+        })
+    };
+    let attaches = containers.iter().map(|c| {
+        let app = &app;
+        async move { attach(app, Uuid::new_v4(), c).await }
+    });
+    for a in futures::future::join_all(attaches).await {
+        assert_eq!(a["state"], "attached", "{a}");
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let reports = passes.await.unwrap();
+    assert!(reports.len() >= 2, "{}", reports.len());
+    for r in &reports {
+        assert_eq!(r["counters"]["repaired"], 0, "{r}");
+        assert_eq!(r["counters"]["failed"], 0, "{r}");
+    }
+    assert_eq!(reports.last().unwrap()["counters"]["found"], 0);
+    assert!(sim.get(&binding_dn("eth1/1")).is_some());
+    let state = host.client().state().await.unwrap();
+    assert_eq!(state.attachments.len(), 6);
+    assert!(
+        state.attachments.iter().all(|a| a.actual.wired),
+        "{state:?}"
+    );
+}
