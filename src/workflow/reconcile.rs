@@ -117,6 +117,9 @@ pub enum ItemKind {
     Attachment,
     /// An interface an agent has for an attachment that no longer exists (`object` is its id).
     AgentLeftover,
+    /// A VLAN pool of Weft's with VLANs its EPGs' physical domain lacks (`object` is the pool's
+    /// name): an attach to an EPG given one of them would fail pre-flight.
+    VlanPool,
 }
 
 /// What the pass did about a drift item.
@@ -652,6 +655,81 @@ impl Reconciler {
         for b in orphans {
             self.remove_orphan(pass, &apic.client, b).await?;
         }
+        self.vlan_pools(pass, &apic.client).await
+    }
+
+    /// Weft's VLAN pools against the static encap blocks of the physical domains their EPGs
+    /// use (two reads per domain): reports the VLANs Weft could hand out that a domain lacks.
+    async fn vlan_pools(
+        &self,
+        pass: &mut Pass,
+        client: &weft_apic::ApicClient,
+    ) -> Result<(), sqlx::Error> {
+        let uses = sqlx::query!(
+            r#"SELECT DISTINCT p.name, e.physical_domain,
+                   ARRAY(SELECT int4range(r.first_vlan, r.last_vlan, '[]')::text FROM vlan_ranges r
+                         WHERE r.pool_id = p.id ORDER BY r.first_vlan) AS "ranges!"
+               FROM epgs e JOIN vlan_pools p ON p.id = e.pool_id ORDER BY p.name, e.physical_domain"#
+        )
+        .fetch_all(&self.engine.db)
+        .await?;
+        let mut domains: HashMap<String, Result<Vec<(u16, u16)>, String>> = HashMap::new();
+        for u in uses {
+            if !domains.contains_key(&u.physical_domain) {
+                let blocks = client
+                    .domain_vlan_blocks(&u.physical_domain)
+                    .await
+                    .map(|(_, b)| b.iter().map(|(f, t)| (f.get(), t.get())).collect())
+                    .map_err(|e| e.to_string());
+                domains.insert(u.physical_domain.clone(), blocks);
+            }
+            // int4range's canonical text: `[first,last+1)`.
+            let ranges: Vec<(u16, u16)> = u
+                .ranges
+                .iter()
+                .filter_map(|r| {
+                    let (f, t) = r.trim_matches(['[', ')']).split_once(',')?;
+                    Some((f.parse().ok()?, t.parse::<u16>().ok()?.checked_sub(1)?))
+                })
+                .collect();
+            let text = |rs: &[(u16, u16)]| {
+                rs.iter()
+                    .map(|(f, t)| {
+                        if f == t {
+                            f.to_string()
+                        } else {
+                            format!("{f}-{t}")
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            };
+            let mut item = Item::new(ItemKind::VlanPool, &u.name, "");
+            item.desired =
+                Some(json!({"ranges": text(&ranges), "physical_domain": u.physical_domain}));
+            match &domains[&u.physical_domain] {
+                Err(e) => {
+                    item.drift = "the physical domain's VLAN blocks cannot be read".into();
+                    pass.items
+                        .push(item.outcome(Outcome::Reported, Some(e.clone())));
+                }
+                Ok(blocks) => {
+                    let lacking = uncovered(&ranges, blocks);
+                    if lacking.is_empty() {
+                        continue;
+                    }
+                    item.apic = Some(json!({"blocks": text(blocks)}));
+                    item.drift = format!(
+                        "VLANs {} are not in physical domain {}'s blocks",
+                        text(&lacking).join(", "),
+                        u.physical_domain
+                    );
+                    pass.items.push(item.outcome(
+                        Outcome::Reported,
+                        Some("an attach to an EPG given one of them fails pre-flight".into()),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -1128,6 +1206,23 @@ impl Reconciler {
             Err(e) => Ok(item.outcome(Outcome::Failed, Some(e.to_string()))),
         }
     }
+}
+
+/// The parts of `ranges` (inclusive VLAN ranges) that no block covers.
+fn uncovered(ranges: &[(u16, u16)], blocks: &[(u16, u16)]) -> Vec<(u16, u16)> {
+    let mut out: Vec<(u16, u16)> = Vec::new();
+    for &(first, last) in ranges {
+        for v in first..=last {
+            if blocks.iter().any(|&(f, t)| f <= v && v <= t) {
+                continue;
+            }
+            match out.last_mut() {
+                Some((_, t)) if *t + 1 == v => *t = v,
+                _ => out.push((v, v)),
+            }
+        }
+    }
+    out
 }
 
 /// An attachment the host should have wired.

@@ -370,3 +370,87 @@ async fn passes_during_concurrent_attaches_leave_them_alone(db: PgPool) {
         "{state:?}"
     );
 }
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_wrong_encap_is_corrected_and_faults_and_vlans_outside_the_domain_are_reported(
+    db: PgPool,
+) {
+    let Some(bin) = agent_bin("reconcile encap, faults, pools") else {
+        return;
+    };
+    let (app, sim) = weft(db.clone()).await;
+    let mut host = Host::start(&bin, "10.50.0.1/24").await;
+    register(&app, &host).await;
+    let c0 = host.container();
+    assert_eq!(attach(&app, Uuid::new_v4(), &c0).await["state"], "attached");
+    let weft_dn = binding_dn("eth1/1");
+
+    // Somebody changed the VLAN of Weft's binding; Weft's pool grew past the domain's block.
+    sim.inject(
+        EPG_DN,
+        &json!({"fvRsPathAtt": {"attributes": {"tDn": "topology/pod-1/paths-101/pathep-[eth1/1]",
+            "encap": "vlan-151"}}}),
+    )
+    .unwrap();
+    let r = app
+        .put(
+            &app.admin,
+            "/api/v1/vlan-pools/p",
+            &json!({"ranges": [{"first": 100, "last": 299}]}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let report = reconcile(&app).await;
+    let wrong = item(&report, &weft_dn).unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(wrong["drift"], "wrong encap or mode on the APIC", "{wrong}");
+    assert_eq!(wrong["apic"]["encap"], "vlan-151", "{wrong}");
+    assert_eq!(wrong["outcome"], "repaired", "{wrong}");
+    assert!(sim.get(&weft_dn).unwrap().to_string().contains("vlan-150"));
+    let pool = item(&report, "p").unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(pool["kind"], "vlan_pool");
+    assert_eq!(
+        pool["drift"],
+        "VLANs 200-299 are not in physical domain weft_phys's blocks"
+    );
+    assert_eq!(pool["outcome"], "reported");
+
+    // The domain loses its block: the APIC faults Weft's binding (F0467 invalid-vlan); the
+    // fault is shown on the binding until the block is back.
+    let block = "uni/infra/vlanns-[weft_pool]-static/from-[vlan-100]-to-[vlan-199]";
+    assert!(sim.remove(block));
+    let report = reconcile(&app).await;
+    let faulted = item(&report, &weft_dn).unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(faulted["drift"], "faulted on the APIC", "{faulted}");
+    assert!(
+        faulted["reason"].as_str().unwrap().starts_with("F0467"),
+        "{faulted}"
+    );
+    let pool = item(&report, "p").unwrap();
+    assert_eq!(
+        pool["drift"],
+        "VLANs 100-299 are not in physical domain weft_phys's blocks"
+    );
+    let bindings = app.get_json(&app.viewer, "/api/v1/bindings").await;
+    assert_eq!(bindings["items"][0]["apic_state"], "faulted", "{bindings}");
+    assert!(
+        bindings["items"][0]["last_fault"]
+            .as_str()
+            .unwrap()
+            .contains("invalid-vlan"),
+        "{bindings}"
+    );
+    sim.inject(
+        "uni/infra/vlanns-[weft_pool]-static",
+        &json!({"fvnsEncapBlk": {"attributes": {"from": "vlan-100", "to": "vlan-299"}}}),
+    )
+    .unwrap();
+    let report = reconcile(&app).await;
+    assert_eq!(report["counters"]["found"], 0, "{report}");
+    let bindings = app.get_json(&app.viewer, "/api/v1/bindings").await;
+    assert_eq!(bindings["items"][0]["apic_state"], "applied", "{bindings}");
+    assert_eq!(
+        bindings["items"][0]["last_fault"],
+        Value::Null,
+        "{bindings}"
+    );
+}
