@@ -999,6 +999,8 @@ impl Reconciler {
             .map(|s| s.vlan)
             .collect();
         let mut segments_done = HashSet::new();
+        // A rebuilt segment is a new bridge or port: the interfaces on it are plugged again.
+        let mut rebuilt = HashSet::new();
         for d in desired {
             if ready.contains(&d.vlan) || !segments_done.insert(d.vlan) {
                 continue;
@@ -1027,6 +1029,7 @@ impl Reconciler {
                     )
                     .await?;
                     pass.items.push(item.outcome(Outcome::Repaired, None));
+                    rebuilt.insert(d.vlan);
                 }
                 Err(e) => pass
                     .items
@@ -1039,6 +1042,7 @@ impl Reconciler {
             let had = theirs.get(&d.id).copied();
             let drift = match had {
                 None => "the agent has no interface for it".to_string(),
+                Some(_) if rebuilt.contains(&d.vlan) => "its segment was rebuilt".to_string(),
                 Some(a) if a.actual.wired => continue,
                 Some(a) => format!(
                     "not wired: {}",

@@ -454,3 +454,29 @@ async fn a_wrong_encap_is_corrected_and_faults_and_vlans_outside_the_domain_are_
         "{bindings}"
     );
 }
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_segment_deleted_behind_the_agent_s_back_is_rebuilt_and_the_container_reaches_the_gateway(
+    db: PgPool,
+) {
+    let Some(bin) = agent_bin("reconcile segment") else {
+        return;
+    };
+    let (app, _sim) = weft(db.clone()).await;
+    let mut host = Host::start(&bin, "10.50.0.1/24").await;
+    register(&app, &host).await;
+    let c0 = host.container();
+    assert_eq!(attach(&app, Uuid::new_v4(), &c0).await["state"], "attached");
+    let ns = c0.trim_start_matches("/run/netns/");
+    sh(&format!("ip netns exec {ns} ping -c 1 -W 2 10.50.0.1"));
+
+    sh(&format!("ip -n {} link del wbr150", host.ns));
+    let report = reconcile(&app).await;
+    let segment = item(&report, "host-1/vlan-150").unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(segment["kind"], "segment", "{segment}");
+    assert_eq!(segment["outcome"], "repaired", "{segment}");
+    assert_eq!(report["counters"]["failed"], 0, "{report}");
+    sh(&format!("ip netns exec {ns} ping -c 1 -W 2 10.50.0.1"));
+    let again = reconcile(&app).await;
+    assert_eq!(again["counters"]["found"], 0, "{again}");
+}
