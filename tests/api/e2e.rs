@@ -33,7 +33,7 @@ fn sh(cmd: &str) -> String {
 }
 
 /// The agent binary, or None (with a loud SKIPPED) when it or root is missing.
-fn agent_bin(test: &str) -> Option<String> {
+pub(crate) fn agent_bin(test: &str) -> Option<String> {
     let bin = std::env::var("WEFT_AGENT_BIN").ok().or_else(|| {
         let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
         Some(format!("{dir}/debug/weft-agent"))

@@ -15,6 +15,7 @@ mod helpers;
 mod hosts;
 mod openapi;
 mod pools;
+mod proof;
 mod quarantine;
 mod reservations;
 mod tokens;
