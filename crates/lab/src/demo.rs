@@ -56,6 +56,7 @@ impl Demo {
     /// Builds the whole demo after removing leftovers of a previous run with this prefix.
     pub async fn start(cfg: &DemoConfig) -> Result<Self, LabError> {
         let dir = std::env::temp_dir().join(format!("weft-lab-{}", cfg.prefix));
+        weft::kill_stale(&dir.join("weft.pid"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|source| LabError::Io {
             what: format!("create {}", dir.display()),
@@ -70,6 +71,14 @@ impl Demo {
             &weft::lab_env(&cfg.database_url, &lab.sim.url),
             dir.join("weft.log"),
         )?;
+        if let Some(pid) = weft.pid() {
+            std::fs::write(dir.join("weft.pid"), pid.to_string()).map_err(|source| {
+                LabError::Io {
+                    what: "weft.pid".into(),
+                    source,
+                }
+            })?;
+        }
         weft.wait_ready().await?;
         let admin_token = weft::token(&cfg.weft_bin, &cfg.database_url, "admin", "demo-admin")?;
         let central = Central {
@@ -174,7 +183,7 @@ impl Demo {
 
   Break a binding behind Weft's back (as someone in the APIC GUI would), see the ping fail,
   and let the reconciler repair it (on its timer, or at once with POST /api/v1/reconcile):
-    curl -s -X DELETE '{sim}/_sim/mo/{binding}'
+    curl -gs -X DELETE '{sim}/_sim/mo/{binding}'    # -g: the DN has brackets
     docker exec {c0} ping -c 2 -W 1 {ip1}
     curl -s -X POST -H "$H" {url}/api/v1/reconcile
 

@@ -60,6 +60,11 @@ impl WeftServer {
         )))
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL: the process dies mid-whatever, as in a crash.
     pub fn kill9(&mut self) {
         process::kill(self.child.take());
@@ -80,6 +85,27 @@ impl WeftServer {
 impl Drop for WeftServer {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// Kills the `weft serve` whose pid a crashed run left in `pidfile` (it would hold the
+/// demo's address and port), when that pid still is a `weft serve`.
+pub fn kill_stale(pidfile: &Path) {
+    let Some(pid) = std::fs::read_to_string(pidfile)
+        .ok()
+        .and_then(|p| p.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let mut args = cmdline.split(|b| *b == 0);
+    let is_weft =
+        args.next().is_some_and(|a| a.ends_with(b"weft")) && args.next() == Some(b"serve");
+    if is_weft {
+        tracing::warn!(pid, "stopping the weft serve a crashed demo left running");
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
     }
 }
 
