@@ -826,7 +826,7 @@ async fn a_destroyed_docker_container_is_lost_then_released_after_the_grace_unle
 ) {
     // A grace long enough for `docker run` to recreate a container within it.
     let grace = Settings {
-        lost_grace: Duration::from_secs(4),
+        lost_grace: Duration::from_secs(5),
         ..settings()
     };
     let Some((app, _sim, mut host)) = docker_setup(&db, "e2e docker destroy", grace).await else {
@@ -841,13 +841,12 @@ async fn a_destroyed_docker_container_is_lost_then_released_after_the_grace_unle
         (&json!("attached"), &json!("attached"))
     );
 
-    sh(&format!("docker rm -f {c1} {c2}"));
-    for id in [id1, id2] {
-        let a = eventually(&app, id, |a| a["state"] == "lost").await;
-        assert!(a["lost_at"].is_string(), "{a}");
-    }
-    // Recreated under its name within the grace (as compose does): the agent wires the new
-    // container with the same address and MAC, and the attachment is kept.
+    // Removed, then recreated under its name within the grace (as compose does): lost for
+    // a moment, then the agent wires the new container with the same address and MAC, and
+    // the attachment is kept.
+    sh(&format!("docker rm -f {c1}"));
+    let lost = eventually(&app, id1, |a| a["state"] == "lost").await;
+    assert!(lost["lost_at"].is_string(), "{lost}");
     docker_run(&c1);
     let back = eventually(&app, id1, |a| a["state"] == "attached").await;
     assert!(back["rewired_at"].is_string(), "{back}");
@@ -857,8 +856,11 @@ async fn a_destroyed_docker_container_is_lost_then_released_after_the_grace_unle
     );
     assert_wired_in_docker(&c1, "10.50.0.2/24", "02:57:0a:32:00:02");
 
-    // The other is detached once the grace has passed: its lease quarantined (not reused
-    // early: a new attach gets another address), its binding reference dropped.
+    // Removed for good: lost, then detached once the grace has passed.
+    sh(&format!("docker rm -f {c2}"));
+    eventually(&app, id2, |a| a["state"] == "lost").await;
+    // Its lease is quarantined (not reused early: a new attach gets another address), its
+    // binding reference dropped.
     until_detached(&app, id2).await;
     let address2 = a2["address"].as_str().unwrap().split('/').next().unwrap();
     let (lease, refs, count): (String, i64, i32) = sqlx::query_as(
