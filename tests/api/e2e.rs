@@ -645,3 +645,5 @@ async fn a_destroyed_container_is_lost_then_released_after_the_grace_unless_it_c
     assert_eq!(agent.attachments.len(), 1, "only the one that came back");
     assert_eq!(agent.attachments[0].id, id1);
 }
+
+mod batch;
