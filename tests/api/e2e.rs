@@ -54,6 +54,23 @@ fn nix_is_root() -> bool {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// A free host number n (1-250): creating namespace `wft-h<n>` claims it, and fails when a
+/// test of another process (nextest runs each test in its own) holds that number, so its
+/// names and management addresses (`169.254.<n>.0/30`) are never shared.
+fn claim_host_number() -> u32 {
+    let first = std::process::id() + NEXT.fetch_add(1, Ordering::SeqCst);
+    (0..250)
+        .map(|k| (first + k) % 250 + 1)
+        .find(|n| {
+            Command::new("ip")
+                .args(["netns", "add", &format!("wft-h{n}")])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .expect("a free wft-h<n> namespace")
+}
+
 /// A host: namespace `wft-h<n>` with uplink `upl0` (its far end `far0` in `wft-l<n>`, the
 /// "leaf", which answers as the EPG's gateway), a management veth to the test, and a
 /// weft-agent process listening on it. Dropped: the agent is killed, the namespaces deleted.
@@ -67,10 +84,10 @@ struct Host {
 
 impl Host {
     async fn start(bin: &str, gateway: &str) -> Self {
-        let n = std::process::id() % 200 + NEXT.fetch_add(1, Ordering::SeqCst);
+        let n = claim_host_number();
         let (ns, leaf) = (format!("wft-h{n}"), format!("wft-l{n}"));
         sh(&format!(
-            "ip netns add {ns} && ip netns add {leaf} && ip -n {ns} link set lo up &&
+            "ip netns add {leaf} && ip -n {ns} link set lo up &&
              ip link add wfm{n} type veth peer name mgmt netns {ns} &&
              ip addr add 169.254.{n}.1/30 dev wfm{n} && ip link set wfm{n} up &&
              ip -n {ns} addr add 169.254.{n}.2/30 dev mgmt && ip -n {ns} link set mgmt up &&

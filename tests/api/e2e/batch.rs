@@ -35,21 +35,36 @@ async fn front(db: &PgPool) -> (TestApp, apic_sim::SimHandle) {
     (app, sim)
 }
 
+/// A replica whose APIC client has no request rate limit: the sim needs no protection, and
+/// at the default 5 requests a second the pre-flight reads of 100 attaches take over a minute.
 async fn replica(db: &PgPool, sim: &apic_sim::SimHandle) -> Application {
-    let apic =
-        std::sync::Arc::new(weft::apic::Apic::new(&apic_settings(&sim.url, "password")).unwrap());
+    let mut settings = apic_settings(&sim.url, "password");
+    settings.client.rate_limit = None;
+    let apic = std::sync::Arc::new(weft::apic::Apic::new(&settings).unwrap());
     Application::bind("127.0.0.1:0".parse().unwrap(), db.clone(), LONG, Some(apic))
         .await
         .unwrap()
 }
 
 /// The replica that runs the queued jobs: a batch window no test waits for, a short linger.
-async fn workers(db: &PgPool, sim: &apic_sim::SimHandle, front: &TestApp) -> TestApp {
-    let settings = Settings {
+fn worker_settings() -> Settings {
+    Settings {
         binding_batch_window: Duration::from_secs(60),
         binding_linger: Duration::from_secs(1),
         ..Settings::default()
-    };
+    }
+}
+
+async fn workers(db: &PgPool, sim: &apic_sim::SimHandle, front: &TestApp) -> TestApp {
+    workers_with(db, sim, front, worker_settings()).await
+}
+
+async fn workers_with(
+    db: &PgPool,
+    sim: &apic_sim::SimHandle,
+    front: &TestApp,
+    settings: Settings,
+) -> TestApp {
     let mut app = serve(replica(db, sim).await.with_workflow(settings));
     (app.admin, app.operator, app.viewer) = (
         front.admin.clone(),
@@ -61,15 +76,21 @@ async fn workers(db: &PgPool, sim: &apic_sim::SimHandle, front: &TestApp) -> Tes
 
 /// Registers `host` as `name` with one uplink on `path`.
 async fn register_as(app: &TestApp, host: &Host, name: &str, path: &str) {
+    register_at(app, &host.url, name, path).await;
+}
+
+/// [`register_as`] with the agent's address given (one where nothing listens, to hold the
+/// host's attaches at `validate`).
+async fn register_at(app: &TestApp, url: &str, name: &str, path: &str) {
     let r = app
         .put(
             &app.admin,
             &format!("/api/v1/hosts/{name}"),
-            &json!({"agent_url": host.url, "agent_token": AGENT_TOKEN, "backend": "linux-bridge",
+            &json!({"agent_url": url, "agent_token": AGENT_TOKEN, "backend": "linux-bridge",
                     "uplinks": [{"interface": "upl0", "path_dn": path}]}),
         )
         .await;
-    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    assert!(r.status().is_success(), "{:?}", r.text().await);
 }
 
 /// Queues the attach of `netns` on `host` to EPG t/ap/`epg` (no wait).
@@ -85,7 +106,7 @@ async fn queue(app: &TestApp, id: uuid::Uuid, host: &str, netns: &str, epg: &str
     assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
 }
 
-/// Polls until no job is unfinished (at most a minute).
+/// Polls until no job is unfinished (at most a minute; then it says where they are).
 async fn settle(db: &PgPool) {
     for _ in 0..600 {
         let (open,): (i64,) =
@@ -98,7 +119,17 @@ async fn settle(db: &PgPool) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("jobs still unfinished after a minute");
+    let (open,): (Option<String>,) = sqlx::query_as(
+        "SELECT string_agg(format('%s %s at %s, %s attempts: %s', state, phase, step, attempts, last_error), E'\n')
+         FROM jobs WHERE state IN ('queued', 'running')",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap();
+    panic!(
+        "jobs still unfinished after a minute:\n{}",
+        open.unwrap_or_default()
+    );
 }
 
 /// The `fvRsPathAtt` objects on the sim carrying Weft's annotation.
@@ -190,4 +221,94 @@ async fn two_attaches_of_one_epg_on_two_hosts_arriving_together_make_one_post(db
         "{:?}",
         sim.counts()
     );
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_refused_batch_fails_every_attach_whose_binding_was_in_it(db: PgPool) {
+    let Some(bin) = agent_bin("e2e refused binding batch") else {
+        return;
+    };
+    let (front, sim) = front(&db).await;
+    let (mut a, mut b) = (
+        Host::start(&bin, "10.50.0.1/24").await,
+        Host::start(&bin, "10.50.0.1/24").await,
+    );
+    let (path_a, path_b) = (path(101, "eth1/2"), path(101, "eth1/3"));
+    register_as(&front, &a, "batch-a", &path_a).await;
+    // Nothing listens there: b's attach stays at `validate`, retrying, until b is fixed.
+    let closed = b.url.replace(":9180", ":9181");
+    register_at(&front, &closed, "batch-b", &path_b).await;
+    let (id_a, id_b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    queue(&front, id_a, "batch-a", &a.container(), "web").await;
+    queue(&front, id_b, "batch-b", &b.container(), "web").await;
+    let settings = Settings {
+        max_attempts: 1000,
+        backoff_base: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(50),
+        ..worker_settings()
+    };
+    let app = workers_with(&db, &sim, &front, settings).await;
+
+    // a's binding waits for b's, which is still to come.
+    let mut pending = Value::Null;
+    for _ in 0..300 {
+        pending = app.get_json(&app.viewer, "/api/v1/bindings").await;
+        if pending["items"][0]["apic_state"] == "pending" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(pending["items"][0]["apic_state"], "pending", "{pending}");
+    // Meanwhile someone binds a's path by hand: the POST of the batch is refused.
+    let foreign = format!("uni/tn-t/ap-ap/epg-web/rspathAtt-[{path_a}]");
+    sim.inject(
+        "uni/tn-t/ap-ap/epg-web",
+        &json!({"fvRsPathAtt":{"attributes":{"tDn": path_a, "encap": "vlan-150", "mode": "untagged"}}}),
+    )
+    .unwrap();
+    sim.reset_counts();
+    register_as(&front, &b, "batch-b", &path_b).await;
+    settle(&db).await;
+
+    for id in [id_a, id_b] {
+        let att = app
+            .get_json(&app.viewer, &format!("/api/v1/attachments/{id}"))
+            .await;
+        assert_eq!(att["state"], "failed", "{att}");
+        let reason = att["last_error"].as_str().unwrap();
+        assert!(
+            reason.contains("step `bind`") && reason.contains(&foreign),
+            "{reason}"
+        );
+    }
+    assert_eq!(sim.count("mo_post"), 0, "nothing was posted");
+    // Both undone: the references dropped, the bindings forgotten after the linger without
+    // an APIC write (a's path holds someone else's binding, b's nothing), leases quarantined.
+    for _ in 0..50 {
+        let left: (i64,) = sqlx::query_as("SELECT count(*) FROM bindings")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        if left.0 == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (bindings, refs, active): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM bindings), (SELECT count(*) FROM binding_refs),
+                (SELECT count(*) FROM ip_leases WHERE state = 'active')",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!((bindings, refs, active), (0, 0, 0));
+    assert_eq!(sim.count("mo_post") + sim.count("mo_delete"), 0);
+    assert!(
+        sim.get(&foreign).is_some(),
+        "the foreign binding is untouched"
+    );
+    for host in [&a, &b] {
+        let state = host.client().state().await.unwrap();
+        assert!(state.attachments.is_empty(), "{state:?}");
+    }
 }
