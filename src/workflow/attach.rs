@@ -5,7 +5,7 @@
 //! | step        | does                                                                  | undo |
 //! |-------------|-----------------------------------------------------------------------|------|
 //! | `lease`     | the attachment's address (its own lease, or its reservation's); the PUT takes it already, so a bad address is a 4xx, and the step confirms it after a crash | lease quarantined |
-//! | `validate`  | the host's agent answers                                              | - |
+//! | `validate`  | the host's agent answers and finds the container (read-only)          | - |
 //! | `preflight` | the APIC would accept the bindings (F0467 cases); a managed EPG is created | - |
 //! | `bind`      | one reference per host path; a path's first reference makes its binding `pending`, and the EPG's pending bindings go to the APIC together in one POST ([`super::batch`]): the step waits (without a worker) for the attaches of the EPG that arrive with it | reference dropped (the binding leaves after the linger when it was the last) |
 //! | `segment`   | the agent builds the VLAN segment                                     | segment removed unless another attachment uses it |
@@ -60,8 +60,9 @@ fn unknown(step: &str) -> StepError {
     StepError::permanent("job log", format!("unknown step `{step}`"))
 }
 
-/// The host's agent answers (an unreachable agent is retried, then fails the attach before
-/// anything was changed).
+/// The host has uplinks and its agent finds the container (read-only); an unreachable agent
+/// is retried, a missing container fails the attach naming it, before the fabric or the host
+/// is changed.
 async fn validate(ctx: &Ctx<'_>) -> Result<(), StepError> {
     if ctx.paths.is_empty() {
         return Err(StepError::permanent(
@@ -69,12 +70,19 @@ async fn validate(ctx: &Ctx<'_>) -> Result<(), StepError> {
             "the host has no uplinks to bind",
         ));
     }
-    let agent = ctx.agent()?;
-    agent
-        .health()
-        .await
-        .map_err(|e| ctx.agent_error("health check", e))?;
-    Ok(())
+    match ctx.agent()?.resolve(&ctx.target).await {
+        Ok(_) => Ok(()),
+        Err(e) if container_missing(&e) => Err(StepError::permanent(
+            format!("container {} on host `{}`", ctx.target, ctx.host),
+            e,
+        )),
+        Err(e) => Err(ctx.agent_error("finding the container", e)),
+    }
+}
+
+/// The agent's answer that it cannot find or enter the container (not a failure of its own).
+pub fn container_missing(e: &weft_agent_api::ClientError) -> bool {
+    matches!(e, weft_agent_api::ClientError::Api { status, .. } if status.as_u16() == 422)
 }
 
 /// Leases the address (or takes the reservation's) and records it on the attachment.

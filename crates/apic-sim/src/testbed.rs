@@ -44,6 +44,16 @@ pub struct TestHost {
     pub netns: String,
     /// The endpoint's IPv4 address (without prefix).
     pub ip: String,
+    /// Dropped in this order: the switch's daemons, then the namespace.
+    ovs: NetnsOvs,
+    _netns: NetnsGuard,
+}
+
+/// A private Open vSwitch in a network namespace: `ovsdb-server` and `ovs-vswitchd`
+/// (userspace datapath, so bridges need `datapath_type=netdev`) with a run directory of their
+/// own. The daemons are killed and the directory removed on drop.
+pub struct NetnsOvs {
+    netns: String,
     dir: PathBuf,
     daemons: Vec<Child>,
 }
@@ -72,22 +82,20 @@ impl TestHost {
         vlan: u16,
         ip: &str,
     ) -> std::io::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("weft-testbed-{netns}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
         run("ip", &["netns", "add", netns])?;
-        let mut host = TestHost {
-            netns: netns.to_string(),
-            ip: ip.to_string(),
-            dir,
-            daemons: Vec::new(),
-        };
+        // Deletes the namespace when dropped, whatever fails next.
+        let guard = NetnsGuard(netns.to_string());
         run("ip", &["-n", netns, "link", "set", "lo", "up"])?;
         fabric
             .cable(node, port, netns, "uplink")
             .map_err(std::io::Error::other)?;
-        host.start_ovs()?;
-        host.vsctl(&[
+        let host = TestHost {
+            ovs: NetnsOvs::start(netns)?,
+            netns: netns.to_string(),
+            ip: ip.to_string(),
+            _netns: guard,
+        };
+        host.ovs.vsctl(&[
             "add-br",
             "br0",
             "--",
@@ -96,8 +104,8 @@ impl TestHost {
             "br0",
             "datapath_type=netdev",
         ])?;
-        host.vsctl(&["add-port", "br0", "uplink"])?;
-        host.vsctl(&[
+        host.ovs.vsctl(&["add-port", "br0", "uplink"])?;
+        host.ovs.vsctl(&[
             "add-port",
             "br0",
             "ep",
@@ -114,60 +122,6 @@ impl TestHost {
         )?;
         run("ip", &["-n", netns, "link", "set", "ep", "up"])?;
         Ok(host)
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).to_string_lossy().into_owned()
-    }
-
-    fn db(&self) -> String {
-        format!("unix:{}", self.path("db.sock"))
-    }
-
-    fn vsctl(&self, args: &[&str]) -> std::io::Result<()> {
-        let db = format!("--db={}", self.db());
-        let mut all = vec![db.as_str(), "--timeout=10"];
-        all.extend_from_slice(args);
-        run("ovs-vsctl", &all)
-    }
-
-    /// A daemon inside the namespace (`ip netns exec` execs it, so the child is the daemon).
-    fn spawn(&mut self, program: &str, args: &[&str]) -> std::io::Result<()> {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.netns, program])
-            .args(args)
-            .env("OVS_RUNDIR", &self.dir)
-            .env("OVS_DBDIR", &self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        self.daemons.push(child);
-        Ok(())
-    }
-
-    fn start_ovs(&mut self) -> std::io::Result<()> {
-        run("ovsdb-tool", &["create", &self.path("conf.db"), SCHEMA])?;
-        let (conf, remote, ctl) = (
-            self.path("conf.db"),
-            format!("--remote=punix:{}", self.path("db.sock")),
-            format!("--unixctl={}", self.path("ovsdb.ctl")),
-        );
-        self.spawn("ovsdb-server", &[&conf, &remote, &ctl])?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(self.dir.join("db.sock")).is_err() {
-            if Instant::now() > deadline {
-                return Err(std::io::Error::other(
-                    "ovsdb-server does not accept clients",
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.vsctl(&["--no-wait", "init"])?;
-        let (db, ctl) = (
-            self.db(),
-            format!("--unixctl={}", self.path("vswitchd.ctl")),
-        );
-        self.spawn("ovs-vswitchd", &[&db, &ctl])
     }
 
     /// One ping of `ip` from the endpoint, answered within a second.
@@ -219,13 +173,95 @@ impl TestHost {
     }
 }
 
-impl Drop for TestHost {
+/// Deletes a network namespace on drop.
+struct NetnsGuard(String);
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = run("ip", &["netns", "del", &self.0]);
+    }
+}
+
+impl NetnsOvs {
+    /// Starts both daemons in `netns` (which must exist) with a fresh database.
+    pub fn start(netns: &str) -> std::io::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("weft-testbed-{netns}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let mut ovs = NetnsOvs {
+            netns: netns.to_string(),
+            dir,
+            daemons: Vec::new(),
+        };
+        run("ovsdb-tool", &["create", &ovs.path("conf.db"), SCHEMA])?;
+        let (conf, remote, ctl) = (
+            ovs.path("conf.db"),
+            format!("--remote=punix:{}", ovs.path("db.sock")),
+            format!("--unixctl={}", ovs.path("ovsdb.ctl")),
+        );
+        ovs.spawn("ovsdb-server", &[&conf, &remote, &ctl])?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(ovs.dir.join("db.sock")).is_err() {
+            if Instant::now() > deadline {
+                return Err(std::io::Error::other(
+                    "ovsdb-server does not accept clients",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        ovs.vsctl(&["--no-wait", "init"])?;
+        let (db, ctl) = (ovs.db(), format!("--unixctl={}", ovs.path("vswitchd.ctl")));
+        ovs.spawn("ovs-vswitchd", &[&db, &ctl])?;
+        Ok(ovs)
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_string_lossy().into_owned()
+    }
+
+    /// The OVSDB address (`unix:<dir>/db.sock`), e.g. for `WEFT_AGENT_OVS_DB`.
+    pub fn db(&self) -> String {
+        format!("unix:{}", self.path("db.sock"))
+    }
+
+    /// Runs `ovs-vsctl` against this switch; returns its output.
+    pub fn vsctl(&self, args: &[&str]) -> std::io::Result<String> {
+        let db = format!("--db={}", self.db());
+        let out = Command::new("ovs-vsctl")
+            .args([db.as_str(), "--timeout=10"])
+            .args(args)
+            .output()?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        Err(std::io::Error::other(format!(
+            "ovs-vsctl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+
+    /// A daemon inside the namespace (`ip netns exec` execs it, so the child is the daemon).
+    fn spawn(&mut self, program: &str, args: &[&str]) -> std::io::Result<()> {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.netns, program])
+            .args(args)
+            .env("OVS_RUNDIR", &self.dir)
+            .env("OVS_DBDIR", &self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.daemons.push(child);
+        Ok(())
+    }
+}
+
+impl Drop for NetnsOvs {
     fn drop(&mut self) {
         for c in &mut self.daemons {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = run("ip", &["netns", "del", &self.netns]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
