@@ -76,17 +76,17 @@ async fn workers_with(
 
 /// Registers `host` as `name` with one uplink on `path`.
 async fn register_as(app: &TestApp, host: &Host, name: &str, path: &str) {
-    register_at(app, &host.url, name, path).await;
+    register_at(app, host, &host.url, name, path).await;
 }
 
 /// [`register_as`] with the agent's address given (one where nothing listens, to hold the
 /// host's attaches at `validate`).
-async fn register_at(app: &TestApp, url: &str, name: &str, path: &str) {
+async fn register_at(app: &TestApp, host: &Host, url: &str, name: &str, path: &str) {
     let r = app
         .put(
             &app.admin,
             &format!("/api/v1/hosts/{name}"),
-            &json!({"agent_url": url, "agent_token": AGENT_TOKEN, "backend": "linux-bridge",
+            &json!({"agent_url": url, "agent_token": AGENT_TOKEN, "backend": host.backend.as_str(),
                     "uplinks": [{"interface": "upl0", "path_dn": path}]}),
         )
         .await;
@@ -237,7 +237,7 @@ async fn a_refused_batch_fails_every_attach_whose_binding_was_in_it(db: PgPool) 
     register_as(&front, &a, "batch-a", &path_a).await;
     // Nothing listens there: b's attach stays at `validate`, retrying, until b is fixed.
     let closed = b.url.replace(":9180", ":9181");
-    register_at(&front, &closed, "batch-b", &path_b).await;
+    register_at(&front, &b, &closed, "batch-b", &path_b).await;
     let (id_a, id_b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     queue(&front, id_a, "batch-a", &a.container(), "web").await;
     queue(&front, id_b, "batch-b", &b.container(), "web").await;
@@ -310,5 +310,105 @@ async fn a_refused_batch_fails_every_attach_whose_binding_was_in_it(db: PgPool) 
     for host in [&a, &b] {
         let state = host.client().state().await.unwrap();
         assert!(state.attachments.is_empty(), "{state:?}");
+    }
+}
+
+/// The ten leaf ports the scale test's hosts are cabled to (no LLDP neighbour on them, so a
+/// host's configured uplink stands alone).
+const SCALE_PORTS: [(u16, &str); 10] = [
+    (101, "eth1/2"),
+    (101, "eth1/3"),
+    (101, "eth1/4"),
+    (101, "eth1/7"),
+    (101, "eth1/8"),
+    (102, "eth1/2"),
+    (102, "eth1/3"),
+    (102, "eth1/4"),
+    (102, "eth1/7"),
+    (102, "eth1/8"),
+];
+
+/// 100 containers in 10 EPGs on 10 hosts: every EPG on every host, so 100 bindings. Ten EPGs
+/// on one host need ten VLANs on its uplink: the Open vSwitch backend tags them in
+/// userspace (the Linux-bridge backend would need 8021q, which this kernel lacks, or one
+/// untagged uplink per EPG).
+#[sqlx::test(migrations = "./migrations")]
+async fn a_hundred_containers_in_ten_epgs_on_ten_hosts_take_at_most_ten_apic_posts(db: PgPool) {
+    let Some(bin) = agent_bin("e2e 100 attaches") else {
+        return;
+    };
+    if let Some(reason) = apic_sim::testbed::unavailable() {
+        eprintln!("SKIPPED: e2e 100 attaches: {reason}");
+        return;
+    }
+    let (front, sim) = front(&db).await;
+    let epgs: Vec<String> = (0..10).map(|i| format!("scale{i}")).collect();
+    for (i, epg) in epgs.iter().enumerate() {
+        let r = front
+            .put(
+                &front.operator,
+                &format!("/api/v1/epgs/t/ap/{epg}"),
+                &json!({"bridge_domain": "bd1", "physical_domain": "weft_phys", "vlan_pool": "p",
+                    "requested_vlan": 160 + i, "mode": "regular",
+                    "subnets": [{"cidr": format!("10.{}.0.0/24", 70 + i),
+                                 "gateway": format!("10.{}.0.1", 70 + i), "reserved": []}]}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+        crate::helpers::inject_epg(&sim, epg);
+    }
+    let mut hosts = Vec::new();
+    for (i, (leaf, port)) in SCALE_PORTS.iter().enumerate() {
+        let host = Host::builder().ovs().start(&bin, "10.99.0.1/24").await;
+        let name = format!("scale-{i}");
+        register_as(&front, &host, &name, &path(*leaf, port)).await;
+        hosts.push((name, host));
+    }
+    let mut queued = Vec::new();
+    for (name, host) in &mut hosts {
+        for epg in &epgs {
+            queued.push((uuid::Uuid::new_v4(), name.clone(), host.container(), epg));
+        }
+    }
+    join_all(
+        queued
+            .iter()
+            .map(|(id, host, netns, epg)| queue(&front, *id, host, netns, epg)),
+    )
+    .await;
+    sim.reset_counts();
+    let app = workers(&db, &sim, &front).await;
+    settle(&db).await;
+
+    let (attached, refs): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM attachments WHERE state = 'attached'),
+                (SELECT count(*) FROM binding_refs)",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!((attached, refs), (100, 100));
+    let posts = sim.count("mo_post");
+    assert!(
+        posts <= 10,
+        "{posts} APIC POSTs for 100 bindings of 10 EPGs"
+    );
+    assert_eq!(weft_bindings_in_sim(&sim).len(), 100);
+    let listed = app
+        .get_json(&app.viewer, "/api/v1/bindings?limit=1000")
+        .await;
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 100);
+    assert!(items
+        .iter()
+        .all(|b| b["apic_state"] == "applied" && b["ref_count"] == 1));
+    for (_, host) in &hosts {
+        let state = host.client().state().await.unwrap();
+        assert_eq!(state.segments.len(), 10, "{state:?}");
+        assert_eq!(state.attachments.len(), 10);
+        assert!(
+            state.attachments.iter().all(|a| a.actual.wired),
+            "{state:?}"
+        );
     }
 }
