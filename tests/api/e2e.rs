@@ -337,15 +337,26 @@ async fn put_epg(app: &TestApp, sim: &apic_sim::SimHandle, name: &str, vlan: u16
 
 /// Registers `host` as `host-1` (its agent, token and uplink to `HOST1_PATH`).
 async fn register(app: &TestApp, host: &Host) {
+    register_as(app, host, "host-1", HOST1_PATH).await;
+}
+
+/// Registers `host` as `name` with one uplink on `path`.
+async fn register_as(app: &TestApp, host: &Host, name: &str, path: &str) {
+    register_at(app, host, &host.url, name, path).await;
+}
+
+/// [`register_as`] with the agent's address given (one where nothing listens holds the
+/// host's attaches at `validate`).
+async fn register_at(app: &TestApp, host: &Host, url: &str, name: &str, path: &str) {
     let r = app
         .put(
             &app.admin,
-            "/api/v1/hosts/host-1",
-            &json!({"agent_url": host.url, "agent_token": AGENT_TOKEN, "backend": host.backend.as_str(),
-                    "uplinks": [{"interface": "upl0", "path_dn": HOST1_PATH}]}),
+            &format!("/api/v1/hosts/{name}"),
+            &json!({"agent_url": url, "agent_token": AGENT_TOKEN, "backend": host.backend.as_str(),
+                    "uplinks": [{"interface": "upl0", "path_dn": path}]}),
         )
         .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(r.status().is_success(), "{:?}", r.text().await);
 }
 
 async fn attach(app: &TestApp, id: uuid::Uuid, netns: &str) -> Value {

@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use weft::startup::Application;
 use weft::workflow::Settings;
 
-use super::{agent_bin, epg_web, Host, AGENT_TOKEN};
+use super::{agent_bin, epg_web, put_epg, register_as, register_at, Host};
 use crate::helpers::{apic_settings, serve, serve_with_tokens, TestApp, LONG};
 
 /// Replica `front` (no workers) with apic-sim and EPG t/ap/web (VLAN 150, untagged).
@@ -72,25 +72,6 @@ async fn workers_with(
         front.viewer.clone(),
     );
     app
-}
-
-/// Registers `host` as `name` with one uplink on `path`.
-async fn register_as(app: &TestApp, host: &Host, name: &str, path: &str) {
-    register_at(app, host, &host.url, name, path).await;
-}
-
-/// [`register_as`] with the agent's address given (one where nothing listens, to hold the
-/// host's attaches at `validate`).
-async fn register_at(app: &TestApp, host: &Host, url: &str, name: &str, path: &str) {
-    let r = app
-        .put(
-            &app.admin,
-            &format!("/api/v1/hosts/{name}"),
-            &json!({"agent_url": url, "agent_token": AGENT_TOKEN, "backend": host.backend.as_str(),
-                    "uplinks": [{"interface": "upl0", "path_dn": path}]}),
-        )
-        .await;
-    assert!(r.status().is_success(), "{:?}", r.text().await);
 }
 
 /// Queues the attach of `netns` on `host` to EPG t/ap/`epg` (no wait).
@@ -343,19 +324,8 @@ async fn a_hundred_containers_in_ten_epgs_on_ten_hosts_take_at_most_ten_apic_pos
     }
     let (front, sim) = front(&db).await;
     let epgs: Vec<String> = (0..10).map(|i| format!("scale{i}")).collect();
-    for (i, epg) in epgs.iter().enumerate() {
-        let r = front
-            .put(
-                &front.operator,
-                &format!("/api/v1/epgs/t/ap/{epg}"),
-                &json!({"bridge_domain": "bd1", "physical_domain": "weft_phys", "vlan_pool": "p",
-                    "requested_vlan": 160 + i, "mode": "regular",
-                    "subnets": [{"cidr": format!("10.{}.0.0/24", 70 + i),
-                                 "gateway": format!("10.{}.0.1", 70 + i), "reserved": []}]}),
-            )
-            .await;
-        assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
-        crate::helpers::inject_epg(&sim, epg);
+    for (i, epg) in (160..).zip(&epgs) {
+        put_epg(&front, &sim, epg, i, "regular").await;
     }
     let mut hosts = Vec::new();
     for (i, (leaf, port)) in SCALE_PORTS.iter().enumerate() {
