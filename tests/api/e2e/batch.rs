@@ -363,6 +363,15 @@ async fn a_hundred_containers_in_ten_epgs_on_ten_hosts_take_at_most_ten_apic_pos
         posts <= 10,
         "{posts} APIC POSTs for 100 bindings of 10 EPGs"
     );
+    // At least 90 binds found their binding posted by another job, so they waited for it;
+    // waiting is not an attempt: every bind took one.
+    let (binds, retried): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE attempts <> 1) FROM job_steps WHERE step = 'bind'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!((binds, retried), (100, 0));
     assert_eq!(weft_bindings_in_sim(&sim).len(), 100);
     let listed = app
         .get_json(&app.viewer, "/api/v1/bindings?limit=1000")
