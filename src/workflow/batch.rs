@@ -53,7 +53,7 @@ const BIND: &str = "bind";
 pub(super) async fn bind(ctx: &Ctx<'_>) -> Result<Outcome, StepError> {
     let apic = ctx.apic()?;
     take_references(ctx).await?;
-    // A second round only when another flush took ours between the check and our flush.
+    // After a flush the second round reads its outcome (applied, or faulted by a refusal).
     for _ in 0..2 {
         match own_state(ctx).await? {
             Own::Applied => return Ok(Outcome::Done),
