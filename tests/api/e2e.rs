@@ -57,6 +57,23 @@ fn nix_is_root() -> bool {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// A free host number n (1-250): creating namespace `wft-h<n>` claims it, and fails when a
+/// test of another process (nextest runs each test in its own) holds that number, so its
+/// names and management addresses (`169.254.<n>.0/30`) are never shared.
+fn claim_host_number() -> u32 {
+    let first = std::process::id() + NEXT.fetch_add(1, Ordering::SeqCst);
+    (0..250)
+        .map(|k| (first + k) % 250 + 1)
+        .find(|n| {
+            Command::new("ip")
+                .args(["netns", "add", &format!("wft-h{n}")])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .expect("a free wft-h<n> namespace")
+}
+
 const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 const IMAGE: &str = "weft-test/busybox:local";
 
@@ -118,10 +135,10 @@ impl HostBuilder {
     }
 
     async fn start(self, bin: &str, gateway: &str) -> Host {
-        let n = std::process::id() % 200 + NEXT.fetch_add(1, Ordering::SeqCst);
+        let n = claim_host_number();
         let (ns, leaf) = (format!("wft-h{n}"), format!("wft-l{n}"));
         sh(&format!(
-            "ip netns add {ns} && ip netns add {leaf} && ip -n {ns} link set lo up &&
+            "ip netns add {leaf} && ip -n {ns} link set lo up &&
              ip link add wfm{n} type veth peer name mgmt netns {ns} &&
              ip addr add 169.254.{n}.1/30 dev wfm{n} && ip link set wfm{n} up &&
              ip -n {ns} addr add 169.254.{n}.2/30 dev mgmt && ip -n {ns} link set mgmt up &&
@@ -320,15 +337,26 @@ async fn put_epg(app: &TestApp, sim: &apic_sim::SimHandle, name: &str, vlan: u16
 
 /// Registers `host` as `host-1` (its agent, token and uplink to `HOST1_PATH`).
 async fn register(app: &TestApp, host: &Host) {
+    register_as(app, host, "host-1", HOST1_PATH).await;
+}
+
+/// Registers `host` as `name` with one uplink on `path`.
+async fn register_as(app: &TestApp, host: &Host, name: &str, path: &str) {
+    register_at(app, host, &host.url, name, path).await;
+}
+
+/// [`register_as`] with the agent's address given (one where nothing listens holds the
+/// host's attaches at `validate`).
+async fn register_at(app: &TestApp, host: &Host, url: &str, name: &str, path: &str) {
     let r = app
         .put(
             &app.admin,
-            "/api/v1/hosts/host-1",
-            &json!({"agent_url": host.url, "agent_token": AGENT_TOKEN, "backend": host.backend.as_str(),
-                    "uplinks": [{"interface": "upl0", "path_dn": HOST1_PATH}]}),
+            &format!("/api/v1/hosts/{name}"),
+            &json!({"agent_url": url, "agent_token": AGENT_TOKEN, "backend": host.backend.as_str(),
+                    "uplinks": [{"interface": "upl0", "path_dn": path}]}),
         )
         .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(r.status().is_success(), "{:?}", r.text().await);
 }
 
 async fn attach(app: &TestApp, id: uuid::Uuid, netns: &str) -> Value {
@@ -1071,3 +1099,5 @@ async fn an_ovs_host_tags_the_epg_vlan_on_its_uplink_and_detach_removes_the_port
         "{state:?}"
     );
 }
+
+mod batch;
