@@ -129,6 +129,7 @@ struct WorkflowSection {
     workers: Option<usize>,
     max_attempts: Option<u32>,
     binding_linger_secs: Option<u64>,
+    binding_batch_window_ms: Option<u64>,
     lost_grace_secs: Option<u64>,
     claim_secs: Option<u64>,
     agent_ca_file: Option<PathBuf>,
@@ -330,6 +331,10 @@ const WF_LINGER: Setting = Setting {
     name: "workflow.binding_linger_secs",
     env: "WEFT_BINDING_LINGER_SECS",
 };
+const WF_BATCH: Setting = Setting {
+    name: "workflow.binding_batch_window_ms",
+    env: "WEFT_WORKFLOW_BINDING_BATCH_WINDOW_MS",
+};
 const WF_GRACE: Setting = Setting {
     name: "workflow.lost_grace_secs",
     env: "WEFT_LOST_GRACE_SECS",
@@ -374,6 +379,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     (WF_WORKERS.name, WF_WORKERS.env),
     (WF_ATTEMPTS.name, WF_ATTEMPTS.env),
     (WF_LINGER.name, WF_LINGER.env),
+    (WF_BATCH.name, WF_BATCH.env),
     (WF_GRACE.name, WF_GRACE.env),
     (WF_CLAIM.name, WF_CLAIM.env),
     (WF_AGENT_CA.name, WF_AGENT_CA.env),
@@ -402,6 +408,12 @@ fn workflow_settings(
     let secs = |st: &Setting, v: Option<u64>| pick(env, st, v).map(|v| v.map(Duration::from_secs));
     if let Some(d) = secs(&WF_LINGER, f.binding_linger_secs)? {
         s.binding_linger = d;
+    }
+    if let Some(ms) = pick(env, &WF_BATCH, f.binding_batch_window_ms)? {
+        if ms > 60_000 {
+            return Err(WF_BATCH.invalid(env, "must be 0-60000"));
+        }
+        s.binding_batch_window = Duration::from_millis(ms);
     }
     if let Some(d) = secs(&WF_GRACE, f.lost_grace_secs)? {
         s.lost_grace = d;
@@ -671,6 +683,30 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("server.listen"), "{e}");
+    }
+
+    #[test]
+    fn the_binding_batch_window_comes_from_file_or_environment_within_a_minute() {
+        let db = ("WEFT_DATABASE_URL", "postgres://h/db");
+        let window = |c: Config| c.workflow.binding_batch_window;
+        assert_eq!(
+            window(parse("", &[db]).unwrap()),
+            Duration::from_millis(200)
+        );
+        let file = "[workflow]\nbinding_batch_window_ms = 50";
+        assert_eq!(
+            window(parse(file, &[db]).unwrap()),
+            Duration::from_millis(50)
+        );
+        let env = ("WEFT_WORKFLOW_BINDING_BATCH_WINDOW_MS", "0");
+        assert_eq!(window(parse(file, &[db, env]).unwrap()), Duration::ZERO);
+        let e = parse(
+            "",
+            &[db, ("WEFT_WORKFLOW_BINDING_BATCH_WINDOW_MS", "60001")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("workflow.binding_batch_window_ms"), "{e}");
     }
 
     #[test]

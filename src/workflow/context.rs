@@ -10,7 +10,7 @@ use weft_agent_api::{AgentClient, Target, Token};
 use weft_apic::{BindingMode, EpgKey, Immediacy, PathDn, VlanId};
 
 use super::jobs::Job;
-use super::{Engine, StepError};
+use super::{Engine, Settings, StepError};
 use crate::apic::Apic;
 
 /// One attachment with everything its steps need.
@@ -114,20 +114,15 @@ impl<'a> Ctx<'a> {
 
     /// The host's agent, carrying the request id of the work.
     pub fn agent(&self) -> Result<AgentClient, StepError> {
-        let object = format!("agent of host `{}` ({})", self.host, self.agent_url);
-        let url = self
-            .agent_url
-            .parse()
-            .map_err(|e| StepError::permanent(object.clone(), e))?;
-        let token = Token::new(self.agent_token.clone().unwrap_or_default());
-        let client = match &self.engine.settings.agent_ca_pem {
-            Some(pem) => AgentClient::with_root_ca_pem(url, token, pem),
-            None => AgentClient::new(url, token),
-        }
-        .map_err(|e| StepError::permanent(object, e))?;
-        Ok(match &self.job.request_id {
-            Some(id) => client.with_request_id(id.clone()),
-            None => client,
+        agent_client(
+            &self.engine.settings,
+            &self.agent_url,
+            self.agent_token.as_deref(),
+            self.job.request_id.as_deref(),
+        )
+        .map_err(|e| {
+            let object = format!("agent of host `{}` ({})", self.host, self.agent_url);
+            StepError::permanent(object, e)
         })
     }
 
@@ -140,6 +135,27 @@ impl<'a> Ctx<'a> {
             StepError::permanent(object, e)
         }
     }
+}
+
+/// A client for the agent at `url` with its token, trusting the configured CA, whose calls
+/// carry `request_id`; the message says why none can be made (a bad URL or CA).
+pub fn agent_client(
+    settings: &Settings,
+    url: &str,
+    token: Option<&str>,
+    request_id: Option<&str>,
+) -> Result<AgentClient, String> {
+    let url = url.parse::<reqwest::Url>().map_err(|e| e.to_string())?;
+    let token = Token::new(token.unwrap_or_default());
+    let client = match &settings.agent_ca_pem {
+        Some(pem) => AgentClient::with_root_ca_pem(url, token, pem),
+        None => AgentClient::new(url, token),
+    }
+    .map_err(|e| e.to_string())?;
+    Ok(match request_id {
+        Some(id) => client.with_request_id(id),
+        None => client,
+    })
 }
 
 /// Moves the attachment to `state` (a step started, or the job finished).

@@ -8,8 +8,8 @@ use tokio::sync::{Mutex, RwLock};
 use tracing::{info, instrument, warn};
 use uuid::Uuid;
 use weft_agent_api::{
-    AgentState, Attachment, AttachmentSpec, Segment, SegmentMode, SegmentSpec, Target,
-    UnclaimedLink, Uplink, Versions, VlanId, API_VERSION,
+    AgentState, Attachment, AttachmentSpec, ResolvedTarget, Segment, SegmentMode, SegmentSpec,
+    Target, UnclaimedLink, Uplink, Versions, VlanId, API_VERSION,
 };
 
 use crate::backend::{self, Backend, ContainerIf, HostSide};
@@ -368,6 +368,20 @@ impl Agent {
                 host_ifname,
             })
             .collect())
+    }
+
+    /// Finds `target` and enters its network namespace once, changing nothing: what the
+    /// central service checks before it leases or binds anything for a container.
+    #[instrument(skip(self), fields(target = %target))]
+    pub async fn resolve(&self, target: &Target) -> Result<ResolvedTarget> {
+        let (ns, container_id) = container::resolve(target, self.docker.as_ref()).await?;
+        // Opening a path proves little (any file opens): joining it proves a namespace.
+        ns.run(|| ()).await?;
+        Ok(ResolvedTarget {
+            target: target.clone(),
+            netns: ns.path().display().to_string(),
+            container_id,
+        })
     }
 
     /// Segments, attachments, unclaimed links and uplinks as found in the kernel now.

@@ -1,9 +1,9 @@
-//! Simulated hosts for data-plane tests (here, in Weft's end-to-end proof and in the demo): a
-//! network namespace whose uplink is the host side of a leaf port, with an Open vSwitch of its
-//! own (userspace `netdev` datapath, private run directory). [`SimHost`] is the bare host a
-//! weft-agent runs on; [`TestHost`] adds one endpoint on an access port `tag=N`, so its frames
-//! leave the host 802.1Q-tagged as a real host's would. Everything is removed on drop. Needs
-//! root, `ip`, `nft` and Open vSwitch.
+//! Simulated hosts for data-plane tests (here, in Weft's end-to-end tests and proof, and in the
+//! demo): a network namespace whose uplink is the host side of a leaf port, with an Open
+//! vSwitch of its own (userspace `netdev` datapath, private run directory). [`SimHost`] is the
+//! bare host a weft-agent runs on; [`TestHost`] adds one endpoint on an access port `tag=N`, so
+//! its frames leave the host 802.1Q-tagged as a real host's would. Everything is removed on
+//! drop. Needs root, `ip`, `nft` and Open vSwitch.
 
 use crate::dataplane::DataPlane;
 use std::path::{Path, PathBuf};
@@ -40,14 +40,41 @@ pub fn unavailable() -> Option<String> {
     }
 }
 
-/// A simulated host: a network namespace cabled to a leaf port, with its own Open vSwitch
-/// (ovsdb-server and ovs-vswitchd running in the namespace, run directory of its own) and no
-/// bridge yet: a weft-agent with the OVS backend builds its own, [`TestHost`] adds a tagged
-/// endpoint. Dropped: every process in the namespace is killed and the namespace deleted.
+/// A simulated host: a network namespace cabled to a leaf port, with its own Open vSwitch and
+/// no bridge yet (a weft-agent with the OVS backend builds its own).
 pub struct SimHost {
     pub netns: String,
+    /// Dropped in this order: the switch's daemons, then the namespace.
+    ovs: NetnsOvs,
+    _netns: NetnsGuard,
+}
+
+/// A host namespace with its own OVS and one tagged endpoint.
+pub struct TestHost {
+    host: SimHost,
+    /// The endpoint's IPv4 address (without prefix).
+    pub ip: String,
+}
+
+/// A private Open vSwitch in a network namespace: `ovsdb-server` and `ovs-vswitchd`
+/// (userspace datapath, so bridges need `datapath_type=netdev`) with a run directory of their
+/// own. The daemons are killed and the directory removed on drop.
+pub struct NetnsOvs {
+    netns: String,
     dir: PathBuf,
     daemons: Vec<Child>,
+}
+
+fn run(program: &str, args: &[&str]) -> std::io::Result<()> {
+    let out = Command::new(program).args(args).output()?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(std::io::Error::other(format!(
+        "{program} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
 }
 
 impl SimHost {
@@ -61,135 +88,24 @@ impl SimHost {
         uplink: &str,
     ) -> std::io::Result<Self> {
         remove_netns(netns);
-        let dir = run_dir(netns);
-        std::fs::create_dir_all(&dir)?;
         run("ip", &["netns", "add", netns])?;
-        let mut host = SimHost {
-            netns: netns.to_string(),
-            dir,
-            daemons: Vec::new(),
-        };
+        // Deletes the namespace when dropped, whatever fails next.
+        let guard = NetnsGuard(netns.to_string());
         run("ip", &["-n", netns, "link", "set", "lo", "up"])?;
         fabric
             .cable(node, port, netns, uplink)
             .map_err(std::io::Error::other)?;
-        host.start_ovs()?;
-        Ok(host)
+        Ok(SimHost {
+            ovs: NetnsOvs::start(netns)?,
+            netns: netns.to_string(),
+            _netns: guard,
+        })
     }
 
-    /// The host's run directory (OVS sockets and database; a good place for its logs).
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The host's switch.
+    pub fn ovs(&self) -> &NetnsOvs {
+        &self.ovs
     }
-
-    /// A file in the run directory.
-    pub fn path(&self, name: &str) -> String {
-        self.dir.join(name).to_string_lossy().into_owned()
-    }
-
-    /// The OVSDB socket of the host's switch, as `unix:<path>`.
-    pub fn ovsdb(&self) -> String {
-        format!("unix:{}", self.path("db.sock"))
-    }
-
-    /// `ovs-vsctl` against the host's switch; its output.
-    pub fn vsctl(&self, args: &[&str]) -> std::io::Result<String> {
-        let db = format!("--db={}", self.ovsdb());
-        let mut all = vec![db.as_str(), "--timeout=10"];
-        all.extend_from_slice(args);
-        run("ovs-vsctl", &all)
-    }
-
-    /// A daemon inside the namespace (`ip netns exec` execs it, so the child is the daemon).
-    fn spawn(&mut self, program: &str, args: &[&str]) -> std::io::Result<()> {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.netns, program])
-            .args(args)
-            .env("OVS_RUNDIR", &self.dir)
-            .env("OVS_DBDIR", &self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        self.daemons.push(child);
-        Ok(())
-    }
-
-    fn start_ovs(&mut self) -> std::io::Result<()> {
-        run("ovsdb-tool", &["create", &self.path("conf.db"), SCHEMA])?;
-        let (conf, remote, ctl) = (
-            self.path("conf.db"),
-            format!("--remote=punix:{}", self.path("db.sock")),
-            format!("--unixctl={}", self.path("ovsdb.ctl")),
-        );
-        self.spawn("ovsdb-server", &[&conf, &remote, &ctl])?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(self.dir.join("db.sock")).is_err() {
-            if Instant::now() > deadline {
-                return Err(std::io::Error::other(
-                    "ovsdb-server does not accept clients",
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.vsctl(&["--no-wait", "init"])?;
-        let (db, ctl) = (
-            self.ovsdb(),
-            format!("--unixctl={}", self.path("vswitchd.ctl")),
-        );
-        self.spawn("ovs-vswitchd", &[&db, &ctl])
-    }
-}
-
-impl Drop for SimHost {
-    fn drop(&mut self) {
-        for c in &mut self.daemons {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        remove_netns(&self.netns);
-    }
-}
-
-/// Runs a command; its stdout, or an error with its stderr.
-fn run(program: &str, args: &[&str]) -> std::io::Result<String> {
-    let out = Command::new(program).args(args).output()?;
-    if out.status.success() {
-        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
-    }
-    Err(std::io::Error::other(format!(
-        "{program} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
-    )))
-}
-
-/// Where a host's OVS keeps its files.
-fn run_dir(netns: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("weft-testbed-{netns}"))
-}
-
-/// Removes namespace `netns` as a crashed run may have left it: every process still in it
-/// (an OVS daemon, an agent) is killed first, since deleting a namespace does not end them;
-/// then the namespace and the host's run directory. Missing pieces are fine.
-pub fn remove_netns(netns: &str) {
-    let pids = Command::new("ip").args(["netns", "pids", netns]).output();
-    if let Some(out) = pids.ok().filter(|o| o.status.success()) {
-        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            let _ = Command::new("kill").args(["-KILL", pid]).status();
-        }
-    }
-    let _ = Command::new("ip")
-        .args(["netns", "del", netns])
-        .stderr(Stdio::null())
-        .status();
-    let _ = std::fs::remove_dir_all(run_dir(netns));
-}
-
-/// A host namespace with its own OVS and one tagged endpoint.
-pub struct TestHost {
-    host: SimHost,
-    /// The endpoint's IPv4 address (without prefix).
-    pub ip: String,
 }
 
 impl std::ops::Deref for TestHost {
@@ -212,7 +128,8 @@ impl TestHost {
         ip: &str,
     ) -> std::io::Result<Self> {
         let host = SimHost::start(netns, fabric, node, port, "uplink")?;
-        host.vsctl(&[
+        let ovs = host.ovs();
+        ovs.vsctl(&[
             "add-br",
             "br0",
             "--",
@@ -221,8 +138,8 @@ impl TestHost {
             "br0",
             "datapath_type=netdev",
         ])?;
-        host.vsctl(&["add-port", "br0", "uplink"])?;
-        host.vsctl(&[
+        ovs.vsctl(&["add-port", "br0", "uplink"])?;
+        ovs.vsctl(&[
             "add-port",
             "br0",
             "ep",
@@ -323,5 +240,121 @@ impl Pinger {
     /// that were just enabled and still learn ARP and MAC entries).
     pub fn reaches(&self, ip: &str, attempts: u32) -> bool {
         (0..attempts).any(|_| self.ping(ip))
+    }
+}
+
+/// Deletes a network namespace, and whatever still runs in it, on drop.
+struct NetnsGuard(String);
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        remove_netns(&self.0);
+    }
+}
+
+/// Where the OVS of namespace `netns` keeps its files.
+fn run_dir(netns: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("weft-testbed-{netns}"))
+}
+
+/// Removes namespace `netns` as a crashed run may have left it: every process still in it
+/// (an OVS daemon, an agent) is killed first, since deleting a namespace does not end them;
+/// then the namespace and its switch's run directory. Missing pieces are fine.
+pub fn remove_netns(netns: &str) {
+    let pids = Command::new("ip").args(["netns", "pids", netns]).output();
+    if let Some(out) = pids.ok().filter(|o| o.status.success()) {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
+    }
+    let _ = Command::new("ip")
+        .args(["netns", "del", netns])
+        .stderr(Stdio::null())
+        .status();
+    let _ = std::fs::remove_dir_all(run_dir(netns));
+}
+
+impl NetnsOvs {
+    /// Starts both daemons in `netns` (which must exist) with a fresh database.
+    pub fn start(netns: &str) -> std::io::Result<Self> {
+        let dir = run_dir(netns);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let mut ovs = NetnsOvs {
+            netns: netns.to_string(),
+            dir,
+            daemons: Vec::new(),
+        };
+        run("ovsdb-tool", &["create", &ovs.path("conf.db"), SCHEMA])?;
+        let (conf, remote, ctl) = (
+            ovs.path("conf.db"),
+            format!("--remote=punix:{}", ovs.path("db.sock")),
+            format!("--unixctl={}", ovs.path("ovsdb.ctl")),
+        );
+        ovs.spawn("ovsdb-server", &[&conf, &remote, &ctl])?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(ovs.dir.join("db.sock")).is_err() {
+            if Instant::now() > deadline {
+                return Err(std::io::Error::other(
+                    "ovsdb-server does not accept clients",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        ovs.vsctl(&["--no-wait", "init"])?;
+        let (db, ctl) = (ovs.db(), format!("--unixctl={}", ovs.path("vswitchd.ctl")));
+        ovs.spawn("ovs-vswitchd", &[&db, &ctl])?;
+        Ok(ovs)
+    }
+
+    /// A file in the switch's run directory (also a place for the host's own files).
+    pub fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_string_lossy().into_owned()
+    }
+
+    /// The OVSDB address (`unix:<dir>/db.sock`), e.g. for `WEFT_AGENT_OVS_DB`.
+    pub fn db(&self) -> String {
+        format!("unix:{}", self.path("db.sock"))
+    }
+
+    /// Runs `ovs-vsctl` against this switch; returns its output.
+    pub fn vsctl(&self, args: &[&str]) -> std::io::Result<String> {
+        let db = format!("--db={}", self.db());
+        let out = Command::new("ovs-vsctl")
+            .args([db.as_str(), "--timeout=10"])
+            .args(args)
+            .output()?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        Err(std::io::Error::other(format!(
+            "ovs-vsctl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+
+    /// A daemon inside the namespace (`ip netns exec` execs it, so the child is the daemon).
+    fn spawn(&mut self, program: &str, args: &[&str]) -> std::io::Result<()> {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.netns, program])
+            .args(args)
+            .env("OVS_RUNDIR", &self.dir)
+            .env("OVS_DBDIR", &self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.daemons.push(child);
+        Ok(())
+    }
+}
+
+impl Drop for NetnsOvs {
+    fn drop(&mut self) {
+        for c in &mut self.daemons {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

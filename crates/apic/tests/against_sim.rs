@@ -379,6 +379,41 @@ async fn delete_binding_only_touches_weft_objects() {
 }
 
 #[tokio::test]
+async fn delete_bindings_removes_weft_ones_in_one_post_and_leaves_foreign_ones() {
+    let (sim, client) = setup().await;
+    client.ensure_epg(&managed(web())).await.unwrap();
+    let ours: Vec<PathDn> = (1..=3).map(|i| port(104, &format!("eth1/{i}"))).collect();
+    let bindings: Vec<Binding> = ours.iter().cloned().map(regular).collect();
+    client.apply_bindings(&web(), &bindings).await.unwrap();
+    sim.inject(
+        &web().dn(),
+        &json!({"fvRsPathAtt":{"attributes":{"tDn":port(104, "eth1/4").to_string(),"encap":"vlan-150"}}}),
+    )
+    .unwrap();
+    sim.reset_counts();
+    let mut asked = ours.clone();
+    asked.push(port(104, "eth1/4")); // someone else's
+    asked.push(port(104, "eth1/5")); // absent
+    let foreign = client.delete_bindings(&web(), &asked).await.unwrap();
+    assert_eq!(foreign, [port(104, "eth1/4")]);
+    assert_eq!(sim.count("mo_post"), 1, "one POST for the three");
+    assert_eq!(sim.count("mo_delete"), 0);
+    for path in &ours {
+        assert!(sim.get(&Binding::dn(&web(), path)).is_none(), "{path}");
+    }
+    assert!(
+        sim.get(&Binding::dn(&web(), &port(104, "eth1/4")))
+            .is_some(),
+        "the foreign binding is untouched"
+    );
+    // Nothing of Weft's left: no POST at all.
+    sim.reset_counts();
+    let foreign = client.delete_bindings(&web(), &asked).await.unwrap();
+    assert_eq!(foreign.len(), 1);
+    assert_eq!(sim.count("mo_post"), 0);
+}
+
+#[tokio::test]
 async fn a_foreign_binding_is_never_taken_over_and_the_whole_batch_is_refused() {
     let (sim, client) = setup().await;
     client.ensure_epg(&managed(web())).await.unwrap();

@@ -84,9 +84,12 @@ impl LabHost {
             .env("WEFT_AGENT_LISTEN", listen)
             .env("WEFT_AGENT_UPLINKS", UPLINK)
             .env("WEFT_AGENT_BACKEND", "ovs")
-            .env("WEFT_AGENT_OVS_DB", self.host.ovsdb())
+            .env("WEFT_AGENT_OVS_DB", self.host.ovs().db())
             .env("WEFT_AGENT_OVS_DATAPATH", "netdev")
-            .env("WEFT_AGENT_STATE_FILE", self.host.path("agent-state.json"))
+            .env(
+                "WEFT_AGENT_STATE_FILE",
+                self.host.ovs().path("agent-state.json"),
+            )
             // Restarts in the proof should not wait for idle keep-alive connections.
             .env("WEFT_AGENT_KEEP_ALIVE", "1")
             .env_remove("WEFT_AGENT_CENTRAL_URL");
@@ -99,7 +102,7 @@ impl LabHost {
     }
 
     fn log(&self) -> String {
-        self.host.path("agent.log")
+        self.host.ovs().path("agent.log")
     }
 
     /// Waits until the agent answers `/healthz`.
@@ -129,7 +132,7 @@ impl LabHost {
 
     /// `ovs-vsctl` on the host's switch; its output.
     pub fn vsctl(&self, args: &[&str]) -> Result<String, LabError> {
-        self.host.vsctl(args).map_err(|source| LabError::Io {
+        self.host.ovs().vsctl(args).map_err(|source| LabError::Io {
             what: format!("ovs-vsctl {}", args.join(" ")),
             source,
         })
