@@ -95,6 +95,8 @@ pub struct Config {
     pub apic: Option<ApicSettings>,
     /// The attach/detach workers and how they talk to agents.
     pub workflow: crate::workflow::Settings,
+    /// How often the leading replica reconciles.
+    pub reconcile: crate::workflow::reconcile::Settings,
 }
 
 /// How to reach the APIC and how long a fabric snapshot stays fresh.
@@ -121,6 +123,15 @@ struct FileConfig {
     apic: ApicSection,
     #[serde(default)]
     workflow: WorkflowSection,
+    #[serde(default)]
+    reconcile: ReconcileSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReconcileSection {
+    interval_secs: Option<u64>,
+    agent_concurrency: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -352,6 +363,15 @@ const WF_VRF: Setting = Setting {
     env: "WEFT_MANAGED_VRF",
 };
 
+const RC_INTERVAL: Setting = Setting {
+    name: "reconcile.interval_secs",
+    env: "WEFT_RECONCILE_INTERVAL_SECS",
+};
+const RC_AGENTS: Setting = Setting {
+    name: "reconcile.agent_concurrency",
+    env: "WEFT_RECONCILE_AGENT_CONCURRENCY",
+};
+
 /// Every setting with its environment variable, for `--help` and the README.
 pub const SETTINGS: &[(&str, &str)] = &[
     (LISTEN.name, LISTEN.env),
@@ -384,7 +404,30 @@ pub const SETTINGS: &[(&str, &str)] = &[
     (WF_CLAIM.name, WF_CLAIM.env),
     (WF_AGENT_CA.name, WF_AGENT_CA.env),
     (WF_VRF.name, WF_VRF.env),
+    (RC_INTERVAL.name, RC_INTERVAL.env),
+    (RC_AGENTS.name, RC_AGENTS.env),
 ];
+
+/// The `[reconcile]` section with the environment on top.
+fn reconcile_settings(
+    env: &dyn Env,
+    f: ReconcileSection,
+) -> Result<crate::workflow::reconcile::Settings, ConfigError> {
+    let mut s = crate::workflow::reconcile::Settings::default();
+    if let Some(n) = pick(env, &RC_INTERVAL, f.interval_secs)? {
+        if !(1..=86_400).contains(&n) {
+            return Err(RC_INTERVAL.invalid(env, "must be 1-86400"));
+        }
+        s.interval = Duration::from_secs(n);
+    }
+    if let Some(n) = pick(env, &RC_AGENTS, f.agent_concurrency)? {
+        if !(1..=1024).contains(&n) {
+            return Err(RC_AGENTS.invalid(env, "must be 1-1024"));
+        }
+        s.agent_concurrency = n;
+    }
+    Ok(s)
+}
 
 /// The `[workflow]` section with the environment on top. The agents' CA file is read here, so
 /// an unreadable one stops the start instead of failing every attach.
@@ -625,6 +668,7 @@ impl Config {
             log_filter: pick(env, &LOG_FILTER, file.log.filter)?.unwrap_or_else(|| "info".into()),
             apic: apic_settings(env, file.apic)?,
             workflow: workflow_settings(env, file.workflow)?,
+            reconcile: reconcile_settings(env, file.reconcile)?,
         })
     }
 }

@@ -21,11 +21,11 @@ use weft_agent_api::{AgentClient, Backend, Token};
 
 use crate::helpers::{apic_settings, TestApp};
 
-const AGENT_TOKEN: &str = "e2e-agent-token";
+pub(crate) const AGENT_TOKEN: &str = "e2e-agent-token";
 /// The sim's LLDP names host-1 on leaf 101 eth1/1; the host's configured uplink agrees.
-const HOST1_PATH: &str = "topology/pod-1/paths-101/pathep-[eth1/1]";
+pub(crate) const HOST1_PATH: &str = "topology/pod-1/paths-101/pathep-[eth1/1]";
 
-fn sh(cmd: &str) -> String {
+pub(crate) fn sh(cmd: &str) -> String {
     let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
     assert!(
         out.status.success(),
@@ -36,7 +36,7 @@ fn sh(cmd: &str) -> String {
 }
 
 /// The agent binary, or None (with a loud SKIPPED) when it or root is missing.
-fn agent_bin(test: &str) -> Option<String> {
+pub(crate) fn agent_bin(test: &str) -> Option<String> {
     let bin = std::env::var("WEFT_AGENT_BIN").ok().or_else(|| {
         let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
         Some(format!("{dir}/debug/weft-agent"))
@@ -102,8 +102,8 @@ struct HostBuilder {
 /// "leaf", which answers as the EPG's gateway), a management veth to the test, and a
 /// weft-agent process listening on it; with Open vSwitch, a private switch in the host
 /// namespace. Dropped: the agent is killed, Docker containers removed, the namespaces deleted.
-struct Host {
-    ns: String,
+pub(crate) struct Host {
+    pub(crate) ns: String,
     leaf: String,
     backend: Backend,
     /// The agent binary and its environment, to start it again.
@@ -195,7 +195,7 @@ impl Host {
         }
     }
 
-    async fn start(bin: &str, gateway: &str) -> Self {
+    pub(crate) async fn start(bin: &str, gateway: &str) -> Self {
         Self::builder().start(bin, gateway).await
     }
 
@@ -226,12 +226,12 @@ impl Host {
         }
     }
 
-    fn client(&self) -> AgentClient {
+    pub(crate) fn client(&self) -> AgentClient {
         AgentClient::new(self.url.parse().unwrap(), Token::new(AGENT_TOKEN)).unwrap()
     }
 
     /// A new empty network namespace as a container; returns its path.
-    fn container(&mut self) -> String {
+    pub(crate) fn container(&mut self) -> String {
         let name = format!("{}-c{}", self.ns, self.containers.len());
         sh(&format!("ip netns add {name}"));
         self.containers.push(name.clone());
@@ -283,7 +283,7 @@ fn settings() -> Settings {
 
 /// Weft with apic-sim (EPG t/ap/web on the APIC, VLAN 150, untagged, 10.50.0.0/24) and the
 /// workflow [`settings`].
-async fn weft(db: PgPool) -> (TestApp, apic_sim::SimHandle) {
+pub(crate) async fn weft(db: PgPool) -> (TestApp, apic_sim::SimHandle) {
     weft_with(db, "127.0.0.1:0", settings()).await
 }
 
@@ -336,7 +336,7 @@ async fn put_epg(app: &TestApp, sim: &apic_sim::SimHandle, name: &str, vlan: u16
 }
 
 /// Registers `host` as `host-1` (its agent, token and uplink to `HOST1_PATH`).
-async fn register(app: &TestApp, host: &Host) {
+pub(crate) async fn register(app: &TestApp, host: &Host) {
     register_as(app, host, "host-1", HOST1_PATH).await;
 }
 
@@ -359,7 +359,7 @@ async fn register_at(app: &TestApp, host: &Host, url: &str, name: &str, path: &s
     assert!(r.status().is_success(), "{:?}", r.text().await);
 }
 
-async fn attach(app: &TestApp, id: uuid::Uuid, netns: &str) -> Value {
+pub(crate) async fn attach(app: &TestApp, id: uuid::Uuid, netns: &str) -> Value {
     attach_to(app, id, json!({"kind": "netns", "path": netns}), "web").await
 }
 
@@ -418,7 +418,7 @@ fn assert_wired_in_docker(name: &str, address: &str, mac: &str) {
     sh(&format!("docker exec {name} ping -c 1 -w 5 10.50.0.1"));
 }
 
-fn binding_in_sim(sim: &apic_sim::SimHandle) -> Option<Value> {
+pub(crate) fn binding_in_sim(sim: &apic_sim::SimHandle) -> Option<Value> {
     let dn = format!("uni/tn-t/ap-ap/epg-web/rspathAtt-[{HOST1_PATH}]");
     sim.dump()
         .into_iter()

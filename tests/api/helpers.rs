@@ -24,6 +24,7 @@ pub const NONE: Quarantine = Quarantine {
     ip: Duration::ZERO,
 };
 
+#[derive(Clone)]
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,

@@ -16,5 +16,6 @@ mod hosts;
 mod openapi;
 mod pools;
 mod quarantine;
+mod reconcile;
 mod reservations;
 mod tokens;
