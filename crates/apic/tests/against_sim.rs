@@ -180,14 +180,20 @@ fn expire_under_each_query(sim: &SimHandle, k: u64) -> tokio::task::JoinHandle<(
     })
 }
 
-#[tokio::test]
-async fn every_new_token_rejection_in_one_call_means_a_new_login() {
+/// A simulator that holds every request 100 ms (no login throttle), and a client of it.
+async fn slow_setup() -> (SimHandle, ApicClient) {
     let sim = sim_with(|c| {
         c.faults.latency_ms = 100;
         c.faults.login_rate_per_sec = None;
     })
     .await;
     let client = ApicClient::new(config(vec![sim.url.clone()])).unwrap();
+    (sim, client)
+}
+
+#[tokio::test]
+async fn every_new_token_rejection_in_one_call_means_a_new_login() {
+    let (sim, client) = slow_setup().await;
     let expiring = expire_under_each_query(&sim, 3);
     let nodes = client.class_all("fabricNode", None).await.unwrap();
     expiring.await.unwrap();
@@ -201,12 +207,7 @@ async fn every_new_token_rejection_in_one_call_means_a_new_login() {
 
 #[tokio::test]
 async fn token_rejections_in_one_call_are_bounded() {
-    let sim = sim_with(|c| {
-        c.faults.latency_ms = 100;
-        c.faults.login_rate_per_sec = None;
-    })
-    .await;
-    let client = ApicClient::new(config(vec![sim.url.clone()])).unwrap();
+    let (sim, client) = slow_setup().await;
     let expiring = expire_under_each_query(&sim, 10);
     let err = client.class_all("fabricNode", None).await.unwrap_err();
     expiring.abort();
