@@ -8,8 +8,8 @@
 //! contention), then many clients attaching at once across the hosts, then detaching them at
 //! once (throughput and latency under load). A request's latency is its `PUT`/`DELETE` with
 //! `?wait=60`, answered when the attachment is `attached` (or gone). Where the time goes is
-//! read from the job log afterwards: each step's duration, and the time a job waited for a
-//! worker.
+//! read from the job log afterwards: each step's duration, and the time from the request's
+//! transaction (the job's `created_at`) to its first step.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -140,7 +140,7 @@ impl fmt::Display for AttachReport {
         }
         writeln!(
             f,
-            "where the time goes (job log; `queued` = waiting for a worker):"
+            "where the time goes (job log; `queued` = from the request's transaction to the first step: its own work, then the wait for a worker):"
         )?;
         writeln!(
             f,
