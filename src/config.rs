@@ -191,6 +191,7 @@ struct ApicSection {
     connect_timeout_secs: Option<u64>,
     request_timeout_secs: Option<u64>,
     max_attempts: Option<u32>,
+    requests_per_sec: Option<f64>,
     discovery_ttl_secs: Option<u64>,
 }
 
@@ -326,6 +327,10 @@ const APIC_ATTEMPTS: Setting = Setting {
     name: "apic.max_attempts",
     env: "WEFT_APIC_MAX_ATTEMPTS",
 };
+const APIC_RATE: Setting = Setting {
+    name: "apic.requests_per_sec",
+    env: "WEFT_APIC_REQUESTS_PER_SEC",
+};
 const APIC_TTL: Setting = Setting {
     name: "apic.discovery_ttl_secs",
     env: "WEFT_APIC_DISCOVERY_TTL_SECS",
@@ -395,6 +400,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     (APIC_CONNECT.name, APIC_CONNECT.env),
     (APIC_REQUEST.name, APIC_REQUEST.env),
     (APIC_ATTEMPTS.name, APIC_ATTEMPTS.env),
+    (APIC_RATE.name, APIC_RATE.env),
     (APIC_TTL.name, APIC_TTL.env),
     (WF_WORKERS.name, WF_WORKERS.env),
     (WF_ATTEMPTS.name, WF_ATTEMPTS.env),
@@ -533,6 +539,15 @@ fn apic_settings(env: &dyn Env, f: ApicSection) -> Result<Option<ApicSettings>, 
             return Err(APIC_ATTEMPTS.invalid(env, "must be at least 1"));
         }
         client.retry.max_attempts = n;
+    }
+    if let Some(rate) = pick(env, &APIC_RATE, f.requests_per_sec)? {
+        if !(rate.is_finite() && rate >= 0.0) {
+            return Err(APIC_RATE.invalid(env, "must be a number of at least 0 (0: no limit)"));
+        }
+        client.rate_limit = (rate > 0.0).then(|| weft_apic::RateLimit {
+            per_second: rate,
+            ..weft_apic::RateLimit::default()
+        });
     }
     Ok(Some(ApicSettings {
         client,
@@ -822,6 +837,28 @@ mod tests {
             e.contains("database.url") && e.contains("/etc/weft/database-url"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_apic_request_rate_is_limited_by_default_and_configurable_down_to_none() {
+        let apic =
+            "[apic]\ncontrollers = [\"http://127.0.0.1:1\"]\nusername = \"u\"\npassword = \"p\"\n";
+        let db = ("WEFT_DATABASE_URL", "postgres://h/db");
+        let rate = |file: &str, env: &dyn Env| {
+            parse(&format!("{apic}{file}"), env)
+                .map(|c| c.apic.unwrap().client.rate_limit.map(|l| l.per_second))
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(rate("", &[db]), Ok(Some(5.0)), "the default");
+        assert_eq!(rate("requests_per_sec = 50.0", &[db]), Ok(Some(50.0)));
+        let off = [db, ("WEFT_APIC_REQUESTS_PER_SEC", "0")];
+        assert_eq!(
+            rate("requests_per_sec = 50.0", &off),
+            Ok(None),
+            "0 is no limit"
+        );
+        let e = rate("requests_per_sec = -1.0", &[db]).unwrap_err();
+        assert!(e.contains("apic.requests_per_sec"), "{e}");
     }
 
     #[test]

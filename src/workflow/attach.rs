@@ -17,6 +17,7 @@
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
+use sqlx::Postgres;
 use weft_agent_api::{
     AttachmentSpec, InterfaceName, MacAddr, Mtu, SegmentMode, SegmentSpec, Target,
 };
@@ -209,24 +210,58 @@ pub(crate) fn segment_spec(mode: BindingMode) -> SegmentSpec {
     }
 }
 
+/// Holds the host's row lock (in the returned transaction) around a change of its segments,
+/// across replicas. A removal checks that no other attachment needs the segment and removes
+/// it while no attach can ensure it in between: otherwise an attach could ensure the segment
+/// just before a detach removed it, and then find none to wire its container onto.
+async fn lock_segments(ctx: &Ctx<'_>) -> Result<sqlx::Transaction<'static, Postgres>, StepError> {
+    let mut tx = ctx.db().begin().await?;
+    sqlx::query!(
+        "SELECT id FROM hosts WHERE name = $1 FOR NO KEY UPDATE",
+        ctx.host
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(tx)
+}
+
 /// The agent builds the host side of the EPG's VLAN.
 async fn segment(ctx: &Ctx<'_>) -> Result<(), StepError> {
     let spec = segment_spec(ctx.mode);
+    let tx = lock_segments(ctx).await?;
     ctx.agent()?
         .ensure_segment(ctx.vlan, &spec)
         .await
         .map_err(|e| ctx.agent_error(&format!("segment {}", ctx.vlan), e))?;
+    tx.commit().await?;
     Ok(())
 }
 
-/// Removes the VLAN's segment from the host; the agent refuses (409) while another
-/// container is wired to it, and then it stays.
+/// Removes the VLAN's segment from the host unless another attachment of the host on that
+/// VLAN may still use it (one being attached, attached, or lost and maybe coming back); the
+/// agent also refuses (409) while a container is wired to it, and then it stays.
 pub(super) async fn remove_segment(ctx: &Ctx<'_>) -> Result<(), StepError> {
-    match ctx.agent()?.remove_segment(ctx.vlan).await {
-        Ok(()) => Ok(()),
-        Err(weft_agent_api::ClientError::Api { status, .. }) if status.as_u16() == 409 => Ok(()),
-        Err(e) => Err(ctx.agent_error(&format!("segment {}", ctx.vlan), e)),
+    let mut tx = lock_segments(ctx).await?;
+    let needed = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM attachments a JOIN hosts h ON h.id = a.host_id
+               WHERE h.name = $1 AND a.vlan = $2 AND a.id <> $3
+                 AND a.state NOT IN ('failed', 'detaching')) AS "needed!""#,
+        ctx.host,
+        i32::from(ctx.vlan.get()),
+        ctx.id,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if needed {
+        return Ok(());
     }
+    match ctx.agent()?.remove_segment(ctx.vlan).await {
+        Ok(()) => {}
+        Err(weft_agent_api::ClientError::Api { status, .. }) if status.as_u16() == 409 => {}
+        Err(e) => return Err(ctx.agent_error(&format!("segment {}", ctx.vlan), e)),
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// What an attachment asks its agent to wire, as stored: the wire step and the reconciler's

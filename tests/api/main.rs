@@ -9,6 +9,7 @@ mod bad_input;
 mod binary;
 mod concurrency;
 mod e2e;
+mod e2e_faults;
 mod epgs;
 mod health;
 mod helpers;
