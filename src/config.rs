@@ -95,6 +95,8 @@ pub struct Config {
     pub apic: Option<ApicSettings>,
     /// The attach/detach workers and how they talk to agents.
     pub workflow: crate::workflow::Settings,
+    /// How often the leading replica reconciles.
+    pub reconcile: crate::workflow::reconcile::Settings,
 }
 
 /// How to reach the APIC and how long a fabric snapshot stays fresh.
@@ -121,6 +123,15 @@ struct FileConfig {
     apic: ApicSection,
     #[serde(default)]
     workflow: WorkflowSection,
+    #[serde(default)]
+    reconcile: ReconcileSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReconcileSection {
+    interval_secs: Option<u64>,
+    agent_concurrency: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -180,6 +191,7 @@ struct ApicSection {
     connect_timeout_secs: Option<u64>,
     request_timeout_secs: Option<u64>,
     max_attempts: Option<u32>,
+    requests_per_sec: Option<f64>,
     discovery_ttl_secs: Option<u64>,
 }
 
@@ -315,6 +327,10 @@ const APIC_ATTEMPTS: Setting = Setting {
     name: "apic.max_attempts",
     env: "WEFT_APIC_MAX_ATTEMPTS",
 };
+const APIC_RATE: Setting = Setting {
+    name: "apic.requests_per_sec",
+    env: "WEFT_APIC_REQUESTS_PER_SEC",
+};
 const APIC_TTL: Setting = Setting {
     name: "apic.discovery_ttl_secs",
     env: "WEFT_APIC_DISCOVERY_TTL_SECS",
@@ -352,6 +368,15 @@ const WF_VRF: Setting = Setting {
     env: "WEFT_MANAGED_VRF",
 };
 
+const RC_INTERVAL: Setting = Setting {
+    name: "reconcile.interval_secs",
+    env: "WEFT_RECONCILE_INTERVAL_SECS",
+};
+const RC_AGENTS: Setting = Setting {
+    name: "reconcile.agent_concurrency",
+    env: "WEFT_RECONCILE_AGENT_CONCURRENCY",
+};
+
 /// Every setting with its environment variable, for `--help` and the README.
 pub const SETTINGS: &[(&str, &str)] = &[
     (LISTEN.name, LISTEN.env),
@@ -375,6 +400,7 @@ pub const SETTINGS: &[(&str, &str)] = &[
     (APIC_CONNECT.name, APIC_CONNECT.env),
     (APIC_REQUEST.name, APIC_REQUEST.env),
     (APIC_ATTEMPTS.name, APIC_ATTEMPTS.env),
+    (APIC_RATE.name, APIC_RATE.env),
     (APIC_TTL.name, APIC_TTL.env),
     (WF_WORKERS.name, WF_WORKERS.env),
     (WF_ATTEMPTS.name, WF_ATTEMPTS.env),
@@ -384,7 +410,30 @@ pub const SETTINGS: &[(&str, &str)] = &[
     (WF_CLAIM.name, WF_CLAIM.env),
     (WF_AGENT_CA.name, WF_AGENT_CA.env),
     (WF_VRF.name, WF_VRF.env),
+    (RC_INTERVAL.name, RC_INTERVAL.env),
+    (RC_AGENTS.name, RC_AGENTS.env),
 ];
+
+/// The `[reconcile]` section with the environment on top.
+fn reconcile_settings(
+    env: &dyn Env,
+    f: ReconcileSection,
+) -> Result<crate::workflow::reconcile::Settings, ConfigError> {
+    let mut s = crate::workflow::reconcile::Settings::default();
+    if let Some(n) = pick(env, &RC_INTERVAL, f.interval_secs)? {
+        if !(1..=86_400).contains(&n) {
+            return Err(RC_INTERVAL.invalid(env, "must be 1-86400"));
+        }
+        s.interval = Duration::from_secs(n);
+    }
+    if let Some(n) = pick(env, &RC_AGENTS, f.agent_concurrency)? {
+        if !(1..=1024).contains(&n) {
+            return Err(RC_AGENTS.invalid(env, "must be 1-1024"));
+        }
+        s.agent_concurrency = n;
+    }
+    Ok(s)
+}
 
 /// The `[workflow]` section with the environment on top. The agents' CA file is read here, so
 /// an unreadable one stops the start instead of failing every attach.
@@ -490,6 +539,15 @@ fn apic_settings(env: &dyn Env, f: ApicSection) -> Result<Option<ApicSettings>, 
             return Err(APIC_ATTEMPTS.invalid(env, "must be at least 1"));
         }
         client.retry.max_attempts = n;
+    }
+    if let Some(rate) = pick(env, &APIC_RATE, f.requests_per_sec)? {
+        if !(rate.is_finite() && rate >= 0.0) {
+            return Err(APIC_RATE.invalid(env, "must be a number of at least 0 (0: no limit)"));
+        }
+        client.rate_limit = (rate > 0.0).then(|| weft_apic::RateLimit {
+            per_second: rate,
+            ..weft_apic::RateLimit::default()
+        });
     }
     Ok(Some(ApicSettings {
         client,
@@ -625,6 +683,7 @@ impl Config {
             log_filter: pick(env, &LOG_FILTER, file.log.filter)?.unwrap_or_else(|| "info".into()),
             apic: apic_settings(env, file.apic)?,
             workflow: workflow_settings(env, file.workflow)?,
+            reconcile: reconcile_settings(env, file.reconcile)?,
         })
     }
 }
@@ -778,6 +837,28 @@ mod tests {
             e.contains("database.url") && e.contains("/etc/weft/database-url"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_apic_request_rate_is_limited_by_default_and_configurable_down_to_none() {
+        let apic =
+            "[apic]\ncontrollers = [\"http://127.0.0.1:1\"]\nusername = \"u\"\npassword = \"p\"\n";
+        let db = ("WEFT_DATABASE_URL", "postgres://h/db");
+        let rate = |file: &str, env: &dyn Env| {
+            parse(&format!("{apic}{file}"), env)
+                .map(|c| c.apic.unwrap().client.rate_limit.map(|l| l.per_second))
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(rate("", &[db]), Ok(Some(5.0)), "the default");
+        assert_eq!(rate("requests_per_sec = 50.0", &[db]), Ok(Some(50.0)));
+        let off = [db, ("WEFT_APIC_REQUESTS_PER_SEC", "0")];
+        assert_eq!(
+            rate("requests_per_sec = 50.0", &off),
+            Ok(None),
+            "0 is no limit"
+        );
+        let e = rate("requests_per_sec = -1.0", &[db]).unwrap_err();
+        assert!(e.contains("apic.requests_per_sec"), "{e}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub const COMMITTED_PATH: &str = "openapi/weft.json";
         (name = "hosts", description = "Hosts running weft-agent (admin to change)"),
         (name = "fabric", description = "Fabric discovery from the APIC (cached per replica; operator to refresh)"),
         (name = "attachments", description = "Containers in EPGs: attach, detach, their operations and the bindings they share (operator to change; agents report container events)"),
+        (name = "reconcile", description = "Drift between the database, the APIC and the agents: run a pass (operator), read its reports"),
         (name = "audit", description = "Who changed what"),
         (name = "tokens", description = "API tokens (admin only); a token is shown once"),
         (name = "health", description = "Probes and this document; no token needed"),
@@ -56,6 +57,7 @@ fn configure(cfg: &mut ServiceConfig) {
         .configure(http::fabric::configure)
         .configure(http::preflight::configure)
         .configure(http::attachments::configure)
+        .configure(http::reconcile::configure)
         .configure(http::audit::configure)
         .configure(http::tokens::configure);
 }

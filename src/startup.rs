@@ -23,6 +23,7 @@ use crate::alloc::Quarantine;
 use crate::apic::Apic;
 use crate::config::{Config, HttpLimits};
 use crate::error::{ApiError, Limit};
+use crate::workflow::reconcile::{Reconciler, Settings as ReconcileSettings};
 
 /// The schema migrations, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -40,6 +41,8 @@ pub struct AppState {
     pub routes: Arc<Routes>,
     /// The attach/detach workflows of this replica.
     pub workflow: Arc<crate::workflow::Engine>,
+    /// The reconciler of this replica (it leads, or stands by).
+    pub reconciler: Arc<Reconciler>,
 }
 
 /// The documented paths as router patterns, each with the methods it answers.
@@ -234,7 +237,9 @@ impl Application {
             .await
             .with_context(|| format!("binding server.listen {}", config.listen))?
             .with_limits(config.http);
-        Ok(app.with_workflow(config.workflow.clone()))
+        Ok(app
+            .with_workflow(config.workflow.clone())
+            .with_reconcile(config.reconcile.clone()))
     }
 
     /// Replaces the default workflow settings (workers, retries, linger, grace, agents' CA).
@@ -246,6 +251,13 @@ impl Application {
             settings,
             st.quarantine.ip,
         ));
+        let reconcile = self.state.reconciler.settings.clone();
+        self.with_reconcile(reconcile)
+    }
+
+    /// Replaces the default reconciler settings (interval, agents asked at once).
+    pub fn with_reconcile(mut self, settings: ReconcileSettings) -> Self {
+        self.state.reconciler = Arc::new(Reconciler::new(self.state.workflow.clone(), settings));
         self
     }
 
@@ -265,6 +277,10 @@ impl Application {
             quarantine.ip,
         ));
         let state = AppState {
+            reconciler: Arc::new(Reconciler::new(
+                workflow.clone(),
+                ReconcileSettings::default(),
+            )),
             workflow,
             db,
             quarantine,
@@ -296,6 +312,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         self.state.workflow.start();
+        self.state.reconciler.start();
         let state = web::Data::new(self.state);
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
         let server = HttpServer::new(move || {

@@ -32,6 +32,7 @@ use crate::startup::AppState;
 use crate::workflow::attach::container_missing;
 use crate::workflow::context::agent_client;
 use crate::workflow::jobs::{self, Kind};
+use crate::workflow::lost;
 
 /// Longest `?wait=` in seconds.
 const MAX_WAIT_SECS: u64 = 60;
@@ -388,7 +389,13 @@ async fn container_found(
 ) -> ApiResult<()> {
     let settings = &st.workflow.settings;
     let token = c.agent_token.as_deref();
-    let Ok(client) = agent_client(settings, &c.agent_url, token, request_id) else {
+    let Ok(client) = agent_client(
+        settings,
+        spec.host.as_str(),
+        &c.agent_url,
+        token,
+        request_id,
+    ) else {
         return Ok(()); // the validate step names what is wrong with the agent's address
     };
     match tokio::time::timeout(CONTAINER_CHECK, client.resolve(&spec.target)).await {
@@ -1026,25 +1033,8 @@ async fn agent_event(
             .await?;
         }
         ContainerEventKind::Destroyed => {
-            if before.state == "attached" && jobs::live(&mut tx, id).await?.is_none() {
-                let grace = st.workflow.settings.lost_grace;
-                let job =
-                    jobs::enqueue(&mut tx, Kind::Detach, id, auth.request_id.as_deref(), grace)
-                        .await?;
-                sqlx::query!(
-                    "UPDATE attachments SET state = 'lost', lost_at = now(), operation_id = $2 WHERE id = $1",
-                    id,
-                    job
-                )
-                .execute(&mut *tx)
-                .await?;
-            }
-            sqlx::query!(
-                "UPDATE attachments SET container_status = 'gone', updated_at = now() WHERE id = $1",
-                id
-            )
-            .execute(&mut *tx)
-            .await?;
+            let grace = st.workflow.settings.lost_grace;
+            lost::mark_lost(&mut tx, id, grace, auth.request_id.as_deref()).await?;
         }
     }
     let after = read(&mut tx, id).await?;

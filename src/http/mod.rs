@@ -9,6 +9,7 @@ pub mod health;
 pub mod hosts;
 pub mod pools;
 pub mod preflight;
+pub mod reconcile;
 pub mod reservations;
 pub mod tokens;
 

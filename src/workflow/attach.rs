@@ -14,9 +14,14 @@
 //! A permanent error (or transient ones past the bound) runs the undo of every step begun,
 //! newest first, and the attachment ends `failed` with the step and the object at fault.
 
+use std::net::Ipv4Addr;
+
 use ipnet::Ipv4Net;
-use weft_agent_api::{AttachmentSpec, InterfaceName, MacAddr, Mtu, SegmentMode, SegmentSpec};
-use weft_apic::{BindingMode, ManagedEpg, PreflightError, PreflightRequest};
+use sqlx::Postgres;
+use weft_agent_api::{
+    AttachmentSpec, InterfaceName, MacAddr, Mtu, SegmentMode, SegmentSpec, Target,
+};
+use weft_apic::{BindingMode, ManagedEpg, PreflightError, PreflightRequest, VlanId};
 
 use super::context::Ctx;
 use super::jobs::Step;
@@ -197,49 +202,116 @@ fn segment_mode(mode: BindingMode) -> SegmentMode {
     }
 }
 
+/// The segment an EPG's VLAN gets on a host (the segment step's and the reconciler's).
+pub(crate) fn segment_spec(mode: BindingMode) -> SegmentSpec {
+    SegmentSpec {
+        mode: segment_mode(mode),
+        uplink: None,
+    }
+}
+
+/// Holds the host's row lock (in the returned transaction) around a change of its segments,
+/// across replicas. A removal checks that no other attachment needs the segment and removes
+/// it while no attach can ensure it in between: otherwise an attach could ensure the segment
+/// just before a detach removed it, and then find none to wire its container onto.
+async fn lock_segments(ctx: &Ctx<'_>) -> Result<sqlx::Transaction<'static, Postgres>, StepError> {
+    let mut tx = ctx.db().begin().await?;
+    sqlx::query!(
+        "SELECT id FROM hosts WHERE name = $1 FOR NO KEY UPDATE",
+        ctx.host
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(tx)
+}
+
 /// The agent builds the host side of the EPG's VLAN.
 async fn segment(ctx: &Ctx<'_>) -> Result<(), StepError> {
-    let spec = SegmentSpec {
-        mode: segment_mode(ctx.mode),
-        uplink: None,
-    };
+    let spec = segment_spec(ctx.mode);
+    let tx = lock_segments(ctx).await?;
     ctx.agent()?
         .ensure_segment(ctx.vlan, &spec)
         .await
         .map_err(|e| ctx.agent_error(&format!("segment {}", ctx.vlan), e))?;
+    tx.commit().await?;
     Ok(())
 }
 
-/// Removes the VLAN's segment from the host; the agent refuses (409) while another
-/// container is wired to it, and then it stays.
+/// Removes the VLAN's segment from the host unless another attachment of the host on that
+/// VLAN may still use it (one being attached, attached, or lost and maybe coming back); the
+/// agent also refuses (409) while a container is wired to it, and then it stays.
 pub(super) async fn remove_segment(ctx: &Ctx<'_>) -> Result<(), StepError> {
+    let mut tx = lock_segments(ctx).await?;
+    let needed = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM attachments a JOIN hosts h ON h.id = a.host_id
+               WHERE h.name = $1 AND a.vlan = $2 AND a.id <> $3
+                 AND a.state NOT IN ('failed', 'detaching')) AS "needed!""#,
+        ctx.host,
+        i32::from(ctx.vlan.get()),
+        ctx.id,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if needed {
+        return Ok(());
+    }
     match ctx.agent()?.remove_segment(ctx.vlan).await {
-        Ok(()) => Ok(()),
-        Err(weft_agent_api::ClientError::Api { status, .. }) if status.as_u16() == 409 => Ok(()),
-        Err(e) => Err(ctx.agent_error(&format!("segment {}", ctx.vlan), e)),
+        Ok(()) => {}
+        Err(weft_agent_api::ClientError::Api { status, .. }) if status.as_u16() == 409 => {}
+        Err(e) => return Err(ctx.agent_error(&format!("segment {}", ctx.vlan), e)),
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// What an attachment asks its agent to wire, as stored: the wire step and the reconciler's
+/// re-apply send the same spec, so a re-wired container gets the same address and MAC.
+pub(crate) struct Wiring<'a> {
+    pub target: &'a Target,
+    pub interface: &'a str,
+    pub vlan: VlanId,
+    pub address: Option<Ipv4Addr>,
+    pub prefix_len: Option<i32>,
+    pub gateway: Option<Ipv4Addr>,
+    pub mtu: i32,
+}
+
+impl Wiring<'_> {
+    /// The agent's spec; an error names the stored value that does not fit.
+    pub(crate) fn spec(&self) -> Result<AttachmentSpec, String> {
+        let (Some(address), Some(prefix)) = (self.address, self.prefix_len) else {
+            return Err("no address was leased".into());
+        };
+        Ok(AttachmentSpec {
+            target: self.target.clone(),
+            ifname: InterfaceName::parse(self.interface).map_err(|e| e.0)?,
+            vlan: self.vlan,
+            address: Ipv4Net::new(address, prefix as u8).map_err(|e| e.to_string())?,
+            gateway: self.gateway,
+            mac: Some(MacAddr::from_ipv4(address)),
+            mtu: Some(
+                u16::try_from(self.mtu)
+                    .ok()
+                    .and_then(|m| Mtu::new(m).ok())
+                    .ok_or_else(|| format!("MTU {}", self.mtu))?,
+            ),
+        })
     }
 }
 
 /// The agent wires the container; its MAC is recorded.
 async fn wire(ctx: &Ctx<'_>) -> Result<(), StepError> {
-    let (Some(address), Some(prefix)) = (ctx.address, ctx.prefix_len) else {
-        return Err(StepError::permanent("attachment", "no address was leased"));
-    };
-    let bad = |e: String| StepError::permanent("attachment", e);
-    let spec = AttachmentSpec {
-        target: ctx.target.clone(),
-        ifname: InterfaceName::parse(&ctx.interface).map_err(|e| bad(e.0))?,
+    let spec = Wiring {
+        target: &ctx.target,
+        interface: &ctx.interface,
         vlan: ctx.vlan,
-        address: Ipv4Net::new(address, prefix as u8).map_err(|e| bad(e.to_string()))?,
+        address: ctx.address,
+        prefix_len: ctx.prefix_len,
         gateway: ctx.gateway,
-        mac: Some(MacAddr::from_ipv4(address)),
-        mtu: Some(
-            u16::try_from(ctx.mtu)
-                .ok()
-                .and_then(|m| Mtu::new(m).ok())
-                .ok_or_else(|| bad(format!("MTU {}", ctx.mtu)))?,
-        ),
-    };
+        mtu: ctx.mtu,
+    }
+    .spec()
+    .map_err(|e| StepError::permanent("attachment", e))?;
     let wired = ctx
         .agent()?
         .ensure_attachment(ctx.id, &spec)

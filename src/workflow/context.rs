@@ -10,7 +10,7 @@ use weft_agent_api::{AgentClient, Target, Token};
 use weft_apic::{BindingMode, EpgKey, Immediacy, PathDn, VlanId};
 
 use super::jobs::Job;
-use super::{Engine, Settings, StepError};
+use super::{Engine, StepError};
 use crate::apic::Apic;
 
 /// One attachment with everything its steps need.
@@ -116,14 +116,11 @@ impl<'a> Ctx<'a> {
     pub fn agent(&self) -> Result<AgentClient, StepError> {
         agent_client(
             &self.engine.settings,
+            &self.host,
             &self.agent_url,
             self.agent_token.as_deref(),
             self.job.request_id.as_deref(),
         )
-        .map_err(|e| {
-            let object = format!("agent of host `{}` ({})", self.host, self.agent_url);
-            StepError::permanent(object, e)
-        })
     }
 
     /// Maps an agent error: 5xx and unreachable are transient, the rest permanent.
@@ -137,23 +134,27 @@ impl<'a> Ctx<'a> {
     }
 }
 
-/// A client for the agent at `url` with its token, trusting the configured CA, whose calls
-/// carry `request_id`; the message says why none can be made (a bad URL or CA).
+/// A host's agent client (trusting the agents' CA when one is configured), its calls carrying
+/// `request_id`: the workflow's steps and the reconciler talk to agents alike.
 pub fn agent_client(
-    settings: &Settings,
+    settings: &super::Settings,
+    host: &str,
     url: &str,
     token: Option<&str>,
     request_id: Option<&str>,
-) -> Result<AgentClient, String> {
-    let url = url.parse::<reqwest::Url>().map_err(|e| e.to_string())?;
-    let token = Token::new(token.unwrap_or_default());
+) -> Result<AgentClient, StepError> {
+    let object = format!("agent of host `{host}` ({url})");
+    let url = url
+        .parse()
+        .map_err(|e| StepError::permanent(object.clone(), e))?;
+    let token = Token::new(token.unwrap_or_default().to_owned());
     let client = match &settings.agent_ca_pem {
         Some(pem) => AgentClient::with_root_ca_pem(url, token, pem),
         None => AgentClient::new(url, token),
     }
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| StepError::permanent(object, e))?;
     Ok(match request_id {
-        Some(id) => client.with_request_id(id),
+        Some(id) => client.with_request_id(id.to_owned()),
         None => client,
     })
 }

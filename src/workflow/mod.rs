@@ -16,6 +16,8 @@ pub mod batch;
 pub mod context;
 pub mod detach;
 pub mod jobs;
+pub mod lost;
+pub mod reconcile;
 pub mod sweep;
 
 use std::sync::Arc;

@@ -66,6 +66,10 @@ const ROUTES: &[(&str, &str, Option<&str>)] = &[
     ("get", "/api/v1/operations/{id}", Some("viewer")),
     ("get", "/api/v1/bindings", Some("viewer")),
     ("post", "/api/v1/agent/events", Some("agent")),
+    ("post", "/api/v1/reconcile", Some("operator")),
+    ("get", "/api/v1/reconcile/last", Some("viewer")),
+    ("get", "/api/v1/reconcile/runs", Some("viewer")),
+    ("get", "/api/v1/reconcile/runs/{id}", Some("viewer")),
 ];
 
 const RANK: [&str; 3] = ["viewer", "operator", "admin"];

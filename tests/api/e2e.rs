@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use apic_sim::testbed::NetnsOvs;
+use futures::FutureExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -20,12 +21,13 @@ use weft::workflow::Settings;
 use weft_agent_api::{AgentClient, Backend, Token};
 
 use crate::helpers::{apic_settings, TestApp};
+use weft::config::ApicSettings;
 
-const AGENT_TOKEN: &str = "e2e-agent-token";
+pub(crate) const AGENT_TOKEN: &str = "e2e-agent-token";
 /// The sim's LLDP names host-1 on leaf 101 eth1/1; the host's configured uplink agrees.
-const HOST1_PATH: &str = "topology/pod-1/paths-101/pathep-[eth1/1]";
+pub(crate) const HOST1_PATH: &str = "topology/pod-1/paths-101/pathep-[eth1/1]";
 
-fn sh(cmd: &str) -> String {
+pub(crate) fn sh(cmd: &str) -> String {
     let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
     assert!(
         out.status.success(),
@@ -102,8 +104,8 @@ struct HostBuilder {
 /// "leaf", which answers as the EPG's gateway), a management veth to the test, and a
 /// weft-agent process listening on it; with Open vSwitch, a private switch in the host
 /// namespace. Dropped: the agent is killed, Docker containers removed, the namespaces deleted.
-struct Host {
-    ns: String,
+pub(crate) struct Host {
+    pub(crate) ns: String,
     leaf: String,
     backend: Backend,
     /// The agent binary and its environment, to start it again.
@@ -195,7 +197,7 @@ impl Host {
         }
     }
 
-    async fn start(bin: &str, gateway: &str) -> Self {
+    pub(crate) async fn start(bin: &str, gateway: &str) -> Self {
         Self::builder().start(bin, gateway).await
     }
 
@@ -226,12 +228,12 @@ impl Host {
         }
     }
 
-    fn client(&self) -> AgentClient {
+    pub(crate) fn client(&self) -> AgentClient {
         AgentClient::new(self.url.parse().unwrap(), Token::new(AGENT_TOKEN)).unwrap()
     }
 
     /// A new empty network namespace as a container; returns its path.
-    fn container(&mut self) -> String {
+    pub(crate) fn container(&mut self) -> String {
         let name = format!("{}-c{}", self.ns, self.containers.len());
         sh(&format!("ip netns add {name}"));
         self.containers.push(name.clone());
@@ -283,7 +285,7 @@ fn settings() -> Settings {
 
 /// Weft with apic-sim (EPG t/ap/web on the APIC, VLAN 150, untagged, 10.50.0.0/24) and the
 /// workflow [`settings`].
-async fn weft(db: PgPool) -> (TestApp, apic_sim::SimHandle) {
+pub(crate) async fn weft(db: PgPool) -> (TestApp, apic_sim::SimHandle) {
     weft_with(db, "127.0.0.1:0", settings()).await
 }
 
@@ -295,20 +297,45 @@ async fn weft_with(db: PgPool, listen: &str, settings: Settings) -> (TestApp, ap
     ))
     .await
     .unwrap();
-    let apic =
-        std::sync::Arc::new(weft::apic::Apic::new(&apic_settings(&sim.url, "password")).unwrap());
-    let app = Application::bind(
+    let apic = apic_settings(&sim.url, "password");
+    let app = replica(db.clone(), listen, &apic, settings).await;
+    let app = crate::helpers::serve_with_tokens(app, db).await;
+    epg_web(&app, &sim).await;
+    (app, sim)
+}
+
+/// A weft replica on `db` listening on `listen`, talking to the APIC with the client settings
+/// `apic`, running the workflow with `settings`.
+async fn replica(db: PgPool, listen: &str, apic: &ApicSettings, settings: Settings) -> Application {
+    let apic = std::sync::Arc::new(weft::apic::Apic::new(apic).unwrap());
+    Application::bind(
         listen.parse().unwrap(),
-        db.clone(),
+        db,
         crate::helpers::LONG,
         Some(apic),
     )
     .await
     .unwrap()
-    .with_workflow(settings);
+    .with_workflow(settings)
+}
+
+/// Weft on `db` against `sim` (client settings `apic`), with tokens and the EPG t/ap/web.
+pub(crate) async fn weft_on(db: PgPool, sim: &apic_sim::SimHandle, apic: ApicSettings) -> TestApp {
+    let app = replica(db.clone(), "127.0.0.1:0", &apic, settings()).await;
     let app = crate::helpers::serve_with_tokens(app, db).await;
-    epg_web(&app, &sim).await;
-    (app, sim)
+    epg_web(&app, sim).await;
+    app
+}
+
+/// A second replica on the same database and APIC, sharing the tokens of `first`.
+pub(crate) async fn second_replica(db: PgPool, apic: &ApicSettings, first: &TestApp) -> TestApp {
+    let mut b = crate::helpers::serve(replica(db, "127.0.0.1:0", apic, settings()).await);
+    (b.admin, b.operator, b.viewer) = (
+        first.admin.clone(),
+        first.operator.clone(),
+        first.viewer.clone(),
+    );
+    b
 }
 
 /// Pool `p` and EPG t/ap/web (VLAN 150, untagged, 10.50.0.0/24), also on the APIC.
@@ -336,7 +363,7 @@ async fn put_epg(app: &TestApp, sim: &apic_sim::SimHandle, name: &str, vlan: u16
 }
 
 /// Registers `host` as `host-1` (its agent, token and uplink to `HOST1_PATH`).
-async fn register(app: &TestApp, host: &Host) {
+pub(crate) async fn register(app: &TestApp, host: &Host) {
     register_as(app, host, "host-1", HOST1_PATH).await;
 }
 
@@ -359,7 +386,7 @@ async fn register_at(app: &TestApp, host: &Host, url: &str, name: &str, path: &s
     assert!(r.status().is_success(), "{:?}", r.text().await);
 }
 
-async fn attach(app: &TestApp, id: uuid::Uuid, netns: &str) -> Value {
+pub(crate) async fn attach(app: &TestApp, id: uuid::Uuid, netns: &str) -> Value {
     attach_to(app, id, json!({"kind": "netns", "path": netns}), "web").await
 }
 
@@ -418,7 +445,7 @@ fn assert_wired_in_docker(name: &str, address: &str, mac: &str) {
     sh(&format!("docker exec {name} ping -c 1 -w 5 10.50.0.1"));
 }
 
-fn binding_in_sim(sim: &apic_sim::SimHandle) -> Option<Value> {
+pub(crate) fn binding_in_sim(sim: &apic_sim::SimHandle) -> Option<Value> {
     let dn = format!("uni/tn-t/ap-ap/epg-web/rspathAtt-[{HOST1_PATH}]");
     sim.dump()
         .into_iter()
@@ -607,37 +634,160 @@ async fn a_failing_agent_step_or_preflight_leaves_nothing_behind(db: PgPool) {
     assert_nothing_left(&db, &host).await;
 }
 
+/// DELETEs attachment `id` with `?wait=60`: 202, and then it is gone.
+pub(crate) async fn detach(app: &TestApp, id: uuid::Uuid) {
+    let path = format!("/api/v1/attachments/{id}");
+    let r = app.delete(&app.operator, &format!("{path}?wait=60")).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let r = app.get(&app.viewer, &path).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "{id} detached");
+}
+
+/// One number of the database.
+async fn count(db: &PgPool, sql: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(sql).fetch_one(db).await.unwrap();
+    n
+}
+
+/// What must hold once every job has settled, whatever ran concurrently, crashed or was
+/// retried: checked in the database, on the APIC (apic-sim) and on each agent (`hosts` pairs a
+/// registered host name with its agent). Returns the number of attached attachments.
+/// - a binding's reference count equals its references, and every reference is held by an
+///   attached attachment, one per path of its host;
+/// - no address is used twice, and every attached attachment has one;
+/// - no orphan binding: the bindings marked as Weft's on the APIC are exactly the bindings the
+///   database knows (compared once the sweeper has removed those past their linger);
+/// - no leaked lease: every active lease (not a reservation's) is an attached attachment's;
+/// - each agent has exactly the attached attachments of its host, wired, and nothing unclaimed.
+pub(crate) async fn assert_converged(
+    db: &PgPool,
+    sim: &apic_sim::SimHandle,
+    hosts: &[(&str, &Host)],
+) -> i64 {
+    let unfinished = "SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')";
+    let lingering = "SELECT count(*) FROM bindings WHERE ref_count = 0";
+    for _ in 0..300 {
+        if count(db, unfinished).await + count(db, lingering).await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count(db, unfinished).await, 0, "every job settled");
+    assert_eq!(count(db, lingering).await, 0, "unused bindings swept");
+    let checks = [
+        (
+            "bindings whose reference count is not their number of references",
+            "SELECT count(*) FROM bindings b
+             WHERE ref_count <> (SELECT count(*) FROM binding_refs r WHERE r.binding_id = b.id)",
+        ),
+        (
+            "references not held by an attached attachment",
+            "SELECT count(*) FROM binding_refs r WHERE NOT EXISTS
+                 (SELECT 1 FROM attachments a WHERE a.id = r.attachment_id AND a.state = 'attached')",
+        ),
+        (
+            "attached attachments without one reference per path",
+            "SELECT count(*) FROM attachments a WHERE state = 'attached' AND cardinality(paths)
+                 <> (SELECT count(*) FROM binding_refs r WHERE r.attachment_id = a.id)",
+        ),
+        (
+            "attachments in a state other than attached or failed",
+            "SELECT count(*) FROM attachments WHERE state NOT IN ('attached', 'failed')",
+        ),
+        (
+            "attached attachments without an address",
+            "SELECT count(*) FROM attachments WHERE state = 'attached' AND address IS NULL",
+        ),
+        (
+            "addresses used twice",
+            "SELECT count(*) FROM (SELECT address FROM attachments WHERE address IS NOT NULL
+                 GROUP BY address HAVING count(*) > 1) d",
+        ),
+        (
+            "leaked leases (active, not a reservation's, no attached attachment with it)",
+            "SELECT count(*) FROM ip_leases l WHERE state = 'active' AND reservation IS NULL
+                 AND NOT EXISTS (SELECT 1 FROM attachments a WHERE a.id = l.attachment_id
+                                 AND a.state = 'attached' AND a.address = l.address)",
+        ),
+    ];
+    for (what, sql) in checks {
+        assert_eq!(count(db, sql).await, 0, "{what}");
+    }
+
+    let (known,): (Vec<String>,) = sqlx::query_as(
+        "SELECT coalesce(array_agg(format('uni/tn-%s/ap-%s/epg-%s/rspathAtt-[%s]',
+                 e.tenant, e.app, e.name, b.path_dn) ORDER BY 1), '{}')
+         FROM bindings b JOIN epgs e ON e.id = b.epg_id WHERE b.apic_state = 'applied'",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap();
+    let mut on_apic: Vec<String> = sim
+        .dump()
+        .iter()
+        .filter_map(|mo| mo["fvRsPathAtt"]["attributes"].as_object())
+        .filter(|a| a["annotation"] == weft_apic::OWNER_ANNOTATION)
+        .map(|a| a["dn"].as_str().unwrap().to_owned())
+        .collect();
+    on_apic.sort();
+    assert_eq!(
+        on_apic, known,
+        "Weft's bindings on the APIC = the database's"
+    );
+
+    for (name, host) in hosts {
+        let (mut attached,): (Vec<uuid::Uuid>,) = sqlx::query_as(
+            "SELECT coalesce(array_agg(a.id), '{}') FROM attachments a JOIN hosts h ON h.id = a.host_id
+             WHERE h.name = $1 AND a.state = 'attached'",
+        )
+        .bind(name)
+        .fetch_one(db)
+        .await
+        .unwrap();
+        attached.sort();
+        let state = host.client().state().await.unwrap();
+        let mut wired: Vec<uuid::Uuid> = state
+            .attachments
+            .iter()
+            .filter(|x| x.actual.wired)
+            .map(|x| x.id)
+            .collect();
+        wired.sort();
+        assert_eq!(
+            (wired, state.attachments.len(), state.unclaimed.len()),
+            (attached.clone(), attached.len(), 0),
+            "agent of {name}: exactly the attached attachments, wired, nothing unclaimed"
+        );
+    }
+    count(
+        db,
+        "SELECT count(*) FROM attachments WHERE state = 'attached'",
+    )
+    .await
+}
+
 #[sqlx::test(migrations = "./migrations")]
-async fn concurrent_attaches_and_detaches_over_two_replicas_keep_counts_equal_to_attachments(
+async fn fifty_concurrent_attaches_and_detaches_over_two_replicas_leave_counts_equal_to_attachments(
     db: PgPool,
 ) {
     let Some(bin) = agent_bin("e2e concurrency") else {
         return;
     };
     let (a, sim) = weft(db.clone()).await;
-    let apic =
-        std::sync::Arc::new(weft::apic::Apic::new(&apic_settings(&sim.url, "password")).unwrap());
-    let second = Application::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        db.clone(),
-        crate::helpers::LONG,
-        Some(apic),
-    )
-    .await
-    .unwrap();
-    let mut b = crate::helpers::serve(second);
-    (b.admin, b.operator, b.viewer) = (a.admin.clone(), a.operator.clone(), a.viewer.clone());
+    let b = second_replica(db.clone(), &apic_settings(&sim.url, "password"), &a).await;
     let mut host = Host::start(&bin, "10.50.0.1/24").await;
     register(&a, &host).await;
     sim.reset_counts();
-    const N: usize = 24;
-    let targets: Vec<(uuid::Uuid, String)> = (0..N)
-        .map(|_| (uuid::Uuid::new_v4(), host.container()))
-        .collect();
+    const N: usize = 25;
+    let mut targets = || -> Vec<(uuid::Uuid, String)> {
+        (0..N)
+            .map(|_| (uuid::Uuid::new_v4(), host.container()))
+            .collect()
+    };
+    let (old, new) = (targets(), targets());
     let replica = |i: usize| if i.is_multiple_of(2) { &a } else { &b };
     let attached = futures::future::join_all(
-        targets
-            .iter()
+        old.iter()
             .enumerate()
             .map(|(i, (id, ns))| attach(replica(i), *id, ns)),
     )
@@ -647,44 +797,32 @@ async fn concurrent_attaches_and_detaches_over_two_replicas_keep_counts_equal_to
         "{attached:?}"
     );
     assert_eq!(sim.count("mo_post"), 1, "one binding POST for all of them");
-    let deletes: Vec<String> = targets[..N / 2]
+
+    // 50 operations at once over both replicas: the first 25 detached while 25 more attach.
+    let detaches = old
         .iter()
-        .map(|(id, _)| format!("/api/v1/attachments/{id}?wait=60"))
-        .collect();
-    let detached = futures::future::join_all(
-        deletes
-            .iter()
-            .enumerate()
-            .map(|(i, path)| replica(i + 1).delete(&a.operator, path)),
+        .enumerate()
+        .map(|(i, (id, _))| detach(replica(i + 1), *id));
+    let attaches = new
+        .iter()
+        .enumerate()
+        .map(|(i, (id, ns))| attach(replica(i), *id, ns));
+    let ((), attached) = futures::future::join(
+        futures::future::join_all(detaches).map(drop),
+        futures::future::join_all(attaches),
     )
     .await;
-    assert!(detached.iter().all(|r| r.status() == StatusCode::ACCEPTED));
-
-    let (live, refs, count, active, distinct): (i64, i64, i32, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM attachments WHERE state = 'attached'),
-                (SELECT count(*) FROM binding_refs),
-                (SELECT ref_count FROM bindings),
-                (SELECT count(*) FROM ip_leases WHERE state = 'active'),
-                (SELECT count(DISTINCT address) FROM attachments)",
-    )
-    .fetch_one(&db)
-    .await
-    .unwrap();
-    let half = (N / 2) as i64;
-    assert_eq!(
-        (live, refs, i64::from(count), active, distinct),
-        (half, half, half, half, half)
+    assert!(
+        attached.iter().all(|x| x["state"] == "attached"),
+        "{attached:?}"
     );
-    let state = host.client().state().await.unwrap();
-    assert_eq!(state.attachments.len(), N / 2);
-    assert!(state.attachments.iter().all(|x| x.actual.wired));
-    assert!(binding_in_sim(&sim).is_some());
-    let (unfinished,): (i64,) =
-        sqlx::query_as("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')")
-            .fetch_one(&db)
-            .await
-            .unwrap();
-    assert_eq!(unfinished, 0);
+    let live = assert_converged(&db, &sim, &[("host-1", &host)]).await;
+    assert_eq!(live, N as i64);
+    let (ref_count,): (i32,) = sqlx::query_as("SELECT ref_count FROM bindings")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(ref_count, N as i32, "one binding, held by the 25 new ones");
 }
 
 #[sqlx::test(migrations = "./migrations")]
@@ -707,6 +845,8 @@ async fn weft_killed_mid_attach_resumes_from_the_log_after_restart(db: PgPool) {
             .env("WEFT_APIC_USERNAME", "admin")
             .env("WEFT_APIC_PASSWORD", "password")
             .env("WEFT_WORKFLOW_CLAIM_SECS", "2")
+            .env("WEFT_BINDING_LINGER_SECS", "1")
+            .env("WEFT_APIC_REQUESTS_PER_SEC", "0")
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
@@ -727,7 +867,7 @@ async fn weft_killed_mid_attach_resumes_from_the_log_after_restart(db: PgPool) {
     let mut host = Host::start(&bin, "10.50.0.1/24").await;
     register(&app, &host).await;
     sim.reset_counts();
-    const N: usize = 12;
+    const N: usize = 30;
     let targets: Vec<(uuid::Uuid, String)> = (0..N)
         .map(|_| (uuid::Uuid::new_v4(), host.container()))
         .collect();
@@ -752,38 +892,29 @@ async fn weft_killed_mid_attach_resumes_from_the_log_after_restart(db: PgPool) {
     wait_ready(&client, &base).await;
     let mut settled = 0;
     for _ in 0..300 {
-        let (n,): (i64,) =
-            sqlx::query_as("SELECT count(*) FROM jobs WHERE state IN ('succeeded', 'failed')")
-                .fetch_one(&db)
-                .await
-                .unwrap();
-        settled = n;
+        settled = count(
+            &db,
+            "SELECT count(*) FROM jobs WHERE state IN ('succeeded', 'failed')",
+        )
+        .await;
         if settled == N as i64 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(settled, N as i64, "every job settled after the restart");
-    let (attached, refs, count, active): (i64, i64, i32, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM attachments WHERE state = 'attached'),
-                (SELECT count(*) FROM binding_refs),
-                (SELECT coalesce(max(ref_count), 0) FROM bindings),
-                (SELECT count(*) FROM ip_leases WHERE state = 'active')",
-    )
-    .fetch_one(&db)
-    .await
-    .unwrap();
+    let attached = assert_converged(&db, &sim, &[("host-1", &host)]).await;
     assert_eq!(
         attached, N as i64,
         "all attached (the agent and APIC were fine)"
     );
-    assert_eq!(
-        (refs, i64::from(count), active),
-        (attached, attached, attached)
+    // The bind step posts under the binding's row lock, so at most one job can be killed
+    // between its POST and its commit, and the job that resumes it posts again (harmless).
+    let posts = sim.count("mo_post");
+    assert!(
+        (1..=2).contains(&posts),
+        "the binding was posted once (twice when the kill fell after a POST): {posts}"
     );
-    let state = host.client().state().await.unwrap();
-    assert_eq!(state.attachments.len(), N);
-    assert_eq!(sim.count("mo_post"), 1, "the binding was posted once");
 }
 
 /// Weft listening on every address (agents post container events over their management

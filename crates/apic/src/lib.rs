@@ -13,6 +13,7 @@ pub mod error;
 pub mod mo;
 pub mod model;
 mod ops;
+pub use ops::fault_on;
 mod preflight;
 pub mod rate;
 

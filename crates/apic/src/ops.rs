@@ -198,6 +198,41 @@ impl ApicClient {
         }
     }
 
+    /// Every static path binding of the fabric (paginated class query), each with whether it
+    /// carries Weft's annotation: the reconciler repairs Weft's and reports the others only
+    /// when they block one of Weft's.
+    pub async fn list_path_bindings(&self) -> Result<Vec<(OwnedBinding, bool)>, ApicError> {
+        let mos = self.class_all("fvRsPathAtt", None).await?;
+        Ok(mos
+            .iter()
+            .filter_map(|mo| {
+                let owned = mo.get("annotation") == Some(OWNER_ANNOTATION);
+                OwnedBinding::from_mo(mo).map(|b| (b, owned))
+            })
+            .collect())
+    }
+
+    /// Every F0467-style binding fault of the fabric (one paginated class query of the
+    /// `faultDelegate`s EPGs carry), with the EPG and the path name it names (the part after
+    /// `stpathatt-`, e.g. `[eth1/1]`), for matching against bindings with [`fault_on`].
+    pub async fn binding_fault_delegates(&self) -> Result<Vec<(EpgKey, String, Fault)>, ApicError> {
+        let mos = self.class_all("faultDelegate", None).await?;
+        Ok(mos
+            .iter()
+            .filter_map(|d| {
+                let dn = d.get("dn")?;
+                let epg = EpgKey::from_dn(dn)?;
+                let affected = d.get("affected")?;
+                let (node, name) = stpathatt(affected)?;
+                Some((
+                    epg.clone(),
+                    name.to_string(),
+                    Fault::from_mo(d, &epg.dn(), Some(node))?,
+                ))
+            })
+            .collect())
+    }
+
     /// Faults raised for one binding (F0467 and friends), one per leaf it failed on. A leaf
     /// raises them in its `epp` tree, not under the binding; each is mirrored by a
     /// `faultDelegate` under the EPG whose `affected` object is the binding's
@@ -208,13 +243,6 @@ impl ApicClient {
         epg: &EpgKey,
         path: &PathDn,
     ) -> Result<Vec<Fault>, ApicError> {
-        let text = path.to_string();
-        let name = text.rsplit_once("/pathep-").map_or("", |(_, n)| n);
-        let affected: Vec<(u16, String)> = path
-            .leaves()
-            .into_iter()
-            .map(|n| (n, format!("/node-{n}/stpathatt-{name}/nwissues")))
-            .collect();
         let delegates = self
             .mo_query(
                 &epg.dn(),
@@ -224,9 +252,10 @@ impl ApicClient {
         Ok(delegates
             .iter()
             .filter_map(|d| {
-                let on = d.get("affected").unwrap_or_default();
-                let (node, _) = affected.iter().find(|(_, tail)| on.ends_with(tail))?;
-                Fault::from_mo(d, &epg.dn(), Some(*node))
+                let (node, name) = stpathatt(d.get("affected")?)?;
+                fault_on(path, name, Some(node))
+                    .then(|| Fault::from_mo(d, &epg.dn(), Some(node)))
+                    .flatten()
             })
             .collect())
     }
@@ -249,4 +278,21 @@ impl ApicClient {
             })
             .collect())
     }
+}
+
+/// The leaf and path name of a fault's `affected` object
+/// `.../node-N/stpathatt-<name>/nwissues`.
+fn stpathatt(affected: &str) -> Option<(u16, &str)> {
+    let rest = affected.strip_suffix("/nwissues")?;
+    let (head, name) = rest.rsplit_once("/stpathatt-")?;
+    let node = head.rsplit_once("/node-")?.1.parse().ok()?;
+    Some((node, name))
+}
+
+/// Whether a fault delegate's path name and leaf (from [`ApicClient::binding_fault_delegates`])
+/// concern `path`: same port or bundle name, on one of its leaves.
+pub fn fault_on(path: &PathDn, name: &str, node: Option<u16>) -> bool {
+    let text = path.to_string();
+    let own = text.rsplit_once("/pathep-").map_or("", |(_, n)| n);
+    own == name && node.is_some_and(|n| path.leaves().contains(&n))
 }

@@ -116,6 +116,46 @@ fn or_of(class: &str, prop: &str, values: &[String]) -> String {
 }
 
 impl ApicClient {
+    /// The static encap blocks of physical domain `name`'s VLAN pool (physDomP →
+    /// infraRsVlanNs → fvnsVlanInstP → fvnsEncapBlk), with the pool's DN: two reads.
+    pub async fn domain_vlan_blocks(
+        &self,
+        name: &str,
+    ) -> Result<(String, Vec<(VlanId, VlanId)>), PreflightError> {
+        let domain = format!("uni/phys-{name}");
+        let dom = self
+            .get_mo(
+                &domain,
+                "rsp-subtree=children&rsp-subtree-class=infraRsVlanNs",
+            )
+            .await?
+            .ok_or_else(|| PreflightError::DomainMissing {
+                domain: domain.clone(),
+            })?;
+        let pool = dom
+            .children_of("infraRsVlanNs")
+            .find_map(|c| c.get("tDn"))
+            .ok_or_else(|| PreflightError::NoVlanPool {
+                domain: domain.clone(),
+            })?
+            .to_string();
+        let pool_mo = self
+            .get_mo(&pool, "rsp-subtree=children&rsp-subtree-class=fvnsEncapBlk")
+            .await?
+            .ok_or_else(|| PreflightError::VlanPoolMissing {
+                pool: pool.clone(),
+                domain: domain.clone(),
+            })?;
+        let blocks = pool_mo
+            .children_of("fvnsEncapBlk")
+            .filter_map(|b| {
+                let vlan = |k| b.get(k).and_then(|e| Encap::parse(e).ok()).map(Encap::vlan);
+                Some((vlan("from")?, vlan("to")?))
+            })
+            .collect();
+        Ok((pool, blocks))
+    }
+
     /// Runs every check; `Ok(())` means the binding can be created without an F0467.
     #[tracing::instrument(skip(self, req), fields(epg = %req.epg, encap = %req.encap.encap()))]
     pub async fn preflight(
@@ -163,34 +203,10 @@ impl ApicClient {
                 })
             }
         }
-        let dom = self
-            .get_mo(
-                &domain,
-                "rsp-subtree=children&rsp-subtree-class=infraRsVlanNs",
-            )
-            .await?
-            .ok_or_else(|| PreflightError::DomainMissing {
-                domain: domain.clone(),
-            })?;
-        let pool = dom
-            .children_of("infraRsVlanNs")
-            .find_map(|c| c.get("tDn"))
-            .ok_or_else(|| PreflightError::NoVlanPool {
-                domain: domain.clone(),
-            })?
-            .to_string();
-        let pool_mo = self
-            .get_mo(&pool, "rsp-subtree=children&rsp-subtree-class=fvnsEncapBlk")
-            .await?
-            .ok_or_else(|| PreflightError::VlanPoolMissing {
-                pool: pool.clone(),
-                domain: domain.clone(),
-            })?;
-        let in_pool = pool_mo.children_of("fvnsEncapBlk").any(|b| {
-            let vlan = |k| b.get(k).and_then(|e| Encap::parse(e).ok()).map(Encap::vlan);
-            let (from, to) = (vlan("from"), vlan("to"));
-            matches!((from, to), (Some(f), Some(t)) if f <= req.encap && req.encap <= t)
-        });
+        let (pool, blocks) = self.domain_vlan_blocks(req.physical_domain).await?;
+        let in_pool = blocks
+            .iter()
+            .any(|(f, t)| *f <= req.encap && req.encap <= *t);
         if !in_pool {
             return Err(PreflightError::VlanNotInPool {
                 encap: req.encap.encap().to_string(),
