@@ -5,7 +5,9 @@
 //! vPC and, as this kernel cannot bond, is cabled to one member port), two `weft serve`
 //! processes, three EPGs and real Docker containers `--net=none` attached through the API.
 //! After every step of the scripted sequence the full ping matrix between the containers must
-//! equal the EPG policy; it is printed when it does not.
+//! equal the EPG policy; it is printed when it does not. Repairs are asked of the reconciler
+//! with `POST /api/v1/reconcile` (deterministic: no timer races the "broken" matrices), and
+//! its timer and leader takeover are proven last, in step 6.
 //!
 //! The EPGs share one /24 on separate bridge domains and hand out disjoint addresses, so a
 //! ping between EPGs is an ARP on the same subnet that only the switches can stop.
@@ -94,17 +96,27 @@ fn fabric_table(lab: &Lab) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Asks for a reconcile run; false while the server has no reconciler (404).
-async fn reconcile(api: &Api) -> bool {
-    let (status, body) = api
-        .call(Method::POST, "/api/v1/reconcile", Some(&json!({})))
+/// Runs a reconcile pass now on the replica `api` talks to; returns its report.
+async fn reconcile(api: &Api) -> Value {
+    api.ok(Method::POST, "/api/v1/reconcile", None)
         .await
-        .unwrap();
-    assert!(
-        status == 404 || (200..300).contains(&status),
-        "reconcile: {status} {body}"
-    );
-    status != 404
+        .unwrap()
+}
+
+/// The report's item about `object`, when there is one.
+fn item<'a>(report: &'a Value, object: &str) -> Option<&'a Value> {
+    report["items"]
+        .as_array()?
+        .iter()
+        .find(|i| i["object"] == object)
+}
+
+/// Asserts that the report has an item about `object` with `outcome`; returns it.
+fn has_item<'a>(report: &'a Value, object: &str, outcome: &str) -> &'a Value {
+    match item(report, object) {
+        Some(i) if i["outcome"] == outcome => i,
+        _ => panic!("no {outcome} item for {object} in {report:#}"),
+    }
 }
 
 /// The replicas' log directory: removed when the test passes, kept (and named) when it fails.
@@ -305,10 +317,10 @@ async fn the_ping_matrix_equals_the_epg_policy_through_every_step(db: PgPool) {
     matrix_is("2 re-attach", &p.eps, matrix::same_epg).await;
 
     // 3. Red's binding on lab-3's vPC deleted out of band: red on lab-3 is cut off from red
-    // elsewhere (not from each other: same host switch), the rest is untouched.
+    // elsewhere (not from each other: same host switch), the rest is untouched; a reconcile
+    // pass re-creates it.
     let lab3_path = p.lab.hosts[2].plan.path_dn.clone();
     let red_binding = p.epgs[0].binding_dn(&lab3_path);
-    let red_body = p.lab.sim.get(&red_binding).unwrap();
     assert!(p.lab.sim.remove(&red_binding));
     let cut = |e: &Endpoint| e.epg == "red" && e.host == "lab-3";
     matrix_is(
@@ -317,51 +329,71 @@ async fn the_ping_matrix_equals_the_epg_policy_through_every_step(db: PgPool) {
         move |x, y| matrix::same_epg(x, y) && cut(x) == cut(y),
     )
     .await;
-    if reconcile(&p.api).await {
-        assert!(p.lab.sim.get(&red_binding).is_some(), "re-created");
-    } else {
-        eprintln!(
-            "PENDING: step 3 repair needs the reconciler (POST /api/v1/reconcile is 404); \
-             restoring the binding by hand to go on"
-        );
-        let (parent, _) = red_binding.rsplit_once("/rspathAtt-").unwrap();
-        let attrs = &red_body["fvRsPathAtt"]["attributes"];
-        let config: serde_json::Map<String, Value> =
-            ["tDn", "encap", "mode", "instrImedcy", "annotation"]
-                .into_iter()
-                .filter_map(|k| Some((k.to_owned(), attrs.get(k)?.clone())))
-                .collect();
-        p.lab
-            .sim
-            .inject(parent, &json!({"fvRsPathAtt": {"attributes": config}}))
-            .unwrap();
-    }
-    matrix_is("3 red's vPC binding repaired", &p.eps, matrix::same_epg).await;
+    let report = reconcile(&p.api).await;
+    has_item(&report, &red_binding, "repaired");
+    assert!(p.lab.sim.get(&red_binding).is_some(), "re-created");
+    matrix_is("3 reconciled", &p.eps, matrix::same_epg).await;
 
-    // 4. A foreign binding (no Weft annotation) in Weft's EPG on a port no host of Weft's
-    // uses: never touched, the matrix unchanged.
-    let foreign_path = "topology/pod-1/paths-104/pathep-[eth1/1]";
-    let foreign = p.epgs[2].binding_dn(foreign_path);
+    // 4. A foreign binding (no Weft annotation, another tenant's EPG) takes blue's VLAN on
+    // leaf 102 while Weft's blue binding there is gone: the reconciler reports the conflict
+    // and touches neither; once the foreign binding is removed, it repairs Weft's.
     let blue = p.api.get(&p.epgs[2].path()).await.unwrap();
     let encap = blue["encap"].as_str().unwrap().to_owned();
+    let blue_binding = p.epgs[2].binding_dn(&lab2_path);
+    let foreign_epg = "uni/tn-other/ap-ap/epg-x";
     p.lab
         .sim
         .inject(
-            &p.epgs[2].dn(),
+            "uni",
+            &json!({"fvTenant":{"attributes":{"name":"other"},"children":[
+                {"fvBD":{"attributes":{"name":"bd"}}},
+                {"fvAp":{"attributes":{"name":"ap"},"children":[{"fvAEPg":{"attributes":{"name":"x"},"children":[
+                    {"fvRsBd":{"attributes":{"tnFvBDName":"bd"}}},
+                    {"fvRsDomAtt":{"attributes":{"tDn":"uni/phys-weft_phys"}}}]}}]}}]}}),
+        )
+        .unwrap();
+    assert!(p.lab.sim.remove(&blue_binding));
+    let foreign_path = "topology/pod-1/paths-102/pathep-[eth1/3]";
+    let foreign = format!("{foreign_epg}/rspathAtt-[{foreign_path}]");
+    p.lab
+        .sim
+        .inject(
+            foreign_epg,
             &json!({"fvRsPathAtt":{"attributes":{"tDn": foreign_path, "encap": encap}}}),
         )
         .unwrap();
     let before = p.lab.sim.get(&foreign).unwrap();
-    let reconciled = reconcile(&p.api).await;
+    let report = reconcile(&p.api).await;
+    let conflict = has_item(&report, &blue_binding, "conflict");
+    assert!(
+        conflict["reason"].as_str().unwrap().contains(&foreign),
+        "{conflict}"
+    );
     assert_eq!(
         p.lab.sim.get(&foreign),
         Some(before),
         "foreign binding touched"
     );
-    if !reconciled {
-        eprintln!("PENDING: step 4 report of the foreign binding needs the reconciler");
-    }
-    matrix_is("4 foreign binding", &p.eps, matrix::same_epg).await;
+    assert!(
+        p.lab.sim.get(&blue_binding).is_none(),
+        "posted over a conflict"
+    );
+    let cut = |e: &Endpoint| e.epg == "blue" && e.host == "lab-2";
+    matrix_is(
+        "4 foreign binding holds blue's VLAN",
+        &p.eps,
+        move |x, y| matrix::same_epg(x, y) && cut(x) == cut(y),
+    )
+    .await;
+    assert!(p.lab.sim.remove(&foreign));
+    let report = reconcile(&p.api).await;
+    has_item(&report, &blue_binding, "repaired");
+    matrix_is(
+        "4 foreign binding removed, reconciled",
+        &p.eps,
+        matrix::same_epg,
+    )
+    .await;
 
     // 5. A continuous ping (10/s) between two red containers no step touches (c9 on lab-1,
     // c10 on lab-2) loses nothing while every agent and every replica restarts in turn.
@@ -426,61 +458,8 @@ async fn the_ping_matrix_equals_the_epg_policy_through_every_step(db: PgPool) {
         "the recreated container's attachment is attached again (lost, then rewired)"
     );
 
-    // 6. kill -9 of replica a during concurrent attaches: b finishes them.
-    p.b.wait_ready().await.unwrap();
-    let names: Vec<String> = (12..15).map(|i| p.container(i)).collect();
-    let prefix = p.lab.prefix.clone();
-    blocking(move || {
-        names
-            .iter()
-            .for_each(|n| docker::start(n, &prefix).unwrap())
-    })
-    .await;
-    let b_api = p.api.at(&p.b.url);
-    let mut pending = Vec::new();
-    for i in 12..15 {
-        let (host, epg) = (i % 3, (i / 3) % 3);
-        let id = Uuid::new_v4();
-        let body = json!({"host": p.lab.hosts[host].plan.name,
-                          "target": {"kind": "docker", "container": p.container(i)},
-                          "epg": p.epgs[epg].reference()});
-        let api = if i % 2 == 0 { &p.api } else { &b_api };
-        api.ok(
-            Method::PUT,
-            &format!("/api/v1/attachments/{id}"),
-            Some(&body),
-        )
-        .await
-        .unwrap();
-        pending.push((i, id));
-    }
-    p.a.kill9();
-    for (i, id) in pending {
-        let path = format!("/api/v1/attachments/{id}");
-        let b_api = &b_api;
-        assert!(
-            eventually(30, || async {
-                b_api.get(&path).await.unwrap()["state"] == "attached"
-            })
-            .await,
-            "attachment of c{i} did not converge on the surviving replica"
-        );
-        let a = b_api.get(&path).await.unwrap();
-        let (host, epg) = (
-            p.lab.hosts[i % 3].plan.name.clone(),
-            p.epgs[(i / 3) % 3].name.clone(),
-        );
-        p.push(i, id, &a, host, epg);
-    }
-    matrix_is(
-        "6 kill -9 of a replica during attaches",
-        &p.eps,
-        matrix::same_epg,
-    )
-    .await;
-    p.a.start_again().await.unwrap();
-
-    // 7. c0's OVS port deleted behind lab-1's agent's back: c0 is cut off, then repaired.
+    // 7. c0's OVS port deleted behind lab-1's agent's back: c0 is cut off, then a reconcile
+    // pass has the agent wire it again.
     let c0 = p.index(0);
     let port = p.lab.hosts[0]
         .vsctl(&[
@@ -501,16 +480,99 @@ async fn the_ping_matrix_equals_the_epg_policy_through_every_step(db: PgPool) {
         matrix::same_epg(x, y) && x.container != gone && y.container != gone
     })
     .await;
-    if !reconcile(&p.api).await {
-        eprintln!(
-            "PENDING: step 7 repair needs the reconciler; the agent's own re-apply at restart \
-             repairs it meanwhile"
-        );
-        p.lab.hosts[0].restart_agent().await.unwrap();
-    }
-    matrix_is("7 c0's OVS port repaired", &p.eps, matrix::same_epg).await;
-}
+    let report = reconcile(&p.api).await;
+    has_item(&report, &p.ids[c0].to_string(), "repaired");
+    matrix_is("7 reconciled", &p.eps, matrix::same_epg).await;
 
+    // 6 (last: it turns the reconcile timer on). Both replicas restart with a 2 s interval;
+    // the leader is killed with SIGKILL while attaches are in flight and a binding has just
+    // been deleted out of band: the other replica finishes the attaches, takes the leader
+    // role and its timer repairs the binding.
+    for r in [&mut p.a, &mut p.b] {
+        r.stop();
+        r.set_env("WEFT_RECONCILE_INTERVAL_SECS", "2");
+        r.start_again().await.unwrap();
+    }
+    let b_api = p.api.at(&p.b.url);
+    let id_of = |r: Value| r["replica"].as_str().unwrap().to_owned();
+    let (a_id, b_id) = (
+        id_of(reconcile(&p.api).await),
+        id_of(reconcile(&b_api).await),
+    );
+    let mut leader = None;
+    for _ in 0..100 {
+        let last = p.api.get("/api/v1/reconcile/last").await.unwrap();
+        if last["trigger"] == "timer" {
+            leader = Some(id_of(last));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let leader = leader.expect("a timer pass within 10 s");
+    let (survivor, survivor_id) = if leader == a_id {
+        (b_api.clone(), b_id.clone())
+    } else {
+        (p.api.clone(), a_id)
+    };
+    let names: Vec<String> = (12..15).map(|i| p.container(i)).collect();
+    let prefix = p.lab.prefix.clone();
+    blocking(move || {
+        names
+            .iter()
+            .for_each(|n| docker::start(n, &prefix).unwrap())
+    })
+    .await;
+    let mut pending = Vec::new();
+    for i in 12..15 {
+        let (host, epg) = (i % 3, (i / 3) % 3);
+        let id = Uuid::new_v4();
+        let body = json!({"host": p.lab.hosts[host].plan.name,
+                          "target": {"kind": "docker", "container": p.container(i)},
+                          "epg": p.epgs[epg].reference()});
+        let api = if i % 2 == 0 { &p.api } else { &b_api };
+        api.ok(
+            Method::PUT,
+            &format!("/api/v1/attachments/{id}"),
+            Some(&body),
+        )
+        .await
+        .unwrap();
+        pending.push((i, id));
+    }
+    (if leader == b_id { &mut p.b } else { &mut p.a }).kill9();
+    let lab1_path = p.lab.hosts[0].plan.path_dn.clone();
+    let green_binding = p.epgs[1].binding_dn(&lab1_path);
+    assert!(p.lab.sim.remove(&green_binding));
+    for (i, id) in pending {
+        let path = format!("/api/v1/attachments/{id}");
+        let api = &survivor;
+        assert!(
+            eventually(30, || async {
+                api.get(&path).await.unwrap()["state"] == "attached"
+            })
+            .await,
+            "attachment of c{i} did not converge on the surviving replica"
+        );
+        let a = survivor.get(&path).await.unwrap();
+        let (host, epg) = (
+            p.lab.hosts[i % 3].plan.name.clone(),
+            p.epgs[(i / 3) % 3].name.clone(),
+        );
+        p.push(i, id, &a, host, epg);
+    }
+    let sim = &p.lab.sim;
+    assert!(
+        eventually(15, || async { sim.get(&green_binding).is_some() }).await,
+        "the surviving replica's timer did not repair {green_binding}"
+    );
+    let last = survivor.get("/api/v1/reconcile/last").await.unwrap();
+    assert_eq!(
+        (last["trigger"].as_str(), last["replica"].as_str()),
+        (Some("timer"), Some(survivor_id.as_str())),
+        "the survivor leads"
+    );
+    matrix_is("6 leader killed during attaches", &p.eps, matrix::same_epg).await;
+}
 #[sqlx::test(migrations = "./migrations")]
 async fn the_demo_attaches_its_containers_and_leaves_nothing_behind(db: PgPool) {
     let Some(agent) = lab_ready("demo") else {

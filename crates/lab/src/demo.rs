@@ -43,6 +43,9 @@ pub struct Demo {
     dir: PathBuf,
 }
 
+/// The demo's reconcile interval: short, so a person sees a broken binding heal.
+const RECONCILE_SECS: u32 = 10;
+
 /// The demo's hosts: two on plain leaf ports, one on a vPC (cabled to one member).
 fn hosts() -> Vec<HostPlan> {
     vec![
@@ -65,12 +68,9 @@ impl Demo {
         let mut lab = Lab::new(&cfg.prefix, cfg.mgmt_net).await?;
         weft::migrate(&cfg.weft_bin, &cfg.database_url)?;
         let listen = format!("{}:{}", lab.mgmt_ip, cfg.port);
-        let weft = WeftServer::start(
-            &cfg.weft_bin,
-            &listen,
-            &weft::lab_env(&cfg.database_url, &lab.sim.url),
-            dir.join("weft.log"),
-        )?;
+        let mut env = weft::lab_env(&cfg.database_url, &lab.sim.url);
+        env.push(("WEFT_RECONCILE_INTERVAL_SECS", RECONCILE_SECS.to_string()));
+        let weft = WeftServer::start(&cfg.weft_bin, &listen, &env, dir.join("weft.log"))?;
         if let Some(pid) = weft.pid() {
             std::fs::write(dir.join("weft.pid"), pid.to_string()).map_err(|source| {
                 LabError::Io {
@@ -182,10 +182,10 @@ impl Demo {
   Detach {c1}:  curl -s -X DELETE -H "$H" "{url}/api/v1/attachments/{id1}?wait=30"
 
   Break a binding behind Weft's back (as someone in the APIC GUI would), see the ping fail,
-  and let the reconciler repair it (on its timer, or at once with POST /api/v1/reconcile):
+  and let the reconciler repair it (within {RECONCILE_SECS} s on its timer, or at once):
     curl -gs -X DELETE '{sim}/_sim/mo/{binding}'    # -g: the DN has brackets
     docker exec {c0} ping -c 2 -W 1 {ip1}
-    curl -s -X POST -H "$H" {url}/api/v1/reconcile
+    curl -s -X POST -H "$H" {url}/api/v1/reconcile      # the drift report: what it found and did
 
   Ctrl-C removes everything (namespaces, links, OVS daemons, containers, the database).
 "#,

@@ -60,6 +60,12 @@ impl WeftServer {
         )))
     }
 
+    /// Sets a setting for the next start (after [`WeftServer::stop`]).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.into(), value.into()));
+    }
+
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
