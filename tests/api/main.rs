@@ -16,6 +16,7 @@ mod helpers;
 mod hosts;
 mod openapi;
 mod pools;
+mod proof;
 mod quarantine;
 mod reconcile;
 mod reservations;

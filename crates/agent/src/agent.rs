@@ -326,17 +326,23 @@ impl Agent {
         }
     }
 
-    /// The attachment as the kernel shows it.
+    /// The attachment as the kernel shows it. A container end without its host side (the
+    /// veth end or, on OVS, the switch port gone behind the agent's back) carries no traffic,
+    /// so it is not wired: the same test `wire` makes before it re-wires.
     async fn attachment(&self, id: Uuid, spec: &AttachmentSpec) -> Result<Attachment> {
-        let host_ifname = self.backend.host_side(id, spec).await?.ifname();
-        let actual = match container::resolve(&spec.target, self.docker.as_ref()).await {
+        let host = self.backend.host_side(id, spec).await?;
+        let mut actual = match container::resolve(&spec.target, self.docker.as_ref()).await {
             Ok((ns, _)) => container::actual(&ns.netlink().await?, spec).await?,
             Err(e) => container::not_wired(e.to_string()),
         };
+        if host == HostSide::Missing && actual.wired {
+            actual.wired = false;
+            actual.detail = Some("the host side (veth end or switch port) is missing".into());
+        }
         Ok(Attachment {
             id,
             spec: spec.clone(),
-            host_ifname,
+            host_ifname: host.ifname(),
             actual,
         })
     }
