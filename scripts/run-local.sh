@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
-# Runs Weft locally against apic-sim: as root, installs what is missing (scripts/install-deps.sh,
-# PostgreSQL server included) and starts PostgreSQL if needed, creates a fresh database,
-# applies the migrations, starts apic-sim (deploy/sim/topology.json) on a free port, creates an
-# admin token, prints the URLs and the token, then runs `weft serve` configured for the
-# simulator. apic-sim is stopped when weft exits.
-# Usage: scripts/run-local.sh   (weft on 127.0.0.1:8080; WEFT_LISTEN overrides;
-#                                WEFT_LOCAL_NO_APIC=1 runs without an APIC)
+# Runs Weft locally. As root, installs what is missing (scripts/install-deps.sh, PostgreSQL
+# server included), starts the services (PostgreSQL, Docker, the offline test image), creates a
+# fresh database and runs the whole demo (`weft-lab demo`, crates/lab): apic-sim with its
+# simulated data plane, three simulated hosts (network namespaces cabled into leaf ports, each
+# with its own Open vSwitch and a weft-agent), weft, two EPGs and four Docker containers
+# attached through the API; it prints the URL, an admin token and commands to try, and on
+# Ctrl-C or SIGTERM removes everything (namespaces, links, OVS daemons, containers, the
+# database). A crashed earlier run's leftovers are removed at start.
+# Not root (or no Docker/Open vSwitch/nftables): weft and apic-sim only, without a data plane
+# (creating namespaces and links needs root); it says why.
+# Usage: scripts/run-local.sh [--exit-after-setup]
+#   (weft on 127.0.0.1:8080, or the demo's 198.18.250.1:8080; the port of WEFT_LISTEN
+#    overrides; WEFT_LOCAL_NO_APIC=1 runs without an APIC and without the demo)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -eq 0 ]; then scripts/install-deps.sh; fi
@@ -25,6 +31,36 @@ sim="$CARGO_TARGET_DIR/debug/apic-sim"
 psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
 export WEFT_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$db"
 export WEFT_LISTEN=${WEFT_LISTEN:-127.0.0.1:8080}
+
+# Runs "$@" in the background and exits with its status: Ctrl-C or SIGTERM to this script is
+# passed on as SIGTERM, and the script waits for the command's own cleanup to end (not exec:
+# the EXIT traps must run afterwards).
+run_passing_signals() {
+    "$@" &
+    local pid=$!
+    trap 'kill -TERM '"$pid"' 2>/dev/null' INT TERM
+    local status=0
+    wait "$pid" || status=$?
+    # A trapped signal interrupts the first wait; wait again for the real exit.
+    if kill -0 "$pid" 2>/dev/null; then wait "$pid" || status=$?; fi
+    exit "$status"
+}
+
+# The demo: everything on this machine, as root, when the data plane can run here.
+lab="$CARGO_TARGET_DIR/debug/weft-lab"
+why=
+if [ -n "${WEFT_LOCAL_NO_APIC:-}" ]; then why="WEFT_LOCAL_NO_APIC is set"
+elif [ "$(id -u)" -ne 0 ]; then why="not root: simulated hosts need network namespaces, links and Open vSwitch"
+else why=$("$lab" check 2>&1) && why= || true
+fi
+if [ -z "$why" ]; then
+    drop_db() { psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true; }
+    trap drop_db EXIT
+    port=${WEFT_LISTEN:-127.0.0.1:8080}; port=${port##*:}
+    run_passing_signals "$lab" demo --weft "$weft" --agent "$CARGO_TARGET_DIR/debug/weft-agent" --port "$port" "$@"
+fi
+echo "run-local: running weft and apic-sim without the simulated data plane and hosts ($why)" >&2
+
 "$weft" migrate
 token=$("$weft" token create --role admin --name local-admin)
 
@@ -59,13 +95,5 @@ cat <<INFO
     curl -s http://$WEFT_LISTEN/api/v1/openapi.json
 
 INFO
-# Not exec: the EXIT trap must run after weft stops to stop apic-sim. Ctrl-C or SIGTERM to
-# this script is passed on to weft, which finishes in-flight requests and exits.
-"$weft" serve &
-weft_pid=$!
-trap 'kill -TERM "$weft_pid" 2>/dev/null' INT TERM
-status=0
-wait "$weft_pid" || status=$?
-# A trapped signal interrupts the first wait; wait again for weft's real exit.
-if kill -0 "$weft_pid" 2>/dev/null; then wait "$weft_pid" || status=$?; fi
-exit "$status"
+# weft finishes in-flight requests and exits; then the EXIT trap stops apic-sim.
+run_passing_signals "$weft" serve

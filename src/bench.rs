@@ -1,7 +1,10 @@
 //! `weft bench alloc`: address leases per second through the real HTTP API, with many
-//! concurrent clients, on a throwaway database. `weft bench reconcile`: one reconcile pass over
+//! concurrent clients, on a throwaway database. `weft bench attach` ([`attach`]): attach and
+//! detach through the whole workflow. `weft bench reconcile`: one reconcile pass over
 //! many bindings and attachments against an in-process apic-sim and a stand-in serving the
 //! agents' state. Commands, not tests: speed is measured, never asserted.
+
+pub mod attach;
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -12,9 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection};
+use sqlx::{ConnectOptions, Connection, PgPool};
 
 use crate::alloc::Quarantine;
+use crate::apic::Apic;
 use crate::auth::{create_token, Role};
 use crate::domain::Ipv4Cidr;
 use crate::startup::{Application, MIGRATOR};
@@ -75,21 +79,51 @@ async fn scratch_db<T, F: std::future::Future<Output = anyhow::Result<T>>>(
     result
 }
 
-async fn run_in(opts: PgConnectOptions, b: &AllocBench) -> anyhow::Result<AllocReport> {
-    let db = PgPoolOptions::new()
-        .max_connections(32)
-        .connect_with(opts)
-        .await?;
-    MIGRATOR.run(&db).await?;
-    let token = create_token(&db, "bench", Role::Admin).await?;
-    let quarantine = Quarantine {
-        vlan: Duration::ZERO,
-        ip: Duration::ZERO,
-    };
-    let app = Application::bind("127.0.0.1:0".parse()?, db.clone(), quarantine, None).await?;
-    let base = format!("http://{}/api/v1", app.local_addr()?);
-    let server = tokio::spawn(app.run_until_stopped(std::future::pending()));
+/// A weft served from this process for a benchmark.
+struct Served {
+    db: PgPool,
+    /// `http://127.0.0.1:<port>/api/v1`
+    base: String,
+    /// An admin token.
+    token: String,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
 
+impl Served {
+    /// Migrates the database at `opts`, makes an admin token and serves weft on a free port
+    /// (no quarantine, so a bench never runs out of addresses), with `apic` and the
+    /// workflow's default settings.
+    async fn start(opts: PgConnectOptions, apic: Option<Arc<Apic>>) -> anyhow::Result<Self> {
+        let db = PgPoolOptions::new()
+            .max_connections(32)
+            .connect_with(opts)
+            .await?;
+        MIGRATOR.run(&db).await?;
+        let token = create_token(&db, "bench", Role::Admin).await?;
+        let quarantine = Quarantine {
+            vlan: Duration::ZERO,
+            ip: Duration::ZERO,
+        };
+        let app = Application::bind("127.0.0.1:0".parse()?, db.clone(), quarantine, apic).await?;
+        let base = format!("http://{}/api/v1", app.local_addr()?);
+        let server = tokio::spawn(app.run_until_stopped(std::future::pending()));
+        Ok(Self {
+            db,
+            base,
+            token,
+            server,
+        })
+    }
+
+    async fn stop(self) {
+        self.server.abort();
+        self.db.close().await;
+    }
+}
+
+async fn run_in(opts: PgConnectOptions, b: &AllocBench) -> anyhow::Result<AllocReport> {
+    let served = Served::start(opts, None).await?;
+    let (base, token) = (served.base.clone(), served.token.clone());
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(b.clients as usize)
         .build()?;
@@ -147,8 +181,7 @@ async fn run_in(opts: PgConnectOptions, b: &AllocBench) -> anyhow::Result<AllocR
         addresses.extend(t.await??);
     }
     let elapsed = started.elapsed();
-    server.abort();
-    db.close().await;
+    served.stop().await;
     if addresses.len() as u64 != b.leases {
         bail!(
             "{} leases but only {} distinct addresses",

@@ -140,6 +140,7 @@ struct WorkflowSection {
     workers: Option<usize>,
     max_attempts: Option<u32>,
     binding_linger_secs: Option<u64>,
+    binding_batch_window_ms: Option<u64>,
     lost_grace_secs: Option<u64>,
     claim_secs: Option<u64>,
     agent_ca_file: Option<PathBuf>,
@@ -190,6 +191,7 @@ struct ApicSection {
     connect_timeout_secs: Option<u64>,
     request_timeout_secs: Option<u64>,
     max_attempts: Option<u32>,
+    requests_per_sec: Option<f64>,
     discovery_ttl_secs: Option<u64>,
 }
 
@@ -325,6 +327,10 @@ const APIC_ATTEMPTS: Setting = Setting {
     name: "apic.max_attempts",
     env: "WEFT_APIC_MAX_ATTEMPTS",
 };
+const APIC_RATE: Setting = Setting {
+    name: "apic.requests_per_sec",
+    env: "WEFT_APIC_REQUESTS_PER_SEC",
+};
 const APIC_TTL: Setting = Setting {
     name: "apic.discovery_ttl_secs",
     env: "WEFT_APIC_DISCOVERY_TTL_SECS",
@@ -340,6 +346,10 @@ const WF_ATTEMPTS: Setting = Setting {
 const WF_LINGER: Setting = Setting {
     name: "workflow.binding_linger_secs",
     env: "WEFT_BINDING_LINGER_SECS",
+};
+const WF_BATCH: Setting = Setting {
+    name: "workflow.binding_batch_window_ms",
+    env: "WEFT_WORKFLOW_BINDING_BATCH_WINDOW_MS",
 };
 const WF_GRACE: Setting = Setting {
     name: "workflow.lost_grace_secs",
@@ -390,10 +400,12 @@ pub const SETTINGS: &[(&str, &str)] = &[
     (APIC_CONNECT.name, APIC_CONNECT.env),
     (APIC_REQUEST.name, APIC_REQUEST.env),
     (APIC_ATTEMPTS.name, APIC_ATTEMPTS.env),
+    (APIC_RATE.name, APIC_RATE.env),
     (APIC_TTL.name, APIC_TTL.env),
     (WF_WORKERS.name, WF_WORKERS.env),
     (WF_ATTEMPTS.name, WF_ATTEMPTS.env),
     (WF_LINGER.name, WF_LINGER.env),
+    (WF_BATCH.name, WF_BATCH.env),
     (WF_GRACE.name, WF_GRACE.env),
     (WF_CLAIM.name, WF_CLAIM.env),
     (WF_AGENT_CA.name, WF_AGENT_CA.env),
@@ -445,6 +457,12 @@ fn workflow_settings(
     let secs = |st: &Setting, v: Option<u64>| pick(env, st, v).map(|v| v.map(Duration::from_secs));
     if let Some(d) = secs(&WF_LINGER, f.binding_linger_secs)? {
         s.binding_linger = d;
+    }
+    if let Some(ms) = pick(env, &WF_BATCH, f.binding_batch_window_ms)? {
+        if ms > 60_000 {
+            return Err(WF_BATCH.invalid(env, "must be 0-60000"));
+        }
+        s.binding_batch_window = Duration::from_millis(ms);
     }
     if let Some(d) = secs(&WF_GRACE, f.lost_grace_secs)? {
         s.lost_grace = d;
@@ -521,6 +539,15 @@ fn apic_settings(env: &dyn Env, f: ApicSection) -> Result<Option<ApicSettings>, 
             return Err(APIC_ATTEMPTS.invalid(env, "must be at least 1"));
         }
         client.retry.max_attempts = n;
+    }
+    if let Some(rate) = pick(env, &APIC_RATE, f.requests_per_sec)? {
+        if !(rate.is_finite() && rate >= 0.0) {
+            return Err(APIC_RATE.invalid(env, "must be a number of at least 0 (0: no limit)"));
+        }
+        client.rate_limit = (rate > 0.0).then(|| weft_apic::RateLimit {
+            per_second: rate,
+            ..weft_apic::RateLimit::default()
+        });
     }
     Ok(Some(ApicSettings {
         client,
@@ -718,6 +745,30 @@ mod tests {
     }
 
     #[test]
+    fn the_binding_batch_window_comes_from_file_or_environment_within_a_minute() {
+        let db = ("WEFT_DATABASE_URL", "postgres://h/db");
+        let window = |c: Config| c.workflow.binding_batch_window;
+        assert_eq!(
+            window(parse("", &[db]).unwrap()),
+            Duration::from_millis(200)
+        );
+        let file = "[workflow]\nbinding_batch_window_ms = 50";
+        assert_eq!(
+            window(parse(file, &[db]).unwrap()),
+            Duration::from_millis(50)
+        );
+        let env = ("WEFT_WORKFLOW_BINDING_BATCH_WINDOW_MS", "0");
+        assert_eq!(window(parse(file, &[db, env]).unwrap()), Duration::ZERO);
+        let e = parse(
+            "",
+            &[db, ("WEFT_WORKFLOW_BINDING_BATCH_WINDOW_MS", "60001")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("workflow.binding_batch_window_ms"), "{e}");
+    }
+
+    #[test]
     fn http_limits_have_defaults_and_come_from_file_or_environment() {
         let db = ("WEFT_DATABASE_URL", "postgres://h/db");
         assert_eq!(parse("", &[db]).unwrap().http, HttpLimits::default());
@@ -786,6 +837,28 @@ mod tests {
             e.contains("database.url") && e.contains("/etc/weft/database-url"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_apic_request_rate_is_limited_by_default_and_configurable_down_to_none() {
+        let apic =
+            "[apic]\ncontrollers = [\"http://127.0.0.1:1\"]\nusername = \"u\"\npassword = \"p\"\n";
+        let db = ("WEFT_DATABASE_URL", "postgres://h/db");
+        let rate = |file: &str, env: &dyn Env| {
+            parse(&format!("{apic}{file}"), env)
+                .map(|c| c.apic.unwrap().client.rate_limit.map(|l| l.per_second))
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(rate("", &[db]), Ok(Some(5.0)), "the default");
+        assert_eq!(rate("requests_per_sec = 50.0", &[db]), Ok(Some(50.0)));
+        let off = [db, ("WEFT_APIC_REQUESTS_PER_SEC", "0")];
+        assert_eq!(
+            rate("requests_per_sec = 50.0", &off),
+            Ok(None),
+            "0 is no limit"
+        );
+        let e = rate("requests_per_sec = -1.0", &[db]).unwrap_err();
+        assert!(e.contains("apic.requests_per_sec"), "{e}");
     }
 
     #[test]

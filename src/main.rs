@@ -39,7 +39,7 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// Measure allocation speed.
+    /// Measure allocation, attach and detach speed.
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
@@ -83,6 +83,37 @@ enum BenchCommand {
         #[arg(long, default_value_t = 100)]
         epgs: u32,
     },
+    /// Attach and detach latency and throughput through the whole workflow: apic-sim and
+    /// real weft-agents in network namespaces (root), on a throwaway database.
+    Attach {
+        /// Attachments made (then detached) one at a time by one client.
+        #[arg(long, default_value_t = 50)]
+        sequential: usize,
+        /// Attachments made (then detached) at once by --clients clients over the hosts.
+        #[arg(long, default_value_t = 200)]
+        attachments: usize,
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=weft::bench::attach::MAX_HOSTS as u64))]
+        hosts: u64,
+        /// The weft-agent binary (default: next to this one).
+        #[arg(long)]
+        agent_bin: Option<PathBuf>,
+        /// The apic-sim binary (default: next to this one).
+        #[arg(long)]
+        apic_sim_bin: Option<PathBuf>,
+        #[arg(long, default_value = "deploy/sim/topology.json")]
+        topology: PathBuf,
+        /// The APIC client's rate limit in requests per second, as deployed (0: none).
+        #[arg(long, default_value_t = weft_apic::RateLimit::default().per_second)]
+        apic_rate: f64,
+    },
+}
+
+/// `name` in the directory of this executable.
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating this executable")?;
+    Ok(exe.with_file_name(name))
 }
 
 fn settings_help() -> String {
@@ -133,28 +164,61 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
-        Command::Bench {
-            command:
-                BenchCommand::Reconcile {
-                    bindings,
-                    attachments,
-                    hosts,
-                    epgs,
-                },
-        } => {
+        Command::Bench { command } => {
             let config = load()?;
             let admin: PgConnectOptions = config
                 .database_url
                 .expose()
                 .parse()
                 .context("database.url")?;
+            bench(command, &admin).await
+        }
+    }
+}
+
+/// Runs a benchmark next to the database server of `admin` (on a throwaway database).
+async fn bench(command: BenchCommand, admin: &PgConnectOptions) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Attach {
+            sequential,
+            attachments,
+            clients,
+            hosts,
+            agent_bin,
+            apic_sim_bin,
+            topology,
+            apic_rate,
+        } => {
+            let b = weft::bench::attach::AttachBench {
+                sequential,
+                attachments,
+                clients,
+                hosts: usize::try_from(hosts)?,
+                agent_bin: agent_bin.map_or_else(|| sibling("weft-agent"), Ok)?,
+                sim_bin: apic_sim_bin.map_or_else(|| sibling("apic-sim"), Ok)?,
+                topology,
+                apic_rate: (apic_rate > 0.0).then_some(apic_rate),
+            };
+            print!("{}", weft::bench::attach::run(admin, &b).await?);
+            match b.apic_rate {
+                Some(r) => println!("APIC client rate limit: {r} requests/s"),
+                None => println!("APIC client rate limit: none"),
+            }
+            Ok(())
+        }
+        BenchCommand::Reconcile {
+            bindings,
+            attachments,
+            hosts,
+            epgs,
+        } => {
             let b = weft::bench::ReconcileBench {
                 bindings,
                 attachments,
                 hosts,
                 epgs,
             };
-            let r = weft::bench::run_reconcile(&admin, &b).await?;
+            let r = weft::bench::run_reconcile(admin, &b).await?;
             let c = &r.report.checked;
             println!(
                 "reconcile: {} bindings (APIC: {}), {} attachments on {} hosts, {} EPGs: one pass {:.2} s, peak RSS {} MiB (whole process: weft, apic-sim, stand-in), drift found {}, errors {}",
@@ -170,28 +234,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Bench {
-            command:
-                BenchCommand::Alloc {
-                    clients,
-                    subnet,
-                    leases,
-                    epgs,
-                },
+        BenchCommand::Alloc {
+            clients,
+            subnet,
+            leases,
+            epgs,
         } => {
-            let config = load()?;
-            let admin: PgConnectOptions = config
-                .database_url
-                .expose()
-                .parse()
-                .context("database.url")?;
             let b = weft::bench::AllocBench {
                 clients,
                 subnet,
                 leases,
                 epgs,
             };
-            let r = weft::bench::run_alloc(&admin, &b).await?;
+            let r = weft::bench::run_alloc(admin, &b).await?;
             println!(
                 "alloc: {} leases, {} clients, {} EPG(s) from {}: {:.2} s, {:.0} leases/s, {} distinct addresses",
                 r.leases,

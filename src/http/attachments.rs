@@ -2,9 +2,10 @@
 //! workflows, `src/workflow/`), `/api/v1/operations/{id}` (their job log), `/api/v1/bindings`
 //! (the APIC bindings Weft manages) and `/api/v1/agent/events` (agents' container events).
 //!
-//! A PUT checks everything it can before it answers (host, EPG, reservation, address, uplinks:
-//! a 4xx that leaves nothing behind), leases the address, and queues the attach in the same
-//! transaction; the rest runs in the workflow workers of any replica.
+//! A PUT checks everything it can before it answers (host, EPG, reservation, address, uplinks,
+//! and that the host's agent finds the container: a 4xx that leaves nothing behind), leases
+//! the address, and queues the attach in the same transaction; the rest runs in the workflow
+//! workers of any replica.
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -28,6 +29,8 @@ use crate::db::audit::record;
 use crate::domain::{ApicName, EpgKey, InterfaceName, PathDn};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::startup::AppState;
+use crate::workflow::attach::container_missing;
+use crate::workflow::context::agent_client;
 use crate::workflow::jobs::{self, Kind};
 use crate::workflow::lost;
 
@@ -232,15 +235,6 @@ fn resource(id: Uuid) -> String {
     format!("attachments/{id}")
 }
 
-/// The text stored for a target (unique per host and interface).
-fn target_text(t: &Target) -> String {
-    match t {
-        Target::Docker { container } => format!("docker:{container}"),
-        Target::Pid { pid } => format!("pid:{pid}"),
-        Target::Netns { path } => format!("netns:{path}"),
-    }
-}
-
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PutParams {
@@ -319,9 +313,14 @@ pub struct PlannedBinding {
     pub action: String,
 }
 
+/// How long a PUT waits for the host's agent to find the container.
+const CONTAINER_CHECK: Duration = Duration::from_secs(2);
+
 /// What a PUT checked, before anything was written.
 struct Checked {
     host_id: i64,
+    agent_url: String,
+    agent_token: Option<String>,
     epg: epgs::Epg,
     epg_id: i64,
     paths: Vec<PathDn>,
@@ -339,10 +338,13 @@ async fn check(st: &AppState, spec: &AttachmentSpec) -> ApiResult<Checked> {
     }
     let key = spec.epg.key();
     let mut conn = st.db.acquire().await?;
-    let host_id = sqlx::query_scalar!("SELECT id FROM hosts WHERE name = $1", spec.host.as_str())
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| ApiError::Invalid(format!("no host `{}`", spec.host)))?;
+    let host = sqlx::query!(
+        "SELECT id, agent_url, agent_token FROM hosts WHERE name = $1",
+        spec.host.as_str()
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| ApiError::Invalid(format!("no host `{}`", spec.host)))?;
     let epg = epgs::load(&mut conn, &key)
         .await?
         .ok_or_else(|| ApiError::Invalid(format!("no EPG {key}")))?;
@@ -366,23 +368,58 @@ async fn check(st: &AppState, spec: &AttachmentSpec) -> ApiResult<Checked> {
         )));
     }
     Ok(Checked {
-        host_id,
+        host_id: host.id,
+        agent_url: host.agent_url,
+        agent_token: host.agent_token,
         epg,
         epg_id,
         paths,
     })
 }
 
+/// The host's agent finds the container (a read-only call, bounded by [`CONTAINER_CHECK`]),
+/// or the PUT is a 422 naming it and nothing is written. Only the agent's own verdict
+/// refuses: an agent that is down, slow or failing lets the PUT through, and the attach's
+/// `validate` step, which retries, decides.
+async fn container_found(
+    st: &AppState,
+    spec: &AttachmentSpec,
+    c: &Checked,
+    request_id: Option<&str>,
+) -> ApiResult<()> {
+    let settings = &st.workflow.settings;
+    let token = c.agent_token.as_deref();
+    let Ok(client) = agent_client(
+        settings,
+        spec.host.as_str(),
+        &c.agent_url,
+        token,
+        request_id,
+    ) else {
+        return Ok(()); // the validate step names what is wrong with the agent's address
+    };
+    match tokio::time::timeout(CONTAINER_CHECK, client.resolve(&spec.target)).await {
+        Ok(Err(e)) if container_missing(&e) => Err(ApiError::Invalid(format!(
+            "container {} on host `{}`: {e}",
+            spec.target, spec.host
+        ))),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, host = %spec.host, "the agent did not confirm the container; the attach checks again");
+            Ok(())
+        }
+        Err(_) => {
+            tracing::info!(host = %spec.host, "the agent did not answer in time; the attach checks the container again");
+            Ok(())
+        }
+    }
+}
+
 /// Makes concurrent PUTs of one attachment id, or of one container interface on a host, take
 /// turns until the first commits: the insert and the address update that follows it would
 /// otherwise wait on each other's uncommitted index entries (a deadlock).
 async fn serialize(tx: &mut PgConnection, id: Uuid, spec: &AttachmentSpec) -> ApiResult<()> {
-    let key = format!(
-        "{}|{}|{}",
-        spec.host,
-        target_text(&spec.target),
-        spec.interface
-    );
+    let key = format!("{}|{}|{}", spec.host, spec.target, spec.interface);
     sqlx::query!(
         "SELECT pg_advisory_xact_lock(hashtextextended($1, 0)), pg_advisory_xact_lock(hashtextextended($2, 0))",
         format!("attachment|{id}"),
@@ -411,7 +448,7 @@ async fn insert_and_lease(
         id,
         c.host_id,
         c.epg_id,
-        target_text(&spec.target),
+        spec.target.to_string(),
         spec.interface.to_string(),
         target,
         spec.address.map(|a| a.to_string()),
@@ -428,9 +465,7 @@ async fn insert_and_lease(
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
             return Err(ApiError::Conflict(format!(
                 "{} on host `{}` already has an attachment on interface {}",
-                target_text(&spec.target),
-                spec.host,
-                spec.interface
+                spec.target, spec.host, spec.interface
             )))
         }
         Err(e) => return Err(e.into()),
@@ -522,6 +557,7 @@ async fn put_attachment(
         }
     }
     let checked = check(&st, &spec).await?;
+    container_found(&st, &spec, &checked, auth.request_id.as_deref()).await?;
     let mut tx = st.db.begin().await?;
     serialize(&mut tx, id, &spec).await?;
     if insert_and_lease(&mut tx, id, &spec, &checked)

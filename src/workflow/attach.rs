@@ -5,9 +5,9 @@
 //! | step        | does                                                                  | undo |
 //! |-------------|-----------------------------------------------------------------------|------|
 //! | `lease`     | the attachment's address (its own lease, or its reservation's); the PUT takes it already, so a bad address is a 4xx, and the step confirms it after a crash | lease quarantined |
-//! | `validate`  | the host's agent answers                                              | - |
+//! | `validate`  | the host's agent answers and finds the container (read-only)          | - |
 //! | `preflight` | the APIC would accept the bindings (F0467 cases); a managed EPG is created | - |
-//! | `bind`      | one reference per host path; the APIC binding posted only for a path's first reference, all paths of the EPG in one POST | reference dropped (the binding leaves after the linger when it was the last) |
+//! | `bind`      | one reference per host path; a path's first reference makes its binding `pending`, and the EPG's pending bindings go to the APIC together in one POST ([`super::batch`]): the step waits (without a worker) for the attaches of the EPG that arrive with it | reference dropped (the binding leaves after the linger when it was the last) |
 //! | `segment`   | the agent builds the VLAN segment                                     | segment removed unless another attachment uses it |
 //! | `wire`      | the agent wires the container (address, MAC, route, MTU, GARP)       | container unwired |
 //!
@@ -17,14 +17,15 @@
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
+use sqlx::Postgres;
 use weft_agent_api::{
     AttachmentSpec, InterfaceName, MacAddr, Mtu, SegmentMode, SegmentSpec, Target,
 };
-use weft_apic::{Binding, BindingMode, ManagedEpg, PreflightError, PreflightRequest, VlanId};
+use weft_apic::{BindingMode, ManagedEpg, PreflightError, PreflightRequest, VlanId};
 
 use super::context::Ctx;
 use super::jobs::Step;
-use super::StepError;
+use super::{batch, Outcome, StepError};
 use crate::alloc::ip;
 
 pub const STEPS: &[Step] = &[
@@ -36,16 +37,17 @@ pub const STEPS: &[Step] = &[
     Step::new("wire", "wiring"),
 ];
 
-pub async fn run(ctx: &Ctx<'_>, step: &str) -> Result<(), StepError> {
-    match step {
+pub async fn run(ctx: &Ctx<'_>, step: &str) -> Result<Outcome, StepError> {
+    let done = match step {
         "validate" => validate(ctx).await,
         "lease" => lease(ctx).await,
         "preflight" => preflight(ctx).await,
-        "bind" => bind(ctx).await,
+        "bind" => return batch::bind(ctx).await,
         "segment" => segment(ctx).await,
         "wire" => wire(ctx).await,
         other => Err(unknown(other)),
-    }
+    };
+    done.map(|()| Outcome::Done)
 }
 
 pub async fn undo(ctx: &Ctx<'_>, step: &str) -> Result<(), StepError> {
@@ -63,8 +65,9 @@ fn unknown(step: &str) -> StepError {
     StepError::permanent("job log", format!("unknown step `{step}`"))
 }
 
-/// The host's agent answers (an unreachable agent is retried, then fails the attach before
-/// anything was changed).
+/// The host has uplinks and its agent finds the container (read-only); an unreachable agent
+/// is retried, a missing container fails the attach naming it, before the fabric or the host
+/// is changed.
 async fn validate(ctx: &Ctx<'_>) -> Result<(), StepError> {
     if ctx.paths.is_empty() {
         return Err(StepError::permanent(
@@ -72,12 +75,19 @@ async fn validate(ctx: &Ctx<'_>) -> Result<(), StepError> {
             "the host has no uplinks to bind",
         ));
     }
-    let agent = ctx.agent()?;
-    agent
-        .health()
-        .await
-        .map_err(|e| ctx.agent_error("health check", e))?;
-    Ok(())
+    match ctx.agent()?.resolve(&ctx.target).await {
+        Ok(_) => Ok(()),
+        Err(e) if container_missing(&e) => Err(StepError::permanent(
+            format!("container {} on host `{}`", ctx.target, ctx.host),
+            e,
+        )),
+        Err(e) => Err(ctx.agent_error("finding the container", e)),
+    }
+}
+
+/// The agent's answer that it cannot find or enter the container (not a failure of its own).
+pub fn container_missing(e: &weft_agent_api::ClientError) -> bool {
+    matches!(e, weft_agent_api::ClientError::Api { status, .. } if status.as_u16() == 422)
 }
 
 /// Leases the address (or takes the reservation's) and records it on the attachment.
@@ -157,75 +167,6 @@ async fn preflight(ctx: &Ctx<'_>) -> Result<(), StepError> {
     Ok(())
 }
 
-/// Takes one reference per path under the binding rows' locks; the paths without an applied
-/// APIC binding (first reference, or a previous POST that failed) are posted together in one
-/// request while the locks are held, so two attaches never both post and a linger sweep never
-/// removes a binding being taken.
-async fn bind(ctx: &Ctx<'_>) -> Result<(), StepError> {
-    let apic = ctx.apic()?;
-    let paths: Vec<String> = ctx.paths.iter().map(ToString::to_string).collect();
-    let mut tx = ctx.db().begin().await?;
-    sqlx::query!(
-        "INSERT INTO bindings (epg_id, path_dn, encap, mode) SELECT $1, p, $3, $4 FROM unnest($2::text[]) AS p
-         ON CONFLICT (epg_id, path_dn) DO NOTHING",
-        ctx.epg_id,
-        &paths,
-        ctx.vlan.encap().to_string(),
-        ctx.mode.as_str(),
-    )
-    .execute(&mut *tx)
-    .await?;
-    let rows = sqlx::query!(
-        "SELECT id, path_dn, apic_state FROM bindings WHERE epg_id = $1 AND path_dn = ANY($2)
-         ORDER BY path_dn FOR UPDATE",
-        ctx.epg_id,
-        &paths,
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    sqlx::query!(
-        "WITH taken AS (
-             INSERT INTO binding_refs (binding_id, attachment_id) SELECT b, $2 FROM unnest($1::bigint[]) AS b
-             ON CONFLICT DO NOTHING RETURNING binding_id)
-         UPDATE bindings SET ref_count = ref_count + 1, release_after = NULL, updated_at = now()
-         WHERE id IN (SELECT binding_id FROM taken)",
-        &ids,
-        ctx.id,
-    )
-    .execute(&mut *tx)
-    .await?;
-    let missing: Vec<&str> = rows
-        .iter()
-        .filter(|r| r.apic_state != "applied")
-        .map(|r| r.path_dn.as_str())
-        .collect();
-    if !missing.is_empty() {
-        let bindings = ctx
-            .paths
-            .iter()
-            .filter(|p| missing.contains(&p.to_string().as_str()))
-            .map(|p| Binding {
-                path: p.clone(),
-                encap: ctx.vlan,
-                mode: ctx.mode,
-                immediacy: ctx.immediacy,
-            })
-            .collect::<Vec<_>>();
-        apic.client.apply_bindings(&ctx.epg, &bindings).await?;
-        sqlx::query!(
-            "UPDATE bindings SET apic_state = 'applied', last_fault = NULL, checked_at = now(), updated_at = now()
-             WHERE epg_id = $1 AND path_dn = ANY($2)",
-            ctx.epg_id,
-            &missing as &[&str],
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
 /// Drops this attachment's references; a binding left without any is removed from the APIC
 /// after the linger (by the sweeper), unless a new attachment takes it again.
 pub(super) async fn unbind(ctx: &Ctx<'_>) -> Result<(), StepError> {
@@ -269,24 +210,58 @@ pub(crate) fn segment_spec(mode: BindingMode) -> SegmentSpec {
     }
 }
 
+/// Holds the host's row lock (in the returned transaction) around a change of its segments,
+/// across replicas. A removal checks that no other attachment needs the segment and removes
+/// it while no attach can ensure it in between: otherwise an attach could ensure the segment
+/// just before a detach removed it, and then find none to wire its container onto.
+async fn lock_segments(ctx: &Ctx<'_>) -> Result<sqlx::Transaction<'static, Postgres>, StepError> {
+    let mut tx = ctx.db().begin().await?;
+    sqlx::query!(
+        "SELECT id FROM hosts WHERE name = $1 FOR NO KEY UPDATE",
+        ctx.host
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(tx)
+}
+
 /// The agent builds the host side of the EPG's VLAN.
 async fn segment(ctx: &Ctx<'_>) -> Result<(), StepError> {
     let spec = segment_spec(ctx.mode);
+    let tx = lock_segments(ctx).await?;
     ctx.agent()?
         .ensure_segment(ctx.vlan, &spec)
         .await
         .map_err(|e| ctx.agent_error(&format!("segment {}", ctx.vlan), e))?;
+    tx.commit().await?;
     Ok(())
 }
 
-/// Removes the VLAN's segment from the host; the agent refuses (409) while another
-/// container is wired to it, and then it stays.
+/// Removes the VLAN's segment from the host unless another attachment of the host on that
+/// VLAN may still use it (one being attached, attached, or lost and maybe coming back); the
+/// agent also refuses (409) while a container is wired to it, and then it stays.
 pub(super) async fn remove_segment(ctx: &Ctx<'_>) -> Result<(), StepError> {
-    match ctx.agent()?.remove_segment(ctx.vlan).await {
-        Ok(()) => Ok(()),
-        Err(weft_agent_api::ClientError::Api { status, .. }) if status.as_u16() == 409 => Ok(()),
-        Err(e) => Err(ctx.agent_error(&format!("segment {}", ctx.vlan), e)),
+    let mut tx = lock_segments(ctx).await?;
+    let needed = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM attachments a JOIN hosts h ON h.id = a.host_id
+               WHERE h.name = $1 AND a.vlan = $2 AND a.id <> $3
+                 AND a.state NOT IN ('failed', 'detaching')) AS "needed!""#,
+        ctx.host,
+        i32::from(ctx.vlan.get()),
+        ctx.id,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if needed {
+        return Ok(());
     }
+    match ctx.agent()?.remove_segment(ctx.vlan).await {
+        Ok(()) => {}
+        Err(weft_agent_api::ClientError::Api { status, .. }) if status.as_u16() == 409 => {}
+        Err(e) => return Err(ctx.agent_error(&format!("segment {}", ctx.vlan), e)),
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 /// What an attachment asks its agent to wire, as stored: the wire step and the reconciler's

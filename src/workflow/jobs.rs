@@ -10,7 +10,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::context::Ctx;
-use super::{attach, detach, StepError};
+use super::{attach, detach, Outcome, StepError};
 
 /// What a job does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,10 +65,10 @@ impl Kind {
         self.list()[i].state
     }
 
-    pub async fn run(self, ctx: &Ctx<'_>, step: &str) -> Result<(), StepError> {
+    pub async fn run(self, ctx: &Ctx<'_>, step: &str) -> Result<Outcome, StepError> {
         match self {
             Kind::Attach => attach::run(ctx, step).await,
-            Kind::Detach => detach::run(ctx, step).await,
+            Kind::Detach => detach::run(ctx, step).await.map(|()| Outcome::Done),
         }
     }
 
@@ -296,6 +296,51 @@ pub async fn retry_later(
     Ok(())
 }
 
+/// Gives the job back while its step waits for other jobs (see [`Outcome::Wait`]): runnable
+/// again after `delay` or when woken earlier, with its attempts unchanged, and the step marked
+/// waiting so that running it again does not count as another attempt.
+pub async fn wait(
+    db: &PgPool,
+    job: &Job,
+    me: Uuid,
+    step: &str,
+    delay: Duration,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "WITH step AS (
+             UPDATE job_steps SET waiting = true WHERE job_id = $1 AND phase = $3 AND step = $4)
+         UPDATE jobs SET state = 'queued', claimed_by = NULL, claimed_until = NULL,
+             run_after = now() + make_interval(secs => $5), updated_at = now()
+         WHERE id = $1 AND claimed_by = $2",
+        job.id,
+        me,
+        job.phase.as_str(),
+        step,
+        delay.as_secs_f64(),
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Makes the jobs waiting at `step` for one of `attachments` runnable now (their EPG's
+/// binding batch was posted, or refused).
+pub async fn wake_waiting(
+    conn: &mut PgConnection,
+    step: &str,
+    attachments: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE jobs SET run_after = now(), updated_at = now()
+         WHERE attachment_id = ANY($1) AND state = 'queued' AND step = $2 AND run_after > now()",
+        attachments,
+        step,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Ends the job (`succeeded` or `failed`, with the reason) and, in the same statement, moves
 /// its attachment to `attachment_state` when given, so no request sees a settled attachment
 /// whose job still runs.
@@ -328,7 +373,7 @@ pub async fn finish(
     Ok(())
 }
 
-/// A step begins (again): one more attempt.
+/// A step begins (again): one more attempt, unless it comes back from waiting.
 pub async fn start_step(
     db: &PgPool,
     job: &Job,
@@ -338,7 +383,8 @@ pub async fn start_step(
     sqlx::query!(
         "INSERT INTO job_steps (job_id, phase, step, position, attempts) VALUES ($1, $2, $3, $4, 1)
          ON CONFLICT (job_id, phase, step) DO UPDATE
-             SET attempts = job_steps.attempts + 1, finished_at = NULL",
+             SET attempts = job_steps.attempts + CASE WHEN job_steps.waiting THEN 0 ELSE 1 END,
+                 waiting = false, finished_at = NULL",
         job.id,
         job.phase.as_str(),
         name,

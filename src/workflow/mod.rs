@@ -12,6 +12,7 @@
 //! replica that takes the job over runs that step again.
 
 pub mod attach;
+pub mod batch;
 pub mod context;
 pub mod detach;
 pub mod jobs;
@@ -41,6 +42,9 @@ pub struct Settings {
     pub max_attempts: u32,
     /// How long an APIC binding outlives its last reference.
     pub binding_linger: Duration,
+    /// How long a new binding waits at most for the other attaches of its EPG, so that they
+    /// go to the APIC in one POST (see [`batch`]).
+    pub binding_batch_window: Duration,
     /// How long a destroyed container's attachment stays `lost` before it is detached.
     pub lost_grace: Duration,
     /// How long a claim on a job lasts without a heartbeat (a crashed replica's jobs resume
@@ -64,6 +68,7 @@ impl Default for Settings {
             workers: 8,
             max_attempts: 5,
             binding_linger: Duration::from_secs(30),
+            binding_batch_window: Duration::from_millis(200),
             lost_grace: Duration::from_secs(300),
             claim: Duration::from_secs(30),
             backoff_base: Duration::from_millis(200),
@@ -73,6 +78,16 @@ impl Default for Settings {
             managed_vrf: "default".into(),
         }
     }
+}
+
+/// What a step that did not fail did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The step is done; the job moves on.
+    Done,
+    /// The step waits for other jobs (its EPG's binding batch): the job gives its worker back
+    /// and runs the step again after at most this long, or when they wake it. Not an attempt.
+    Wait(Duration),
 }
 
 /// Why a step failed. `Transient` is retried (with backoff, up to the bound); `Permanent`
@@ -182,6 +197,12 @@ impl Engine {
         self.wake.notify_one();
     }
 
+    /// Tells every idle local worker that jobs are ready (a batch woke its waiting jobs).
+    pub fn wake_all(&self) {
+        self.wake.notify_waiters();
+        self.wake.notify_one();
+    }
+
     /// Starts the workers and the sweeper; they run until the runtime stops.
     pub fn start(self: &Arc<Self>) {
         for n in 0..self.settings.workers {
@@ -268,10 +289,19 @@ impl Engine {
                     context::set_state(&self.db, job.attachment_id, job.kind.state(step)).await?;
                     job.kind.run(&ctx, name).await
                 }
-                Phase::Undo => job.kind.undo(&ctx, name).await,
+                Phase::Undo => job.kind.undo(&ctx, name).await.map(|()| Outcome::Done),
             };
             match result {
-                Ok(()) => {
+                Ok(Outcome::Wait(delay)) => {
+                    tracing::debug!(
+                        step = name,
+                        delay_ms = delay.as_millis() as u64,
+                        "step waits"
+                    );
+                    jobs::wait(&self.db, job, self.id, name, delay).await?;
+                    return Ok(());
+                }
+                Ok(Outcome::Done) => {
                     tracing::info!(step = name, phase = job.phase.as_str(), "step done");
                     jobs::end_step(&self.db, job, name, None).await?;
                     job.attempts = 0;

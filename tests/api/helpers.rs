@@ -54,12 +54,14 @@ pub async fn spawn_with_sim(db: PgPool) -> (TestApp, apic_sim::SimHandle) {
     (app, sim)
 }
 
-/// APIC settings for a simulator at `url`: fast retries, a long discovery TTL (tests refresh
-/// explicitly).
+/// APIC settings for a simulator at `url`: fast retries, no client-side rate limit (a test's
+/// burst of attaches would queue behind it for many seconds), a long discovery TTL (tests
+/// refresh explicitly).
 pub fn apic_settings(url: &str, password: &str) -> ApicSettings {
     let mut client = weft_apic::ApicConfig::new(vec![url.to_owned()], "admin", password);
     client.retry.base_delay = Duration::from_millis(1);
     client.retry.max_attempts = 2;
+    client.rate_limit = None;
     ApicSettings {
         client,
         discovery_ttl: Duration::from_secs(3600),

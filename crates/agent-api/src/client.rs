@@ -9,7 +9,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::{
-    AgentState, Attachment, AttachmentSpec, Health, Problem, Segment, SegmentSpec, VlanId,
+    AgentState, Attachment, AttachmentSpec, Health, Problem, ResolvedTarget, Segment, SegmentSpec,
+    Target, TargetQuery, VlanId,
 };
 
 /// Header carrying the caller's request id.
@@ -155,6 +156,16 @@ impl AgentClient {
         self.call(Method::GET, "v1/state", None::<&()>).await
     }
 
+    /// Whether the agent finds `target` (a running container, a live PID, an existing
+    /// namespace); changes nothing. A missing one is a 422 [`ClientError::Api`].
+    pub async fn resolve(&self, target: &Target) -> Result<ResolvedTarget, ClientError> {
+        let url = self.url("v1/target")?;
+        let req = self
+            .request(Method::GET, url.clone())
+            .query(&TargetQuery::from(target));
+        Self::json(req, &url).await
+    }
+
     pub async fn ensure_segment(
         &self,
         vlan: VlanId,
@@ -194,7 +205,15 @@ impl AgentClient {
         if let Some(body) = body {
             req = req.json(body);
         }
-        let resp = Self::check(req.send().await, &url).await?;
+        Self::json(req, &url).await
+    }
+
+    /// Sends `req` and reads its JSON answer.
+    async fn json<T: DeserializeOwned>(
+        req: reqwest::RequestBuilder,
+        url: &Url,
+    ) -> Result<T, ClientError> {
+        let resp = Self::check(req.send().await, url).await?;
         resp.json().await.map_err(|source| ClientError::Transport {
             url: url.to_string(),
             source,

@@ -9,7 +9,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 /// An Ethernet MAC address, written `aa:bb:cc:dd:ee:ff`.
@@ -130,6 +130,90 @@ pub enum Target {
     Pid { pid: u32 },
     /// A bind-mounted namespace such as `/run/netns/<name>` (other runtimes).
     Netns { path: String },
+}
+
+/// `docker:<name or id>`, `pid:<pid>` or `netns:<path>`: one target in one word, for
+/// messages and for the central service's per-host uniqueness key.
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Docker { container } => write!(f, "docker:{container}"),
+            Target::Pid { pid } => write!(f, "pid:{pid}"),
+            Target::Netns { path } => write!(f, "netns:{path}"),
+        }
+    }
+}
+
+/// Query of `GET /v1/target`: exactly one of the three kinds of [`Target`] (a query string
+/// cannot carry the tagged JSON form).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct TargetQuery {
+    /// A Docker container's name or id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<String>,
+    /// A process whose network namespace to use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// A network-namespace path such as `/run/netns/c1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+}
+
+impl From<&Target> for TargetQuery {
+    fn from(t: &Target) -> Self {
+        match t.clone() {
+            Target::Docker { container } => TargetQuery {
+                docker: Some(container),
+                ..Default::default()
+            },
+            Target::Pid { pid } => TargetQuery {
+                pid: Some(pid),
+                ..Default::default()
+            },
+            Target::Netns { path } => TargetQuery {
+                netns: Some(path),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+impl TryFrom<TargetQuery> for Target {
+    type Error = String;
+
+    fn try_from(q: TargetQuery) -> Result<Self, String> {
+        match q {
+            TargetQuery {
+                docker: Some(container),
+                pid: None,
+                netns: None,
+            } => Ok(Target::Docker { container }),
+            TargetQuery {
+                docker: None,
+                pid: Some(pid),
+                netns: None,
+            } => Ok(Target::Pid { pid }),
+            TargetQuery {
+                docker: None,
+                pid: None,
+                netns: Some(path),
+            } => Ok(Target::Netns { path }),
+            _ => Err("give exactly one of `docker`, `pid` and `netns`".into()),
+        }
+    }
+}
+
+/// Response of `GET /v1/target`: the target exists and the agent could enter it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ResolvedTarget {
+    pub target: Target,
+    /// The network namespace the agent would wire, e.g. `/proc/4242/ns/net`.
+    pub netns: String,
+    /// The Docker container's full id (Docker targets only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
 /// `eth0`, the interface name a container's first network conventionally gets.
@@ -283,6 +367,29 @@ pub struct Problem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_query_names_exactly_one_target() {
+        for t in [
+            Target::Docker {
+                container: "web1".into(),
+            },
+            Target::Pid { pid: 42 },
+            Target::Netns {
+                path: "/run/netns/c1".into(),
+            },
+        ] {
+            assert_eq!(Target::try_from(TargetQuery::from(&t)), Ok(t));
+        }
+        let none = TargetQuery::default();
+        let two = TargetQuery {
+            pid: Some(1),
+            netns: Some("/run/netns/c1".into()),
+            ..Default::default()
+        };
+        assert!(Target::try_from(none).is_err());
+        assert!(Target::try_from(two).is_err());
+    }
 
     #[test]
     fn vlan_rejects_reserved_ids() {

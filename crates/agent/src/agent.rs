@@ -8,8 +8,8 @@ use tokio::sync::{Mutex, RwLock};
 use tracing::{info, instrument, warn};
 use uuid::Uuid;
 use weft_agent_api::{
-    AgentState, Attachment, AttachmentSpec, Segment, SegmentMode, SegmentSpec, Target,
-    UnclaimedLink, Uplink, Versions, VlanId, API_VERSION,
+    AgentState, Attachment, AttachmentSpec, ResolvedTarget, Segment, SegmentMode, SegmentSpec,
+    Target, UnclaimedLink, Uplink, Versions, VlanId, API_VERSION,
 };
 
 use crate::backend::{self, Backend, ContainerIf, HostSide};
@@ -326,17 +326,23 @@ impl Agent {
         }
     }
 
-    /// The attachment as the kernel shows it.
+    /// The attachment as the kernel shows it. A container end without its host side (the
+    /// veth end or, on OVS, the switch port gone behind the agent's back) carries no traffic,
+    /// so it is not wired: the same test `wire` makes before it re-wires.
     async fn attachment(&self, id: Uuid, spec: &AttachmentSpec) -> Result<Attachment> {
-        let host_ifname = self.backend.host_side(id, spec).await?.ifname();
-        let actual = match container::resolve(&spec.target, self.docker.as_ref()).await {
+        let host = self.backend.host_side(id, spec).await?;
+        let mut actual = match container::resolve(&spec.target, self.docker.as_ref()).await {
             Ok((ns, _)) => container::actual(&ns.netlink().await?, spec).await?,
             Err(e) => container::not_wired(e.to_string()),
         };
+        if host == HostSide::Missing && actual.wired {
+            actual.wired = false;
+            actual.detail = Some("the host side (veth end or switch port) is missing".into());
+        }
         Ok(Attachment {
             id,
             spec: spec.clone(),
-            host_ifname,
+            host_ifname: host.ifname(),
             actual,
         })
     }
@@ -362,6 +368,20 @@ impl Agent {
                 host_ifname,
             })
             .collect())
+    }
+
+    /// Finds `target` and enters its network namespace once, changing nothing: what the
+    /// central service checks before it leases or binds anything for a container.
+    #[instrument(skip(self), fields(target = %target))]
+    pub async fn resolve(&self, target: &Target) -> Result<ResolvedTarget> {
+        let (ns, container_id) = container::resolve(target, self.docker.as_ref()).await?;
+        // Opening a path proves little (any file opens): joining it proves a namespace.
+        ns.run(|| ()).await?;
+        Ok(ResolvedTarget {
+            target: target.clone(),
+            netns: ns.path().display().to_string(),
+            container_id,
+        })
     }
 
     /// Segments, attachments, unclaimed links and uplinks as found in the kernel now.

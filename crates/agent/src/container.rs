@@ -14,9 +14,7 @@ use crate::{Error, Result};
 pub async fn resolve(target: &Target, docker: Option<&Docker>) -> Result<(Netns, Option<String>)> {
     match target {
         Target::Docker { container } => {
-            let docker = docker.ok_or_else(|| {
-                Error::Docker("Docker targets need the agent's docker socket".into())
-            })?;
+            let docker = docker.ok_or(Error::DockerDisabled)?;
             let running = docker.running(container).await?;
             Ok((Netns::of_pid(running.pid)?, Some(running.id)))
         }

@@ -22,6 +22,9 @@ pub enum Error {
     NoSuchLink(String),
     #[error("docker: {0}")]
     Docker(String),
+    /// A Docker target on an agent started without a Docker socket (a setting, not an outage).
+    #[error("Docker targets need the agent's Docker socket (WEFT_AGENT_DOCKER_SOCKET is empty)")]
+    DockerDisabled,
     #[error("container {0} is not running")]
     ContainerNotRunning(String),
     #[error("container {0} not found")]

@@ -28,7 +28,7 @@ use utoipa::{Modify, OpenApi};
 use uuid::Uuid;
 use weft_agent_api::{
     AgentState, Attachment, AttachmentSpec, ContainerEvent, ContainerEventKind, Health, Problem,
-    Segment, SegmentSpec, VlanId, REQUEST_ID,
+    ResolvedTarget, Segment, SegmentSpec, Target, TargetQuery, VlanId, REQUEST_ID,
 };
 
 use crate::agent::Agent;
@@ -45,7 +45,7 @@ const HEADER_LIMIT: usize = 16 * 1024;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "weft-agent", description = "Per-host agent of Weft: VLAN segments and container wiring."),
-    paths(healthz, get_state, put_segment, delete_segment, put_attachment, delete_attachment),
+    paths(healthz, get_state, get_target, put_segment, delete_segment, put_attachment, delete_attachment),
     modifiers(&BearerAuth),
     // The body the agent POSTs to the central service's callback URL.
     components(schemas(ContainerEvent, ContainerEventKind)),
@@ -71,6 +71,7 @@ impl Modify for BearerAuth {
 fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/healthz").get(healthz))
         .service(web::resource("/v1/state").get(get_state))
+        .service(web::resource("/v1/target").get(get_target))
         .service(
             web::resource("/v1/segments/{vlan}")
                 .put(put_segment)
@@ -102,6 +103,10 @@ fn app(
             web::JsonConfig::default()
                 .limit(BODY_LIMIT)
                 .error_handler(|e, _| json_rejection(e).into()),
+        )
+        .app_data(
+            web::QueryConfig::default()
+                .error_handler(|e, _| ApiProblem::invalid(e.to_string()).into()),
         )
         .app_data(
             web::PathConfig::default()
@@ -475,6 +480,23 @@ async fn get_state(
     Ok(web::Json(agent.state().await?))
 }
 
+/// Finds a container (a running Docker container by name or id, a live PID, or an existing
+/// network namespace) and changes nothing: give exactly one of `docker`, `pid`, `netns`.
+/// 422 names a target the agent could not wire (not found, not running, no namespace).
+#[utoipa::path(get, path = "/v1/target", params(TargetQuery), responses(
+    (status = 200, body = ResolvedTarget),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
+    (status = 422, body = Problem, content_type = "application/problem+json"),
+))]
+async fn get_target(
+    _: Authorized,
+    agent: web::Data<Agent>,
+    query: web::Query<TargetQuery>,
+) -> Result<web::Json<ResolvedTarget>, ApiProblem> {
+    let target = Target::try_from(query.into_inner()).map_err(ApiProblem::invalid)?;
+    Ok(web::Json(agent.resolve(&target).await?))
+}
+
 /// Builds (idempotently) the host side of a VLAN segment.
 #[utoipa::path(put, path = "/v1/segments/{vlan}", params(("vlan" = u16, Path, minimum = 1, maximum = 4094)),
     request_body = SegmentSpec, responses(
@@ -581,6 +603,7 @@ impl From<Error> for ApiProblem {
             Error::ContainerNotRunning(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "container-not-running")
             }
+            Error::DockerDisabled => (StatusCode::UNPROCESSABLE_ENTITY, "docker-disabled"),
             Error::NoSuchLink(_) => (StatusCode::UNPROCESSABLE_ENTITY, "no-such-link"),
             Error::Netns { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "netns"),
             Error::Docker(_) | Error::Ovs(_) => (StatusCode::BAD_GATEWAY, "dependency"),

@@ -1,8 +1,9 @@
-//! Simulated hosts for data-plane tests (here and in Weft's end-to-end tests): a network
-//! namespace whose uplink is the host side of a leaf port, with an Open vSwitch of its own
-//! (userspace `netdev` datapath, private run directory) and one endpoint on an access port
-//! `tag=N`, so the endpoint's frames leave the host 802.1Q-tagged as a real host's would.
-//! Everything is removed on drop. Needs root, `ip`, `nft` and Open vSwitch.
+//! Simulated hosts for data-plane tests (here, in Weft's end-to-end tests and proof, and in the
+//! demo): a network namespace whose uplink is the host side of a leaf port, with an Open
+//! vSwitch of its own (userspace `netdev` datapath, private run directory). [`SimHost`] is the
+//! bare host a weft-agent runs on; [`TestHost`] adds one endpoint on an access port `tag=N`, so
+//! its frames leave the host 802.1Q-tagged as a real host's would. Everything is removed on
+//! drop. Needs root, `ip`, `nft` and Open vSwitch.
 
 use crate::dataplane::DataPlane;
 use std::path::{Path, PathBuf};
@@ -39,11 +40,27 @@ pub fn unavailable() -> Option<String> {
     }
 }
 
+/// A simulated host: a network namespace cabled to a leaf port, with its own Open vSwitch and
+/// no bridge yet (a weft-agent with the OVS backend builds its own).
+pub struct SimHost {
+    pub netns: String,
+    /// Dropped in this order: the switch's daemons, then the namespace.
+    ovs: NetnsOvs,
+    _netns: NetnsGuard,
+}
+
 /// A host namespace with its own OVS and one tagged endpoint.
 pub struct TestHost {
-    pub netns: String,
+    host: SimHost,
     /// The endpoint's IPv4 address (without prefix).
     pub ip: String,
+}
+
+/// A private Open vSwitch in a network namespace: `ovsdb-server` and `ovs-vswitchd`
+/// (userspace datapath, so bridges need `datapath_type=netdev`) with a run directory of their
+/// own. The daemons are killed and the directory removed on drop.
+pub struct NetnsOvs {
+    netns: String,
     dir: PathBuf,
     daemons: Vec<Child>,
 }
@@ -60,6 +77,44 @@ fn run(program: &str, args: &[&str]) -> std::io::Result<()> {
     )))
 }
 
+impl SimHost {
+    /// Creates namespace `netns` (after removing a leftover of that name), cables it to
+    /// `port` of leaf `node` as link `uplink` and starts its OVS.
+    pub fn start(
+        netns: &str,
+        fabric: &DataPlane,
+        node: u32,
+        port: &str,
+        uplink: &str,
+    ) -> std::io::Result<Self> {
+        remove_netns(netns);
+        run("ip", &["netns", "add", netns])?;
+        // Deletes the namespace when dropped, whatever fails next.
+        let guard = NetnsGuard(netns.to_string());
+        run("ip", &["-n", netns, "link", "set", "lo", "up"])?;
+        fabric
+            .cable(node, port, netns, uplink)
+            .map_err(std::io::Error::other)?;
+        Ok(SimHost {
+            ovs: NetnsOvs::start(netns)?,
+            netns: netns.to_string(),
+            _netns: guard,
+        })
+    }
+
+    /// The host's switch.
+    pub fn ovs(&self) -> &NetnsOvs {
+        &self.ovs
+    }
+}
+
+impl std::ops::Deref for TestHost {
+    type Target = SimHost;
+    fn deref(&self) -> &SimHost {
+        &self.host
+    }
+}
+
 impl TestHost {
     /// Creates namespace `netns`, cables it to `port` of leaf `node` (uplink `uplink`), starts
     /// its OVS (bridge `br0`, `datapath_type=netdev`) and puts the endpoint `ep` (internal
@@ -72,22 +127,9 @@ impl TestHost {
         vlan: u16,
         ip: &str,
     ) -> std::io::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("weft-testbed-{netns}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        run("ip", &["netns", "add", netns])?;
-        let mut host = TestHost {
-            netns: netns.to_string(),
-            ip: ip.to_string(),
-            dir,
-            daemons: Vec::new(),
-        };
-        run("ip", &["-n", netns, "link", "set", "lo", "up"])?;
-        fabric
-            .cable(node, port, netns, "uplink")
-            .map_err(std::io::Error::other)?;
-        host.start_ovs()?;
-        host.vsctl(&[
+        let host = SimHost::start(netns, fabric, node, port, "uplink")?;
+        let ovs = host.ovs();
+        ovs.vsctl(&[
             "add-br",
             "br0",
             "--",
@@ -96,8 +138,8 @@ impl TestHost {
             "br0",
             "datapath_type=netdev",
         ])?;
-        host.vsctl(&["add-port", "br0", "uplink"])?;
-        host.vsctl(&[
+        ovs.vsctl(&["add-port", "br0", "uplink"])?;
+        ovs.vsctl(&[
             "add-port",
             "br0",
             "ep",
@@ -113,94 +155,76 @@ impl TestHost {
             &["-n", netns, "addr", "add", &format!("{ip}/24"), "dev", "ep"],
         )?;
         run("ip", &["-n", netns, "link", "set", "ep", "up"])?;
-        Ok(host)
+        Ok(TestHost {
+            host,
+            ip: ip.to_string(),
+        })
     }
 
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).to_string_lossy().into_owned()
-    }
-
-    fn db(&self) -> String {
-        format!("unix:{}", self.path("db.sock"))
-    }
-
-    fn vsctl(&self, args: &[&str]) -> std::io::Result<()> {
-        let db = format!("--db={}", self.db());
-        let mut all = vec![db.as_str(), "--timeout=10"];
-        all.extend_from_slice(args);
-        run("ovs-vsctl", &all)
-    }
-
-    /// A daemon inside the namespace (`ip netns exec` execs it, so the child is the daemon).
-    fn spawn(&mut self, program: &str, args: &[&str]) -> std::io::Result<()> {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.netns, program])
-            .args(args)
-            .env("OVS_RUNDIR", &self.dir)
-            .env("OVS_DBDIR", &self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        self.daemons.push(child);
-        Ok(())
-    }
-
-    fn start_ovs(&mut self) -> std::io::Result<()> {
-        run("ovsdb-tool", &["create", &self.path("conf.db"), SCHEMA])?;
-        let (conf, remote, ctl) = (
-            self.path("conf.db"),
-            format!("--remote=punix:{}", self.path("db.sock")),
-            format!("--unixctl={}", self.path("ovsdb.ctl")),
-        );
-        self.spawn("ovsdb-server", &[&conf, &remote, &ctl])?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(self.dir.join("db.sock")).is_err() {
-            if Instant::now() > deadline {
-                return Err(std::io::Error::other(
-                    "ovsdb-server does not accept clients",
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.vsctl(&["--no-wait", "init"])?;
-        let (db, ctl) = (
-            self.db(),
-            format!("--unixctl={}", self.path("vswitchd.ctl")),
-        );
-        self.spawn("ovs-vswitchd", &[&db, &ctl])
+    /// Pings from the endpoint.
+    pub fn pinger(&self) -> Pinger {
+        Pinger::netns(&self.netns)
     }
 
     /// One ping of `ip` from the endpoint, answered within a second.
     pub fn ping(&self, ip: &str) -> bool {
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.netns,
-                "ping",
-                "-c",
-                "1",
-                "-W",
-                "1",
-                "-q",
-                ip,
-            ])
+        self.pinger().ping(ip)
+    }
+
+    /// See [`Pinger::stream`].
+    pub fn ping_stream(&self, ip: &str, count: u32, interval_ms: u32) -> u32 {
+        self.pinger().stream(ip, count, interval_ms)
+    }
+
+    /// See [`Pinger::reaches`].
+    pub fn reaches(&self, ip: &str, attempts: u32) -> bool {
+        self.pinger().reaches(ip, attempts)
+    }
+}
+
+/// Pings from inside a network namespace: a host's (`ip netns exec`) or a container's
+/// (`nsenter` into its init process's namespace, with the host's `ping`).
+#[derive(Debug, Clone)]
+pub struct Pinger(Vec<String>);
+
+impl Pinger {
+    /// From the named namespace.
+    pub fn netns(name: &str) -> Self {
+        Pinger(["ip", "netns", "exec", name].map(String::from).to_vec())
+    }
+
+    /// From the network namespace of process `pid` (e.g. a container's init).
+    pub fn process(pid: u32) -> Self {
+        Pinger(vec!["nsenter".into(), format!("--net=/proc/{pid}/ns/net")])
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.0[0]);
+        c.args(&self.0[1..])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        c
+    }
+
+    /// One ping of `ip`, answered within a second.
+    pub fn ping(&self, ip: &str) -> bool {
+        self.command()
+            .args(["ping", "-c", "1", "-W", "1", "-q", ip])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success())
     }
 
     /// Sends `count` pings to `ip`, one every `interval_ms`, and returns how many were
     /// answered: a continuous ping that must lose nothing while something else changes.
-    pub fn ping_stream(&self, ip: &str, count: u32, interval_ms: u32) -> u32 {
+    pub fn stream(&self, ip: &str, count: u32, interval_ms: u32) -> u32 {
         let (count, interval) = (
             count.to_string(),
             format!("{}", f64::from(interval_ms) / 1000.0),
         );
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.netns, "ping", "-q", "-W", "1"])
-            .args(["-c", &count, "-i", &interval, ip])
+        let out = self
+            .command()
+            .args(["ping", "-q", "-W", "1", "-c", &count, "-i", &interval, ip])
             .output();
         // Summary line: "N packets transmitted, M received, ..."
         out.ok()
@@ -219,13 +243,118 @@ impl TestHost {
     }
 }
 
-impl Drop for TestHost {
+/// Deletes a network namespace, and whatever still runs in it, on drop.
+struct NetnsGuard(String);
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        remove_netns(&self.0);
+    }
+}
+
+/// Where the OVS of namespace `netns` keeps its files.
+fn run_dir(netns: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("weft-testbed-{netns}"))
+}
+
+/// Removes namespace `netns` as a crashed run may have left it: every process still in it
+/// (an OVS daemon, an agent) is killed first, since deleting a namespace does not end them;
+/// then the namespace and its switch's run directory. Missing pieces are fine.
+pub fn remove_netns(netns: &str) {
+    let pids = Command::new("ip").args(["netns", "pids", netns]).output();
+    if let Some(out) = pids.ok().filter(|o| o.status.success()) {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
+    }
+    let _ = Command::new("ip")
+        .args(["netns", "del", netns])
+        .stderr(Stdio::null())
+        .status();
+    let _ = std::fs::remove_dir_all(run_dir(netns));
+}
+
+impl NetnsOvs {
+    /// Starts both daemons in `netns` (which must exist) with a fresh database.
+    pub fn start(netns: &str) -> std::io::Result<Self> {
+        let dir = run_dir(netns);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let mut ovs = NetnsOvs {
+            netns: netns.to_string(),
+            dir,
+            daemons: Vec::new(),
+        };
+        run("ovsdb-tool", &["create", &ovs.path("conf.db"), SCHEMA])?;
+        let (conf, remote, ctl) = (
+            ovs.path("conf.db"),
+            format!("--remote=punix:{}", ovs.path("db.sock")),
+            format!("--unixctl={}", ovs.path("ovsdb.ctl")),
+        );
+        ovs.spawn("ovsdb-server", &[&conf, &remote, &ctl])?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(ovs.dir.join("db.sock")).is_err() {
+            if Instant::now() > deadline {
+                return Err(std::io::Error::other(
+                    "ovsdb-server does not accept clients",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        ovs.vsctl(&["--no-wait", "init"])?;
+        let (db, ctl) = (ovs.db(), format!("--unixctl={}", ovs.path("vswitchd.ctl")));
+        ovs.spawn("ovs-vswitchd", &[&db, &ctl])?;
+        Ok(ovs)
+    }
+
+    /// A file in the switch's run directory (also a place for the host's own files).
+    pub fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_string_lossy().into_owned()
+    }
+
+    /// The OVSDB address (`unix:<dir>/db.sock`), e.g. for `WEFT_AGENT_OVS_DB`.
+    pub fn db(&self) -> String {
+        format!("unix:{}", self.path("db.sock"))
+    }
+
+    /// Runs `ovs-vsctl` against this switch; returns its output.
+    pub fn vsctl(&self, args: &[&str]) -> std::io::Result<String> {
+        let db = format!("--db={}", self.db());
+        let out = Command::new("ovs-vsctl")
+            .args([db.as_str(), "--timeout=10"])
+            .args(args)
+            .output()?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        Err(std::io::Error::other(format!(
+            "ovs-vsctl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+
+    /// A daemon inside the namespace (`ip netns exec` execs it, so the child is the daemon).
+    fn spawn(&mut self, program: &str, args: &[&str]) -> std::io::Result<()> {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.netns, program])
+            .args(args)
+            .env("OVS_RUNDIR", &self.dir)
+            .env("OVS_DBDIR", &self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.daemons.push(child);
+        Ok(())
+    }
+}
+
+impl Drop for NetnsOvs {
     fn drop(&mut self) {
         for c in &mut self.daemons {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = run("ip", &["netns", "del", &self.netns]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

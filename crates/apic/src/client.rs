@@ -1,6 +1,7 @@
 //! The session and transport: one shared login per controller set, refresh before expiry,
-//! one re-login on a token error, failover across controllers, bounded jittered retries for
-//! transient failures (never for 4xx), and a client-side rate limit.
+//! a re-login on every token error (at most `max_attempts` per call), failover across
+//! controllers, bounded jittered retries for transient failures (never for 4xx), and a
+//! client-side rate limit.
 
 use crate::config::{ApicConfig, Secret};
 use crate::error::ApicError;
@@ -175,6 +176,8 @@ impl ApicClient {
         })
     }
 
+    /// Waits for this request's turn under the rate limit. Callers pace before they take the
+    /// session token, so a request never waits its turn holding a token that dies meanwhile.
     async fn pace(&self) {
         if let Some(l) = &self.limiter {
             let wait = l.lock().await.reserve(Instant::now());
@@ -184,6 +187,7 @@ impl ApicClient {
         }
     }
 
+    /// One HTTP exchange, sent at once (the caller has paced it).
     async fn send_once(
         &self,
         idx: usize,
@@ -192,7 +196,6 @@ impl ApicClient {
         body: Option<&str>,
         token: Option<&Secret>,
     ) -> Attempt {
-        self.pace().await;
         let url = format!("{}{path}", self.config.controllers[idx]);
         let mut req = self.http.request(method.clone(), &url);
         if let Some(t) = token {
@@ -268,6 +271,7 @@ impl ApicClient {
         for attempt in 1..=max {
             let idx = s.active;
             tracing::debug!(controller = idx, attempt, "apic login");
+            self.pace().await;
             match self
                 .send_once(idx, &Method::POST, "/api/aaaLogin.json", Some(&body), None)
                 .await
@@ -328,6 +332,7 @@ impl ApicClient {
             Need::Login => self.login_locked(&mut s).await?,
             Need::Nothing => {}
             Need::Refresh(old, started) => {
+                self.pace().await;
                 let refreshed = match self
                     .send_once(
                         s.active,
@@ -392,18 +397,23 @@ impl ApicClient {
         let span = tracing::debug_span!("apic", %method, path);
         async {
             let max = self.config.retry.max_attempts.max(1);
-            let (mut attempt, mut relogged, mut last) = (0, false, String::new());
+            let (mut attempt, mut relogins, mut last) = (0, 0, String::new());
             while attempt < max {
                 attempt += 1;
+                self.pace().await;
                 let (idx, token) = self.token().await?;
                 match self
                     .send_once(idx, &method, path, body.as_deref(), Some(&token))
                     .await
                 {
                     Attempt::Ok(v) => return Ok(v),
-                    Attempt::TokenInvalid(_) if !relogged => {
-                        tracing::info!("apic token rejected, logging in again");
-                        relogged = true;
+                    // Every token that expires while the call waits out overload pages costs
+                    // one login, not the call: a rejection does not use up a transient
+                    // attempt. Bounded all the same, so an APIC that rejects every fresh
+                    // token fails the call instead of looping.
+                    Attempt::TokenInvalid(_) if relogins < max => {
+                        relogins += 1;
+                        tracing::info!(relogins, "apic token rejected, logging in again");
                         attempt -= 1;
                         self.drop_token(&token).await;
                     }
@@ -439,6 +449,7 @@ impl ApicClient {
             return Ok(());
         };
         let body = json!({"aaaUser": {"attributes": {"name": self.config.username}}}).to_string();
+        self.pace().await;
         match self
             .send_once(
                 s.active,

@@ -144,6 +144,47 @@ impl ApicClient {
         self.post_mo(&epg.dn(), &root).await
     }
 
+    /// Removes Weft's bindings of `epg` on `paths` in one POST (the EPG with a child
+    /// `status: deleted` per binding, reference §4.5 and §5.4), after one DN-scoped class query: an
+    /// absent binding needs nothing, and one that exists without Weft's annotation is never
+    /// touched and is returned, so the caller can forget it. Nothing to remove, no POST.
+    #[tracing::instrument(skip(self, paths), fields(epg = %epg, count = paths.len()))]
+    pub async fn delete_bindings(
+        &self,
+        epg: &EpgKey,
+        paths: &[PathDn],
+    ) -> Result<Vec<PathDn>, ApicError> {
+        if paths.is_empty() {
+            return Ok(Vec::new());
+        }
+        let existing = self.class_under(&epg.dn(), "fvRsPathAtt", None).await?;
+        let (mut ours, mut foreign) = (Vec::new(), Vec::new());
+        for path in paths {
+            let dn = Binding::dn(epg, path);
+            match existing.iter().find(|mo| mo.get("dn") == Some(dn.as_str())) {
+                None => {}
+                Some(mo) if mo.get("annotation") == Some(OWNER_ANNOTATION) => ours.push(path),
+                Some(_) => foreign.push(path.clone()),
+            }
+        }
+        if !ours.is_empty() {
+            let root = ours.iter().fold(
+                Mo::new("fvAEPg")
+                    .attr("dn", epg.dn())
+                    .attr("status", "modified"),
+                |mo, path| {
+                    mo.child(
+                        Mo::new("fvRsPathAtt")
+                            .attr("tDn", path.to_string())
+                            .attr("status", "deleted"),
+                    )
+                },
+            );
+            self.post_mo(&epg.dn(), &root).await?;
+        }
+        Ok(foreign)
+    }
+
     /// Removes one binding if it is Weft's; an absent binding is not an error.
     #[tracing::instrument(skip(self), fields(epg = %epg, path = %path))]
     pub async fn delete_binding(&self, epg: &EpgKey, path: &PathDn) -> Result<(), ApicError> {

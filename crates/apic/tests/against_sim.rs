@@ -162,6 +162,95 @@ async fn expired_token_mid_work_means_one_relogin_and_a_retry() {
     assert_eq!(client.list_owned_bindings().await.unwrap().len(), 1);
 }
 
+/// Expires every session as each of the next `k` class queries arrives: the sim holds every
+/// request `latency_ms` before it checks the token, so each of those queries meets a token
+/// that died while it was on its way (a busy APIC whose sessions time out under the load).
+fn expire_under_each_query(sim: &SimHandle, k: u64) -> tokio::task::JoinHandle<()> {
+    let state = sim.state.clone();
+    tokio::spawn(async move {
+        let mut seen = 0;
+        while seen < k {
+            let n = state.count("class_get");
+            if n > seen {
+                state.expire_tokens();
+                seen = n;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+}
+
+/// A simulator that holds every request 100 ms (no login throttle), and a client of it.
+async fn slow_setup() -> (SimHandle, ApicClient) {
+    let sim = sim_with(|c| {
+        c.faults.latency_ms = 100;
+        c.faults.login_rate_per_sec = None;
+    })
+    .await;
+    let client = ApicClient::new(config(vec![sim.url.clone()])).unwrap();
+    (sim, client)
+}
+
+#[tokio::test]
+async fn every_new_token_rejection_in_one_call_means_a_new_login() {
+    let (sim, client) = slow_setup().await;
+    let expiring = expire_under_each_query(&sim, 3);
+    let nodes = client.class_all("fabricNode", None).await.unwrap();
+    expiring.await.unwrap();
+    assert_eq!(nodes.len(), 6);
+    assert_eq!(
+        (sim.count("login"), sim.count("class_get")),
+        (4, 4),
+        "three tokens died under the query: three logins after the first, the fourth query answered"
+    );
+}
+
+#[tokio::test]
+async fn token_rejections_in_one_call_are_bounded() {
+    let (sim, client) = slow_setup().await;
+    let expiring = expire_under_each_query(&sim, 10);
+    let err = client.class_all("fabricNode", None).await.unwrap_err();
+    expiring.abort();
+    assert_eq!(err.code(), Some("403"), "{err}");
+    assert_eq!(
+        (sim.count("login"), sim.count("class_get")),
+        (4, 4),
+        "max_attempts (3) logins after the first, then the call gives up"
+    );
+}
+
+#[tokio::test]
+async fn a_request_takes_its_token_after_waiting_its_turn_under_the_rate_limit() {
+    // Tokens live one second; six queries queued behind a limit of two a second wait up to
+    // three seconds for their turn. Had they taken the token before waiting, the later ones
+    // would carry a dead token and be rejected.
+    let sim = sim_with(|c| {
+        c.token_lifetime = Duration::from_secs(1);
+        c.faults.login_rate_per_sec = None;
+    })
+    .await;
+    let mut cfg = config(vec![sim.url.clone()]);
+    cfg.rate_limit = Some(RateLimit {
+        per_second: 2.0,
+        burst: 1,
+    });
+    let client = std::sync::Arc::new(ApicClient::new(cfg).unwrap());
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let c = client.clone();
+            tokio::spawn(async move { c.class_all("fabricNode", None).await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap().len(), 6);
+    }
+    assert_eq!(
+        sim.count("class_get"),
+        6,
+        "no query was sent with a token that died while it waited (no 403, no resend)"
+    );
+}
+
 #[tokio::test]
 async fn fails_over_when_the_first_controller_is_down() {
     let sim = sim_with(|_| {}).await;
@@ -376,6 +465,41 @@ async fn delete_binding_only_touches_weft_objects() {
     assert!(sim
         .get(&Binding::dn(&web(), &port(101, "eth1/2")))
         .is_some());
+}
+
+#[tokio::test]
+async fn delete_bindings_removes_weft_ones_in_one_post_and_leaves_foreign_ones() {
+    let (sim, client) = setup().await;
+    client.ensure_epg(&managed(web())).await.unwrap();
+    let ours: Vec<PathDn> = (1..=3).map(|i| port(104, &format!("eth1/{i}"))).collect();
+    let bindings: Vec<Binding> = ours.iter().cloned().map(regular).collect();
+    client.apply_bindings(&web(), &bindings).await.unwrap();
+    sim.inject(
+        &web().dn(),
+        &json!({"fvRsPathAtt":{"attributes":{"tDn":port(104, "eth1/4").to_string(),"encap":"vlan-150"}}}),
+    )
+    .unwrap();
+    sim.reset_counts();
+    let mut asked = ours.clone();
+    asked.push(port(104, "eth1/4")); // someone else's
+    asked.push(port(104, "eth1/5")); // absent
+    let foreign = client.delete_bindings(&web(), &asked).await.unwrap();
+    assert_eq!(foreign, [port(104, "eth1/4")]);
+    assert_eq!(sim.count("mo_post"), 1, "one POST for the three");
+    assert_eq!(sim.count("mo_delete"), 0);
+    for path in &ours {
+        assert!(sim.get(&Binding::dn(&web(), path)).is_none(), "{path}");
+    }
+    assert!(
+        sim.get(&Binding::dn(&web(), &port(104, "eth1/4")))
+            .is_some(),
+        "the foreign binding is untouched"
+    );
+    // Nothing of Weft's left: no POST at all.
+    sim.reset_counts();
+    let foreign = client.delete_bindings(&web(), &asked).await.unwrap();
+    assert_eq!(foreign.len(), 1);
+    assert_eq!(sim.count("mo_post"), 0);
 }
 
 #[tokio::test]

@@ -162,8 +162,8 @@ async fn api_rejects_requests_without_the_token() {
         }
     }
     assert_eq!(
-        protected, 5,
-        "GET state, PUT/DELETE segments and attachments"
+        protected, 6,
+        "GET state and target, PUT/DELETE segments and attachments"
     );
     // The scheme is case-insensitive (RFC 9110 §11.1): `bearer` is as good as `Bearer`.
     for scheme in ["bearer", "BEARER"] {

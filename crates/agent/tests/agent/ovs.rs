@@ -134,6 +134,25 @@ async fn ovs_access_port_tags_the_containers_frames_on_the_uplink() {
     );
     sh(&format!("{vsctl} del-port br-weft foreign0"));
 
+    // Its switch port deleted behind the agent's back: the state says not wired (what the
+    // central reconciler acts on) and the next PUT wires it again.
+    sh(&format!("{vsctl} del-port br-weft {host}"));
+    let state = agent.state().await.unwrap();
+    let had = state.attachments.iter().find(|a| a.id == id).unwrap();
+    assert!(
+        !had.actual.wired
+            && had.host_ifname.is_none()
+            && had
+                .actual
+                .detail
+                .as_deref()
+                .is_some_and(|d| d.contains("host side")),
+        "{had:?}"
+    );
+    let again = agent.ensure_attachment(id, &spec).await.unwrap();
+    assert!(again.actual.wired, "{again:?}");
+    assert!(sh(&format!("{vsctl} list-ports br-weft")).contains(&host));
+
     agent.remove_attachment(id).await.unwrap();
     let ports = sh(&format!("ovs-vsctl --db={} list-ports br-weft", ovs.db()));
     assert_eq!(ports.trim(), "upl0", "access port left behind");
