@@ -13,6 +13,8 @@ pub struct PoolRow {
     pub id: i64,
     pub name: String,
     pub ranges: Vec<VlanRange>,
+    /// The physical domain whose VLAN blocks the reconciler copies into `ranges`.
+    pub follow_domain: Option<String>,
     pub allocated: i64,
     pub quarantined: i64,
     pub created_at: DateTime<Utc>,
@@ -24,6 +26,7 @@ struct Raw {
     id: i64,
     name: String,
     ranges: Json<Vec<VlanRange>>,
+    follow_domain: Option<String>,
     allocated: i64,
     quarantined: i64,
     created_at: DateTime<Utc>,
@@ -36,6 +39,7 @@ impl From<Raw> for PoolRow {
             id: r.id,
             name: r.name,
             ranges: r.ranges.0,
+            follow_domain: r.follow_domain,
             allocated: r.allocated,
             quarantined: r.quarantined,
             created_at: r.created_at,
@@ -54,6 +58,7 @@ macro_rules! select_pools {
                 COALESCE((SELECT json_agg(json_build_object('first', first_vlan, 'last', last_vlan) ORDER BY first_vlan)
                           FROM vlan_ranges r WHERE r.pool_id = p.id), '[]'::json)::jsonb
                     AS "ranges!: Json<Vec<VlanRange>>",
+                p.follow_domain,
                 (SELECT count(*) FROM vlan_assignments a WHERE a.pool_id = p.id AND a.state = 'active')
                     AS "allocated!",
                 (SELECT count(*) FROM vlan_assignments a WHERE a.pool_id = p.id AND a.state = 'quarantined'
@@ -177,6 +182,36 @@ pub async fn set_ranges(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Sets (or clears) the physical domain the pool follows.
+pub async fn set_follow_domain(
+    conn: &mut PgConnection,
+    pool_id: i64,
+    domain: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE vlan_pools SET follow_domain = $2, updated_at = now() WHERE id = $1",
+        pool_id,
+        domain
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The pools that follow a physical domain: (name, domain).
+pub async fn following(conn: &mut PgConnection) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"SELECT name, follow_domain AS "follow_domain!" FROM vlan_pools
+           WHERE follow_domain IS NOT NULL ORDER BY name"#
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.name, r.follow_domain))
+        .collect())
 }
 
 /// Deletes the pool unless an EPG uses it. Its VLANs still in quarantine are kept by pool name

@@ -29,6 +29,10 @@ pub fn configure(cfg: &mut ServiceConfig) {
 pub struct PoolSpec {
     /// Non-overlapping VLAN ranges, at least one.
     pub ranges: Vec<VlanRange>,
+    /// A physical domain whose static VLAN blocks the pool follows: each reconcile pass sets
+    /// `ranges` to them (unless a VLAN held by an EPG would fall outside).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_domain: Option<ApicName>,
 }
 
 /// How much of a pool is in use.
@@ -47,6 +51,9 @@ pub struct PoolUsage {
 pub struct Pool {
     pub name: ApicName,
     pub ranges: Vec<VlanRange>,
+    /// The physical domain whose VLAN blocks the reconciler copies into `ranges`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follow_domain: Option<ApicName>,
     pub usage: PoolUsage,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -64,6 +71,11 @@ impl Pool {
                 free: total - r.allocated - r.quarantined,
             },
             ranges: r.ranges,
+            follow_domain: r
+                .follow_domain
+                .as_deref()
+                .map(ApicName::parse)
+                .transpose()?,
             created_at: r.created_at,
             updated_at: r.updated_at,
         })
@@ -141,7 +153,10 @@ async fn put_pool(
     validate_ranges(&spec.ranges)?;
     let mut tx = st.db.begin().await?;
     let before = read(&mut tx, &name).await?;
-    if let Some(unchanged) = before.as_ref().filter(|b| b.ranges == spec.ranges) {
+    if let Some(unchanged) = before
+        .as_ref()
+        .filter(|b| b.ranges == spec.ranges && b.follow_domain == spec.follow_domain)
+    {
         return Ok(Put(false, unchanged.clone()));
     }
     let (id, created) = pools::lock_or_create(&mut tx, name.as_str()).await?;
@@ -152,6 +167,8 @@ async fn put_pool(
         )));
     }
     pools::set_ranges(&mut tx, id, &spec.ranges).await?;
+    let follow = spec.follow_domain.as_ref().map(ApicName::as_str);
+    pools::set_follow_domain(&mut tx, id, follow).await?;
     let after = read(&mut tx, &name)
         .await?
         .ok_or_else(|| vanished("pool"))?;

@@ -47,6 +47,8 @@ use super::attach::{segment_spec, Wiring};
 use super::context::agent_client;
 use super::{jobs, lost, Engine};
 use crate::db::audit::{self, Actor};
+use crate::db::pools;
+use crate::domain::VlanRange;
 
 /// How the reconciler runs (the `[reconcile]` settings).
 #[derive(Debug, Clone)]
@@ -655,7 +657,79 @@ impl Reconciler {
         for b in orphans {
             self.remove_orphan(pass, &apic.client, b).await?;
         }
+        self.follow_domains(pass, &apic.client).await?;
         self.vlan_pools(pass, &apic.client).await
+    }
+
+    /// Pools declared to follow a physical domain get the domain's static VLAN blocks as their
+    /// ranges, under the pool's row lock (as a PUT takes it), unless a VLAN an EPG holds would
+    /// fall outside them.
+    async fn follow_domains(
+        &self,
+        pass: &mut Pass,
+        client: &weft_apic::ApicClient,
+    ) -> Result<(), sqlx::Error> {
+        let following = {
+            let mut conn = self.engine.db.acquire().await?;
+            pools::following(&mut conn).await?
+        };
+        for (name, domain) in following {
+            let mut item = Item::new(
+                ItemKind::VlanPool,
+                &name,
+                format!("ranges differ from physical domain {domain}'s blocks"),
+            );
+            let blocks = match client.domain_vlan_blocks(&domain).await {
+                Ok((_, blocks)) => merged(blocks),
+                Err(e) => {
+                    item.drift = "the followed domain's VLAN blocks cannot be read".into();
+                    pass.items
+                        .push(item.outcome(Outcome::Failed, Some(e.to_string())));
+                    continue;
+                }
+            };
+            let mut tx = self.engine.db.begin().await?;
+            let Some(id) = pools::lock(&mut tx, &name).await? else {
+                continue;
+            };
+            let before = pools::get(&mut tx, &name).await?.map(|p| p.ranges);
+            if before.as_deref() == Some(blocks.as_slice()) {
+                continue;
+            }
+            item.desired = Some(json!({"follow_domain": domain, "pool_ranges": before}));
+            item.apic = Some(json!({"blocks": blocks}));
+            if blocks.is_empty() {
+                pass.items.push(item.outcome(
+                    Outcome::Failed,
+                    Some("the domain has no VLAN blocks; the pool keeps its ranges".into()),
+                ));
+                continue;
+            }
+            let outside = pools::active_outside(&mut tx, id, &blocks).await?;
+            if !outside.is_empty() {
+                pass.items.push(item.outcome(
+                    Outcome::Failed,
+                    Some(format!(
+                        "VLANs {outside:?} are held by EPGs and would fall outside the domain's blocks"
+                    )),
+                ));
+                continue;
+            }
+            pools::set_ranges(&mut tx, id, &blocks).await?;
+            let rid = pass.request_id();
+            audit::record(
+                &mut tx,
+                actor(&rid),
+                "vlan-pool.follow_domain",
+                &format!("vlan-pools/{name}"),
+                Some(&json!({"ranges": before})),
+                Some(&json!({"ranges": blocks})),
+            )
+            .await?;
+            tx.commit().await?;
+            pass.items.push(item.outcome(Outcome::Repaired, None));
+        }
+        Ok(())
     }
 
     /// Weft's VLAN pools against the static encap blocks of the physical domains their EPGs
@@ -1210,6 +1284,21 @@ impl Reconciler {
             Err(e) => Ok(item.outcome(Outcome::Failed, Some(e.to_string()))),
         }
     }
+}
+
+/// A domain's blocks as a pool's ranges: sorted, overlapping or adjacent ones joined.
+fn merged(mut blocks: Vec<(VlanId, VlanId)>) -> Vec<VlanRange> {
+    blocks.sort();
+    let mut out: Vec<VlanRange> = Vec::new();
+    for (first, last) in blocks {
+        match out.last_mut() {
+            Some(r) if first.get() <= r.last.get().saturating_add(1) => {
+                r.last = r.last.max(last);
+            }
+            _ => out.extend(VlanRange::new(first, last).ok()),
+        }
+    }
+    out
 }
 
 /// The parts of `ranges` (inclusive VLAN ranges) that no block covers.

@@ -480,3 +480,60 @@ async fn a_segment_deleted_behind_the_agent_s_back_is_rebuilt_and_the_container_
     let again = reconcile(&app).await;
     assert_eq!(again["counters"]["found"], 0, "{again}");
 }
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_pool_following_a_domain_takes_its_blocks_unless_an_epg_s_vlan_would_fall_outside(
+    db: PgPool,
+) {
+    let (app, sim) = crate::helpers::spawn_with_sim(db).await;
+    let r = app
+        .put(
+            &app.admin,
+            "/api/v1/vlan-pools/f",
+            &json!({"ranges": [{"first": 300, "last": 310}], "follow_domain": "weft_phys"}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let created: Value = r.json().await.unwrap();
+    assert_eq!(created["follow_domain"], "weft_phys");
+
+    let report = reconcile(&app).await;
+    let pool = item(&report, "f").unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(pool["outcome"], "repaired", "{pool}");
+    let got = app.get_json(&app.viewer, "/api/v1/vlan-pools/f").await;
+    assert_eq!(got["ranges"], json!([{"first": 100, "last": 199}]), "{got}");
+    let run = report["id"].as_str().unwrap();
+    let audit = app
+        .get_json(
+            &app.viewer,
+            &format!("/api/v1/audit?request_id=reconcile:{run}"),
+        )
+        .await;
+    assert_eq!(
+        audit["items"][0]["action"], "vlan-pool.follow_domain",
+        "{audit}"
+    );
+    assert_eq!(reconcile(&app).await["counters"]["found"], 0);
+
+    // An EPG holds VLAN 150; the domain's block shrinks below it: the pool keeps its ranges.
+    let mut epg = crate::helpers::epg_body("f", "10.9.0.0/24", "10.9.0.1");
+    epg["physical_domain"] = json!("weft_phys");
+    epg["requested_vlan"] = json!(150);
+    let r = app.put(&app.operator, "/api/v1/epgs/t/ap/e", &epg).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert!(sim.remove("uni/infra/vlanns-[weft_pool]-static/from-[vlan-100]-to-[vlan-199]"));
+    sim.inject(
+        "uni/infra/vlanns-[weft_pool]-static",
+        &json!({"fvnsEncapBlk": {"attributes": {"from": "vlan-100", "to": "vlan-120"}}}),
+    )
+    .unwrap();
+    let report = reconcile(&app).await;
+    let failed = item(&report, "f").unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(failed["outcome"], "failed", "{failed}");
+    assert!(
+        failed["reason"].as_str().unwrap().contains("[150]"),
+        "{failed}"
+    );
+    let got = app.get_json(&app.viewer, "/api/v1/vlan-pools/f").await;
+    assert_eq!(got["ranges"], json!([{"first": 100, "last": 199}]), "{got}");
+}
