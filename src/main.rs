@@ -219,7 +219,7 @@ async fn bench(command: BenchCommand, admin: &PgConnectOptions) -> anyhow::Resul
                 epgs,
             };
             let r = weft::bench::run_reconcile(admin, &b).await?;
-            let c = &r.report.checked;
+            let c = &r.report.run.checked;
             println!(
                 "reconcile: {} bindings (APIC: {}), {} attachments on {} hosts, {} EPGs: one pass {:.2} s, peak RSS {} MiB (whole process: weft, apic-sim, stand-in), drift found {}, errors {}",
                 c.bindings,
@@ -229,8 +229,8 @@ async fn bench(command: BenchCommand, admin: &PgConnectOptions) -> anyhow::Resul
                 epgs,
                 r.elapsed.as_secs_f64(),
                 r.peak_rss_kib / 1024,
-                r.report.counters.found,
-                r.report.errors.len()
+                r.report.run.counters.found,
+                r.report.run.errors.len()
             );
             Ok(())
         }

@@ -2,9 +2,6 @@
 //! (`src/workflow/reconcile.rs`).
 
 use actix_web::web::{self, Json};
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-use utoipa::ToSchema;
 use utoipa_actix_web::service_config::ServiceConfig;
 use uuid::Uuid;
 
@@ -12,7 +9,7 @@ use super::{ApiPath, ApiQuery, Page, Paging};
 use crate::auth::{Auth, Operator, Viewer};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::startup::AppState;
-use crate::workflow::reconcile::{Checked, Counters, ReconcileError, Report, Trigger};
+use crate::workflow::reconcile::{ReconcileError, Report, RunSummary, Trigger};
 
 /// Registers this resource's routes (and their documentation).
 pub fn configure(cfg: &mut ServiceConfig) {
@@ -40,7 +37,7 @@ async fn run_now(_auth: Auth<Operator>, st: web::Data<AppState>) -> ApiResult<Js
     Ok(Json(st.reconciler.run(Trigger::Request).await?))
 }
 
-fn decode(report: serde_json::Value) -> ApiResult<Report> {
+fn decode<T: serde::de::DeserializeOwned>(report: serde_json::Value) -> ApiResult<T> {
     serde_json::from_value(report)
         .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("stored reconcile report")))
 }
@@ -74,19 +71,6 @@ async fn get_run(
     Ok(Json(decode(report)?))
 }
 
-/// A past pass without its items.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RunSummary {
-    pub id: Uuid,
-    pub trigger: Trigger,
-    pub replica: Uuid,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: DateTime<Utc>,
-    pub checked: Checked,
-    pub counters: Counters,
-    pub errors: Vec<String>,
-}
-
 /// The latest passes, newest first (the last 100 are kept); their items are at
 /// `/reconcile/runs/{id}`.
 #[utoipa::path(get, path = "/api/v1/reconcile/runs", impl_for = list_runs, tag = "reconcile",
@@ -107,31 +91,6 @@ async fn list_runs(
     .fetch_all(&st.db)
     .await?;
     Ok(Json(Page::decode(rows, limit, |r| {
-        let mut report = r.report;
-        report["items"] = serde_json::json!([]);
-        let Report {
-            id,
-            trigger,
-            replica,
-            started_at,
-            finished_at,
-            checked,
-            counters,
-            errors,
-            ..
-        } = decode(report)?;
-        Ok((
-            r.seq,
-            RunSummary {
-                id,
-                trigger,
-                replica,
-                started_at,
-                finished_at,
-                checked,
-                counters,
-                errors,
-            },
-        ))
+        Ok((r.seq, decode(r.report)?))
     })?))
 }

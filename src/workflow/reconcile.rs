@@ -186,9 +186,9 @@ pub struct Counters {
     pub conflicts: u32,
 }
 
-/// A pass's drift report.
+/// A pass without its items: what `/reconcile/runs` lists.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct Report {
+pub struct RunSummary {
     pub id: Uuid,
     pub trigger: Trigger,
     /// The replica that ran it.
@@ -199,6 +199,13 @@ pub struct Report {
     pub counters: Counters,
     /// Sources that could not be read (the APIC, an agent): their part was not compared.
     pub errors: Vec<String>,
+}
+
+/// A pass's drift report.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Report {
+    #[serde(flatten)]
+    pub run: RunSummary,
     /// Every difference found, in the order handled.
     pub items: Vec<Item>,
 }
@@ -377,8 +384,9 @@ impl Reconciler {
             }
             match self.run(Trigger::Timer).await {
                 Ok(r) => {
-                    tracing::info!(run_id = %r.id, found = r.counters.found, repaired = r.counters.repaired,
-                    failed = r.counters.failed, conflicts = r.counters.conflicts, "reconcile pass done")
+                    let c = &r.run.counters;
+                    tracing::info!(run_id = %r.run.id, found = c.found, repaired = c.repaired,
+                    failed = c.failed, conflicts = c.conflicts, "reconcile pass done")
                 }
                 Err(e) => tracing::warn!(error = %e, "reconcile pass failed"),
             }
@@ -445,26 +453,28 @@ impl Reconciler {
             conflicts: count(Outcome::Conflict),
         };
         let report = Report {
-            id: pass.id,
-            trigger,
-            replica: self.engine.id,
-            started_at,
-            finished_at: Utc::now(),
-            checked: pass.checked,
-            counters,
-            errors: pass.errors,
+            run: RunSummary {
+                id: pass.id,
+                trigger,
+                replica: self.engine.id,
+                started_at,
+                finished_at: Utc::now(),
+                checked: pass.checked,
+                counters,
+                errors: pass.errors,
+            },
             items: pass.items,
         };
-        let c = &report.counters;
+        let c = &report.run.counters;
         let mut tx = self.engine.db.begin().await?;
         sqlx::query!(
             "INSERT INTO reconcile_runs (id, trigger, replica, started_at, finished_at, found, repaired, failed, conflicts, report)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            report.id,
+            report.run.id,
             trigger.as_str(),
-            report.replica,
-            report.started_at,
-            report.finished_at,
+            report.run.replica,
+            report.run.started_at,
+            report.run.finished_at,
             c.found as i32,
             c.repaired as i32,
             c.failed as i32,
