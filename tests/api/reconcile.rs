@@ -15,6 +15,16 @@ use crate::helpers::{json_ok, TestApp};
 
 const EPG_DN: &str = "uni/tn-t/ap-ap/epg-web";
 
+/// Weft with apic-sim and host-1 registered (a real agent in a netns); None, after a loud
+/// SKIPPED, without root or the agent binary.
+async fn weft_and_host(db: &PgPool, test: &str) -> Option<(TestApp, apic_sim::SimHandle, Host)> {
+    let bin = agent_bin(test)?;
+    let (app, sim) = weft(db.clone()).await;
+    let host = Host::start(&bin, "10.50.0.1/24").await;
+    register(&app, &host).await;
+    Some((app, sim, host))
+}
+
 fn binding_dn(port: &str) -> String {
     format!("{EPG_DN}/rspathAtt-[topology/pod-1/paths-101/pathep-[{port}]]")
 }
@@ -51,12 +61,9 @@ fn inject_binding(sim: &apic_sim::SimHandle, port: &str, annotation: Option<&str
 async fn a_pass_repairs_bindings_interfaces_and_leftovers_and_leaves_foreign_objects_alone(
     db: PgPool,
 ) {
-    let Some(bin) = agent_bin("reconcile repairs") else {
+    let Some((app, sim, mut host)) = weft_and_host(&db, "reconcile repairs").await else {
         return;
     };
-    let (app, sim) = weft(db.clone()).await;
-    let mut host = Host::start(&bin, "10.50.0.1/24").await;
-    register(&app, &host).await;
     let c0 = host.container();
     let id = Uuid::new_v4();
     assert_eq!(attach(&app, id, &c0).await["state"], "attached");
@@ -176,12 +183,9 @@ async fn a_pass_repairs_bindings_interfaces_and_leftovers_and_leaves_foreign_obj
 
 #[sqlx::test(migrations = "./migrations")]
 async fn a_foreign_binding_on_weft_s_path_is_a_conflict_and_a_gone_container_is_lost(db: PgPool) {
-    let Some(bin) = agent_bin("reconcile conflict and lost") else {
+    let Some((app, sim, mut host)) = weft_and_host(&db, "reconcile conflict and lost").await else {
         return;
     };
-    let (app, sim) = weft(db.clone()).await;
-    let mut host = Host::start(&bin, "10.50.0.1/24").await;
-    register(&app, &host).await;
     let c0 = host.container();
     let id = Uuid::new_v4();
     assert_eq!(attach(&app, id, &c0).await["state"], "attached");
@@ -328,12 +332,9 @@ async fn one_replica_leads_and_another_takes_over_when_its_connection_dies(db: P
 
 #[sqlx::test(migrations = "./migrations")]
 async fn passes_during_concurrent_attaches_leave_them_alone(db: PgPool) {
-    let Some(bin) = agent_bin("reconcile during attaches") else {
+    let Some((app, sim, mut host)) = weft_and_host(&db, "reconcile during attaches").await else {
         return;
     };
-    let (app, sim) = weft(db.clone()).await;
-    let mut host = Host::start(&bin, "10.50.0.1/24").await;
-    register(&app, &host).await;
     let containers: Vec<String> = (0..6).map(|_| host.container()).collect();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let passes = {
@@ -375,12 +376,10 @@ async fn passes_during_concurrent_attaches_leave_them_alone(db: PgPool) {
 async fn a_wrong_encap_is_corrected_and_faults_and_vlans_outside_the_domain_are_reported(
     db: PgPool,
 ) {
-    let Some(bin) = agent_bin("reconcile encap, faults, pools") else {
+    let Some((app, sim, mut host)) = weft_and_host(&db, "reconcile encap, faults, pools").await
+    else {
         return;
     };
-    let (app, sim) = weft(db.clone()).await;
-    let mut host = Host::start(&bin, "10.50.0.1/24").await;
-    register(&app, &host).await;
     let c0 = host.container();
     assert_eq!(attach(&app, Uuid::new_v4(), &c0).await["state"], "attached");
     let weft_dn = binding_dn("eth1/1");
@@ -459,12 +458,9 @@ async fn a_wrong_encap_is_corrected_and_faults_and_vlans_outside_the_domain_are_
 async fn a_segment_deleted_behind_the_agent_s_back_is_rebuilt_and_the_container_reaches_the_gateway(
     db: PgPool,
 ) {
-    let Some(bin) = agent_bin("reconcile segment") else {
+    let Some((app, _sim, mut host)) = weft_and_host(&db, "reconcile segment").await else {
         return;
     };
-    let (app, _sim) = weft(db.clone()).await;
-    let mut host = Host::start(&bin, "10.50.0.1/24").await;
-    register(&app, &host).await;
     let c0 = host.container();
     assert_eq!(attach(&app, Uuid::new_v4(), &c0).await["state"], "attached");
     let ns = c0.trim_start_matches("/run/netns/");
