@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use reqwest::Url;
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 use weft_agent_api::{ContainerEvent, ContainerEventKind, Token};
 
@@ -68,48 +69,79 @@ async fn handle(agent: &Agent, callback: &Callback, event: DockerEvent) {
     }
 }
 
-/// POSTs container events to the central service, retrying in the background.
+/// POSTs container events to the central service in the order they happened (a container's
+/// `died` must not arrive after its `destroyed`), retrying each in the background.
 pub struct Callback {
-    target: Option<(Url, Option<Token>)>,
-    http: reqwest::Client,
+    queue: Option<mpsc::UnboundedSender<ContainerEvent>>,
 }
 
 impl Callback {
-    /// The callback to `url` (none: events are only logged). Fails at start-up when the
-    /// HTTP client cannot be built (e.g. no usable TLS backend), not later per event.
+    /// The callback to `url` (none: events are only logged), with its delivery task. Fails at
+    /// start-up when the HTTP client cannot be built (e.g. no usable TLS backend), not later
+    /// per event.
     pub fn new(url: Option<Url>, token: Option<Token>) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()?;
-        Ok(Callback {
-            target: url.map(|u| (u, token)),
-            http,
-        })
+        let queue = url.map(|url| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(deliver(http, url, token, rx));
+            tx
+        });
+        Ok(Callback { queue })
     }
 
-    /// Delivers `event` with exponential backoff (1 s doubling to 60 s, 20 tries).
     fn send(&self, event: ContainerEvent) {
-        let Some((url, token)) = self.target.clone() else {
-            return;
-        };
-        let http = self.http.clone();
-        tokio::spawn(async move {
-            let mut delay = Duration::from_secs(1);
-            for attempt in 1..=20 {
-                let mut req = http.post(url.clone()).json(&event);
-                if let Some(t) = &token {
-                    req = req.bearer_auth(t.expose());
-                }
-                match req.send().await.and_then(|r| r.error_for_status()) {
-                    Ok(_) => return,
-                    Err(e) => {
-                        warn!(attempt, error = %e, url = %url, "container event callback failed; retrying")
-                    }
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(60));
-            }
-            warn!(attachment.id = %event.attachment, "gave up delivering container event");
-        });
+        if let Some(queue) = &self.queue {
+            // Fails only when the delivery task is gone, i.e. the runtime is shutting down.
+            let _ = queue.send(event);
+        }
     }
+}
+
+/// Delivers queued events one after the other, each with exponential backoff (1 s doubling to
+/// 60 s, 20 tries) before the next is sent.
+async fn deliver(
+    http: reqwest::Client,
+    url: Url,
+    token: Option<Token>,
+    mut queue: mpsc::UnboundedReceiver<ContainerEvent>,
+) {
+    while let Some(event) = queue.recv().await {
+        let mut delay = Duration::from_secs(1);
+        let mut delivered = false;
+        for attempt in 1..=20 {
+            let mut req = http.post(url.clone()).json(&event);
+            if let Some(t) = &token {
+                req = req.bearer_auth(t.expose());
+            }
+            match req.send().await.and_then(|r| r.error_for_status()) {
+                Ok(_) => {
+                    delivered = true;
+                    break;
+                }
+                // Refused for good (a wrong token, a bad request): retrying would only hold
+                // back the events queued behind it.
+                Err(e) if e.status().is_some_and(refused_for_good) => {
+                    warn!(error = %e, url = %url, "container event refused by the central service");
+                    break;
+                }
+                Err(e) => {
+                    warn!(attempt, error = %e, url = %url, "container event callback failed; retrying")
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(60));
+        }
+        if !delivered {
+            warn!(attachment.id = %event.attachment, "gave up delivering container event");
+        }
+    }
+}
+
+/// A 4xx other than a timeout or a rate limit.
+fn refused_for_good(status: reqwest::StatusCode) -> bool {
+    status.is_client_error()
+        && status != reqwest::StatusCode::REQUEST_TIMEOUT
+        && status != reqwest::StatusCode::TOO_MANY_REQUESTS
 }

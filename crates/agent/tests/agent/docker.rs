@@ -135,14 +135,15 @@ async fn docker_container_is_wired_rewired_after_restart_and_kept_across_agent_r
         "MAC changed across restart"
     );
     c.exec("ping -c1 -W2 10.0.0.1");
-    eventually("died and rewired callbacks", || {
+    // The callbacks arrive in the order the events happened (one delivery queue).
+    eventually("died, then rewired callbacks", || {
         let seen = events.lock().unwrap();
         let kinds: Vec<_> = seen
             .iter()
             .filter(|e| e.attachment == id)
             .map(|e| e.kind)
             .collect();
-        kinds.contains(&ContainerEventKind::Died) && kinds.contains(&ContainerEventKind::Rewired)
+        kinds == [ContainerEventKind::Died, ContainerEventKind::Rewired]
     })
     .await;
 
