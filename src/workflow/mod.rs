@@ -283,12 +283,10 @@ impl Engine {
                     false => return Ok(()),
                 },
             };
-            jobs::start_step(&self.db, job, name, step).await?;
+            let state = (job.phase == Phase::Forward).then(|| job.kind.state(step));
+            jobs::start_step(&self.db, job, name, step, state).await?;
             let result = match job.phase {
-                Phase::Forward => {
-                    context::set_state(&self.db, job.attachment_id, job.kind.state(step)).await?;
-                    job.kind.run(&ctx, name).await
-                }
+                Phase::Forward => job.kind.run(&ctx, name).await,
                 Phase::Undo => job.kind.undo(&ctx, name).await.map(|()| Outcome::Done),
             };
             match result {
@@ -303,13 +301,12 @@ impl Engine {
                 }
                 Ok(Outcome::Done) => {
                     tracing::info!(step = name, phase = job.phase.as_str(), "step done");
-                    jobs::end_step(&self.db, job, name, None).await?;
                     job.attempts = 0;
                     job.step = match job.phase {
                         Phase::Forward => (step + 1 < steps.len()).then_some(step + 1),
                         Phase::Undo => step.checked_sub(1),
                     };
-                    jobs::advance(&self.db, job, self.id).await?;
+                    jobs::step_done(&self.db, job, self.id, name).await?;
                 }
                 Err(e) => {
                     if !self.failed_step(job, name, e).await? {
@@ -329,7 +326,7 @@ impl Engine {
         e: StepError,
     ) -> Result<bool, sqlx::Error> {
         let reason = format!("step `{name}` failed: {e}");
-        jobs::end_step(&self.db, job, name, Some(&reason)).await?;
+        jobs::fail_step(&self.db, job, name, &reason).await?;
         job.attempts += 1;
         if e.is_transient() && (job.attempts as u32) < self.settings.max_attempts {
             let delay = self.backoff(job.attempts as u32);
