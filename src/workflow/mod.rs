@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::{broadcast, Notify};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -150,6 +150,9 @@ impl From<weft_apic::ApicError> for StepError {
     }
 }
 
+/// How many job ends a slow `?wait=` waiter may fall behind before it re-reads anyway.
+const FINISHED_BACKLOG: usize = 1024;
+
 /// The workflow engine of one replica: shared by the HTTP handlers (to wake the workers and
 /// wait for jobs) and the workers.
 pub struct Engine {
@@ -164,8 +167,9 @@ pub struct Engine {
     pub id: Uuid,
     /// Woken when a job is queued here, so a local worker starts at once.
     wake: Notify,
-    /// Woken whenever a job of this replica finishes, for `?wait=`.
-    pub finished: Notify,
+    /// The attachment of every job a local worker lets go of (finished, or waiting for a
+    /// retry), for `?wait=`: a waiter wakes for its own attachment only, not for every job.
+    finished: broadcast::Sender<Uuid>,
 }
 
 impl Engine {
@@ -188,8 +192,13 @@ impl Engine {
             ip_quarantine,
             id: Uuid::new_v4(),
             wake: Notify::new(),
-            finished: Notify::new(),
+            finished: broadcast::channel(FINISHED_BACKLOG).0,
         }
+    }
+
+    /// Attachments whose job a local worker has let go of from now on (see `finished`).
+    pub fn finished(&self) -> broadcast::Receiver<Uuid> {
+        self.finished.subscribe()
     }
 
     /// Tells a local worker that a job is ready.
@@ -259,7 +268,8 @@ impl Engine {
             )
             .await;
         }
-        self.finished.notify_waiters();
+        // No receiver (nobody waits) is fine.
+        let _ = self.finished.send(job.attachment_id);
         self.wake.notify_one();
     }
 
