@@ -252,10 +252,20 @@ fn step_name(job: &Job) -> Option<&'static str> {
     job.step.map(|i| job.kind.list()[i].name)
 }
 
-/// Records where the job is (step, phase, attempts, first error) after a step.
-pub async fn advance(db: &PgPool, job: &Job, me: Uuid) -> Result<(), sqlx::Error> {
+/// Records where the job is (step, phase, attempts, first error) after a step; `done` names
+/// the step that just ended well, marked finished in the same statement, so the log never
+/// shows the step done without the job past it, or the reverse.
+pub async fn advance(
+    db: &PgPool,
+    job: &Job,
+    me: Uuid,
+    done: Option<&str>,
+) -> Result<(), sqlx::Error> {
     let n = sqlx::query!(
-        "UPDATE jobs SET step = $3, phase = $4, attempts = $5, last_error = $6, updated_at = now()
+        "WITH done AS (
+             UPDATE job_steps SET finished_at = now()
+             WHERE $7::text IS NOT NULL AND job_id = $1 AND phase = $4 AND step = $7)
+         UPDATE jobs SET step = $3, phase = $4, attempts = $5, last_error = $6, updated_at = now()
          WHERE id = $1 AND claimed_by = $2",
         job.id,
         me,
@@ -263,6 +273,7 @@ pub async fn advance(db: &PgPool, job: &Job, me: Uuid) -> Result<(), sqlx::Error
         job.phase.as_str(),
         job.attempts,
         job.last_error,
+        done,
     )
     .execute(db)
     .await?
@@ -399,31 +410,6 @@ pub async fn start_step(
     )
     .execute(db)
     .await?;
-    Ok(())
-}
-
-/// Step `name` is done and the job moves on to where `job` now is (its next step), in one
-/// statement: the log never shows the step done without the job past it, or the reverse.
-pub async fn step_done(db: &PgPool, job: &Job, me: Uuid, name: &str) -> Result<(), sqlx::Error> {
-    let n = sqlx::query!(
-        "WITH done AS (
-             UPDATE job_steps SET finished_at = now() WHERE job_id = $1 AND phase = $4 AND step = $7)
-         UPDATE jobs SET step = $3, phase = $4, attempts = $5, last_error = $6, updated_at = now()
-         WHERE id = $1 AND claimed_by = $2",
-        job.id,
-        me,
-        step_name(job),
-        job.phase.as_str(),
-        job.attempts,
-        job.last_error,
-        name,
-    )
-    .execute(db)
-    .await?
-    .rows_affected();
-    if n == 0 {
-        return Err(claim_lost());
-    }
     Ok(())
 }
 

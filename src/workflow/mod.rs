@@ -316,7 +316,7 @@ impl Engine {
                         Phase::Forward => (step + 1 < steps.len()).then_some(step + 1),
                         Phase::Undo => step.checked_sub(1),
                     };
-                    jobs::step_done(&self.db, job, self.id, name).await?;
+                    jobs::advance(&self.db, job, self.id, Some(name)).await?;
                 }
                 Err(e) => {
                     if !self.failed_step(job, name, e).await? {
@@ -352,7 +352,7 @@ impl Engine {
                 job.attempts = 0;
                 job.last_error = Some(reason);
                 // The failed step may have done part of its work: its undo runs first.
-                jobs::advance(&self.db, job, self.id).await?;
+                jobs::advance(&self.db, job, self.id, None).await?;
                 Ok(true)
             }
             _ => {
