@@ -92,8 +92,12 @@ struct Served {
 impl Served {
     /// Migrates the database at `opts`, makes an admin token and serves weft on a free port
     /// (no quarantine, so a bench never runs out of addresses), with `apic` and the
-    /// workflow's default settings.
-    async fn start(opts: PgConnectOptions, apic: Option<Arc<Apic>>) -> anyhow::Result<Self> {
+    /// workflow's `settings`.
+    async fn start(
+        opts: PgConnectOptions,
+        apic: Option<Arc<Apic>>,
+        settings: crate::workflow::Settings,
+    ) -> anyhow::Result<Self> {
         let db = PgPoolOptions::new()
             .max_connections(32)
             .connect_with(opts)
@@ -104,7 +108,9 @@ impl Served {
             vlan: Duration::ZERO,
             ip: Duration::ZERO,
         };
-        let app = Application::bind("127.0.0.1:0".parse()?, db.clone(), quarantine, apic).await?;
+        let app = Application::bind("127.0.0.1:0".parse()?, db.clone(), quarantine, apic)
+            .await?
+            .with_workflow(settings);
         let base = format!("http://{}/api/v1", app.local_addr()?);
         let server = tokio::spawn(app.run_until_stopped(std::future::pending()));
         Ok(Self {
@@ -122,7 +128,7 @@ impl Served {
 }
 
 async fn run_in(opts: PgConnectOptions, b: &AllocBench) -> anyhow::Result<AllocReport> {
-    let served = Served::start(opts, None).await?;
+    let served = Served::start(opts, None, Default::default()).await?;
     let (base, token) = (served.base.clone(), served.token.clone());
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(b.clients as usize)

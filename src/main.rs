@@ -107,6 +107,9 @@ enum BenchCommand {
         /// The APIC client's rate limit in requests per second, as deployed (0: none).
         #[arg(long, default_value_t = weft_apic::RateLimit::default().per_second)]
         apic_rate: f64,
+        /// Jobs the replica runs at once (`workflow.workers`).
+        #[arg(long, default_value_t = weft::workflow::Settings::default().workers)]
+        workers: usize,
     },
 }
 
@@ -188,6 +191,7 @@ async fn bench(command: BenchCommand, admin: &PgConnectOptions) -> anyhow::Resul
             apic_sim_bin,
             topology,
             apic_rate,
+            workers,
         } => {
             let b = weft::bench::attach::AttachBench {
                 sequential,
@@ -198,12 +202,14 @@ async fn bench(command: BenchCommand, admin: &PgConnectOptions) -> anyhow::Resul
                 sim_bin: apic_sim_bin.map_or_else(|| sibling("apic-sim"), Ok)?,
                 topology,
                 apic_rate: (apic_rate > 0.0).then_some(apic_rate),
+                workers,
             };
             print!("{}", weft::bench::attach::run(admin, &b).await?);
             match b.apic_rate {
                 Some(r) => println!("APIC client rate limit: {r} requests/s"),
                 None => println!("APIC client rate limit: none"),
             }
+            println!("workflow workers: {}", b.workers);
             Ok(())
         }
         BenchCommand::Reconcile {

@@ -61,6 +61,8 @@ pub struct AttachBench {
     pub topology: PathBuf,
     /// The APIC client's request rate limit (requests per second); `None` is no limit.
     pub apic_rate: Option<f64>,
+    /// Jobs the replica runs at once (`workflow.workers`).
+    pub workers: usize,
 }
 
 /// Latencies of one phase.
@@ -209,7 +211,11 @@ async fn run_in(
         client: client_config,
         discovery_ttl: Duration::from_secs(300),
     })?;
-    let served = Served::start(opts, Some(Arc::new(apic))).await?;
+    let workflow = crate::workflow::Settings {
+        workers: b.workers,
+        ..Default::default()
+    };
+    let served = Served::start(opts, Some(Arc::new(apic)), workflow).await?;
     let api = Api {
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(b.clients.max(1))

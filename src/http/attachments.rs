@@ -263,8 +263,12 @@ fn wait_for(secs: Option<u64>) -> ApiResult<Option<Duration>> {
     }
 }
 
-/// Polls until `done` holds for the attachment (or it is gone) or `wait` passes; woken early
-/// when a local worker finishes a job.
+/// How often a `?wait=` request re-reads an attachment whose job may run on another replica
+/// (a local worker wakes it at once).
+const WAIT_POLL: Duration = Duration::from_millis(250);
+
+/// Waits until `done` holds for the attachment (or it is gone) or `wait` passes: re-read
+/// when a local worker lets go of its job, or every [`WAIT_POLL`].
 async fn wait_until(
     st: &AppState,
     id: Uuid,
@@ -272,8 +276,8 @@ async fn wait_until(
     done: impl Fn(Option<&Attachment>) -> bool,
 ) -> ApiResult<Option<Attachment>> {
     let deadline = Instant::now() + wait;
+    let mut finished = st.workflow.finished();
     loop {
-        let finished = st.workflow.finished.notified();
         let now = {
             let mut conn = st.db.acquire().await?;
             read(&mut conn, id).await?
@@ -282,9 +286,17 @@ async fn wait_until(
         if done(now.as_ref()) || left.is_zero() {
             return Ok(now);
         }
-        tokio::select! {
-            _ = finished => {}
-            _ = tokio::time::sleep(left.min(Duration::from_millis(100))) => {}
+        let poll = tokio::time::sleep(left.min(WAIT_POLL));
+        tokio::pin!(poll);
+        loop {
+            tokio::select! {
+                ended = finished.recv() => match ended {
+                    Ok(other) if other != id => continue,
+                    // Ours, or too far behind to know: read again.
+                    _ => break,
+                },
+                _ = &mut poll => break,
+            }
         }
     }
 }

@@ -134,8 +134,16 @@ async fn record_address(
 }
 
 /// Would the fabric accept the bindings? A managed EPG missing on the APIC is created first.
+/// Skipped (no APIC request) when every binding the attach needs is already `applied` for
+/// this EPG with the same encap and mode: the fabric accepted exactly those bindings, and the
+/// bind step will post nothing. Any path still to be posted (missing, pending, faulted, or
+/// with another encap or mode) is pre-flighted as before.
 async fn preflight(ctx: &Ctx<'_>) -> Result<(), StepError> {
     let apic = ctx.apic()?;
+    if all_applied(ctx).await? {
+        tracing::debug!("every binding is applied already; no pre-flight");
+        return Ok(());
+    }
     let report = apic
         .client
         .preflight(&PreflightRequest {
@@ -165,6 +173,24 @@ async fn preflight(ctx: &Ctx<'_>) -> Result<(), StepError> {
             .await?;
     }
     Ok(())
+}
+
+/// Are the bindings of all the host's paths applied for this EPG with this encap and mode?
+async fn all_applied(ctx: &Ctx<'_>) -> Result<bool, StepError> {
+    let paths: Vec<String> = ctx.paths.iter().map(ToString::to_string).collect();
+    let missing = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "missing!" FROM unnest($2::text[]) AS p
+           WHERE NOT EXISTS (SELECT 1 FROM bindings b
+               WHERE b.epg_id = $1 AND b.path_dn = p AND b.apic_state = 'applied'
+                 AND b.encap = $3 AND b.mode = $4)"#,
+        ctx.epg_id,
+        &paths,
+        ctx.vlan.encap().to_string(),
+        ctx.mode.as_str(),
+    )
+    .fetch_one(ctx.db())
+    .await?;
+    Ok(!paths.is_empty() && missing == 0)
 }
 
 /// Drops this attachment's references; a binding left without any is removed from the APIC

@@ -158,16 +158,3 @@ pub fn agent_client(
         None => client,
     })
 }
-
-/// Moves the attachment to `state` (a step started, or the job finished).
-pub async fn set_state(db: &PgPool, id: Uuid, state: &str) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "UPDATE attachments SET state = $2, last_error = CASE WHEN $2 = 'attached' THEN NULL ELSE last_error END,
-             updated_at = now() WHERE id = $1 AND state <> $2",
-        id,
-        state
-    )
-    .execute(db)
-    .await?;
-    Ok(())
-}

@@ -252,10 +252,20 @@ fn step_name(job: &Job) -> Option<&'static str> {
     job.step.map(|i| job.kind.list()[i].name)
 }
 
-/// Records where the job is (step, phase, attempts, first error) after a step.
-pub async fn advance(db: &PgPool, job: &Job, me: Uuid) -> Result<(), sqlx::Error> {
+/// Records where the job is (step, phase, attempts, first error) after a step; `done` names
+/// the step that just ended well, marked finished in the same statement, so the log never
+/// shows the step done without the job past it, or the reverse.
+pub async fn advance(
+    db: &PgPool,
+    job: &Job,
+    me: Uuid,
+    done: Option<&str>,
+) -> Result<(), sqlx::Error> {
     let n = sqlx::query!(
-        "UPDATE jobs SET step = $3, phase = $4, attempts = $5, last_error = $6, updated_at = now()
+        "WITH done AS (
+             UPDATE job_steps SET finished_at = now()
+             WHERE $7::text IS NOT NULL AND job_id = $1 AND phase = $4 AND step = $7)
+         UPDATE jobs SET step = $3, phase = $4, attempts = $5, last_error = $6, updated_at = now()
          WHERE id = $1 AND claimed_by = $2",
         job.id,
         me,
@@ -263,6 +273,7 @@ pub async fn advance(db: &PgPool, job: &Job, me: Uuid) -> Result<(), sqlx::Error
         job.phase.as_str(),
         job.attempts,
         job.last_error,
+        done,
     )
     .execute(db)
     .await?
@@ -373,15 +384,20 @@ pub async fn finish(
     Ok(())
 }
 
-/// A step begins (again): one more attempt, unless it comes back from waiting.
+/// A step begins (again): one more attempt, unless it comes back from waiting; in the same
+/// statement the attachment moves to `state` when given (a forward step's state).
 pub async fn start_step(
     db: &PgPool,
     job: &Job,
     name: &str,
     position: usize,
+    state: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "INSERT INTO job_steps (job_id, phase, step, position, attempts) VALUES ($1, $2, $3, $4, 1)
+        "WITH att AS (
+             UPDATE attachments SET state = $5, updated_at = now()
+             WHERE id = $6 AND $5::text IS NOT NULL AND state <> $5)
+         INSERT INTO job_steps (job_id, phase, step, position, attempts) VALUES ($1, $2, $3, $4, 1)
          ON CONFLICT (job_id, phase, step) DO UPDATE
              SET attempts = job_steps.attempts + CASE WHEN job_steps.waiting THEN 0 ELSE 1 END,
                  waiting = false, finished_at = NULL",
@@ -389,23 +405,18 @@ pub async fn start_step(
         job.phase.as_str(),
         name,
         position as i32,
+        state,
+        job.attachment_id,
     )
     .execute(db)
     .await?;
     Ok(())
 }
 
-/// A step ended: done (`error` None) or failed with `error`.
-pub async fn end_step(
-    db: &PgPool,
-    job: &Job,
-    name: &str,
-    error: Option<&str>,
-) -> Result<(), sqlx::Error> {
+/// A step failed with `error`.
+pub async fn fail_step(db: &PgPool, job: &Job, name: &str, error: &str) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "UPDATE job_steps SET finished_at = CASE WHEN $4::text IS NULL THEN now() END,
-             last_error = COALESCE($4, last_error)
-         WHERE job_id = $1 AND phase = $2 AND step = $3",
+        "UPDATE job_steps SET last_error = $4 WHERE job_id = $1 AND phase = $2 AND step = $3",
         job.id,
         job.phase.as_str(),
         name,

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use sqlx::PgPool;
-use tokio::sync::Notify;
+use tokio::sync::{broadcast, Notify};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -150,6 +150,9 @@ impl From<weft_apic::ApicError> for StepError {
     }
 }
 
+/// How many job ends a slow `?wait=` waiter may fall behind before it re-reads anyway.
+const FINISHED_BACKLOG: usize = 1024;
+
 /// The workflow engine of one replica: shared by the HTTP handlers (to wake the workers and
 /// wait for jobs) and the workers.
 pub struct Engine {
@@ -164,8 +167,9 @@ pub struct Engine {
     pub id: Uuid,
     /// Woken when a job is queued here, so a local worker starts at once.
     wake: Notify,
-    /// Woken whenever a job of this replica finishes, for `?wait=`.
-    pub finished: Notify,
+    /// The attachment of every job a local worker lets go of (finished, or waiting for a
+    /// retry), for `?wait=`: a waiter wakes for its own attachment only, not for every job.
+    finished: broadcast::Sender<Uuid>,
 }
 
 impl Engine {
@@ -188,8 +192,13 @@ impl Engine {
             ip_quarantine,
             id: Uuid::new_v4(),
             wake: Notify::new(),
-            finished: Notify::new(),
+            finished: broadcast::channel(FINISHED_BACKLOG).0,
         }
+    }
+
+    /// Attachments whose job a local worker has let go of from now on (see `finished`).
+    pub fn finished(&self) -> broadcast::Receiver<Uuid> {
+        self.finished.subscribe()
     }
 
     /// Tells a local worker that a job is ready.
@@ -259,7 +268,8 @@ impl Engine {
             )
             .await;
         }
-        self.finished.notify_waiters();
+        // No receiver (nobody waits) is fine.
+        let _ = self.finished.send(job.attachment_id);
         self.wake.notify_one();
     }
 
@@ -283,12 +293,10 @@ impl Engine {
                     false => return Ok(()),
                 },
             };
-            jobs::start_step(&self.db, job, name, step).await?;
+            let state = (job.phase == Phase::Forward).then(|| job.kind.state(step));
+            jobs::start_step(&self.db, job, name, step, state).await?;
             let result = match job.phase {
-                Phase::Forward => {
-                    context::set_state(&self.db, job.attachment_id, job.kind.state(step)).await?;
-                    job.kind.run(&ctx, name).await
-                }
+                Phase::Forward => job.kind.run(&ctx, name).await,
                 Phase::Undo => job.kind.undo(&ctx, name).await.map(|()| Outcome::Done),
             };
             match result {
@@ -303,13 +311,12 @@ impl Engine {
                 }
                 Ok(Outcome::Done) => {
                     tracing::info!(step = name, phase = job.phase.as_str(), "step done");
-                    jobs::end_step(&self.db, job, name, None).await?;
                     job.attempts = 0;
                     job.step = match job.phase {
                         Phase::Forward => (step + 1 < steps.len()).then_some(step + 1),
                         Phase::Undo => step.checked_sub(1),
                     };
-                    jobs::advance(&self.db, job, self.id).await?;
+                    jobs::advance(&self.db, job, self.id, Some(name)).await?;
                 }
                 Err(e) => {
                     if !self.failed_step(job, name, e).await? {
@@ -329,7 +336,7 @@ impl Engine {
         e: StepError,
     ) -> Result<bool, sqlx::Error> {
         let reason = format!("step `{name}` failed: {e}");
-        jobs::end_step(&self.db, job, name, Some(&reason)).await?;
+        jobs::fail_step(&self.db, job, name, &reason).await?;
         job.attempts += 1;
         if e.is_transient() && (job.attempts as u32) < self.settings.max_attempts {
             let delay = self.backoff(job.attempts as u32);
@@ -345,7 +352,7 @@ impl Engine {
                 job.attempts = 0;
                 job.last_error = Some(reason);
                 // The failed step may have done part of its work: its undo runs first.
-                jobs::advance(&self.db, job, self.id).await?;
+                jobs::advance(&self.db, job, self.id, None).await?;
                 Ok(true)
             }
             _ => {

@@ -487,6 +487,10 @@ async fn attach_wires_the_container_binds_once_and_detach_cleans_up_after_the_li
     assert_eq!(a1["address"], "10.50.0.2/24");
     assert_eq!(a1["mac"], "02:57:0a:32:00:02");
     assert_eq!(sim.count("mo_post"), 1, "one binding POST");
+    assert!(
+        sim.count("class_get") > 0,
+        "a path without a binding is pre-flighted"
+    );
     assert!(binding_in_sim(&sim).is_some(), "the binding is on the APIC");
     let dump = serde_json::to_string(&sim.dump()).unwrap();
     assert!(dump.contains("orchestrator:weft"), "Weft's annotation");
@@ -503,13 +507,35 @@ async fn attach_wires_the_container_binds_once_and_detach_cleans_up_after_the_li
     assert!(route.contains("via 10.50.0.1"), "{route}");
     sh(&format!("ip netns exec {name1} ping -c 1 -W 2 10.50.0.1"));
 
-    // The second container of the EPG on the host: no APIC write.
+    // The second container of the EPG on the host: its binding is applied already, so no
+    // APIC request at all (no pre-flight, no POST).
+    sim.reset_counts();
     let id2 = uuid::Uuid::new_v4();
     let a2 = attach(&app, id2, &c2).await;
     assert_eq!(a2["state"], "attached", "{a2}");
-    assert_eq!(sim.count("mo_post"), 1, "no second POST");
+    assert_eq!(sim.counts().values().sum::<u64>(), 0, "{:?}", sim.counts());
     let bindings = app.get_json(&app.viewer, "/api/v1/bindings").await;
     assert_eq!(bindings["items"][0]["ref_count"], 2, "{bindings}");
+
+    // A binding the APIC refused is pre-flighted and posted again by the next attach.
+    sqlx::query("UPDATE bindings SET apic_state = 'faulted', last_fault = 'refused earlier'")
+        .execute(&db)
+        .await
+        .unwrap();
+    sim.reset_counts();
+    let (c3, id3) = (host.container(), uuid::Uuid::new_v4());
+    let a3 = attach(&app, id3, &c3).await;
+    assert_eq!(a3["state"], "attached", "{a3}");
+    assert!(
+        sim.count("class_get") > 0,
+        "pre-flighted: {:?}",
+        sim.counts()
+    );
+    assert_eq!(sim.count("mo_post"), 1, "posted again: {:?}", sim.counts());
+    let r = app
+        .delete(&app.operator, &format!("/api/v1/attachments/{id3}?wait=30"))
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
 
     // Detaching the first keeps the binding; detaching the last removes it after the linger.
     let r = app
