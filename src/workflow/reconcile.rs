@@ -220,22 +220,20 @@ pub struct Reconciler {
 /// A pass in progress.
 struct Pass {
     id: Uuid,
+    /// `reconcile:<id>`: on the audit entries of its repairs and on its calls to agents.
+    request_id: String,
     items: Vec<Item>,
     errors: Vec<String>,
     checked: Checked,
 }
 
 impl Pass {
-    fn request_id(&self) -> String {
-        format!("reconcile:{}", self.id)
-    }
-}
-
-/// The audit log's actor of a repair, with the pass's request id.
-fn actor(request_id: &str) -> Actor<'_> {
-    Actor {
-        name: ACTOR,
-        request_id: Some(request_id),
+    /// The audit log's actor of a repair, with the pass's request id.
+    fn actor(&self) -> Actor<'_> {
+        Actor {
+            name: ACTOR,
+            request_id: Some(&self.request_id),
+        }
     }
 }
 
@@ -420,6 +418,7 @@ impl Reconciler {
         let started_at = Utc::now();
         let mut pass = Pass {
             id,
+            request_id: format!("reconcile:{id}"),
             items: Vec::new(),
             errors: Vec::new(),
             checked: Checked::default(),
@@ -726,10 +725,9 @@ impl Reconciler {
                 continue;
             }
             pools::set_ranges(&mut tx, id, &blocks).await?;
-            let rid = pass.request_id();
             audit::record(
                 &mut tx,
-                actor(&rid),
+                pass.actor(),
                 "vlan-pool.follow_domain",
                 &format!("vlan-pools/{name}"),
                 Some(&json!({"ranges": before})),
@@ -860,11 +858,10 @@ impl Reconciler {
                 )
                 .execute(&mut *tx)
                 .await?;
-                let rid = pass.request_id();
                 for (_, item) in &go {
                     audit::record(
                         &mut tx,
-                        actor(&rid),
+                        pass.actor(),
                         "binding.reconcile_apply",
                         &format!("bindings/{}", item.object),
                         item.apic.as_ref(),
@@ -945,10 +942,9 @@ impl Reconciler {
                         .execute(&mut *tx)
                         .await?;
                 }
-                let rid = pass.request_id();
                 audit::record(
                     &mut tx,
-                    actor(&rid),
+                    pass.actor(),
                     "binding.reconcile_remove",
                     &format!("bindings/{}", b.dn),
                     item.apic.as_ref(),
@@ -989,24 +985,21 @@ impl Reconciler {
         for r in rows {
             of_host.entry(r.host_id).or_default().push(r);
         }
-        let rid = pass.request_id();
+        let rid = pass.request_id.as_str();
         let states: Vec<_> = futures::stream::iter(hosts)
-            .map(|h| {
-                let rid = rid.clone();
-                async move {
-                    let client = agent_client(
-                        &self.engine.settings,
-                        &h.name,
-                        &h.agent_url,
-                        h.agent_token.as_deref(),
-                        Some(&rid),
-                    );
-                    let state = match &client {
-                        Ok(c) => c.state().await.map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    (h, client, state)
-                }
+            .map(|h| async move {
+                let client = agent_client(
+                    &self.engine.settings,
+                    &h.name,
+                    &h.agent_url,
+                    h.agent_token.as_deref(),
+                    Some(rid),
+                );
+                let state = match &client {
+                    Ok(c) => c.state().await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                (h, client, state)
             })
             .buffer_unordered(self.settings.agent_concurrency.max(1))
             .collect()
@@ -1074,7 +1067,6 @@ impl Reconciler {
         desired: &[Desired],
         known: &HashSet<Uuid>,
     ) -> Result<(), sqlx::Error> {
-        let rid = pass.request_id();
         let ready: HashSet<VlanId> = host
             .state
             .segments
@@ -1105,7 +1097,7 @@ impl Reconciler {
                     let mut conn = self.engine.db.acquire().await?;
                     audit::record(
                         &mut conn,
-                        actor(&rid),
+                        pass.actor(),
                         "segment.reconcile_apply",
                         &format!("hosts/{}/segments/{}", host.name, d.vlan.get()),
                         item.agent.as_ref(),
@@ -1208,10 +1200,9 @@ impl Reconciler {
         }
         match host.client.ensure_attachment(d.id, &spec).await {
             Ok(wired) => {
-                let rid = pass.request_id();
                 audit::record(
                     &mut tx,
-                    actor(&rid),
+                    pass.actor(),
                     "attachment.reconcile_rewire",
                     &format!("attachments/{}", d.id),
                     item.agent.as_ref(),
@@ -1223,11 +1214,10 @@ impl Reconciler {
             }
             Err(e) if target_gone(&e) => {
                 let grace = self.engine.settings.lost_grace;
-                let rid = pass.request_id();
-                let marked = lost::mark_lost(&mut tx, d.id, grace, Some(&rid)).await?;
+                let marked = lost::mark_lost(&mut tx, d.id, grace, Some(&pass.request_id)).await?;
                 audit::record(
                     &mut tx,
-                    actor(&rid),
+                    pass.actor(),
                     "attachment.reconcile_lost",
                     &format!("attachments/{}", d.id),
                     item.agent.as_ref(),
@@ -1278,10 +1268,9 @@ impl Reconciler {
         }
         match host.client.remove_attachment(id).await {
             Ok(()) => {
-                let rid = pass.request_id();
                 audit::record(
                     &mut tx,
-                    actor(&rid),
+                    pass.actor(),
                     "attachment.reconcile_remove_leftover",
                     &format!("hosts/{}/attachments/{id}", host.name),
                     item.agent.as_ref(),
