@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use apic_sim::testbed::NetnsOvs;
+use apic_sim::testbed::{start_ovs_in, PrivateOvs};
 use futures::FutureExt;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -115,7 +115,7 @@ pub(crate) struct Host {
     url: String,
     containers: Vec<String>,
     docker: Vec<String>,
-    ovs: Option<NetnsOvs>,
+    ovs: Option<PrivateOvs>,
 }
 
 impl HostBuilder {
@@ -148,7 +148,7 @@ impl HostBuilder {
              ip -n {ns} link set upl0 up && ip -n {leaf} link set far0 up &&
              ip -n {leaf} addr add {gateway} dev far0"
         ));
-        let ovs = (self.backend == Backend::Ovs).then(|| NetnsOvs::start(&ns).unwrap());
+        let ovs = (self.backend == Backend::Ovs).then(|| start_ovs_in(&ns).unwrap());
         let state = std::env::temp_dir().join(format!("weft-e2e-{ns}.json"));
         let _ = std::fs::remove_file(&state);
         let mut env = vec![
@@ -249,7 +249,7 @@ impl Host {
     }
 
     /// The switch of an Open vSwitch host.
-    fn ovs(&self) -> &NetnsOvs {
+    fn ovs(&self) -> &PrivateOvs {
         self.ovs.as_ref().expect("an Open vSwitch host")
     }
 }

@@ -6,11 +6,9 @@
 //! drop. Needs root, `ip`, `nft` and Open vSwitch.
 
 use crate::dataplane::DataPlane;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-const SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+pub use weft_ovsdb::private::PrivateOvs;
 
 /// Why data-plane tests cannot run here, if they cannot (tests print it as SKIPPED).
 pub fn unavailable() -> Option<String> {
@@ -18,16 +16,7 @@ pub fn unavailable() -> Option<String> {
     if !uid.is_ok_and(|o| o.stdout.trim_ascii() == b"0") {
         return Some("not root".into());
     }
-    let missing = [
-        "ip",
-        "nft",
-        "ovsdb-server",
-        "ovs-vswitchd",
-        "ovsdb-tool",
-        "ovs-vsctl",
-    ]
-    .into_iter()
-    .find(|t| {
+    let missing = ["ip", "nft"].into_iter().find(|t| {
         !Command::new("sh")
             .args(["-c", &format!("command -v {t}")])
             .output()
@@ -35,8 +24,7 @@ pub fn unavailable() -> Option<String> {
     });
     match missing {
         Some(tool) => Some(format!("{tool} not installed")),
-        None if !Path::new(SCHEMA).exists() => Some(format!("{SCHEMA} missing")),
-        None => None,
+        None => PrivateOvs::unavailable(),
     }
 }
 
@@ -45,7 +33,7 @@ pub fn unavailable() -> Option<String> {
 pub struct SimHost {
     pub netns: String,
     /// Dropped in this order: the switch's daemons, then the namespace.
-    ovs: NetnsOvs,
+    ovs: PrivateOvs,
     _netns: NetnsGuard,
 }
 
@@ -54,15 +42,6 @@ pub struct TestHost {
     host: SimHost,
     /// The endpoint's IPv4 address (without prefix).
     pub ip: String,
-}
-
-/// A private Open vSwitch in a network namespace: `ovsdb-server` and `ovs-vswitchd`
-/// (userspace datapath, so bridges need `datapath_type=netdev`) with a run directory of their
-/// own. The daemons are killed and the directory removed on drop.
-pub struct NetnsOvs {
-    netns: String,
-    dir: PathBuf,
-    daemons: Vec<Child>,
 }
 
 fn run(program: &str, args: &[&str]) -> std::io::Result<()> {
@@ -96,14 +75,14 @@ impl SimHost {
             .cable(node, port, netns, uplink)
             .map_err(std::io::Error::other)?;
         Ok(SimHost {
-            ovs: NetnsOvs::start(netns)?,
+            ovs: start_ovs_in(netns)?,
             netns: netns.to_string(),
             _netns: guard,
         })
     }
 
     /// The host's switch.
-    pub fn ovs(&self) -> &NetnsOvs {
+    pub fn ovs(&self) -> &PrivateOvs {
         &self.ovs
     }
 }
@@ -274,87 +253,8 @@ pub fn remove_netns(netns: &str) {
     let _ = std::fs::remove_dir_all(run_dir(netns));
 }
 
-impl NetnsOvs {
-    /// Starts both daemons in `netns` (which must exist) with a fresh database.
-    pub fn start(netns: &str) -> std::io::Result<Self> {
-        let dir = run_dir(netns);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        let mut ovs = NetnsOvs {
-            netns: netns.to_string(),
-            dir,
-            daemons: Vec::new(),
-        };
-        run("ovsdb-tool", &["create", &ovs.path("conf.db"), SCHEMA])?;
-        let (conf, remote, ctl) = (
-            ovs.path("conf.db"),
-            format!("--remote=punix:{}", ovs.path("db.sock")),
-            format!("--unixctl={}", ovs.path("ovsdb.ctl")),
-        );
-        ovs.spawn("ovsdb-server", &[&conf, &remote, &ctl])?;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::os::unix::net::UnixStream::connect(ovs.dir.join("db.sock")).is_err() {
-            if Instant::now() > deadline {
-                return Err(std::io::Error::other(
-                    "ovsdb-server does not accept clients",
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        ovs.vsctl(&["--no-wait", "init"])?;
-        let (db, ctl) = (ovs.db(), format!("--unixctl={}", ovs.path("vswitchd.ctl")));
-        ovs.spawn("ovs-vswitchd", &[&db, &ctl])?;
-        Ok(ovs)
-    }
-
-    /// A file in the switch's run directory (also a place for the host's own files).
-    pub fn path(&self, name: &str) -> String {
-        self.dir.join(name).to_string_lossy().into_owned()
-    }
-
-    /// The OVSDB address (`unix:<dir>/db.sock`), e.g. for `WEFT_AGENT_OVS_DB`.
-    pub fn db(&self) -> String {
-        format!("unix:{}", self.path("db.sock"))
-    }
-
-    /// Runs `ovs-vsctl` against this switch; returns its output.
-    pub fn vsctl(&self, args: &[&str]) -> std::io::Result<String> {
-        let db = format!("--db={}", self.db());
-        let out = Command::new("ovs-vsctl")
-            .args([db.as_str(), "--timeout=10"])
-            .args(args)
-            .output()?;
-        if out.status.success() {
-            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
-        }
-        Err(std::io::Error::other(format!(
-            "ovs-vsctl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
-    }
-
-    /// A daemon inside the namespace (`ip netns exec` execs it, so the child is the daemon).
-    fn spawn(&mut self, program: &str, args: &[&str]) -> std::io::Result<()> {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.netns, program])
-            .args(args)
-            .env("OVS_RUNDIR", &self.dir)
-            .env("OVS_DBDIR", &self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        self.daemons.push(child);
-        Ok(())
-    }
-}
-
-impl Drop for NetnsOvs {
-    fn drop(&mut self) {
-        for c in &mut self.daemons {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// A private Open vSwitch in network namespace `netns` (which must exist), running from a
+/// directory named after it, so a crashed run's switch is found and removed by [`remove_netns`].
+pub fn start_ovs_in(netns: &str) -> std::io::Result<PrivateOvs> {
+    PrivateOvs::start_in(netns, run_dir(netns))
 }

@@ -5,6 +5,7 @@
 //! Layers: [`rpc`] (JSON-RPC framing over a unix or TCP socket), [`Client`]
 //! (`transact`, `monitor`, `get_schema`), [`op`] and [`datum`] (typed
 //! operations and values), and [`Vswitch`] (bridges, trunk and access ports).
+//! [`private::PrivateOvs`] runs a switch of its own for tests, benchmarks and the lab.
 //!
 //! ```no_run
 //! use std::collections::BTreeMap;
@@ -39,6 +40,7 @@ mod client;
 pub mod datum;
 mod error;
 pub mod op;
+pub mod private;
 pub mod rpc;
 mod vswitch;
 

@@ -18,9 +18,7 @@ use weft_agent_api::{
     Token, VlanId,
 };
 
-mod ovs;
-
-pub use ovs::PrivateOvs;
+pub use weft_ovsdb::private::PrivateOvs;
 
 use crate::agent::Agent;
 use crate::config::{Config, Naming};
